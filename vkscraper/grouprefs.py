@@ -1,0 +1,91 @@
+"""Parse the ways a user names a VK community into an id or a screen name to resolve.
+
+Accepted: ``123``, ``-123``, ``club123``, ``public123``, ``event123``, a screen name
+(``apiclub``) and ``vk.com/…``, ``m.vk.com/…``, ``vk.ru/…`` URLs with or without a scheme,
+``www.``, a trailing slash, a query or a fragment. Ids come back positive (group ids, never
+owner ids); names are resolved later with ``groups.getById``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+_ID_PATH = re.compile(r"(?:club|public|event)(\d+)")
+_NUMBER = re.compile(r"-?\d+")
+# VK screen names: latin letters, digits, underscore and dot; 2-32 characters, not all digits.
+_SCREEN_NAME = re.compile(r"[A-Za-z0-9_.]{2,32}")
+_VK_HOSTS = {"vk.com", "vk.ru", "m.vk.com", "m.vk.ru", "www.vk.com", "www.vk.ru", "new.vk.com"}
+
+
+class GroupRefError(ValueError):
+    """A group reference that is neither an id nor a screen name nor a VK community URL."""
+
+
+@dataclass(frozen=True)
+class GroupRef:
+    """Exactly one of ``group_id`` (positive) and ``screen_name`` is set."""
+
+    group_id: int | None = None
+    screen_name: str | None = None
+
+    def __str__(self) -> str:
+        return str(self.group_id) if self.group_id is not None else str(self.screen_name)
+
+
+def parse_group_ref(raw: str | int) -> GroupRef:
+    """Parse one reference; raise :class:`GroupRefError` naming the input when it is not one."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return _from_id(abs(raw), raw)
+    text = str(raw).strip()
+    if not text:
+        raise GroupRefError("empty group reference")
+    path = _path_of(text)
+    if _NUMBER.fullmatch(path):
+        return _from_id(abs(int(path)), raw)
+    m = _ID_PATH.fullmatch(path.lower())
+    if m:
+        return _from_id(int(m.group(1)), raw)
+    if re.fullmatch(r"id\d+", path.lower()):
+        raise GroupRefError(f"{raw!r} is a user page, not a community")
+    if _SCREEN_NAME.fullmatch(path):
+        return GroupRef(screen_name=path.lower())
+    raise GroupRefError(
+        f"{raw!r} is not a VK community: expected an id, club123/public123/event123, "
+        "a screen name or a vk.com/vk.ru URL"
+    )
+
+
+def parse_group_refs(raw: str | list[str] | tuple[str, ...]) -> list[GroupRef]:
+    """Parse a comma/whitespace separated list (or a sequence), dropping duplicates in order."""
+    items = re.split(r"[,\s]+", raw) if isinstance(raw, str) else list(raw)
+    refs: list[GroupRef] = []
+    for item in items:
+        if str(item).strip():
+            ref = parse_group_ref(item)
+            if ref not in refs:
+                refs.append(ref)
+    return refs
+
+
+def _from_id(group_id: int, raw: object) -> GroupRef:
+    if group_id <= 0:
+        raise GroupRefError(f"{raw!r}: a group id must be a positive number")
+    return GroupRef(group_id=group_id)
+
+
+def _path_of(text: str) -> str:
+    """Return the single path segment of a VK URL, or the text itself when it is no URL."""
+    has_scheme = "://" in text
+    candidate = text if has_scheme else "//" + text
+    parts = urlsplit(candidate)
+    host = (parts.hostname or "").lower()
+    if host in _VK_HOSTS:
+        segments = [s for s in parts.path.split("/") if s]
+        if len(segments) != 1:
+            raise GroupRefError(f"{text!r}: a VK URL must name one community, like vk.com/apiclub")
+        return segments[0]
+    if has_scheme or "/" in text:
+        raise GroupRefError(f"{text!r} is not a vk.com or vk.ru URL")
+    return text

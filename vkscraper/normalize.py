@@ -1,0 +1,170 @@
+"""Turn VK response data into items. Pure functions; tolerant of absent optional fields.
+
+VK marks almost nothing as required (vk-api.md §2), so counters default to 0, and a deleted
+comment stub has no ``from_id`` or ``text`` (§3). Anything that is not the documented shape
+raises :class:`VkMalformedResponse` naming what was wrong, never a bare ``KeyError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from vkscraper.api import owner_id_for_group
+from vkscraper.exceptions import VkMalformedResponse
+from vkscraper.items import VkComment, VkGroup, VkPost
+
+
+def _utc(ts: Any) -> datetime | None:
+    if ts is None:
+        return None
+    try:
+        return datetime.fromtimestamp(int(ts), tz=UTC)
+    except (TypeError, ValueError, OverflowError, OSError) as exc:
+        raise VkMalformedResponse(f"bad unixtime {ts!r}") from exc
+
+
+def _count(obj: Any, key: str) -> int:
+    """``obj[key]["count"]`` for VK's counter objects (likes, comments), 0 when absent."""
+    sub = obj.get(key) if isinstance(obj, Mapping) else None
+    value = sub.get("count", 0) if isinstance(sub, Mapping) else 0
+    return int(value) if isinstance(value, int) else 0
+
+
+def _items(data: Any, what: str) -> list[dict[str, Any]]:
+    if not isinstance(data, Mapping) or not isinstance(data.get("items"), list):
+        raise VkMalformedResponse(f"{what}: expected an object with an 'items' list")
+    items = data["items"]
+    if not all(isinstance(i, Mapping) and isinstance(i.get("id"), int) for i in items):
+        raise VkMalformedResponse(f"{what}: every item needs an integer 'id'")
+    return items
+
+
+def parse_posts(data: Any, group_id: int) -> list[VkPost]:
+    """Posts of a ``wall.get`` response of community ``group_id``."""
+    owner_id = owner_id_for_group(group_id)
+    posts = []
+    for item in _items(data, "wall.get"):
+        date = _utc(item.get("date"))
+        if date is None:
+            raise VkMalformedResponse(f"wall.get: post {item['id']} has no date")
+        posts.append(
+            VkPost(
+                vk_post_id=item["id"],
+                owner_id=owner_id,
+                group_id=group_id,
+                text=str(item.get("text") or ""),
+                date=date,
+                likes=_count(item, "likes"),
+                comments_count=_count(item, "comments"),
+                is_pinned=bool(item.get("is_pinned")),
+            )
+        )
+    return posts
+
+
+def latest_posts(posts: list[VkPost], limit: int) -> list[VkPost]:
+    """The ``limit`` newest posts by date, duplicates dropped.
+
+    The pinned post comes first on a wall even when it is old; it counts only when it is among
+    the newest by date, which is why the caller asks VK for one post more than it needs.
+    """
+    unique = {p.vk_post_id: p for p in posts}
+    return sorted(unique.values(), key=lambda p: (p.date, p.vk_post_id), reverse=True)[:limit]
+
+
+class AuthorNames:
+    """Names of comment authors from the ``profiles`` / ``groups`` of an extended response."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._names: dict[int, str] = {}
+        for profile in data.get("profiles") or ():
+            if isinstance(profile, Mapping) and isinstance(profile.get("id"), int):
+                parts = (profile.get("first_name"), profile.get("last_name"))
+                self._names[profile["id"]] = " ".join(str(p) for p in parts if p)
+        for group in data.get("groups") or ():
+            if isinstance(group, Mapping) and isinstance(group.get("id"), int):
+                # Communities author as negative ids.
+                self._names[-abs(group["id"])] = str(group.get("name") or "")
+
+    def get(self, author_id: int | None) -> str | None:
+        return None if author_id is None else self._names.get(author_id)
+
+
+def parse_comments(
+    data: Any, group_id: int, post_id: int, *, parent_id: int | None = None
+) -> list[VkComment]:
+    """Comments of one ``wall.getComments`` page, inline thread replies included.
+
+    ``parent_id`` is the top-level comment when the page is a thread (``comment_id`` call).
+    """
+    owner_id = owner_id_for_group(group_id)
+    names = AuthorNames(data)
+    comments = []
+    for item in _items(data, "wall.getComments"):
+        comments.append(_comment(item, owner_id, post_id, parent_id, names))
+        if parent_id is None:
+            thread = item.get("thread")
+            inline = thread.get("items") if isinstance(thread, Mapping) else None
+            for reply in _items({"items": inline or []}, "wall.getComments thread"):
+                comments.append(_comment(reply, owner_id, post_id, item["id"], names))
+    return comments
+
+
+def _comment(
+    item: Mapping[str, Any],
+    owner_id: int,
+    post_id: int,
+    parent_id: int | None,
+    names: AuthorNames,
+) -> VkComment:
+    from_id = item.get("from_id")
+    author_id = from_id if isinstance(from_id, int) and from_id != 0 else None
+    return VkComment(
+        vk_comment_id=item["id"],
+        post_vk_id=post_id,
+        owner_id=owner_id,
+        parent_id=parent_id,
+        thread_count=_count(item, "thread") if parent_id is None else 0,
+        author_id=author_id,
+        author_name=names.get(author_id),
+        text=str(item.get("text") or ""),
+        date=_utc(item.get("date")),
+        likes=_count(item, "likes"),
+        deleted=bool(item.get("deleted")),
+    )
+
+
+def threads_to_fetch(data: Any) -> Iterator[tuple[int, int]]:
+    """``(comment_id, replies_already_seen)`` for top-level comments whose thread did not fit
+    inline: ``thread.count`` is larger than the number of inline items."""
+    for item in _items(data, "wall.getComments"):
+        thread = item.get("thread")
+        if not isinstance(thread, Mapping):
+            continue
+        total = thread.get("count", 0)
+        seen = len(thread.get("items") or ())
+        if isinstance(total, int) and total > seen:
+            yield item["id"], seen
+
+
+def parse_groups(data: Any) -> list[VkGroup]:
+    """``groups.getById``: the 5.199 ``{"groups": [...]}`` shape or the older bare list."""
+    groups = data.get("groups") if isinstance(data, Mapping) else data
+    if not isinstance(groups, list):
+        raise VkMalformedResponse("groups.getById: expected a list of groups")
+    result = []
+    for g in groups:
+        if not isinstance(g, Mapping) or not isinstance(g.get("id"), int) or g["id"] <= 0:
+            raise VkMalformedResponse("groups.getById: every group needs a positive integer id")
+        result.append(
+            VkGroup(
+                id=g["id"],
+                screen_name=g.get("screen_name"),
+                name=g.get("name"),
+                deactivated=g.get("deactivated") or None,
+                is_closed=int(g.get("is_closed") or 0),
+            )
+        )
+    return result
