@@ -1,0 +1,131 @@
+"""Shared pytest fixtures.
+
+Store fixtures run against the REAL services: PostgreSQL at ``VK_TEST_PG_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/postgres``; each test gets a fresh database, dropped
+afterwards) and SQLite files in ``tmp_path``. An unreachable PostgreSQL fails the tests
+loudly instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+
+from vkscraper.items import VkComment, VkPost
+from vkscraper.store import Store, open_store
+
+# ----------------------------------------------------------------------------- store
+
+PG_ADMIN_URL = os.environ.get("VK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def pg_database_url(admin_url: str, dbname: str) -> str:
+    """``admin_url`` pointing at another database on the same server."""
+    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{dbname}"))
+
+
+def pg_admin_execute(admin_url: str, sql: str) -> None:
+    """Run one statement outside a transaction (CREATE/DROP DATABASE need that)."""
+    conn = psycopg2.connect(admin_url, connect_timeout=5)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    """The maintenance database URL; fails (never skips) when PostgreSQL is unreachable."""
+    try:
+        pg_admin_execute(PG_ADMIN_URL, "SELECT 1")
+    except psycopg2.Error as exc:
+        pytest.fail(
+            f"PostgreSQL for the tests is unreachable at {PG_ADMIN_URL} "
+            f"(set VK_TEST_PG_URL): {str(exc).strip()}",
+            pytrace=False,
+        )
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """URL of a fresh, empty PostgreSQL database, dropped (WITH FORCE) after the test."""
+    dbname = f"vkst_{secrets.token_hex(6)}"
+    pg_admin_execute(pg_admin_url, f"CREATE DATABASE {dbname}")
+    try:
+        yield pg_database_url(pg_admin_url, dbname)
+    finally:
+        pg_admin_execute(pg_admin_url, f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    """URL of a not yet existing SQLite file in ``tmp_path``."""
+    return f"sqlite:///{tmp_path / 'store.sqlite3'}"
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """Each test using it runs twice: on a fresh PostgreSQL database and on an SQLite file."""
+    return request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url")
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """An opened and migrated store (both backends), closed after the test."""
+    s = open_store(store_url)
+    try:
+        s.migrate()
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def make_post() -> Callable[..., VkPost]:
+    """Factory for :class:`VkPost` with defaults: ``make_post(1, group_id=5, likes=3)``."""
+
+    def factory(vk_post_id: int, group_id: int = 1, **fields: object) -> VkPost:
+        values: dict = {
+            "vk_post_id": vk_post_id,
+            "owner_id": -group_id,
+            "group_id": group_id,
+            "text": f"post {vk_post_id}",
+            "date": datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
+        }
+        values.update(fields)
+        return VkPost(**values)
+
+    return factory
+
+
+@pytest.fixture
+def make_comment() -> Callable[..., VkComment]:
+    """Factory for :class:`VkComment`: ``make_comment(10, post_vk_id=1, group_id=5)``."""
+
+    def factory(
+        vk_comment_id: int, post_vk_id: int = 1, group_id: int = 1, **fields: object
+    ) -> VkComment:
+        values: dict = {
+            "vk_comment_id": vk_comment_id,
+            "post_vk_id": post_vk_id,
+            "owner_id": -group_id,
+            "parent_id": None,
+            "thread_count": 0,
+            "author_id": 100 + vk_comment_id,
+            "author_name": f"user {vk_comment_id}",
+            "text": f"comment {vk_comment_id}",
+            "date": datetime(2024, 5, 1, 13, 0, tzinfo=UTC),
+        }
+        values.update(fields)
+        return VkComment(**values)
+
+    return factory

@@ -1,0 +1,115 @@
+"""``python -m vkscraper``: commands, output and exit codes (0 ok, 1 database, 2 bad input)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vkscraper.__main__ import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(capsys, url, *args):
+    code = main(["-q", "--database-url", url, *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_process(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "vkscraper", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def test_migrate_twice(capsys, store_url):
+    assert run(capsys, store_url, "migrate")[:2] == (0, "applied: 0001\n")
+    assert run(capsys, store_url, "migrate")[:2] == (0, "schema is up to date\n")
+
+
+def test_groups_commands(capsys, store_url):
+    code, out, _ = run(
+        capsys, store_url, "groups", "add", "club5", "ApiClub", "https://vk.com/durov"
+    )
+    assert code == 0
+    assert out.splitlines() == [
+        "added 5",
+        "added apiclub (pending resolution)",
+        "added durov (pending resolution)",
+    ]
+    code, out, _ = run(capsys, store_url, "groups", "list")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 3
+    assert lines[0].split()[:3] == ["5", "-", "active"]
+    assert lines[1].split()[:3] == ["pending", "apiclub", "active"]
+    assert run(capsys, store_url, "groups", "remove", "5", "durov")[:2] == (0, "removed 2\n")
+    assert run(capsys, store_url, "groups", "list")[1].split()[:2] == ["pending", "apiclub"]
+
+
+def test_task_create_show_list(capsys, store_url):
+    code, out, _ = run(capsys, store_url, "task", "create", "--groups", "1,apiclub, club2")
+    assert code == 0
+    task_id = int(out)
+    code, out, _ = run(capsys, store_url, "task", "show", str(task_id))
+    assert code == 0
+    head, _, metrics = out.partition("metrics:\n")
+    assert head.splitlines()[0] == f"task {task_id}: created"
+    assert "groups:      1, apiclub, 2" in head
+    assert "started_at:  -" in head
+    assert json.loads(metrics)["groups_total"] == 3
+    code, out, _ = run(capsys, store_url, "task", "list")
+    assert code == 0 and out.split()[:2] == [str(task_id), "created"]
+
+
+def test_bad_input_exits_2_with_one_line(capsys, sqlite_url):
+    code, out, err = run(capsys, sqlite_url, "groups", "add", "vk.com/id42")
+    assert (code, out) == (2, "")
+    assert err.strip().splitlines() == [
+        "vkscraper: error: 'vk.com/id42' is a user page, not a community"
+    ]
+    code, _, err = run(capsys, sqlite_url, "task", "create", "--groups", " , ")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exc:
+        main(["task", "show", "abc"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "invalid int value" in err
+
+
+def test_missing_task_exits_1(capsys, sqlite_url):
+    code, _, err = run(capsys, sqlite_url, "task", "show", "42")
+    assert code == 1 and err == "vkscraper: task 42 does not exist\n"
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("postgresql://postgres:hunter2@127.0.0.1:1/x", "PostgreSQL at 127.0.0.1:1/x"),
+        ("oracle://scott:hunter2@db/x", "unsupported DATABASE_URL"),
+    ],
+)
+def test_bad_database_url_one_line_exit_1(url, needle):
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": url}
+    result = run_process("groups", "list", env=env)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("vkscraper: ") and needle in lines[0]
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_process_logs_which_store(pg_url):
+    result = run_process("--database-url", pg_url, "task", "list")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "no tasks\n"
+    assert f"using PostgreSQL store {pg_url}" in result.stderr

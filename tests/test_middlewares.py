@@ -1,0 +1,212 @@
+"""VkAuthMiddleware and VkRetryMiddleware with hand-made requests and responses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from scrapy import Request
+from scrapy.http import HtmlResponse, TextResponse
+from scrapy.utils.defer import deferred_f_from_coro_f
+from scrapy.utils.misc import build_from_crawler
+from scrapy.utils.test import get_crawler
+from twisted.internet.error import ConnectionLost, TimeoutError
+
+from vkscraper.addon import VkAddon, request_interval
+from vkscraper.exceptions import VkApiTransientError, VkMalformedResponse, VkTargetError
+from vkscraper.middlewares.auth import VkAuthMiddleware
+from vkscraper.middlewares.retry import VkRetryMiddleware
+from vkscraper.tokens import token_tag
+
+TOKEN = "tok-secret-123"
+URL = "http://127.0.0.1:1/method/wall.get"
+
+
+@pytest.fixture
+def crawler(monkeypatch):
+    monkeypatch.setenv("VK_ACCESS_TOKEN", f"{TOKEN}, other")
+    c = get_crawler(settings_dict={"VK_BACKOFF_BASE": 0, "VK_RETRY_TIMES": 2})
+    c.spider = c._create_spider("t")  # get_retry_request logs against a spider
+    return c
+
+
+def vk_request(**meta):
+    return Request(URL, method="POST", body=b"owner_id=-1", meta={"vk_method": "wall.get", **meta})
+
+
+def resp(request, body, status=200, headers=None):
+    return TextResponse(
+        URL, status=status, body=body, headers=headers or {}, request=request, encoding="utf-8"
+    )
+
+
+def test_auth_adds_header_slot_and_strips_after(crawler):
+    mw = build_from_crawler(VkAuthMiddleware, crawler)
+    req = vk_request()
+    assert mw.process_request(req) is None
+    assert req.headers[b"Authorization"] == f"Bearer {TOKEN}".encode()
+    assert req.meta["download_slot"] == f"vk-{token_tag(TOKEN)}"
+    assert TOKEN not in req.url and TOKEN.encode() not in req.body
+    mw.process_response(req, resp(req, b"{}"))
+    assert b"Authorization" not in req.headers
+    assert crawler.stats.get_value("vk/requests/wall.get") == 1
+
+
+def test_auth_leaves_other_requests_alone(crawler):
+    mw = build_from_crawler(VkAuthMiddleware, crawler)
+    req = Request("http://example.invalid/")
+    mw.process_request(req)
+    assert b"Authorization" not in req.headers and "download_slot" not in req.meta
+
+
+@deferred_f_from_coro_f
+async def test_ok_response_is_parsed_once(crawler):
+    mw = build_from_crawler(VkRetryMiddleware, crawler)
+    req = vk_request()
+    out = await mw.process_response(req, resp(req, b'{"response": {"count": 0, "items": []}}'))
+    assert isinstance(out, TextResponse)
+    assert req.meta["vk_response"] == {"count": 0, "items": []}
+    assert "vk_error" not in req.meta
+
+
+@deferred_f_from_coro_f
+async def test_target_error_is_not_retried(crawler):
+    mw = build_from_crawler(VkRetryMiddleware, crawler)
+    req = vk_request()
+    body = json.dumps(
+        {"error": {"error_code": 15, "error_msg": "Access denied: wall is disabled"}}
+    )
+    out = await mw.process_response(req, resp(req, body.encode()))
+    assert isinstance(out, TextResponse)
+    assert isinstance(req.meta["vk_error"], VkTargetError)
+    assert crawler.stats.get_value("vk/api_error/15") == 1
+    assert crawler.stats.get_value("retry/count") is None
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason"),
+    [
+        (
+            200,
+            b'{"error": {"error_code": 6, "error_msg": "Too many requests per second"}}',
+            "vk_error_6",
+        ),
+        (
+            200,
+            b'{"error": {"error_code": 10, "error_msg": "Internal server error"}}',
+            "vk_error_10",
+        ),
+        (200, b'{"response": {"items": [', "vk_malformed"),
+        (500, b"<html>oops</html>", "HTTP 500"),
+        (503, b"", "HTTP 503"),
+        (429, b"", "HTTP 429"),
+    ],
+)
+@deferred_f_from_coro_f
+async def test_transient_answers_are_retried_without_the_token(crawler, status, body, reason):
+    auth = build_from_crawler(VkAuthMiddleware, crawler)
+    mw = build_from_crawler(VkRetryMiddleware, crawler)
+    req = vk_request()
+    auth.process_request(req)
+    out = await mw.process_response(req, resp(req, body, status))
+    assert isinstance(out, Request)
+    assert out.meta["retry_times"] == 1
+    assert b"Authorization" not in out.headers  # it goes back to the scheduler (or Redis)
+    assert "download_slot" not in out.meta and "vk_response" not in out.meta
+    assert crawler.stats.get_value(f"retry/reason_count/{reason}") == 1
+
+
+@deferred_f_from_coro_f
+async def test_retries_run_out_and_the_error_reaches_the_spider(crawler):
+    mw = build_from_crawler(VkRetryMiddleware, crawler)
+    req = vk_request()
+    body = b'{"error": {"error_code": 10, "error_msg": "Internal server error"}}'
+    for _ in range(2):
+        req = await mw.process_response(req, resp(req, body))
+        assert isinstance(req, Request)
+    final = await mw.process_response(req, resp(req, body))
+    assert isinstance(final, TextResponse)
+    assert isinstance(req.meta["vk_error"], VkApiTransientError)
+    assert crawler.stats.get_value("retry/max_reached") == 1
+
+    req = vk_request(retry_times=2)
+    await mw.process_response(req, resp(req, b"not json"))
+    assert isinstance(req.meta["vk_error"], VkMalformedResponse)
+
+
+@deferred_f_from_coro_f
+async def test_exhausted_http_error_passes_the_response(crawler):
+    mw = build_from_crawler(VkRetryMiddleware, crawler)
+    req = vk_request(retry_times=2)
+    out = await mw.process_response(req, resp(req, b"", 502))
+    assert isinstance(out, TextResponse) and out.status == 502
+
+
+@deferred_f_from_coro_f
+async def test_connection_errors_are_retried(crawler):
+    mw = build_from_crawler(VkRetryMiddleware, crawler)
+    req = vk_request()
+    for exc in (TimeoutError(), ConnectionLost()):
+        out = await mw.process_exception(req, exc)
+        assert isinstance(out, Request)
+    assert await mw.process_exception(vk_request(retry_times=2), TimeoutError()) is None
+    assert await mw.process_exception(Request(URL), TimeoutError()) is None  # not a VK request
+
+
+@deferred_f_from_coro_f
+async def test_retry_after_is_honoured(crawler, monkeypatch):
+    crawler.settings.frozen = False
+    crawler.settings.set("VK_BACKOFF_BASE", 0.01)
+    mw = build_from_crawler(VkRetryMiddleware, crawler)
+    slept = []
+
+    async def fake_sleep(seconds):
+        slept.append(seconds)
+
+    monkeypatch.setattr("vkscraper.middlewares.retry.sleep", fake_sleep)
+    req = vk_request()
+    await mw.process_response(req, resp(req, b"", 429, {"Retry-After": "3"}))
+    await mw.process_response(req, resp(req, b"", 503))
+    assert slept[0] == 3.0
+    assert 0.005 <= slept[1] <= 0.01
+
+
+def test_non_vk_html_is_untouched(crawler):
+    mw = build_from_crawler(VkRetryMiddleware, crawler)
+    req = Request("http://example.invalid/")
+    r = HtmlResponse(req.url, body=b"<html></html>", request=req)
+    out = mw.process_response(req, r)
+    assert out.__class__.__name__ == "coroutine"
+    out.close()
+
+
+@pytest.mark.parametrize(
+    ("settings", "delay"),
+    [
+        ({}, 0.35),
+        ({"VK_REQUESTS_PER_SECOND": "2"}, 0.525),
+        ({"DOWNLOAD_DELAY": 0.1}, 0.35),  # never faster than the limit
+        ({"DOWNLOAD_DELAY": 2.0}, 2.0),  # slower is fine
+    ],
+)
+def test_addon_sets_the_pace(settings, delay):
+    crawler = get_crawler(settings_dict={"ADDONS": {VkAddon: 0}, **settings})
+    s = crawler.settings
+    assert s.getfloat("DOWNLOAD_DELAY") == pytest.approx(delay)
+    assert s.getfloat("DOWNLOAD_DELAY_JITTER") == 0
+    assert (
+        s.getdict("DOWNLOADER_MIDDLEWARES")["scrapy.downloadermiddlewares.retry.RetryMiddleware"]
+        is None
+    )
+    assert request_interval(s) == pytest.approx(1.05 / s.getfloat("VK_REQUESTS_PER_SECOND", 3))
+
+
+def test_addon_keeps_autothrottle_above_the_floor():
+    crawler = get_crawler(
+        settings_dict={
+            "ADDONS": {VkAddon: 0},
+            "AUTOTHROTTLE_ENABLED": True,
+            "AUTOTHROTTLE_START_DELAY": 0.01,
+        }
+    )
+    assert crawler.settings.getfloat("AUTOTHROTTLE_START_DELAY") == pytest.approx(0.35)

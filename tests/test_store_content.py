@@ -1,0 +1,156 @@
+"""Upserts of posts and comments and reading a task's results, on PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta, timezone
+
+from vkscraper.store import UpsertResult
+
+
+def _posts(store, task_id):
+    return store.task_results(task_id, "posts", limit=1000)
+
+
+def _comments(store, task_id):
+    return store.task_results(task_id, "comments", limit=1000)
+
+
+def test_upsert_posts_is_idempotent_and_updates_mutable_fields(store, make_post):
+    task = store.create_task([1])
+    batch = [make_post(1, likes=1), make_post(2, likes=2)]
+    assert store.upsert_posts(task, batch) == UpsertResult(inserted=2, updated=0)
+    first = {p["vk_post_id"]: p for p in _posts(store, task)}
+
+    time.sleep(0.002)
+    assert store.upsert_posts(task, batch) == UpsertResult(inserted=0, updated=2)
+    changed = [
+        make_post(1, likes=10, text="edited", comments_count=4, is_pinned=True),
+        make_post(3),
+    ]
+    time.sleep(0.002)
+    assert store.upsert_posts(task, changed) == UpsertResult(inserted=1, updated=1)
+
+    rows = {p["vk_post_id"]: p for p in _posts(store, task)}
+    assert sorted(rows) == [1, 2, 3]
+    p1 = rows[1]
+    assert (p1["likes"], p1["text"], p1["comments_count"], p1["is_pinned"]) == (
+        10,
+        "edited",
+        4,
+        True,
+    )
+    assert p1["id"] == first[1]["id"]
+    assert p1["created_at"] == first[1]["created_at"]
+    assert p1["updated_at"] > first[1]["updated_at"]
+    assert rows[2]["created_at"] == first[2]["created_at"]
+    assert rows[2]["updated_at"] > first[2]["updated_at"]
+    assert p1["date"] == datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    assert p1["date"].utcoffset() == timedelta(0)
+
+
+def test_upsert_comments_is_idempotent_and_updates_mutable_fields(store, make_post, make_comment):
+    task = store.create_task([1])
+    store.upsert_posts(task, [make_post(1)])
+    batch = [make_comment(10), make_comment(11, parent_id=10)]
+    assert store.upsert_comments(task, batch) == UpsertResult(2, 0)
+    first = {c["vk_comment_id"]: c for c in _comments(store, task)}
+    time.sleep(0.002)
+    assert store.upsert_comments(task, batch) == UpsertResult(0, 2)
+    time.sleep(0.002)
+    deleted_stub = make_comment(
+        10, author_id=None, author_name=None, text="", deleted=True, likes=7, thread_count=3
+    )
+    assert store.upsert_comments(task, [deleted_stub]) == UpsertResult(0, 1)
+
+    rows = {c["vk_comment_id"]: c for c in _comments(store, task)}
+    assert len(rows) == 2
+    c10 = rows[10]
+    assert c10["deleted"] is True
+    assert (c10["author_id"], c10["author_name"], c10["text"]) == (None, None, "")
+    assert (c10["likes"], c10["thread_count"]) == (7, 3)
+    assert c10["created_at"] == first[10]["created_at"]
+    assert c10["updated_at"] > first[10]["updated_at"]
+    assert rows[11]["parent_id"] == 10
+    assert rows[11]["deleted"] is False
+
+
+def test_same_vk_ids_on_two_walls_are_two_rows(store, make_post, make_comment):
+    task = store.create_task([1, 2])
+    assert store.upsert_posts(task, [make_post(7, group_id=1), make_post(7, group_id=2)]) == (
+        UpsertResult(2, 0)
+    )
+    comments = [
+        make_comment(9, post_vk_id=7, group_id=1),
+        make_comment(9, post_vk_id=7, group_id=2),
+    ]
+    assert store.upsert_comments(task, comments) == UpsertResult(2, 0)
+    assert sorted(p["owner_id"] for p in _posts(store, task)) == [-2, -1]
+    assert sorted(c["owner_id"] for c in _comments(store, task)) == [-2, -1]
+
+
+def test_duplicate_keys_in_one_batch_last_one_wins(store, make_post, make_comment):
+    task = store.create_task([1])
+    posts = [make_post(1, likes=1), make_post(2), make_post(1, likes=5)]
+    assert store.upsert_posts(task, posts) == UpsertResult(2, 0)
+    comments = [make_comment(3, text="a"), make_comment(3, text="b")]
+    assert store.upsert_comments(task, comments) == UpsertResult(1, 0)
+    assert {p["vk_post_id"]: p["likes"] for p in _posts(store, task)} == {1: 5, 2: 0}
+    assert [c["text"] for c in _comments(store, task)] == ["b"]
+
+
+def test_nul_bytes_removed_and_four_byte_emoji_kept(store, make_post, make_comment):
+    task = store.create_task([1])
+    store.upsert_posts(task, [make_post(1, text="a\x00b 😀🇷🇺 𝕏")])
+    store.upsert_comments(task, [make_comment(2, text="\x00x😀", author_name="N\x00ame 🐱")])
+    assert _posts(store, task)[0]["text"] == "ab 😀🇷🇺 𝕏"
+    comment = _comments(store, task)[0]
+    assert (comment["text"], comment["author_name"]) == ("x😀", "Name 🐱")
+
+
+def test_dates_stored_as_utc(store, make_post, make_comment):
+    task = store.create_task([1])
+    moscow = timezone(timedelta(hours=3))
+    store.upsert_posts(task, [make_post(1, date=datetime(2024, 1, 1, 3, 0, tzinfo=moscow))])
+    store.upsert_comments(task, [make_comment(2, date=None)])
+    post = _posts(store, task)[0]
+    assert post["date"] == datetime(2024, 1, 1, 0, 0, tzinfo=UTC)
+    assert post["date"].tzinfo == UTC
+    assert post["created_at"].tzinfo == UTC
+    assert _comments(store, task)[0]["date"] is None
+
+
+def test_empty_batches(store):
+    assert store.upsert_posts(None, []) == UpsertResult(0, 0)
+    assert store.upsert_comments(None, []) == UpsertResult(0, 0)
+
+
+def test_task_results_keep_rows_a_later_task_touched(store, make_post, make_comment):
+    first = store.create_task([1])
+    store.upsert_posts(first, [make_post(1), make_post(2)])
+    store.upsert_comments(first, [make_comment(10, post_vk_id=1)])
+    second = store.create_task([1])
+    store.upsert_posts(second, [make_post(2, likes=9), make_post(3)])
+    store.upsert_comments(second, [make_comment(10, post_vk_id=1, likes=4)])
+
+    assert [p["vk_post_id"] for p in _posts(store, first)] == [1, 2]
+    assert [p["vk_post_id"] for p in _posts(store, second)] == [2, 3]
+    assert _posts(store, first)[1]["task_id"] == second  # the row itself moved on
+    assert [c["vk_comment_id"] for c in _comments(store, first)] == [10]
+    assert _comments(store, second) == []  # comment 10 belongs to post 1, not in task 2
+
+
+def test_task_results_paging(store, make_post, make_comment):
+    task = store.create_task([1])
+    store.upsert_posts(task, [make_post(i) for i in range(1, 8)])
+    store.upsert_comments(task, [make_comment(i, post_vk_id=1 + i % 7) for i in range(1, 6)])
+    seen, after = [], 0
+    while page := store.task_results(task, "posts", limit=3, after_id=after):
+        assert len(page) <= 3
+        seen += [p["vk_post_id"] for p in page]
+        after = page[-1]["id"]
+    assert seen == list(range(1, 8))
+    ids = [c["id"] for c in store.task_results(task, "comments", limit=2)]
+    rest = [c["id"] for c in store.task_results(task, "comments", limit=10, after_id=ids[-1])]
+    assert len(ids) == 2 and len(rest) == 3 and ids + rest == sorted(ids + rest)
+    assert store.task_results(task + 100, "posts") == []

@@ -1,0 +1,196 @@
+"""Command line: ``python -m vkscraper migrate | groups … | task …``.
+
+Every command applies pending migrations first (a no-op when the schema is current), so a
+first run works on an empty database. Exit codes: 0 success, 1 database error or missing task
+(one line on stderr, never a traceback), 2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import NoReturn
+
+from vkscraper.exceptions import StoreError
+from vkscraper.grouprefs import GroupRefError, parse_group_refs
+from vkscraper.store import Store, Task, open_store
+from vkscraper.store.tasks import dumps_metrics
+
+PROG = "vkscraper"
+
+
+class UsageError(Exception):
+    """Bad input from the user: exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line instead of argparse's usage block: the message names what is wrong.
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Collect posts and comments of VK communities.")
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="postgresql://user@host:5432/db or sqlite:///file "
+        "(default: $DATABASE_URL, else sqlite:///vkscraper.sqlite3)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("migrate", help="create or update the database schema")
+
+    groups = commands.add_parser("groups", help="manage the communities to crawl")
+    group_cmds = groups.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = group_cmds.add_parser("add", help="add communities (id, club123, name or vk.com URL)")
+    add.add_argument("refs", nargs="+", metavar="REF")
+    group_cmds.add_parser("list", help="list communities, pending names flagged")
+    remove = group_cmds.add_parser("remove", help="remove communities")
+    remove.add_argument("refs", nargs="+", metavar="REF")
+
+    task = commands.add_parser("task", help="create and inspect crawl tasks")
+    task_cmds = task.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = task_cmds.add_parser("create", help="create a task; prints its id")
+    create.add_argument(
+        "--groups", required=True, metavar="REF[,REF…]", help="communities, comma-separated"
+    )
+    show = task_cmds.add_parser("show", help="status, timestamps and metrics of a task")
+    show.add_argument("task_id", type=int, metavar="N")
+    listing = task_cmds.add_parser("list", help="the newest tasks")
+    listing.add_argument("--limit", type=int, default=50)
+
+    add_crawl_commands(commands)
+    return parser
+
+
+def add_crawl_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """EXTENSION POINT for crawl-related commands (``crawl``, ``worker``, ``schedule`` …).
+
+    Not implemented here on purpose. Add subparsers on ``commands`` and a matching branch in
+    :func:`run`; call ``store.migrate()`` first and ``store.require_multiprocess(...)`` for
+    anything that runs several processes (scrapy-redis, scrapyd).
+    """
+
+
+def run(args: argparse.Namespace, store: Store) -> int:
+    if args.command == "migrate":
+        # main() already migrated; report what that did.
+        applied = args.applied
+        print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+        return 0
+    if args.command == "groups":
+        return _groups(args, store)
+    if args.command == "task":
+        return _task(args, store)
+    raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover
+
+
+def _refs(raw: Sequence[str]) -> list:
+    try:
+        return parse_group_refs(",".join(raw))
+    except GroupRefError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _groups(args: argparse.Namespace, store: Store) -> int:
+    if args.action == "add":
+        refs = args.parsed_refs
+        store.add_groups(refs)
+        for ref in refs:
+            print(f"added {ref}" + ("" if ref.group_id is not None else " (pending resolution)"))
+    elif args.action == "remove":
+        removed = store.remove_groups(args.parsed_refs)
+        print(f"removed {removed}")
+    else:
+        rows = store.list_groups()
+        if not rows:
+            print("no groups")
+        for g in rows:
+            ident = "pending" if g["pending"] else str(g["id"])
+            state = "active" if g["is_active"] else "inactive"
+            print(f"{ident:>12}  {g['screen_name'] or '-':<32}  {state:<8}  {g['name'] or ''}")
+    return 0
+
+
+def _fmt(dt: datetime | None) -> str:
+    return dt.isoformat(timespec="seconds") if dt else "-"
+
+
+def _task(args: argparse.Namespace, store: Store) -> int:
+    if args.action == "create":
+        refs = args.parsed_refs
+        values = [r.group_id if r.group_id is not None else str(r.screen_name) for r in refs]
+        print(store.create_task(values))
+        return 0
+    if args.action == "show":
+        task = store.get_task(args.task_id)
+        if task is None:
+            print(f"{PROG}: task {args.task_id} does not exist", file=sys.stderr)
+            return 1
+        _print_task(task)
+        return 0
+    tasks = store.list_tasks(limit=args.limit)
+    if not tasks:
+        print("no tasks")
+    for t in tasks:
+        m = t.metrics
+        print(
+            f"{t.id:>6}  {t.status:<11}  {_fmt(t.created_at)}  "
+            f"groups {m.get('groups_done', 0)}/{m.get('groups_total', 0)}  "
+            f"posts {m.get('posts', 0)}  comments {m.get('comments', 0)}  "
+            f"errors {len(m.get('errors', []))}"
+        )
+    return 0
+
+
+def _print_task(task: Task) -> None:
+    print(f"task {task.id}: {task.status}")
+    print(f"groups:      {', '.join(str(g) for g in task.groups) or '-'}")
+    print(f"created_at:  {_fmt(task.created_at)}")
+    print(f"started_at:  {_fmt(task.started_at)}")
+    print(f"finished_at: {_fmt(task.finished_at)}")
+    print(f"updated_at:  {_fmt(task.updated_at)}")
+    print("metrics:")
+    print(dumps_metrics(task.metrics))
+
+
+def _parse_input(args: argparse.Namespace) -> None:
+    """Validate group references before touching the database (bad input is exit 2)."""
+    args.parsed_refs = []
+    if getattr(args, "refs", None):
+        args.parsed_refs = _refs(args.refs)
+    elif args.command == "task" and args.action == "create":
+        args.parsed_refs = _refs([args.groups])
+        if not args.parsed_refs:
+            raise UsageError("--groups names no community")
+    elif args.command == "task" and args.action == "list" and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        _parse_input(args)
+        with open_store(args.database_url) as store:
+            args.applied = store.migrate()
+            return run(args, store)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""VkStorePipeline: batch items and upsert them into the task's store, off the event loop.
+
+Posts and comments are buffered and written in batches of ``VK_STORE_BATCH_SIZE`` (one
+statement per batch, posts before comments), at least every ``VK_STORE_FLUSH_INTERVAL``
+seconds, when a group is done (a :class:`~vkscraper.items.GroupDone` marker follows its items)
+and at close. Flushes run in a thread under an ``asyncio.Lock``: items of different responses
+arrive concurrently and one connection cannot be entered twice (scrapy-stack.md §3).
+
+When the database is down the batch stays buffered and is retried on the next flush; if it is
+still down at close, the unsaved items are written to a JSON-lines file in ``VK_UNSAVED_DIR``
+and the path is logged, so nothing collected is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scrapy.utils.asyncio import create_looping_call, run_in_thread
+
+from vkscraper import defaults
+from vkscraper.exceptions import StoreError
+from vkscraper.extensions.task import VkTaskExtension, get_task_extension, spawn
+from vkscraper.items import GroupDone, VkComment, VkPost
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+
+class VkStorePipeline:
+    def __init__(self, crawler: Crawler) -> None:
+        s = crawler.settings
+        self.crawler = crawler
+        self.batch_size = s.getint("VK_STORE_BATCH_SIZE", defaults.VK_STORE_BATCH_SIZE)
+        self.flush_interval = s.getfloat(
+            "VK_STORE_FLUSH_INTERVAL", defaults.VK_STORE_FLUSH_INTERVAL
+        )
+        self.unsaved_dir = Path(s.get("VK_UNSAVED_DIR", defaults.VK_UNSAVED_DIR))
+        self.posts: list[VkPost] = []
+        self.comments: list[VkComment] = []
+        self._lock = asyncio.Lock()
+        self._loop: Any = None
+        self.task: VkTaskExtension | None = None
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(crawler)
+
+    def open_spider(self) -> None:
+        self.task = get_task_extension(self.crawler)
+        if self.flush_interval > 0:
+            self._loop = create_looping_call(spawn, self.flush)
+            self._loop.start(self.flush_interval, now=False)
+
+    async def process_item(self, item: Any) -> Any:
+        if isinstance(item, VkPost):
+            self.posts.append(item)
+        elif isinstance(item, VkComment):
+            self.comments.append(item)
+        elif isinstance(item, GroupDone):
+            await self.flush()
+            assert self.task is not None
+            await self.task.group_finished(item.group_id, item.status)
+            return item
+        if len(self.posts) + len(self.comments) >= self.batch_size:
+            await self.flush()
+        return item
+
+    async def flush(self) -> bool:
+        """Write what is buffered; False (and the items kept) when the database refused."""
+        async with self._lock:
+            assert self.task is not None
+            store, task_id = self.task.store, self.task.task_id
+            if store is None or task_id is None:
+                return False
+            stats = self.crawler.stats
+            assert stats is not None
+            try:
+                # Slices, not the lists: items appended during the await stay buffered.
+                while self.posts:
+                    batch = self.posts[: self.batch_size]
+                    result = await run_in_thread(store.upsert_posts, task_id, batch)
+                    del self.posts[: len(batch)]
+                    stats.inc_value("vk/store/posts_inserted", result.inserted)
+                    stats.inc_value("vk/store/posts_updated", result.updated)
+                while self.comments:
+                    batch = self.comments[: self.batch_size]
+                    result = await run_in_thread(store.upsert_comments, task_id, batch)
+                    del self.comments[: len(batch)]
+                    stats.inc_value("vk/store/comments_inserted", result.inserted)
+                    stats.inc_value("vk/store/comments_updated", result.updated)
+            except StoreError as exc:
+                stats.inc_value("vk/store/errors")
+                logger.error(
+                    "Could not store %(n)d item(s), will retry: %(error)s",
+                    {"n": len(self.posts) + len(self.comments), "error": exc},
+                )
+                return False
+            return True
+
+    async def close_spider(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        for attempt in range(3):
+            if await self.flush():
+                return
+            await asyncio.sleep(1 + attempt)
+        path = self._dump_unsaved()
+        assert self.task is not None
+        await self.task.add_error(
+            f"database unavailable: {len(self.posts)} post(s) and {len(self.comments)} "
+            f"comment(s) were saved to {path} instead"
+        )
+
+    def _dump_unsaved(self) -> Path:
+        task_id = self.task.task_id if self.task else None
+        path = self.unsaved_dir / f"vkscraper-unsaved-task{task_id}-{int(time.time())}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as fh:
+            for item in [*self.posts, *self.comments]:
+                row = {"kind": type(item).__name__, **asdict(item)}
+                fh.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+        logger.critical(
+            "The database stayed unavailable: %(n)d unsaved item(s) written to %(path)s",
+            {"n": len(self.posts) + len(self.comments), "path": path},
+        )
+        return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")

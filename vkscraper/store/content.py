@@ -1,0 +1,229 @@
+"""Batch upserts of posts and comments, and reading a task's results back.
+
+One batch is one ``INSERT … ON CONFLICT (owner_id, vk_…_id) DO UPDATE`` statement: PostgreSQL
+gets a multi-row ``execute_values`` with ``RETURNING (xmax = 0)`` (true for a fresh insert),
+SQLite an ``executemany`` of the same statement, counted with a pre-select of the existing keys
+inside the same ``BEGIN IMMEDIATE`` transaction. Only the mutable fields are updated;
+``created_at`` keeps the first sighting, ``updated_at`` moves on every upsert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from vkscraper.items import VkComment, VkPost
+from vkscraper.store.backends import Backend, PostgresBackend, clean_text
+
+# SQLite before 3.32 allows 999 parameters per statement; keep the key pre-select below it.
+_SQLITE_KEY_CHUNK = 400
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    inserted: int = 0
+    updated: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.inserted + self.updated
+
+
+_POST_COLUMNS = (
+    "vk_post_id, owner_id, group_id, text, likes, comments_count, is_pinned, date, task_id"
+)
+_POST_UPDATE = """
+    text = excluded.text,
+    likes = excluded.likes,
+    comments_count = excluded.comments_count,
+    is_pinned = excluded.is_pinned,
+    task_id = COALESCE(excluded.task_id, posts.task_id),
+    updated_at = excluded.updated_at
+"""
+_COMMENT_COLUMNS = (
+    "vk_comment_id, post_vk_id, owner_id, parent_id, thread_count, author_id, author_name, "
+    "text, likes, date, deleted, task_id"
+)
+_COMMENT_UPDATE = """
+    text = excluded.text,
+    likes = excluded.likes,
+    thread_count = excluded.thread_count,
+    deleted = excluded.deleted,
+    author_id = excluded.author_id,
+    author_name = excluded.author_name,
+    task_id = COALESCE(excluded.task_id, comments.task_id),
+    updated_at = excluded.updated_at
+"""
+
+
+def _dedupe(items: Sequence[Any], key_attr: str) -> list[Any]:
+    # PostgreSQL refuses to update one row twice in a statement; the last sighting wins.
+    by_key: dict[tuple[int, int], Any] = {}
+    for item in items:
+        by_key[(item.owner_id, getattr(item, key_attr))] = item
+    return list(by_key.values())
+
+
+def _post_row(db: Backend, task_id: int | None, p: VkPost) -> tuple[Any, ...]:
+    return (
+        p.vk_post_id,
+        p.owner_id,
+        p.group_id,
+        clean_text(p.text) or "",
+        p.likes,
+        p.comments_count,
+        bool(p.is_pinned),
+        db.ts(p.date),
+        task_id,
+    )
+
+
+def _comment_row(db: Backend, task_id: int | None, c: VkComment) -> tuple[Any, ...]:
+    return (
+        c.vk_comment_id,
+        c.post_vk_id,
+        c.owner_id,
+        c.parent_id,
+        c.thread_count,
+        c.author_id,
+        clean_text(c.author_name),
+        clean_text(c.text) or "",
+        c.likes,
+        db.ts(c.date),
+        bool(c.deleted),
+        task_id,
+    )
+
+
+def upsert_posts(
+    db: Backend, cur: Any, task_id: int | None, posts: Sequence[VkPost]
+) -> UpsertResult:
+    batch = _dedupe(posts, "vk_post_id")
+    if not batch:
+        return UpsertResult()
+    rows = [_post_row(db, task_id, p) for p in batch]
+    if isinstance(db, PostgresBackend):
+        # The posts upsert and the task_posts insert in one statement (data-modifying CTE).
+        sql = f"""
+            WITH up AS (
+                INSERT INTO posts ({_POST_COLUMNS}, created_at, updated_at) VALUES %s
+                ON CONFLICT (owner_id, vk_post_id) DO UPDATE SET {_POST_UPDATE}
+                RETURNING owner_id, vk_post_id, (xmax = 0) AS inserted
+            ), tp AS (
+                INSERT INTO task_posts (task_id, owner_id, vk_post_id)
+                SELECT %s::bigint, owner_id, vk_post_id FROM up WHERE %s::bigint IS NOT NULL
+                ON CONFLICT DO NOTHING
+            )
+            SELECT inserted FROM up
+        """
+        # execute_values takes exactly one %s: bind the task id first, then escape its '%'.
+        sql = cur.mogrify(sql.replace("VALUES %s", "VALUES %%s"), (task_id, task_id)).decode()
+        result = db.execute_values(
+            cur, sql, rows, template="(%s, %s, %s, %s, %s, %s, %s, %s, %s, now(), now())"
+        )
+        inserted = sum(1 for (was_insert,) in result if was_insert)
+        return UpsertResult(inserted, len(rows) - inserted)
+    existing = _sqlite_existing(cur, "posts", "vk_post_id", [(r[1], r[0]) for r in rows])
+    cur.executemany(
+        f"""INSERT INTO posts ({_POST_COLUMNS}, created_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, vk_now(), vk_now())
+            ON CONFLICT (owner_id, vk_post_id) DO UPDATE SET {_POST_UPDATE}""",
+        rows,
+    )
+    if task_id is not None:
+        cur.executemany(
+            "INSERT INTO task_posts (task_id, owner_id, vk_post_id) VALUES (?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            [(task_id, r[1], r[0]) for r in rows],
+        )
+    return UpsertResult(len(rows) - existing, existing)
+
+
+def upsert_comments(
+    db: Backend, cur: Any, task_id: int | None, comments: Sequence[VkComment]
+) -> UpsertResult:
+    batch = _dedupe(comments, "vk_comment_id")
+    if not batch:
+        return UpsertResult()
+    rows = [_comment_row(db, task_id, c) for c in batch]
+    if isinstance(db, PostgresBackend):
+        result = db.execute_values(
+            cur,
+            f"""INSERT INTO comments ({_COMMENT_COLUMNS}, created_at, updated_at) VALUES %s
+                ON CONFLICT (owner_id, vk_comment_id) DO UPDATE SET {_COMMENT_UPDATE}
+                RETURNING (xmax = 0)""",
+            rows,
+            template="(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now(), now())",
+        )
+        inserted = sum(1 for (was_insert,) in result if was_insert)
+        return UpsertResult(inserted, len(rows) - inserted)
+    existing = _sqlite_existing(cur, "comments", "vk_comment_id", [(r[2], r[0]) for r in rows])
+    cur.executemany(
+        f"""INSERT INTO comments ({_COMMENT_COLUMNS}, created_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, vk_now(), vk_now())
+            ON CONFLICT (owner_id, vk_comment_id) DO UPDATE SET {_COMMENT_UPDATE}""",
+        rows,
+    )
+    return UpsertResult(len(rows) - existing, existing)
+
+
+def _sqlite_existing(cur: Any, table: str, id_column: str, keys: list[tuple[int, int]]) -> int:
+    """How many of ``(owner_id, vk_id)`` keys already exist (the write lock is held)."""
+    found = 0
+    for start in range(0, len(keys), _SQLITE_KEY_CHUNK):
+        chunk = keys[start : start + _SQLITE_KEY_CHUNK]
+        values = ", ".join(["(?, ?)"] * len(chunk))
+        cur.execute(
+            f"SELECT count(*) FROM {table} WHERE (owner_id, {id_column}) IN (VALUES {values})",
+            [v for key in chunk for v in key],
+        )
+        found += cur.fetchone()[0]
+    return found
+
+
+_RESULT_SQL = {
+    "posts": """
+        SELECT p.id, p.vk_post_id, p.owner_id, p.group_id, p.text, p.likes, p.comments_count,
+               p.is_pinned, p.date, p.task_id, p.created_at, p.updated_at
+        FROM task_posts tp
+        JOIN posts p ON p.owner_id = tp.owner_id AND p.vk_post_id = tp.vk_post_id
+        WHERE tp.task_id = %s AND p.id > %s
+        ORDER BY p.id
+        LIMIT %s
+    """,
+    "comments": """
+        SELECT c.id, c.vk_comment_id, c.post_vk_id, c.owner_id, c.parent_id, c.thread_count,
+               c.author_id, c.author_name, c.text, c.likes, c.date, c.deleted, c.task_id,
+               c.created_at, c.updated_at
+        FROM task_posts tp
+        JOIN comments c ON c.owner_id = tp.owner_id AND c.post_vk_id = tp.vk_post_id
+        WHERE tp.task_id = %s AND c.id > %s
+        ORDER BY c.id
+        LIMIT %s
+    """,
+}
+_TS_COLUMNS = frozenset({"date", "created_at", "updated_at"})
+_BOOL_COLUMNS = frozenset({"is_pinned", "deleted"})
+
+
+def task_results(
+    db: Backend,
+    cur: Any,
+    task_id: int,
+    kind: Literal["posts", "comments"],
+    limit: int,
+    after_id: int,
+) -> list[dict[str, Any]]:
+    """Rows of one task ordered by row id, starting after ``after_id`` (keyset paging)."""
+    cur.execute(db.sql(_RESULT_SQL[kind]), (task_id, after_id, limit))
+    names = [d[0] for d in cur.description]
+    out = []
+    for row in cur.fetchall():
+        record = dict(zip(names, row, strict=True))
+        for col in _TS_COLUMNS:
+            record[col] = db.from_ts(record[col])
+        for col in _BOOL_COLUMNS & record.keys():
+            record[col] = bool(record[col])
+        out.append(record)
+    return out

@@ -1,0 +1,292 @@
+"""The :class:`Store`: one database connection shared by threads, one transaction per call.
+
+Scrapy calls the store from worker threads (``asyncio.to_thread``, scrapy-stack.md §3), so a
+``threading.Lock`` guards the single connection: psycopg2 refuses re-entrant use and sqlite3
+connections are not safe to share without it. Each public method runs in exactly one
+transaction; a driver error rolls it back and surfaces as one-line :class:`StoreError`.
+
+When PostgreSQL drops the connection (restart, ``pg_terminate_backend``, network) before the
+transaction committed, the call reconnects and runs once more: nothing was committed, so the
+retry cannot double-apply anything. If the connection is lost *during* COMMIT the outcome is
+unknown, so the call raises and only the next call reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, TypeVar
+
+from vkscraper.exceptions import StoreError
+from vkscraper.grouprefs import GroupRef
+from vkscraper.items import VkComment, VkGroup, VkPost
+from vkscraper.store import content, groups, migrations, tasks
+from vkscraper.store.backends import Backend, backend_for, first_line, resolve_url
+from vkscraper.store.content import UpsertResult
+from vkscraper.store.tasks import Task
+
+# The package logger by contract (not __name__): "which store is in use" is logged here.
+logger = logging.getLogger("vkscraper.store")
+
+T = TypeVar("T")
+
+
+class _CommitLost(Exception):
+    """The connection broke while committing: the transaction may or may not have landed."""
+
+
+def open_store(url: str | None = None) -> Store:
+    """Connect to ``url``, else ``DATABASE_URL``, else ``sqlite:///vkscraper.sqlite3``.
+
+    Does not migrate: call :meth:`Store.migrate`. Raises :class:`StoreError` with one line
+    (backend, where, the driver's first line) when the URL is bad or the server unreachable.
+    """
+    backend = backend_for(resolve_url(url))
+    store = Store(backend)
+    logger.info("using %s store %s", backend.label, backend.safe_url)
+    return store
+
+
+class Store:
+    """Posts, comments, tasks and groups in PostgreSQL or SQLite. Thread-safe."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._db = backend
+        self._lock = threading.Lock()
+        self._conn: Any = backend.connect()
+        self._closed = False
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def backend(self) -> str:
+        """``"postgresql"`` or ``"sqlite"``."""
+        return self._db.name
+
+    @property
+    def supports_multiprocess(self) -> bool:
+        """False for SQLite: one process at a time (no scrapy-redis workers, no scrapyd)."""
+        return self._db.supports_multiprocess
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password replaced by ``***``."""
+        return self._db.safe_url
+
+    def require_multiprocess(self, feature: str) -> None:
+        """Raise :class:`StoreError` unless several processes may share this store."""
+        if not self.supports_multiprocess:
+            raise StoreError(
+                f"{feature} needs PostgreSQL: set DATABASE_URL=postgresql://…; "
+                "SQLite is single-process"
+            )
+
+    # ---------------------------------------------------------------- plumbing
+    def _run(self, op: str, fn: Callable[[Any], T], *, write: bool = True) -> T:
+        """Run ``fn(cursor)`` in one transaction, reconnecting once on a lost connection."""
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{op}: the store is closed")
+            for attempt in (1, 2):
+                conn = self._connection()
+                try:
+                    with self._db.transaction(conn, write=write) as cur:
+                        result = fn(cur)
+                    try:
+                        conn.commit()
+                    except self._db.driver_error as exc:
+                        if self._db.is_disconnect(exc, conn):
+                            raise _CommitLost(first_line(exc)) from exc
+                        self._rollback_quietly(conn)  # e.g. SQLite BUSY leaves it open
+                        raise
+                    return result
+                except _CommitLost as exc:
+                    self._drop_connection()
+                    raise StoreError(
+                        f"{self._db.label} at {self._db.where()}: connection lost while "
+                        f"committing {op} (it may or may not have been saved): {exc}"
+                    ) from None
+                except self._db.driver_error as exc:
+                    if self._db.is_disconnect(exc, conn):
+                        self._drop_connection()
+                        if attempt == 1:
+                            logger.warning(
+                                "%s connection lost during %s (%s); reconnecting",
+                                self._db.label,
+                                op,
+                                first_line(exc),
+                            )
+                            continue
+                    raise StoreError(f"{self._db.label} error in {op}: {first_line(exc)}") from exc
+            raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self._db.connect()  # StoreError when the server is still away
+            logger.info("reconnected to %s store %s", self._db.label, self._db.safe_url)
+        return self._conn
+
+    def _rollback_quietly(self, conn: Any) -> None:
+        try:
+            conn.rollback()
+        except self._db.driver_error:
+            self._drop_connection()  # unusable: start afresh on the next call
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._db.close(self._conn)
+            self._conn = None
+
+    def close(self) -> None:
+        """Close the connection; later calls raise :class:`StoreError`. Idempotent."""
+        with self._lock:
+            self._closed = True
+            self._drop_connection()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- schema
+    def migrate(self) -> list[str]:
+        """Apply pending migrations (safe from several processes at once); return versions."""
+        applied = self._run("migrate", lambda cur: migrations.apply(self._db, cur))
+        if applied:
+            logger.info("applied migrations %s", ", ".join(applied))
+        return applied
+
+    # ---------------------------------------------------------------- content
+    def upsert_posts(self, task_id: int | None, posts: Sequence[VkPost]) -> UpsertResult:
+        """Insert or update posts by ``(owner_id, vk_post_id)`` in one statement.
+
+        Updates text, likes, comments_count, is_pinned, task_id and updated_at; created_at
+        never changes. Duplicates within the batch keep the last one. NUL characters are
+        removed from the text (PostgreSQL rejects them); the row is always kept. Each post is
+        also recorded in ``task_posts`` for ``task_id``.
+        """
+        return self._run(
+            "upsert_posts", lambda cur: content.upsert_posts(self._db, cur, task_id, posts)
+        )
+
+    def upsert_comments(self, task_id: int | None, comments: Sequence[VkComment]) -> UpsertResult:
+        """Insert or update comments by ``(owner_id, vk_comment_id)`` in one statement.
+
+        Updates text, likes, thread_count, deleted, author_id, author_name, task_id and
+        updated_at; created_at never changes. Duplicates within the batch keep the last one.
+        NUL characters are removed from text and author_name (PostgreSQL rejects them).
+        """
+        return self._run(
+            "upsert_comments",
+            lambda cur: content.upsert_comments(self._db, cur, task_id, comments),
+        )
+
+    def task_results(
+        self,
+        task_id: int,
+        kind: Literal["posts", "comments"] = "posts",
+        limit: int = 100,
+        after_id: int = 0,
+    ) -> list[dict[str, Any]]:
+        """A task's posts, or the comments of its posts, ordered by row ``id`` after
+        ``after_id`` (pass the last ``id`` you got to read the next page)."""
+        if kind not in ("posts", "comments"):
+            raise ValueError(f"kind must be 'posts' or 'comments', not {kind!r}")
+        return self._run(
+            "task_results",
+            lambda cur: content.task_results(self._db, cur, task_id, kind, limit, after_id),
+            write=False,
+        )
+
+    # ---------------------------------------------------------------- tasks
+    def create_task(self, groups: Sequence[int | str]) -> int:
+        """A new task in status ``created`` with zeroed metrics; returns its id."""
+        return self._run("create_task", lambda cur: tasks.create_task(self._db, cur, groups))
+
+    def get_task(self, task_id: int) -> Task | None:
+        return self._run(
+            "get_task", lambda cur: tasks.get_task(self._db, cur, task_id), write=False
+        )
+
+    def list_tasks(self, limit: int = 50) -> list[Task]:
+        """The newest tasks first."""
+        return self._run(
+            "list_tasks", lambda cur: tasks.list_tasks(self._db, cur, limit), write=False
+        )
+
+    def set_task_groups(self, task_id: int, group_ids: list[int]) -> None:
+        """Replace the task's group list (names resolved to ids) and ``groups_total``."""
+        self._run(
+            "set_task_groups",
+            lambda cur: tasks.set_task_groups(self._db, cur, task_id, group_ids),
+        )
+
+    def start_task(self, task_id: int) -> None:
+        """Status ``in_progress``; ``started_at`` is set only the first time."""
+        self._run("start_task", lambda cur: tasks.start_task(self._db, cur, task_id))
+
+    def add_progress(
+        self,
+        task_id: int,
+        *,
+        group_id: int | None = None,
+        posts_expected: int = 0,
+        comments_expected: int = 0,
+        group_status: str | None = None,
+        group_done: bool = False,
+    ) -> None:
+        """Atomically add to the expected counts (overall and per group) and, with
+        ``group_done``, count the group as done once and set ``groups.<gid>.status``
+        (``group_status`` or ``"done"``)."""
+        self._run(
+            "add_progress",
+            lambda cur: tasks.add_progress(
+                self._db,
+                cur,
+                task_id,
+                group_id=group_id,
+                posts_expected=posts_expected,
+                comments_expected=comments_expected,
+                group_status=group_status,
+                group_done=group_done,
+            ),
+        )
+
+    def refresh_counts(self, task_id: int) -> None:
+        """Set metrics.posts/comments (overall and per group) from the task's stored rows."""
+        self._run("refresh_counts", lambda cur: tasks.refresh_counts(self._db, cur, task_id))
+
+    def add_error(self, task_id: int, message: str) -> None:
+        """Atomically append a message to metrics.errors (a task with errors ends failed)."""
+        self._run("add_error", lambda cur: tasks.add_error(self._db, cur, task_id, message))
+
+    def finish_task(self, task_id: int) -> str:
+        """``completed`` when metrics.errors is empty, else ``failed``; returns the status."""
+        return self._run("finish_task", lambda cur: tasks.finish_task(self._db, cur, task_id))
+
+    # ---------------------------------------------------------------- groups
+    def add_groups(self, refs: Sequence[GroupRef]) -> None:
+        """Ids into ``groups``, names into ``pending_groups``; existing ones are reactivated."""
+        self._run("add_groups", lambda cur: groups.add_groups(self._db, cur, refs))
+
+    def remove_groups(self, refs: Sequence[GroupRef]) -> int:
+        """Delete the groups; returns how many rows went."""
+        return self._run("remove_groups", lambda cur: groups.remove_groups(self._db, cur, refs))
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        """Resolved and pending groups (``pending`` True for names without an id yet)."""
+        return self._run("list_groups", lambda cur: groups.list_groups(self._db, cur), write=False)
+
+    def active_group_refs(self) -> list[GroupRef]:
+        """What a crawl without explicit groups should visit: active ids, then active names."""
+        return self._run(
+            "active_group_refs", lambda cur: groups.active_group_refs(self._db, cur), write=False
+        )
+
+    def save_resolved_groups(self, resolved: Sequence[VkGroup]) -> None:
+        """Upsert groups by id (existing rows keep is_active); drop matching pending names."""
+        self._run(
+            "save_resolved_groups",
+            lambda cur: groups.save_resolved_groups(self._db, cur, resolved),
+        )

@@ -1,0 +1,141 @@
+"""The list of communities to crawl.
+
+A group known by id lives in ``groups``. One added by screen name has no id until the spider
+asks VK (``groups.getById``), so it waits in ``pending_groups``; :func:`save_resolved_groups`
+moves it into ``groups``. Screen names are stored lowercased, as :mod:`vkscraper.grouprefs`
+returns them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from vkscraper.grouprefs import GroupRef
+from vkscraper.items import VkGroup
+from vkscraper.store.backends import Backend, clean_text
+
+
+def _split(refs: Sequence[GroupRef]) -> tuple[list[int], list[str]]:
+    ids = [r.group_id for r in refs if r.group_id is not None]
+    names = [str(r.screen_name).lower() for r in refs if r.group_id is None]
+    return list(dict.fromkeys(ids)), list(dict.fromkeys(names))
+
+
+def add_groups(db: Backend, cur: Any, refs: Sequence[GroupRef]) -> None:
+    """Add (or reactivate) groups; a name already resolved reactivates that group instead."""
+    ids, names = _split(refs)
+    if ids:
+        cur.executemany(
+            db.sql(
+                "INSERT INTO groups (id, is_active, created_at, updated_at) "
+                "VALUES (%s, true, {now}, {now}) "
+                "ON CONFLICT (id) DO UPDATE SET is_active = true, updated_at = excluded.updated_at"
+            ),
+            [(i,) for i in ids],
+        )
+    for name in names:
+        cur.execute(
+            db.sql(
+                "UPDATE groups SET is_active = true, updated_at = {now} "
+                "WHERE lower(screen_name) = %s"
+            ),
+            (name,),
+        )
+        if cur.rowcount:
+            continue
+        cur.execute(
+            db.sql(
+                "INSERT INTO pending_groups (screen_name, is_active, created_at) "
+                "VALUES (%s, true, {now}) "
+                "ON CONFLICT (screen_name) DO UPDATE SET is_active = true"
+            ),
+            (name,),
+        )
+
+
+def remove_groups(db: Backend, cur: Any, refs: Sequence[GroupRef]) -> int:
+    """Delete groups (by id, or by screen name whether resolved or not); return rows removed."""
+    ids, names = _split(refs)
+    removed = 0
+    for gid in ids:
+        cur.execute(db.sql("DELETE FROM groups WHERE id = %s"), (gid,))
+        removed += cur.rowcount
+    for name in names:
+        cur.execute(db.sql("DELETE FROM pending_groups WHERE screen_name = %s"), (name,))
+        removed += cur.rowcount
+        cur.execute(db.sql("DELETE FROM groups WHERE lower(screen_name) = %s"), (name,))
+        removed += cur.rowcount
+    return removed
+
+
+def list_groups(db: Backend, cur: Any) -> list[dict[str, Any]]:
+    """Resolved groups by id, then pending names; each dict has ``pending``."""
+    cur.execute(
+        "SELECT id, screen_name, name, is_active, created_at, updated_at FROM groups ORDER BY id"
+    )
+    out = [
+        {
+            "id": row[0],
+            "screen_name": row[1],
+            "name": row[2],
+            "is_active": bool(row[3]),
+            "pending": False,
+            "created_at": db.from_ts(row[4]),
+            "updated_at": db.from_ts(row[5]),
+        }
+        for row in cur.fetchall()
+    ]
+    cur.execute(
+        "SELECT screen_name, is_active, created_at FROM pending_groups ORDER BY screen_name"
+    )
+    out += [
+        {
+            "id": None,
+            "screen_name": row[0],
+            "name": None,
+            "is_active": bool(row[1]),
+            "pending": True,
+            "created_at": db.from_ts(row[2]),
+            "updated_at": db.from_ts(row[2]),
+        }
+        for row in cur.fetchall()
+    ]
+    return out
+
+
+def active_group_refs(db: Backend, cur: Any) -> list[GroupRef]:
+    cur.execute("SELECT id FROM groups WHERE is_active ORDER BY id")
+    refs = [GroupRef(group_id=row[0]) for row in cur.fetchall()]
+    cur.execute("SELECT screen_name FROM pending_groups WHERE is_active ORDER BY screen_name")
+    refs += [GroupRef(screen_name=row[0]) for row in cur.fetchall()]
+    return refs
+
+
+def save_resolved_groups(db: Backend, cur: Any, groups: Sequence[VkGroup]) -> None:
+    """Upsert groups by id (keeping ``is_active`` of existing rows) and drop their pending names.
+
+    A new row takes ``is_active`` from its pending name when there is one, else true.
+    """
+    rows = []
+    for g in {g.id: g for g in groups}.values():
+        name = (clean_text(g.screen_name) or "").lower() or None
+        rows.append((g.id, name, clean_text(g.name), name))
+    if not rows:
+        return
+    cur.executemany(
+        db.sql(
+            "INSERT INTO groups (id, screen_name, name, is_active, created_at, updated_at) "
+            "VALUES (%s, %s, %s, COALESCE((SELECT is_active FROM pending_groups "
+            "WHERE screen_name = %s), true), {now}, {now}) "
+            "ON CONFLICT (id) DO UPDATE SET "
+            "screen_name = COALESCE(excluded.screen_name, groups.screen_name), "
+            "name = COALESCE(excluded.name, groups.name), updated_at = excluded.updated_at"
+        ),
+        rows,
+    )
+    names = [r[1] for r in rows if r[1]]
+    if names:
+        cur.executemany(
+            db.sql("DELETE FROM pending_groups WHERE screen_name = %s"), [(n,) for n in names]
+        )

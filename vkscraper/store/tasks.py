@@ -1,0 +1,369 @@
+"""Crawl tasks: status, timestamps and the ``metrics`` JSON document.
+
+Several processes (scrapy-redis workers, scrapyd jobs) update one task at once, so every
+metrics change is ONE ``UPDATE`` whose new value is computed in SQL from the current row
+(``jsonb_set`` / ``||`` on PostgreSQL, ``json_set`` on SQLite): the row lock (PostgreSQL) or the
+database write lock (SQLite) serialises them and no increment is lost. Never read the document,
+change it in Python and write it back.
+
+Metrics layout::
+
+    {"posts": 0, "comments": 0, "errors": [], "groups_total": N, "groups_done": 0,
+     "posts_expected": 0, "comments_expected": 0,
+     "groups": {"<gid>": {"posts_expected": 0, "comments_expected": 0, "status": "…",
+                          "done": true, "posts": 0, "comments": 0}}}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from vkscraper.exceptions import StoreError
+from vkscraper.grouprefs import GroupRef
+from vkscraper.store.backends import Backend, clean_text
+
+STATUSES = ("created", "in_progress", "completed", "failed")
+# One error message is capped so that a huge HTML body cannot bloat every later metrics update.
+MAX_ERROR_LENGTH = 2000
+
+
+@dataclass
+class Task:
+    id: int
+    status: str
+    groups: list[int | str]
+    metrics: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+
+def initial_metrics(groups_total: int) -> dict[str, Any]:
+    return {
+        "posts": 0,
+        "comments": 0,
+        "errors": [],
+        "groups_total": groups_total,
+        "groups_done": 0,
+        "posts_expected": 0,
+        "comments_expected": 0,
+        "groups": {},
+    }
+
+
+def normalize_groups(groups: Sequence[int | str | GroupRef]) -> list[int | str]:
+    """Ids as positive ints, names as given; digit strings become ids."""
+    out: list[int | str] = []
+    for g in groups:
+        value: int | str
+        if isinstance(g, GroupRef):
+            value = g.group_id if g.group_id is not None else str(g.screen_name)
+        elif isinstance(g, int) and not isinstance(g, bool):
+            value = abs(g)
+        elif isinstance(g, str) and g.strip().lstrip("-").isdigit():
+            value = abs(int(g))
+        elif isinstance(g, str) and g.strip():
+            value = g.strip()
+        else:
+            raise StoreError(f"not a group id or name: {g!r}")
+        if value == 0:
+            raise StoreError("a group id must be a positive number")
+        if value not in out:
+            out.append(value)
+    return out
+
+
+_COLUMNS = "id, status, groups, metrics, created_at, started_at, finished_at, updated_at"
+
+
+def _task(db: Backend, row: Sequence[Any]) -> Task:
+    return Task(
+        id=row[0],
+        status=row[1],
+        groups=db.from_json(row[2]),
+        metrics=db.from_json(row[3]),
+        created_at=db.from_ts(row[4]),  # type: ignore[arg-type]
+        started_at=db.from_ts(row[5]),
+        finished_at=db.from_ts(row[6]),
+        updated_at=db.from_ts(row[7]),  # type: ignore[arg-type]
+    )
+
+
+def _require_row(cur: Any, task_id: int) -> None:
+    if cur.rowcount == 0:
+        raise StoreError(f"task {task_id} does not exist")
+
+
+def create_task(db: Backend, cur: Any, groups: Sequence[int | str | GroupRef]) -> int:
+    values = normalize_groups(groups)
+    sql = db.sql(
+        "INSERT INTO tasks (status, groups, metrics, created_at, updated_at) "
+        "VALUES ('created', {json}, {json}, {now}, {now})"
+    )
+    params = (db.json(values), db.json(initial_metrics(len(values))))
+    if db.name == "postgresql":
+        cur.execute(sql + " RETURNING id", params)
+        return int(cur.fetchone()[0])
+    cur.execute(sql, params)
+    return int(cur.lastrowid)
+
+
+def get_task(db: Backend, cur: Any, task_id: int) -> Task | None:
+    cur.execute(db.sql(f"SELECT {_COLUMNS} FROM tasks WHERE id = %s"), (task_id,))
+    row = cur.fetchone()
+    return None if row is None else _task(db, row)
+
+
+def list_tasks(db: Backend, cur: Any, limit: int) -> list[Task]:
+    cur.execute(db.sql(f"SELECT {_COLUMNS} FROM tasks ORDER BY id DESC LIMIT %s"), (limit,))
+    return [_task(db, row) for row in cur.fetchall()]
+
+
+_SET_GROUPS = {
+    "postgresql": """
+        UPDATE tasks SET groups = CAST(%(groups)s AS jsonb),
+            metrics = jsonb_set(metrics, '{groups_total}', to_jsonb(%(total)s::int)),
+            updated_at = now()
+        WHERE id = %(id)s""",
+    "sqlite": """
+        UPDATE tasks SET groups = json(:groups),
+            metrics = json_set(metrics, '$.groups_total', :total),
+            updated_at = vk_now()
+        WHERE id = :id""",
+}
+
+
+def set_task_groups(db: Backend, cur: Any, task_id: int, group_ids: Sequence[int | str]) -> None:
+    values = normalize_groups(group_ids)
+    cur.execute(
+        _SET_GROUPS[db.name], {"groups": db.json(values), "total": len(values), "id": task_id}
+    )
+    _require_row(cur, task_id)
+
+
+def start_task(db: Backend, cur: Any, task_id: int) -> None:
+    # A resumed task keeps its first start; a finished one becomes unfinished again.
+    cur.execute(
+        db.sql(
+            "UPDATE tasks SET status = 'in_progress', started_at = COALESCE(started_at, {now}), "
+            "finished_at = NULL, updated_at = {now} WHERE id = %s"
+        ),
+        (task_id,),
+    )
+    _require_row(cur, task_id)
+
+
+def add_progress(
+    db: Backend,
+    cur: Any,
+    task_id: int,
+    *,
+    group_id: int | None,
+    posts_expected: int,
+    comments_expected: int,
+    group_status: str | None,
+    group_done: bool,
+) -> None:
+    if group_id is None and (group_status is not None or group_done):
+        raise StoreError("add_progress: group_status and group_done need a group_id")
+    if group_done and group_status is None:
+        group_status = "done"
+    params: dict[str, Any] = {
+        "id": task_id,
+        "pe": int(posts_expected),
+        "ce": int(comments_expected),
+        "gkey": None if group_id is None else str(abs(int(group_id))),
+        "status": group_status,
+    }
+    if db.name == "postgresql":
+        sql = _pg_add_progress(group_id is not None, group_status is not None, group_done)
+    else:
+        params["gpath"] = f'$.groups."{params["gkey"]}"'
+        sql = _sqlite_add_progress(group_id is not None, group_status is not None, group_done)
+    cur.execute(sql, params)
+    _require_row(cur, task_id)
+
+
+def _pg_num(path: str) -> str:
+    return f"COALESCE(({path})::bigint, 0)"
+
+
+_PG_GROUP = "metrics->'groups'->(%(gkey)s::text)"
+
+
+def _pg_add_progress(has_group: bool, has_status: bool, done: bool) -> str:
+    posts_exp = _pg_num("metrics->>'posts_expected'")
+    comments_exp = _pg_num("metrics->>'comments_expected'")
+    parts = [
+        f"jsonb_build_object('posts_expected', {posts_exp} + %(pe)s, "
+        f"'comments_expected', {comments_exp} + %(ce)s)"
+    ]
+    if has_group:
+        g_posts = _pg_num(f"{_PG_GROUP}->>'posts_expected'")
+        g_comments = _pg_num(f"{_PG_GROUP}->>'comments_expected'")
+        entry = (
+            f"COALESCE({_PG_GROUP}, '{{}}'::jsonb) || jsonb_build_object("
+            f"'posts_expected', {g_posts} + %(pe)s, 'comments_expected', {g_comments} + %(ce)s)"
+        )
+        if has_status:
+            entry += " || jsonb_build_object('status', %(status)s::text)"
+        if done:
+            entry += " || jsonb_build_object('done', true)"
+        parts.append(
+            "jsonb_build_object('groups', COALESCE(metrics->'groups', '{}'::jsonb) "
+            f"|| jsonb_build_object(%(gkey)s::text, {entry}))"
+        )
+        if done:
+            # Evaluated on the row before this update: each group is counted once, even
+            # when a resumed crawl finishes it again.
+            was_done = f"COALESCE(({_PG_GROUP}->>'done')::boolean, false)"
+            groups_done = _pg_num("metrics->>'groups_done'")
+            parts.append(
+                f"jsonb_build_object('groups_done', {groups_done} + "
+                f"CASE WHEN {was_done} THEN 0 ELSE 1 END)"
+            )
+    return (
+        f"UPDATE tasks SET metrics = metrics || {' || '.join(parts)}, updated_at = now() "
+        "WHERE id = %(id)s"
+    )
+
+
+def _sqlite_num(path: str) -> str:
+    return f"COALESCE(json_extract(metrics, {path}), 0)"
+
+
+_SQ_POSTS_EXP = "'$.posts_expected'"
+_SQ_COMMENTS_EXP = "'$.comments_expected'"
+_SQ_GROUPS_DONE = "'$.groups_done'"
+
+
+def _sqlite_add_progress(has_group: bool, has_status: bool, done: bool) -> str:
+    # json_set applies its (path, value) pairs in order and creates missing objects on the
+    # way; every value is computed from the row before this update.
+    edits = [
+        f"'$.posts_expected', {_sqlite_num(_SQ_POSTS_EXP)} + :pe",
+        f"'$.comments_expected', {_sqlite_num(_SQ_COMMENTS_EXP)} + :ce",
+    ]
+    if has_group:
+        for key, param in (("posts_expected", ":pe"), ("comments_expected", ":ce")):
+            path = f":gpath || '.{key}'"
+            edits.append(f"{path}, {_sqlite_num(path)} + {param}")
+        if done:
+            was_done = "COALESCE(json_extract(metrics, :gpath || '.done'), 0)"
+            edits.append(
+                f"'$.groups_done', {_sqlite_num(_SQ_GROUPS_DONE)} + "
+                f"CASE WHEN {was_done} THEN 0 ELSE 1 END"
+            )
+            edits.append(":gpath || '.done', json('true')")
+        if has_status:
+            edits.append(":gpath || '.status', :status")
+    return (
+        f"UPDATE tasks SET metrics = json_set(metrics, {', '.join(edits)}), "
+        "updated_at = vk_now() WHERE id = :id"
+    )
+
+
+_ADD_ERROR = {
+    "postgresql": """
+        UPDATE tasks SET metrics = jsonb_set(metrics, '{errors}',
+                COALESCE(metrics->'errors', '[]'::jsonb) || jsonb_build_array(%s::text)),
+            updated_at = now()
+        WHERE id = %s""",
+    "sqlite": """
+        UPDATE tasks SET metrics = json_set(metrics, '$.errors',
+                json_insert(COALESCE(json_extract(metrics, '$.errors'), '[]'), '$[#]', ?)),
+            updated_at = vk_now()
+        WHERE id = ?""",
+}
+
+
+def add_error(db: Backend, cur: Any, task_id: int, message: str) -> None:
+    text = clean_text(str(message)) or ""
+    if len(text) > MAX_ERROR_LENGTH:
+        text = text[: MAX_ERROR_LENGTH - 1] + "…"
+    cur.execute(_ADD_ERROR[db.name], (text, task_id))
+    _require_row(cur, task_id)
+
+
+_REFRESH_COUNTS = {
+    # per: one row per group of the task's posts, with its posts and their comments.
+    "postgresql": """
+        WITH per AS (
+            SELECT p.group_id AS gid, count(DISTINCT p.id) AS posts, count(c.id) AS comments
+            FROM task_posts tp
+            JOIN posts p ON p.owner_id = tp.owner_id AND p.vk_post_id = tp.vk_post_id
+            LEFT JOIN comments c ON c.owner_id = p.owner_id AND c.post_vk_id = p.vk_post_id
+            WHERE tp.task_id = %(id)s
+            GROUP BY p.group_id
+        )
+        UPDATE tasks t SET metrics = t.metrics || jsonb_build_object(
+                'posts', (SELECT COALESCE(sum(posts), 0) FROM per),
+                'comments', (SELECT COALESCE(sum(comments), 0) FROM per),
+                'groups', COALESCE(t.metrics->'groups', '{}'::jsonb) || COALESCE((
+                    SELECT jsonb_object_agg(gid::text,
+                        COALESCE(t.metrics->'groups'->(gid::text), '{}'::jsonb)
+                        || jsonb_build_object('posts', posts, 'comments', comments))
+                    FROM per), '{}'::jsonb)),
+            updated_at = now()
+        WHERE t.id = %(id)s""",
+    "sqlite": """
+        WITH per AS (
+            SELECT p.group_id AS gid, count(DISTINCT p.id) AS posts, count(c.id) AS comments
+            FROM task_posts tp
+            JOIN posts p ON p.owner_id = tp.owner_id AND p.vk_post_id = tp.vk_post_id
+            LEFT JOIN comments c ON c.owner_id = p.owner_id AND c.post_vk_id = p.vk_post_id
+            WHERE tp.task_id = :id
+            GROUP BY p.group_id
+        )
+        UPDATE tasks SET metrics = json_set(metrics,
+                '$.posts', (SELECT COALESCE(sum(posts), 0) FROM per),
+                '$.comments', (SELECT COALESCE(sum(comments), 0) FROM per),
+                '$.groups', json_patch(COALESCE(json_extract(metrics, '$.groups'), '{}'),
+                    COALESCE((SELECT json_group_object(CAST(gid AS TEXT), json_patch(
+                        COALESCE(json_extract(tasks.metrics, '$.groups."' || gid || '"'), '{}'),
+                        json_object('posts', posts, 'comments', comments)))
+                    FROM per), '{}'))),
+            updated_at = vk_now()
+        WHERE id = :id""",
+}
+
+
+def refresh_counts(db: Backend, cur: Any, task_id: int) -> None:
+    cur.execute(_REFRESH_COUNTS[db.name], {"id": task_id})
+    _require_row(cur, task_id)
+
+
+_FINISH = {
+    "postgresql": """
+        UPDATE tasks SET status = CASE
+                WHEN jsonb_array_length(COALESCE(metrics->'errors', '[]'::jsonb)) = 0
+                THEN 'completed' ELSE 'failed' END,
+            finished_at = now(), updated_at = now()
+        WHERE id = %s
+        RETURNING status""",
+    "sqlite": """
+        UPDATE tasks SET status = CASE
+                WHEN COALESCE(json_array_length(metrics, '$.errors'), 0) = 0
+                THEN 'completed' ELSE 'failed' END,
+            finished_at = vk_now(), updated_at = vk_now()
+        WHERE id = ?""",
+}
+
+
+def finish_task(db: Backend, cur: Any, task_id: int) -> str:
+    cur.execute(_FINISH[db.name], (task_id,))
+    _require_row(cur, task_id)
+    if db.name == "postgresql":
+        return str(cur.fetchone()[0])
+    cur.execute("SELECT status FROM tasks WHERE id = ?", (task_id,))
+    return str(cur.fetchone()[0])
+
+
+def dumps_metrics(metrics: dict[str, Any]) -> str:
+    """Pretty JSON for humans (the CLI)."""
+    return json.dumps(metrics, indent=2, ensure_ascii=False, sort_keys=True)
