@@ -687,12 +687,27 @@ def test_expected_rows_match_the_server(vk: FakeVk, data: dict[str, Any]) -> Non
 
 def test_dataset_validation() -> None:
     """An id used twice on one wall, or two pinned posts, is refused at load time."""
-    twice = {"groups": [{"id": 1, "posts": [{"id": 1, "date": 1, "comments": [
-        {"id": 1, "from_id": 1, "date": 2}]}]}]}
+    twice = {
+        "groups": [
+            {
+                "id": 1,
+                "posts": [{"id": 1, "date": 1, "comments": [{"id": 1, "from_id": 1, "date": 2}]}],
+            }
+        ]
+    }
     with pytest.raises(ValueError, match="used twice"):
         normalize_dataset(twice)
-    pinned = {"groups": [{"id": 1, "posts": [{"id": 1, "date": 1, "is_pinned": True},
-                                             {"id": 2, "date": 2, "is_pinned": True}]}]}
+    pinned = {
+        "groups": [
+            {
+                "id": 1,
+                "posts": [
+                    {"id": 1, "date": 1, "is_pinned": True},
+                    {"id": 2, "date": 2, "is_pinned": True},
+                ],
+            }
+        ]
+    }
     with pytest.raises(ValueError, match="pinned"):
         normalize_dataset(pinned)
 

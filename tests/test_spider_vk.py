@@ -221,8 +221,10 @@ async def test_second_run_updates_and_adds_nothing(store_url):
 
 @deferred_f_from_coro_f
 async def test_mini_load(store_url):
-    data = edited(generate_dataset(seed=11, groups=3, posts_per_group=10, min_comments=3,
-                                   max_comments=8, max_replies=8), _open_all_comments)  # fmt: skip
+    generated = generate_dataset(
+        seed=11, groups=3, posts_per_group=10, min_comments=3, max_comments=8, max_replies=8
+    )
+    data = edited(generated, _open_all_comments)
     want_posts, want_comments = expected(data)
     assert len(want_posts) == 30 and 200 <= len(want_comments) <= 500, len(want_comments)
     with FakeVk(data, tokens=[TOKEN]) as vk:
@@ -339,8 +341,10 @@ async def test_no_arguments_crawls_the_active_groups_table(store_url):
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 @deferred_f_from_coro_f
 async def test_rate_limit_is_never_exceeded(store_url):
-    data = edited(generate_dataset(seed=5, groups=6, posts_per_group=10, min_comments=1,
-                                   max_comments=5, max_replies=12), _open_all_comments)  # fmt: skip
+    generated = generate_dataset(
+        seed=5, groups=6, posts_per_group=10, min_comments=1, max_comments=5, max_replies=12
+    )
+    data = edited(generated, _open_all_comments)
     with FakeVk(data, tokens=[TOKEN], rate_limit=3) as vk:
         await run_crawl(vk.url, store_url, groups=group_refs(data),
                         settings={"VK_REQUESTS_PER_SECOND": 3})  # fmt: skip

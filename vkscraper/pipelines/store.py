@@ -88,15 +88,15 @@ class VkStorePipeline:
             try:
                 # Slices, not the lists: items appended during the await stay buffered.
                 while self.posts:
-                    batch = self.posts[: self.batch_size]
-                    result = await run_in_thread(store.upsert_posts, task_id, batch)
-                    del self.posts[: len(batch)]
+                    posts = self.posts[: self.batch_size]
+                    result = await run_in_thread(store.upsert_posts, task_id, posts)
+                    del self.posts[: len(posts)]
                     stats.inc_value("vk/store/posts_inserted", result.inserted)
                     stats.inc_value("vk/store/posts_updated", result.updated)
                 while self.comments:
-                    batch = self.comments[: self.batch_size]
-                    result = await run_in_thread(store.upsert_comments, task_id, batch)
-                    del self.comments[: len(batch)]
+                    comments = self.comments[: self.batch_size]
+                    result = await run_in_thread(store.upsert_comments, task_id, comments)
+                    del self.comments[: len(comments)]
                     stats.inc_value("vk/store/comments_inserted", result.inserted)
                     stats.inc_value("vk/store/comments_updated", result.updated)
             except StoreError as exc:
@@ -127,7 +127,8 @@ class VkStorePipeline:
         path = self.unsaved_dir / f"vkscraper-unsaved-task{task_id}-{int(time.time())}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8") as fh:
-            for item in [*self.posts, *self.comments]:
+            items: list[VkPost | VkComment] = [*self.posts, *self.comments]
+            for item in items:
                 row = {"kind": type(item).__name__, **asdict(item)}
                 fh.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
         logger.critical(

@@ -81,6 +81,13 @@ FIX_HINTS = {
 
 class VkSpider(scrapy.Spider):
     name = "vk"
+    # Set from settings in from_crawler.
+    api_url: str
+    api_version: str
+    posts_per_group: int
+    page_size: int
+    thread_items: int
+    groups_per_request: int
 
     def __init__(self, task_id: str | None = None, groups: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
@@ -166,11 +173,11 @@ class VkSpider(scrapy.Spider):
                 by_key[group.screen_name.lower()] = group
         resolved: list[VkGroup] = []
         for ref in refs:
-            group = by_key.get(ref.lower())
-            if group is None:
+            match = by_key.get(ref.lower())
+            if match is None:
                 await self.task.add_error(f"group {ref}: not found on VK")
-            elif group not in resolved:
-                resolved.append(group)
+            elif match not in resolved:
+                resolved.append(match)
         self._resolved_ids.extend(g.id for g in resolved if g.id not in self._resolved_ids)
         await self.task.save_groups(resolved, self._resolved_ids)
         for group in resolved:
@@ -252,7 +259,7 @@ class VkSpider(scrapy.Spider):
         request = failure.request  # type: ignore[attr-defined]
         gid = request.meta.get("vk_group_id", 0)
         retries = request.meta.get("retry_times", 0)
-        if failure.check(HttpError):
+        if isinstance(failure.value, HttpError):
             reason = f"HTTP {failure.value.response.status}"
         else:
             reason = f"{type(failure.value).__name__}: {failure.value}"

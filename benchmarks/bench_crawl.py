@@ -1,0 +1,46 @@
+"""Crawl benchmark: `scrapy crawl vk` against the emulator with the 3 requests/s limit on.
+
+    python -m benchmarks.bench_crawl [--groups 6] [--rate-limit 3] [--database-url URL]
+
+Prints requests, requests/s (and the share of the limit), the most requests seen in any
+1-second window, error-6 answers, the minimum number of requests a plain crawl of the dataset
+needs, comments stored per second, wall time and the crawler's peak RSS. The database is a
+temporary SQLite file unless --database-url is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from vkscraper.testing.fakevk import generate_dataset
+from vkscraper.testing.offline import crawl_offline, print_summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--groups", type=int, default=6)
+    parser.add_argument("--max-comments", type=int, default=40)
+    parser.add_argument("--rate-limit", type=int, default=3)
+    parser.add_argument("--database-url")
+    args = parser.parse_args()
+    dataset = generate_dataset(
+        seed=42, groups=args.groups, posts_per_group=12, max_comments=args.max_comments,
+        big_post=True,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        url = args.database_url or f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
+        result = crawl_offline(
+            dataset,
+            rate_limit=args.rate_limit,
+            database_url=url,
+            workdir=Path.cwd(),
+            extra_settings={"VK_REQUESTS_PER_SECOND": str(args.rate_limit)},
+        )
+    print_summary(result, limit=args.rate_limit)
+    print(f"comments/s              {result['expected_comments'] / result['wall_seconds']:.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Run a real ``scrapy crawl vk`` against the emulator and measure it (demo and benchmark).
+
+The crawl is a subprocess exactly as a user runs it; only ``VK_API_URL`` points at the
+emulator. The numbers come from the emulator's request log, i.e. what the "server" saw.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from vkscraper.testing.fakevk import FakeVk, expected_rows, wall_readable
+
+DEMO_TOKEN = "demo-token"
+
+
+def minimum_requests(dataset: dict[str, Any], posts_per_group: int = 10) -> int:
+    """Fewest plain (non-execute) requests a complete crawl needs: one groups.getById, one
+    wall.get per readable group, one page per 100 top-level comments of a post that has any,
+    one page per 100 replies beyond the 10 that come inline."""
+    total = 1
+    for group in dataset["groups"]:
+        if not wall_readable(group):
+            continue
+        total += 1
+        newest = sorted(group["posts"], key=lambda p: (p["date"], p["id"]), reverse=True)
+        for post in newest[:posts_per_group]:
+            tops = [c for c in post.get("comments", []) if _visible_top(c)]
+            if post.get("comments_closed") or not tops:
+                continue
+            total += math.ceil(len(tops) / 100)
+            for top in tops:
+                replies = [r for r in top.get("replies", []) if not r.get("deleted")]
+                if len(replies) > 10:
+                    total += math.ceil((len(replies) - 10) / 100)
+    return total
+
+
+def _visible_top(comment: dict[str, Any]) -> bool:
+    replies = [r for r in comment.get("replies", []) if not r.get("deleted")]
+    return not comment.get("deleted") or bool(replies)
+
+
+def crawl_offline(
+    dataset: dict[str, Any],
+    *,
+    rate_limit: int = 3,
+    database_url: str | None = None,
+    workdir: Path = Path("."),
+    extra_settings: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Create a task for every readable group, crawl it, return the measured figures."""
+    refs = ",".join(g["screen_name"] for g in dataset["groups"] if not g.get("author_only"))
+    env = {**os.environ, "VK_ACCESS_TOKEN": DEMO_TOKEN}
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    with FakeVk(dataset, tokens=[DEMO_TOKEN], rate_limit=rate_limit) as vk:
+        env["VK_API_URL"] = vk.url
+        created = subprocess.run(
+            [sys.executable, "-m", "vkscraper", "-q", "task", "create", "--groups", refs],
+            env=env, cwd=workdir, check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        task_id = int(created.stdout.split()[-1])
+        cmd = [sys.executable, "-m", "scrapy", "crawl", "vk", "-a", f"task_id={task_id}"]
+        cmd += ["-s", "LOG_LEVEL=INFO"]
+        for name, value in (extra_settings or {}).items():
+            cmd += ["-s", f"{name}={value}"]
+        started = time.monotonic()
+        with tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=err, stderr=err, text=True)
+            # wait4 gives this child's own peak RSS (the emulator is a child too).
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            err.seek(0)
+            crawl_log = err.read()
+        wall = time.monotonic() - started
+        log = vk.requests()
+    shown = subprocess.run(
+        [sys.executable, "-m", "vkscraper", "-q", "task", "show", str(task_id)],
+        env=env, cwd=workdir, capture_output=True, text=True,
+    )  # fmt: skip
+    times = sorted(r["t"] for r in log)
+    span = (times[-1] - times[0]) if len(times) > 1 else 0.0
+    _, comments = expected_rows(dataset)
+    return {
+        "task_id": task_id,
+        "exit_code": proc.returncode,
+        "crawl_log_tail": crawl_log[-3000:],
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "task_show": shown.stdout + shown.stderr,
+        "requests": len(log),
+        "minimum_requests": minimum_requests(dataset),
+        "requests_per_second": (len(log) - 1) / span if span else 0.0,
+        "max_in_any_1s_window": max(
+            (sum(1 for t in times if s <= t < s + 1.0) for s in times), default=0
+        ),
+        "error_6": sum(1 for r in log if r["outcome"] == "error:6"),
+        "errors": sorted({r["outcome"] for r in log if r["outcome"] != "ok"}),
+        "expected_comments": len(comments),
+        "wall_seconds": wall,
+    }
+
+
+def print_summary(result: dict[str, Any], limit: float) -> None:
+    print(result["task_show"].rstrip())
+    print()
+    print(f"scrapy crawl exit code  {result['exit_code']}")
+    print(f"requests                {result['requests']} "
+          f"(minimum for this dataset without execute: {result['minimum_requests']})")  # fmt: skip
+    rps = result["requests_per_second"]
+    print(f"requests/s              {rps:.2f} ({100 * rps / limit:.0f}% of the {limit:g}/s limit)")
+    print(f"max in any 1 s window   {result['max_in_any_1s_window']}")
+    print(f"error 6 answers         {result['error_6']}")
+    print(f"wall time               {result['wall_seconds']:.1f} s")
+    print(f"crawler peak RSS        {result['peak_rss_mb']:.0f} MB")
+    print(
+        json.dumps({k: v for k, v in result.items() if k not in ("task_show", "crawl_log_tail")})
+    )
