@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -356,3 +357,60 @@ async def test_rate_limit_is_never_exceeded(store_url):
     task = last_task(store_url)
     assert task.status == "completed"
     assert_stored_equals(store_url, task.id, data)
+
+
+@deferred_f_from_coro_f
+async def test_dead_database_loses_nothing_collected(pg_admin_url, pg_url, tmp_path, caplog):
+    """The database goes away mid-crawl: what was collected ends up in the DB or the dump."""
+    from scrapy import signals
+
+    from tests import crawl as crawl_mod
+    from tests.conftest import pg_admin_execute
+
+    dbname = pg_url.rsplit("/", 1)[1]
+    original = crawl_mod.AsyncCrawlerRunner.create_crawler
+    seen = []
+
+    def create(self, spidercls):
+        crawler = original(self, spidercls)
+
+        def kill_db(item):
+            seen.append(item)
+            if len(seen) == 60:
+                pg_admin_execute(pg_admin_url, f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS false")
+                pg_admin_execute(
+                    pg_admin_url,
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE datname = '{dbname}'",
+                )
+
+        crawler.signals.connect(kill_db, signal=signals.item_scraped, weak=False)
+        return crawler
+
+    crawl_mod.AsyncCrawlerRunner.create_crawler = create
+    try:
+        with FakeVk(DATASET, tokens=[TOKEN]) as vk:
+            await run_crawl(
+                vk.url, pg_url, groups=group_refs(DATASET),
+                settings={"VK_UNSAVED_DIR": str(tmp_path), "VK_STORE_BATCH_SIZE": 20},
+            )  # fmt: skip
+    finally:
+        crawl_mod.AsyncCrawlerRunner.create_crawler = original
+        pg_admin_execute(pg_admin_url, f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS true")
+    assert any(r.levelname == "CRITICAL" and "unsaved" in r.getMessage() for r in caplog.records)
+    (dump,) = tmp_path.glob("vkscraper-unsaved-task*.jsonl")
+    dumped = [json.loads(line) for line in dump.read_text().splitlines()]
+    task = last_task(pg_url)
+    posts, comments = stored_rows(pg_url, task.id)
+    post_keys = {(r["owner_id"], r["vk_post_id"]) for r in posts}
+    comment_keys = {(r["owner_id"], r["vk_comment_id"]) for r in comments}
+    for row in dumped:
+        if row["kind"] == "VkPost":
+            post_keys.add((row["owner_id"], row["vk_post_id"]))
+        else:
+            comment_keys.add((row["owner_id"], row["vk_comment_id"]))
+    want_posts, want_comments = expected(DATASET)
+    assert len(posts) < len(want_posts) or len(comments) < len(want_comments)
+    assert dumped
+    assert post_keys == set(want_posts)
+    assert comment_keys == set(want_comments)
