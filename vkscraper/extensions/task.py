@@ -129,6 +129,9 @@ class VkTaskExtension:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         if self.store is None or self.task_id is None:
+            if self._unsent_errors:
+                logger.critical("Errors not recorded in any task: %(errors)s",
+                                {"errors": self._unsent_errors})  # fmt: skip
             return
         try:
             if not _finished(reason) and reason not in RESUMABLE_REASONS:
@@ -164,7 +167,8 @@ class VkTaskExtension:
         await self._send_errors()
 
     async def _send_errors(self) -> None:
-        assert self.store is not None and self.task_id is not None
+        if self.store is None or self.task_id is None:
+            return  # kept; spider_closed logs them if they can never be written
         while self._unsent_errors:
             try:
                 await run_in_thread(self.store.add_error, self.task_id, self._unsent_errors[0])

@@ -79,6 +79,8 @@ class VkStorePipeline:
     async def flush(self) -> bool:
         """Write what is buffered; False (and the items kept) when the database refused."""
         async with self._lock:
+            if not self.posts and not self.comments:
+                return True
             assert self.task is not None
             store, task_id = self.task.store, self.task.task_id
             if store is None or task_id is None:
