@@ -159,21 +159,26 @@ async def test_closed_wall_and_unknown_name_fail_only_themselves(store_url):
     data = small_dataset()
     data["groups"].append({"id": 20, "screen_name": "closedwall", "name": "Closed", "wall": 0,
                            "posts": []})  # fmt: skip
+    data["groups"].append({"id": 21, "screen_name": "gone", "name": "Gone",
+                           "deactivated": "deleted", "posts": []})  # fmt: skip
     data["groups"][1]["posts"][0]["comments_closed"] = True
     with FakeVk(data, tokens=[TOKEN]) as vk:
-        await run_crawl(vk.url, store_url, groups="threeposts,closedwall,nosuchgroup,club12")
+        await run_crawl(vk.url, store_url, groups="threeposts,closedwall,nosuchgroup,club12,gone")
     task = last_task(store_url)
     assert task.status == "failed"
     errors = task.metrics["errors"]
-    assert len(errors) == 3, errors
+    assert len(errors) == 4, errors
+    assert any("group 21 (gone): community is deleted" in e for e in errors)
     assert any("nosuchgroup" in e and "not found" in e for e in errors)
     assert any("group 20" in e and "VK error 15" in e and "wall is disabled" in e for e in errors)
     assert any("group 11 post 1" in e and "VK error 212" in e for e in errors)
     assert_stored_equals(store_url, task.id, data, only={11, 12})
     assert task.metrics["groups"]["11"]["status"] == "failed"  # one post's comments missing
     assert task.metrics["groups"]["12"]["status"] == "done"
-    assert "20" not in task.metrics["groups"] or task.metrics["groups"]["20"]["status"] != "done"
-    assert task.groups == [11, 20, 12]
+    assert task.metrics["groups"]["20"]["status"] == "failed"
+    assert task.metrics["groups"]["21"]["status"] == "failed"
+    assert task.metrics["groups_done"] == task.metrics["groups_total"] == 4
+    assert task.groups == [11, 20, 12, 21]
 
 
 @deferred_f_from_coro_f

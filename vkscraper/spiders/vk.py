@@ -185,6 +185,7 @@ class VkSpider(scrapy.Spider):
                 await self.task.add_error(
                     f"group {group.id} ({group.screen_name}): community is {group.deactivated}"
                 )
+                yield GroupDone(group.id, "failed")
             elif group.id in self.task.done_groups:
                 logger.info("Group %(g)s was finished by an earlier run", {"g": group.id})
             else:
