@@ -70,8 +70,9 @@ def test_get_comments_params_have_the_parameters_that_matter():
     assert top["count"] == 100 and top["preview_length"] == 0 and top["need_likes"] == 1
     assert top["thread_items_count"] == 10 and top["extended"] == 1
     assert top["comment_id"] is None
-    thread = api.wall_get_comments_params(7, 3, comment_id=9, offset=10)
-    assert thread["comment_id"] == 9 and thread["offset"] == 10
+    assert top["start_comment_id"] is None and top["sort"] == "asc"
+    thread = api.wall_get_comments_params(7, 3, comment_id=9, start_comment_id=20)
+    assert thread["comment_id"] == 9 and thread["start_comment_id"] == 20
     assert thread["thread_items_count"] is None  # only meaningful on the top level
 
 

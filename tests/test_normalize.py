@@ -9,6 +9,7 @@ import pytest
 from vkscraper.exceptions import VkMalformedResponse
 from vkscraper.items import VkComment, VkGroup, VkPost
 from vkscraper.normalize import (
+    ThreadToFetch,
     latest_posts,
     parse_comments,
     parse_groups,
@@ -109,7 +110,10 @@ def test_thread_page_sets_parent_and_ignores_thread_field():
 
 
 def test_threads_to_fetch_only_incomplete_threads():
-    assert list(threads_to_fetch(COMMENTS)) == [(10, 2), (13, 0)]
+    assert list(threads_to_fetch(COMMENTS)) == [
+        ThreadToFetch(comment_id=10, total=12, seen=2, last_seen_id=12),
+        ThreadToFetch(comment_id=13, total=1, seen=0, last_seen_id=None),
+    ]
 
 
 def test_malformed_comment_pages():

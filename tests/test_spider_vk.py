@@ -419,3 +419,18 @@ async def test_dead_database_loses_nothing_collected(pg_admin_url, pg_url, tmp_p
     assert dumped
     assert post_keys == set(want_posts)
     assert comment_keys == set(want_comments)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@deferred_f_from_coro_f
+async def test_comments_deleted_while_paging_do_not_shift_pages(store_url):
+    """Live data: 5 comments vanish right after a post's first page. Anchored pages lose
+    nothing; plain offsets would skip 5 comments of the second page."""
+    with FakeVk(DATASET, tokens=[TOKEN], drift=5) as vk:
+        await run_crawl(vk.url, store_url, groups=group_refs(DATASET))
+        anchored = [r for r in vk.requests() if "start_comment_id" in r["params"]]
+    task = last_task(store_url)
+    assert task.status == "completed", task.metrics["errors"]
+    assert anchored
+    # The deleted comments were read on the first page, so they are stored too.
+    assert_stored_equals(store_url, task.id, DATASET)

@@ -108,12 +108,14 @@ def wall_get_comments_params(
     offset: int = 0,
     count: int = defaults.VK_COMMENTS_PAGE_SIZE,
     comment_id: int | None = None,
+    start_comment_id: int | None = None,
     thread_items_count: int = defaults.VK_THREAD_ITEMS_COUNT,
 ) -> dict[str, ParamValue]:
     """Top-level page (``comment_id`` None) or a page of one thread's replies.
 
     ``preview_length=0`` because VK truncates text to 90 characters by default; ``need_likes=1``
-    because likes are absent otherwise; ``extended=1`` for author names.
+    because likes are absent otherwise; ``extended=1`` for author names. ``start_comment_id``
+    anchors a page on a comment already seen, so deletions before it cannot shift the page.
     """
     return {
         "owner_id": owner_id_for_group(group_id),
@@ -125,6 +127,7 @@ def wall_get_comments_params(
         "need_likes": 1,
         "extended": 1,
         "comment_id": comment_id,
+        "start_comment_id": start_comment_id,
         # Inline replies only make sense on the top level.
         "thread_items_count": thread_items_count if comment_id is None else None,
     }

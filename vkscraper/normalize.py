@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from vkscraper.api import owner_id_for_group
 from vkscraper.exceptions import VkMalformedResponse
@@ -136,17 +136,25 @@ def _comment(
     )
 
 
-def threads_to_fetch(data: Any) -> Iterator[tuple[int, int]]:
-    """``(comment_id, replies_already_seen)`` for top-level comments whose thread did not fit
-    inline: ``thread.count`` is larger than the number of inline items."""
+class ThreadToFetch(NamedTuple):
+    comment_id: int  # the top-level comment
+    total: int  # thread.count
+    seen: int  # replies that came inline
+    last_seen_id: int | None  # the last inline reply: the anchor of the first thread page
+
+
+def threads_to_fetch(data: Any) -> Iterator[ThreadToFetch]:
+    """Top-level comments whose thread did not fit inline (``thread.count`` larger than the
+    number of inline items)."""
     for item in _items(data, "wall.getComments"):
         thread = item.get("thread")
         if not isinstance(thread, Mapping):
             continue
         total = thread.get("count", 0)
-        seen = len(thread.get("items") or ())
-        if isinstance(total, int) and total > seen:
-            yield item["id"], seen
+        inline = thread.get("items") or []
+        if isinstance(total, int) and total > len(inline):
+            last = inline[-1].get("id") if inline and isinstance(inline[-1], Mapping) else None
+            yield ThreadToFetch(item["id"], total, len(inline), last)
 
 
 def parse_groups(data: Any) -> list[VkGroup]:

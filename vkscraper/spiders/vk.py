@@ -7,9 +7,16 @@
 Flow per task: ``groups.getById`` (batched) resolves names and reports deleted communities;
 per group one ``wall.get`` asks for ``VK_POSTS_PER_GROUP + 1`` posts (the pinned post takes a
 slot even when old) and keeps the newest by date; per post with comments, top-level pages of
-``wall.getComments`` follow the offset until ``current_level_count`` (never ``count``, which
-includes replies), with up to 10 replies inline; a thread with more replies than came inline
-is paged with ``comment_id``.
+``wall.getComments`` (up to 10 replies inline) until ``current_level_count`` is reached (never
+``count``, which includes replies); a thread with more replies than came inline is paged with
+``comment_id``.
+
+Paging is anchored (design-notes.md, "Paging on live data"): each page after the first starts
+at the last comment already seen (``start_comment_id``), which comes back once more and is
+upserted twice, harmlessly. A plain offset would skip one comment for every comment deleted
+before it between two pages. Paging stops on a short page, or when everything
+``current_level_count`` announced has been seen and that count has not changed since the first
+page (a changed count means live edits, so only a short page ends it).
 
 Errors: a target error (closed wall, comments closed, deleted group…) or a request out of
 retries becomes one entry in the task's errors and the crawl goes on; a token or configuration
@@ -207,12 +214,18 @@ class VkSpider(scrapy.Spider):
             for post in posts:
                 yield post
                 if post.comments_count > 0:
-                    yield self._comments(gid, post.vk_post_id, offset=0)
+                    yield self._comments(gid, post.vk_post_id)
         for item in self._request_done(gid):
             yield item
 
     async def parse_comments(
-        self, response: Response, post_id: int, offset: int, comment_id: int | None
+        self,
+        response: Response,
+        post_id: int,
+        comment_id: int | None,
+        anchor: int | None,
+        seen: int,
+        first_level_count: int | None,
     ) -> AsyncIterator[Any]:
         gid = response.meta["vk_group_id"]
         where = f"group {gid} post {post_id}" + (f" thread {comment_id}" if comment_id else "")
@@ -224,26 +237,53 @@ class VkSpider(scrapy.Spider):
         else:
             for comment in comments:
                 yield comment
-            n_items = len(data["items"])
-            level_total = data.get("current_level_count", data.get("count", 0))
-            next_offset = offset + n_items
-            if n_items and next_offset < level_total:
-                yield self._comments(gid, post_id, offset=next_offset, comment_id=comment_id)
+            items = data["items"]
+            repeated = 1 if anchor is not None and items and items[0]["id"] == anchor else 0
+            seen += len(items) - repeated
+            level_now = data.get("current_level_count", data.get("count", 0))
+            if first_level_count is None:
+                first_level_count = level_now
+            complete = seen >= level_now and level_now == first_level_count
+            if len(items) >= self.page_size and not complete and items[-1]["id"] != anchor:
+                yield self._comments(
+                    gid,
+                    post_id,
+                    comment_id=comment_id,
+                    anchor=items[-1]["id"],
+                    seen=seen,
+                    first_level_count=first_level_count,
+                )
             if comment_id is None:
-                for thread_id, seen in threads_to_fetch(data):
-                    yield self._comments(gid, post_id, offset=seen, comment_id=thread_id)
+                for thread in threads_to_fetch(data):
+                    yield self._comments(
+                        gid,
+                        post_id,
+                        comment_id=thread.comment_id,
+                        anchor=thread.last_seen_id,
+                        seen=thread.seen,
+                        first_level_count=thread.total,
+                    )
         for item in self._request_done(gid):
             yield item
 
     def _comments(
-        self, gid: int, post_id: int, *, offset: int, comment_id: int | None = None
+        self,
+        gid: int,
+        post_id: int,
+        *,
+        comment_id: int | None = None,
+        anchor: int | None = None,
+        seen: int = 0,
+        first_level_count: int | None = None,
     ) -> scrapy.Request:
+        """A page of the top level (``comment_id`` None) or of one thread, starting at
+        ``anchor`` (a comment already seen) or at the beginning."""
         params = wall_get_comments_params(
             gid,
             post_id,
-            offset=offset,
             count=self.page_size,
             comment_id=comment_id,
+            start_comment_id=anchor,
             thread_items_count=self.thread_items,
         )
         return self._call(
@@ -252,8 +292,10 @@ class VkSpider(scrapy.Spider):
             self.parse_comments,
             group_id=gid,
             post_id=post_id,
-            offset=offset,
             comment_id=comment_id,
+            anchor=anchor,
+            seen=seen,
+            first_level_count=first_level_count,
         )
 
     async def on_request_error(self, failure: Failure) -> AsyncIterator[Any]:

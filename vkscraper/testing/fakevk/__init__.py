@@ -78,6 +78,7 @@ class FakeVk:
         retry_after: int = 1,
         slow_seconds: float = 2,
         max_faults_per_request: int = 2,
+        drift: int = 0,
         log_path: str | Path | None = None,
     ) -> None:
         self._tmp = tempfile.mkdtemp(prefix="fakevk-")
@@ -94,6 +95,7 @@ class FakeVk:
         self.retry_after = retry_after
         self.slow_seconds = slow_seconds
         self.max_faults_per_request = max_faults_per_request
+        self.drift = drift
         self.log_path = Path(log_path) if log_path else Path(self._tmp) / "requests.jsonl"
         self.url = ""
         self._proc: subprocess.Popen[str] | None = None
@@ -122,6 +124,8 @@ class FakeVk:
             str(self.slow_seconds),
             "--max-faults-per-request",
             str(self.max_faults_per_request),
+            "--drift",
+            str(self.drift),
             "--log",
             str(self.log_path),
         ]

@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-after", type=int, default=1, help="Retry-After of 429 (seconds)")
     p.add_argument("--slow-seconds", type=float, default=2.0)
     p.add_argument("--max-faults-per-request", type=int, default=2)
+    p.add_argument(
+        "--drift",
+        type=int,
+        default=0,
+        help="delete this many comments of a post right after its first page is served",
+    )
     p.add_argument("--log", metavar="FILE", help="append one JSON line per request")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -93,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         retry_after=args.retry_after,
         slow_seconds=args.slow_seconds,
         max_faults_per_request=args.max_faults_per_request,
+        drift=args.drift,
         log_path=args.log,
     )
     server = FakeVkServer((args.host, args.port), data, config)

@@ -49,6 +49,9 @@ Behaviour choices (unverified against live VK unless vk-api.md says otherwise):
   and deleted replies are absent. Stubs count in ``count`` and never carry ``likes``.
 * ``groups.getById`` answers ``{"groups", "profiles"}`` for v >= 5.194 and a bare list below;
   unknown ids/names are skipped, none known → 100 ``group_ids is undefined``.
+* ``drift`` (off by default): after the first page of a post with more than one page of
+  top-level comments is served, that many of the served comments are deleted (once per post),
+  as users do while a collector pages. See :meth:`Api._drift`.
 * The body is read as ``application/x-www-form-urlencoded`` whatever the content type says;
   POST params override query params of the same name.
 """
@@ -232,10 +235,14 @@ class World:
 
 
 class Api:
-    """The method implementations; pure functions of the world and the params."""
+    """The method implementations; pure functions of the world and the params, except for
+    the optional ``drift`` (comments deleted while a client pages)."""
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, drift: int = 0) -> None:
         self.world = world
+        self.drift = drift
+        self._drifted: set[tuple[int, int]] = set()
+        self._drift_lock = threading.Lock()
         self.methods = {
             "wall.get": self.wall_get,
             "wall.getComments": self.wall_get_comments,
@@ -537,6 +544,14 @@ class Api:
             )
             for c in level[position : position + count]
         ]
+        if (
+            self.drift
+            and comment_id is None
+            and start_id is None
+            and offset == 0
+            and len(level) > count
+        ):
+            self._drift(owner_id, pv, [c for c in level[:count]])
         result: dict[str, Any] = {
             "count": pv.total,
             "items": items,
@@ -555,6 +570,20 @@ class Api:
             result["profiles"], result["groups"] = self._authors(authors)
             result["post_author_id"] = owner_id
         return result
+
+    def _drift(self, owner_id: int, pv: _PostView, served: list[dict[str, Any]]) -> None:
+        """Live data: right after the first page of a multi-page post is served, ``drift`` of
+        its comments (ones without replies) are deleted, once per post. Offset paging then
+        skips as many comments; anchored paging does not."""
+        with self._drift_lock:
+            key = (owner_id, pv.post["id"])
+            if key in self._drifted:
+                return
+            self._drifted.add(key)
+            victims = [c for c in served if not pv.replies.get(c["id"])][: self.drift]
+            gone = {c["id"] for c in victims}
+            pv.level = [c for c in pv.level if c["id"] not in gone]
+            pv.total -= len(gone)
 
     # -- groups.getById
 
@@ -673,6 +702,7 @@ class ServerConfig:
     retry_after: int = 1
     slow_seconds: float = 2.0
     max_faults_per_request: int = 2
+    drift: int = 0
     log_path: str | None = None
 
 
@@ -684,7 +714,7 @@ class FakeVkServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], data: Dataset, config: ServerConfig) -> None:
         super().__init__(address, _Handler)
-        self.api = Api(World(data))
+        self.api = Api(World(data), config.drift)
         self.config = config
         self.limiter = RateLimiter(config.rate_limit)
         self.injector = FaultInjector(config.faults, config.seed, config.max_faults_per_request)
