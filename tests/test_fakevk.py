@@ -726,3 +726,22 @@ def test_sigterm_exits_cleanly(data: dict[str, Any]) -> None:
     assert proc is not None and vk.url.endswith("/method/")
     vk.stop()
     assert proc.returncode == 0
+
+
+def test_drift_deletes_comments_after_the_first_page(data: dict[str, Any]) -> None:
+    """With drift, comments served on page 1 vanish; offsets then skip, anchors do not."""
+    group, post = _big_post(data)
+    params = {"owner_id": -group["id"], "post_id": post["id"], "count": 100}
+    with FakeVk(data, drift=5) as drifting:
+        first = ok(drifting, "wall.getComments", **params)
+        by_offset = ok(drifting, "wall.getComments", **params, offset=100)
+        anchored = ok(
+            drifting, "wall.getComments", **params, start_comment_id=first["items"][-1]["id"]
+        )
+        again = ok(drifting, "wall.getComments", **params)  # once per post
+    assert by_offset["current_level_count"] == first["current_level_count"] - 5
+    assert again["current_level_count"] == by_offset["current_level_count"]
+    first_ids = {c["id"] for c in first["items"]}
+    skipped = {c["id"] for c in anchored["items"]} - {c["id"] for c in by_offset["items"]}
+    assert len(skipped - first_ids) == 5  # what offset paging loses
+    assert len(first_ids | {c["id"] for c in anchored["items"]}) == first["current_level_count"]

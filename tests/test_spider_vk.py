@@ -321,7 +321,11 @@ async def test_interrupted_task_stays_in_progress_and_resumes(store_url):
     task = task_of(store_url, task.id)
     assert task.status == "completed", task.metrics["errors"]
     assert task.started_at == started
-    assert_stored_equals(store_url, task.id, DATASET)
+    posts, comments = assert_stored_equals(store_url, task.id, DATASET)
+    m = task.metrics
+    assert m["groups_done"] == m["groups_total"] == 3
+    assert (m["posts"], m["comments"]) == (len(posts), len(comments))
+    assert m["posts_expected"] == len(posts)  # groups re-crawled on resume are not counted twice
 
 
 @deferred_f_from_coro_f

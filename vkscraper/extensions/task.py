@@ -61,6 +61,9 @@ class VkTaskExtension:
         self.task_id: int | None = None
         self.refs: list[GroupRef] = []
         self.done_groups: set[int] = set()  # finished in an earlier run of this task
+        # What an interrupted run already counted as expected for a group it started; a
+        # resumed run replaces those numbers instead of adding them twice.
+        self._counted: dict[int, tuple[int, int]] = {}
         self._unsent_errors: list[str] = []
         self._tokens = load_tokens()
         self._loop: Any = None
@@ -108,11 +111,12 @@ class VkTaskExtension:
                 for g in task.groups
             ]
             if task.status == "in_progress":  # resuming: skip groups an earlier run finished
-                self.done_groups = {
-                    int(gid)
-                    for gid, info in (task.metrics.get("groups") or {}).items()
-                    if info.get("status") == "done"
-                }
+                for gid, info in (task.metrics.get("groups") or {}).items():
+                    if info.get("status") == "done":
+                        self.done_groups.add(int(gid))
+                    else:
+                        counted = (info.get("posts_expected", 0), info.get("comments_expected", 0))
+                        self._counted[int(gid)] = counted
         else:
             self.refs = list(refs) if refs is not None else store.active_group_refs()
             task_id = store.create_task([r.group_id or str(r.screen_name) for r in self.refs])
@@ -184,12 +188,13 @@ class VkTaskExtension:
 
     async def group_started(self, group_id: int, posts: int, comments: int) -> None:
         assert self.store is not None
+        old_posts, old_comments = self._counted.pop(group_id, (0, 0))
         await self._call(
             self.store.add_progress,
             self.task_id,
             group_id=group_id,
-            posts_expected=posts,
-            comments_expected=comments,
+            posts_expected=posts - old_posts,
+            comments_expected=comments - old_comments,
             group_status="in_progress",
         )
 
