@@ -181,6 +181,20 @@ async def test_closed_wall_and_unknown_name_fail_only_themselves(store_url):
     assert task.groups == [11, 20, 12, 21]
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@deferred_f_from_coro_f
+async def test_only_unknown_groups(store_url):
+    with FakeVk(small_dataset(), tokens=[TOKEN]) as vk:
+        await run_crawl(vk.url, store_url, groups="nosuchgroup,club999")
+    task = last_task(store_url)
+    assert task.status == "failed"
+    assert sorted(task.metrics["errors"]) == [
+        "group 999: not found on VK",
+        "group nosuchgroup: not found on VK",
+    ]
+    assert task.groups == []
+
+
 @deferred_f_from_coro_f
 async def test_faults_do_not_change_the_result(store_url):
     faults = {"500": 0.06, "502": 0.06, "503": 0.06, "429": 0.06, "error10": 0.06,

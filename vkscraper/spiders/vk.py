@@ -45,11 +45,12 @@ from vkscraper.api import (
     wall_get_params,
 )
 from vkscraper.exceptions import (
-    VkApiError,
     VkCaptchaError,
     VkError,
     VkFatalError,
+    VkMalformedResponse,
     VkQuotaError,
+    VkTargetError,
     VkTransientError,
 )
 from vkscraper.extensions.task import VkTaskExtension, get_task_extension
@@ -170,6 +171,11 @@ class VkSpider(scrapy.Spider):
     async def parse_groups(self, response: Response, refs: list[str]) -> AsyncIterator[Any]:
         try:
             found = parse_groups(self._data(response))
+        except VkTargetError as exc:
+            if exc.code != 100:  # 100: none of the batch exists, each is reported below
+                await self._record(response.meta, exc, f"groups {', '.join(refs)}")
+                return
+            found = []
         except VkError as exc:
             await self._record(response.meta, exc, f"groups {', '.join(refs)}")
             return
@@ -320,6 +326,8 @@ class VkSpider(scrapy.Spider):
         error = response.meta.get("vk_error")
         if error is not None:
             raise error
+        if "vk_response" not in response.meta:
+            raise VkMalformedResponse("the response was not parsed: is VkRetryMiddleware enabled?")
         return response.meta["vk_response"]
 
     async def _record(self, meta: dict[str, Any], exc: VkError, where: str) -> None:
@@ -332,9 +340,7 @@ class VkSpider(scrapy.Spider):
         if isinstance(exc, VkTransientError):
             retries = meta.get("retry_times", 0)
             await self.task.add_error(f"{where}: gave up after {retries} retries ({exc})")
-        elif isinstance(exc, VkApiError):
-            await self.task.add_error(f"{where}: {exc}")
-        else:
+        else:  # a target error, or a VK code we do not know
             await self.task.add_error(f"{where}: {exc}")
 
     def _request_done(self, gid: int) -> Iterator[GroupDone]:

@@ -1,7 +1,7 @@
 """A faithful VK API emulator over ``http.server`` (stdlib only, so any test process can load it).
 
 It serves ``wall.get``, ``wall.getComments``, ``groups.getById`` and ``utils.resolveScreenName``
-from a dataset (see :mod:`.dataset`) the way ``/work/shared/docs/vk-api.md`` describes real VK:
+from a dataset (see :mod:`.dataset`) the way ``../shared/docs/vk-api.md`` describes real VK:
 HTTP 200 with ``{"response": ...}`` or ``{"error": ...}``, per-token rate limiting and optional
 transport faults, so client retry and paging logic meets realistic trouble.
 
