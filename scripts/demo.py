@@ -22,6 +22,10 @@ def main() -> int:
     print("Crawling 3 generated communities from the VK emulator at 3 requests/s …", flush=True)
     result = crawl_offline(dataset, rate_limit=3, workdir=Path.cwd())
     print_summary(result, limit=3)
+    print(
+        "\nThe generated data closes one post's comments on purpose: the task ends 'failed' "
+        "with exactly that error, which is how per-target errors appear."
+    )
     if result["exit_code"] != 0:
         print(result["crawl_log_tail"], file=sys.stderr)
     return result["exit_code"]
