@@ -171,13 +171,30 @@ async def test_retry_after_is_honoured(crawler, monkeypatch):
     assert 0.005 <= slept[1] <= 0.01
 
 
-def test_non_vk_html_is_untouched(crawler):
+@deferred_f_from_coro_f
+async def test_non_vk_responses_are_untouched(crawler):
     mw = build_from_crawler(VkRetryMiddleware, crawler)
     req = Request("http://example.invalid/")
-    r = HtmlResponse(req.url, body=b"<html></html>", request=req)
-    out = mw.process_response(req, r)
-    assert out.__class__.__name__ == "coroutine"
-    out.close()
+    r = HtmlResponse(req.url, status=503, body=b"<html></html>", request=req)
+    assert await mw.process_response(req, r) is r
+    assert "vk_response" not in req.meta and "retry_times" not in req.meta
+
+
+def test_token_is_stripped_before_redirects_can_copy_it():
+    crawler = get_crawler(settings_dict={"ADDONS": {VkAddon: 0}})
+    mws = crawler.settings.getdict("DOWNLOADER_MIDDLEWARES")
+    base = crawler.settings.getdict("DOWNLOADER_MIDDLEWARES_BASE")
+    auth = mws["vkscraper.middlewares.auth.VkAuthMiddleware"]
+    # process_response runs from high to low: auth must come before any middleware that can
+    # turn a response into a new request (redirects, meta refresh) or retry it.
+    for name in ("redirect.RedirectMiddleware", "redirect.MetaRefreshMiddleware"):
+        assert auth > base[f"scrapy.downloadermiddlewares.{name}"]
+    assert auth > mws["vkscraper.middlewares.retry.VkRetryMiddleware"]
+
+
+def test_rate_margin_below_one_is_refused():
+    with pytest.raises(ValueError, match="VK_RATE_MARGIN"):
+        get_crawler(settings_dict={"ADDONS": {VkAddon: 0}, "VK_RATE_MARGIN": 0.5})
 
 
 @pytest.mark.parametrize(

@@ -274,7 +274,7 @@ async def test_token_never_logged_nor_stored(store_url, caplog):
         for task in store.list_tasks():
             for kind in ("posts", "comments"):
                 dump += repr(store.task_results(task.id, kind, limit=10_000))
-    assert "closedwall" in dump or "20" in dump
+    assert "group 20: VK error 15" in dump  # the dump holds the task errors
     assert TOKEN not in dump
 
 
@@ -452,3 +452,50 @@ async def test_comments_deleted_while_paging_do_not_shift_pages(store_url):
     assert anchored
     # The deleted comments were read on the first page, so they are stored too.
     assert_stored_equals(store_url, task.id, DATASET)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@deferred_f_from_coro_f
+async def test_a_callback_bug_cannot_end_in_completed(store_url, monkeypatch):
+    """A crash in a callback leaves its group unfinished: the task says so and fails."""
+    import vkscraper.spiders.vk as vk_module
+
+    real = vk_module.parse_comments
+
+    def flaky(data, gid, post_id, **kw):
+        if post_id == 2 and gid == 11:
+            raise RuntimeError("simulated bug")
+        return real(data, gid, post_id, **kw)
+
+    monkeypatch.setattr(vk_module, "parse_comments", flaky)
+    with FakeVk(small_dataset(), tokens=[TOKEN]) as vk:
+        await run_crawl(vk.url, store_url, groups="threeposts,club12")
+    task = last_task(store_url)
+    assert task.status == "failed"
+    assert sorted(task.metrics["errors"]) == [
+        "1 callback error(s) in the spider; see the log",
+        "1 group(s) did not finish: 11",
+    ]
+    assert task.metrics["groups"]["12"]["status"] == "done"
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@deferred_f_from_coro_f
+async def test_concurrent_errors_are_each_recorded_once(store_url):
+    import asyncio
+
+    from scrapy.utils.test import get_crawler
+
+    from vkscraper.extensions.task import VkTaskExtension
+
+    crawler = get_crawler(settings_dict={"DATABASE_URL": store_url, "VK_METRICS_INTERVAL": 0})
+    ext = VkTaskExtension(crawler)
+    ext.store = open_store(store_url)
+    ext.store.migrate()
+    ext.task_id = ext.store.create_task([1])
+    try:
+        await asyncio.gather(*(ext.add_error(f"error {i}") for i in range(30)))
+        errors = ext.store.get_task(ext.task_id).metrics["errors"]
+    finally:
+        ext.store.close()
+    assert sorted(errors) == sorted(f"error {i}" for i in range(30))

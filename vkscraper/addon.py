@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 COMPONENTS = {
     "DOWNLOADER_MIDDLEWARES": {
         "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
-        "vkscraper.middlewares.auth.VkAuthMiddleware": 545,
+        # Above RedirectMiddleware (600): on the way back the token is stripped before any
+        # other middleware can copy the request into a new one.
+        "vkscraper.middlewares.auth.VkAuthMiddleware": 700,
         # Below HttpCompressionMiddleware (590): the body is decompressed when this runs.
         "vkscraper.middlewares.retry.VkRetryMiddleware": 550,
     },
@@ -34,7 +36,10 @@ def request_interval(settings: BaseSettings) -> float:
     rps = settings.getfloat("VK_REQUESTS_PER_SECOND", defaults.VK_REQUESTS_PER_SECOND)
     if rps <= 0:
         raise ValueError(f"VK_REQUESTS_PER_SECOND must be positive, got {rps}")
-    return settings.getfloat("VK_RATE_MARGIN", defaults.VK_RATE_MARGIN) / rps
+    margin = settings.getfloat("VK_RATE_MARGIN", defaults.VK_RATE_MARGIN)
+    if margin < 1:
+        raise ValueError(f"VK_RATE_MARGIN below 1 ({margin}) would exceed the rate limit")
+    return margin / rps
 
 
 class VkAddon:

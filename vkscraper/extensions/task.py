@@ -65,6 +65,7 @@ class VkTaskExtension:
         # resumed run replaces those numbers instead of adding them twice.
         self._counted: dict[int, tuple[int, int]] = {}
         self._unsent_errors: list[str] = []
+        self._errors_lock = asyncio.Lock()  # one sender at a time: each error written once
         self._tokens = load_tokens()
         self._loop: Any = None
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
@@ -140,6 +141,8 @@ class VkTaskExtension:
         try:
             if not _finished(reason) and reason not in RESUMABLE_REASONS:
                 self._unsent_errors.append(f"crawl stopped early: {reason}")
+            if reason == "finished":
+                self._unsent_errors.extend(await self._completeness_errors())
             await self._send_errors()
             await run_in_thread(self.store.refresh_counts, self.task_id)
             if reason in RESUMABLE_REASONS:
@@ -160,6 +163,23 @@ class VkTaskExtension:
         finally:
             await run_in_thread(self.store.close)
 
+    async def _completeness_errors(self) -> list[str]:
+        """A crawl that ran out of requests is only complete if every group finished."""
+        assert self.store is not None and self.task_id is not None
+        errors = []
+        stats = self.crawler.stats
+        assert stats is not None
+        if failures := stats.get_value("spider_exceptions/count", 0):
+            errors.append(f"{failures} callback error(s) in the spider; see the log")
+        task = await run_in_thread(self.store.get_task, self.task_id)
+        if task is not None:
+            groups = task.metrics.get("groups") or {}
+            unfinished = [g for g in task.groups if not (groups.get(str(g)) or {}).get("done")]
+            if unfinished:
+                ids = ", ".join(str(g) for g in unfinished)
+                errors.append(f"{len(unfinished)} group(s) did not finish: {ids}")
+        return errors
+
     # progress, called by the spider and the store pipeline
 
     async def add_error(self, message: str) -> None:
@@ -173,13 +193,14 @@ class VkTaskExtension:
     async def _send_errors(self) -> None:
         if self.store is None or self.task_id is None:
             return  # kept; spider_closed logs them if they can never be written
-        while self._unsent_errors:
-            try:
-                await run_in_thread(self.store.add_error, self.task_id, self._unsent_errors[0])
-            except StoreError as exc:
-                logger.error("Could not record a task error yet: %(error)s", {"error": exc})
-                return
-            self._unsent_errors.pop(0)
+        async with self._errors_lock:
+            while self._unsent_errors:
+                try:
+                    await run_in_thread(self.store.add_error, self.task_id, self._unsent_errors[0])
+                except StoreError as exc:
+                    logger.error("Could not record a task error yet: %(error)s", {"error": exc})
+                    return
+                self._unsent_errors.pop(0)
 
     async def save_groups(self, groups: list[VkGroup], group_ids: list[int]) -> None:
         assert self.store is not None and self.task_id is not None

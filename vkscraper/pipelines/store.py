@@ -48,6 +48,8 @@ class VkStorePipeline:
         self.unsaved_dir = Path(s.get("VK_UNSAVED_DIR", defaults.VK_UNSAVED_DIR))
         self.posts: list[VkPost] = []
         self.comments: list[VkComment] = []
+        # Groups whose items are not all stored yet: marked done only after a good flush.
+        self.finished_groups: list[GroupDone] = []
         self._lock = asyncio.Lock()
         self._loop: Any = None
         self.task: VkTaskExtension | None = None
@@ -68,16 +70,32 @@ class VkStorePipeline:
         elif isinstance(item, VkComment):
             self.comments.append(item)
         elif isinstance(item, GroupDone):
+            self.finished_groups.append(item)
             await self.flush()
-            assert self.task is not None
-            await self.task.group_finished(item.group_id, item.status)
             return item
         if len(self.posts) + len(self.comments) >= self.batch_size:
             await self.flush()
         return item
 
     async def flush(self) -> bool:
-        """Write what is buffered; False (and the items kept) when the database refused."""
+        """Write what is buffered; False (and the items kept) when the database refused.
+
+        Then report the groups whose items are now all stored: a group is never marked done
+        (and so skipped by a resume) while its rows are only in memory or in a dump file.
+        """
+        # A marker follows its group's items, so the items of the markers present now are
+        # buffered now, and a successful write below stores them all.
+        ready = list(self.finished_groups)
+        stored = await self._write()
+        if stored and ready:
+            done = [m for m in self.finished_groups if any(m is r for r in ready)]
+            self.finished_groups = [m for m in self.finished_groups if m not in done]
+            assert self.task is not None
+            for marker in done:
+                await self.task.group_finished(marker.group_id, marker.status)
+        return stored
+
+    async def _write(self) -> bool:
         async with self._lock:
             if not self.posts and not self.comments:
                 return True

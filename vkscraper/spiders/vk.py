@@ -162,7 +162,13 @@ class VkSpider(scrapy.Spider):
             callback=callback,
             errback=self.on_request_error,
             cb_kwargs=cb,
-            meta={"vk_method": method, "vk_group_id": group_id, "vk_context": cb},
+            # The API never redirects; following one would carry the token elsewhere.
+            meta={
+                "vk_method": method,
+                "vk_group_id": group_id,
+                "vk_context": cb,
+                "dont_redirect": True,
+            },
             dont_filter=True,  # re-runs and resumes must fetch again
         )
 

@@ -573,14 +573,16 @@ class Api:
 
     def _drift(self, owner_id: int, pv: _PostView, served: list[dict[str, Any]]) -> None:
         """Live data: right after the first page of a multi-page post is served, ``drift`` of
-        its comments (ones without replies) are deleted, once per post. Offset paging then
-        skips as many comments; anchored paging does not."""
+        its comments (ones without replies) are deleted, once per post: the last one served
+        (a client's natural anchor) and the earliest ones. Offset paging then skips as many
+        comments; anchored paging does not."""
         with self._drift_lock:
             key = (owner_id, pv.post["id"])
             if key in self._drifted:
                 return
             self._drifted.add(key)
-            victims = [c for c in served if not pv.replies.get(c["id"])][: self.drift]
+            deletable = [c for c in served if not pv.replies.get(c["id"])]
+            victims = deletable[-1:] + deletable[: self.drift - 1] if self.drift > 0 else []
             gone = {c["id"] for c in victims}
             pv.level = [c for c in pv.level if c["id"] not in gone]
             pv.total -= len(gone)
