@@ -1,21 +1,27 @@
 """Crawl benchmark: `scrapy crawl vk` against the emulator with the 3 requests/s limit on.
 
-    python -m benchmarks.bench_crawl [--groups 6] [--rate-limit 3] [--database-url URL]
+    python -m benchmarks.bench_crawl [--groups 6] [--postgres | --database-url URL]
 
 Prints requests, requests/s (and the share of the limit), the most requests seen in any
 1-second window, error-6 answers, the minimum number of requests a plain crawl of the dataset
 needs, comments stored per second, wall time and the crawler's peak RSS. The database is a
-temporary SQLite file unless --database-url is given.
+temporary SQLite file, a temporary PostgreSQL database on 127.0.0.1 with --postgres, or
+--database-url.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 from vkscraper.testing.fakevk import generate_dataset
 from vkscraper.testing.offline import crawl_offline, print_summary
+from vkscraper.testing.pg import temporary_database
+
+PG_ADMIN_URL = os.environ.get("VK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def main() -> None:
@@ -24,13 +30,20 @@ def main() -> None:
     parser.add_argument("--max-comments", type=int, default=40)
     parser.add_argument("--rate-limit", type=int, default=3)
     parser.add_argument("--database-url")
+    parser.add_argument(
+        "--postgres", action="store_true", help="a temporary database on 127.0.0.1"
+    )
     args = parser.parse_args()
     dataset = generate_dataset(
         seed=42, groups=args.groups, posts_per_group=12, max_comments=args.max_comments,
         big_post=True,
     )  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        url = args.database_url or f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
+    with ExitStack() as stack:
+        if args.postgres:
+            url = stack.enter_context(temporary_database(PG_ADMIN_URL, "vkbench"))
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
+            url = args.database_url or f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
         result = crawl_offline(
             dataset,
             rate_limit=args.rate_limit,

@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 
 from vkscraper.exceptions import StoreError
 from vkscraper.items import VkComment
 from vkscraper.store import open_store
+from vkscraper.testing.pg import temporary_database
 
 PG_ADMIN_URL = os.environ.get("VK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -68,26 +65,6 @@ def bench(url: str, rows: int, batch: int) -> list[tuple[str, float, str]]:
     return results
 
 
-@contextmanager
-def temporary_pg_database() -> Iterator[str]:
-    name = f"vkbench_{secrets.token_hex(4)}"
-
-    def admin(sql: str) -> None:
-        conn = psycopg2.connect(PG_ADMIN_URL, connect_timeout=5)
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute(sql)
-        finally:
-            conn.close()
-
-    admin(f"CREATE DATABASE {name}")
-    try:
-        yield urlunsplit(urlsplit(PG_ADMIN_URL)._replace(path=f"/{name}"))
-    finally:
-        admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 def report(name: str, url: str, rows: int, batch: int) -> None:
     for label, rate, detail in bench(url, rows, batch):
         print(f"{name:<10} {label:<6} {rows} rows, batch {batch}: {rate:>9,.0f} rows/s ({detail})")
@@ -105,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.url:
             report(args.url.split(":", 1)[0], args.url, args.rows, args.batch)
             return 0
-        with temporary_pg_database() as pg_url:
+        with temporary_database(PG_ADMIN_URL, "vkbench") as pg_url:
             report("postgresql", pg_url, args.rows, args.batch)
         with tempfile.TemporaryDirectory() as tmp:
             report("sqlite", f"sqlite:///{Path(tmp) / 'bench.sqlite3'}", args.rows, args.batch)

@@ -9,43 +9,26 @@ loudly instead of skipping them.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
 
 from vkscraper.items import VkComment, VkPost
 from vkscraper.store import Store, open_store
+from vkscraper.testing.pg import admin_execute, temporary_database
 
 # ----------------------------------------------------------------------------- store
 
 PG_ADMIN_URL = os.environ.get("VK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def pg_database_url(admin_url: str, dbname: str) -> str:
-    """``admin_url`` pointing at another database on the same server."""
-    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{dbname}"))
-
-
-def pg_admin_execute(admin_url: str, sql: str) -> None:
-    """Run one statement outside a transaction (CREATE/DROP DATABASE need that)."""
-    conn = psycopg2.connect(admin_url, connect_timeout=5)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="session")
 def pg_admin_url() -> str:
     """The maintenance database URL; fails (never skips) when PostgreSQL is unreachable."""
     try:
-        pg_admin_execute(PG_ADMIN_URL, "SELECT 1")
+        admin_execute(PG_ADMIN_URL, "SELECT 1")
     except psycopg2.Error as exc:
         pytest.fail(
             f"PostgreSQL for the tests is unreachable at {PG_ADMIN_URL} "
@@ -58,12 +41,8 @@ def pg_admin_url() -> str:
 @pytest.fixture
 def pg_url(pg_admin_url: str) -> Iterator[str]:
     """URL of a fresh, empty PostgreSQL database, dropped (WITH FORCE) after the test."""
-    dbname = f"vkst_{secrets.token_hex(6)}"
-    pg_admin_execute(pg_admin_url, f"CREATE DATABASE {dbname}")
-    try:
-        yield pg_database_url(pg_admin_url, dbname)
-    finally:
-        pg_admin_execute(pg_admin_url, f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+    with temporary_database(pg_admin_url, "vkst") as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from scrapy import signals
@@ -34,25 +35,34 @@ def crawl_settings(api_url: str, database_url: str, **overrides: Any) -> Setting
 
 
 async def run_crawl(
-    api_url: str, database_url: str, *, settings: dict[str, Any] | None = None, **spider_args: Any
+    api_url: str,
+    database_url: str,
+    *,
+    settings: dict[str, Any] | None = None,
+    after_items: tuple[int, Callable[[Crawler], Any]] | None = None,
+    **spider_args: Any,
 ) -> Crawler:
+    """Crawl in-process; ``after_items=(n, action)`` runs ``action(crawler)`` once ``n`` items
+    are scraped (to interrupt the crawl or break the database mid-way)."""
     runner = AsyncCrawlerRunner(crawl_settings(api_url, database_url, **(settings or {})))
     crawler = runner.create_crawler(VkSpider)
+    if after_items is not None:
+        n, action = after_items
+        seen = []
+
+        def on_item(item: Any) -> None:
+            seen.append(item)
+            if len(seen) == n:
+                action(crawler)
+
+        crawler.signals.connect(on_item, signal=signals.item_scraped, weak=False)
     await crawler.crawl_async(**spider_args)
     return crawler
 
 
-def close_after_items(crawler: Crawler, n: int, reason: str) -> Any:
-    """Close the crawl (e.g. reason "shutdown", as Ctrl-C does) after ``n`` scraped items."""
-    seen = []
-
-    def on_item(item: Any) -> None:
-        seen.append(item)
-        if len(seen) == n:
-            asyncio.ensure_future(crawler.engine.close_spider_async(reason=reason))
-
-    crawler.signals.connect(on_item, signal=signals.item_scraped, weak=False)
-    return on_item
+def close_as(reason: str) -> Callable[[Crawler], Any]:
+    """An ``after_items`` action closing the crawl with ``reason`` ("shutdown" is Ctrl-C)."""
+    return lambda crawler: asyncio.ensure_future(crawler.engine.close_spider_async(reason=reason))
 
 
 def stored_rows(database_url: str, task_id: int) -> tuple[list[dict], list[dict]]:

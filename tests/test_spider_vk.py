@@ -12,7 +12,7 @@ from tests.crawl import (
     COMMENT_KEYS,
     POST_KEYS,
     TOKEN,
-    close_after_items,
+    close_as,
     comparable,
     edited,
     run_crawl,
@@ -307,23 +307,11 @@ async def test_missing_token_fails_the_task(store_url, monkeypatch):
 @deferred_f_from_coro_f
 async def test_interrupted_task_stays_in_progress_and_resumes(store_url):
     with FakeVk(DATASET, tokens=[TOKEN]) as vk:
-        runner_crawl = run_crawl(vk.url, store_url, groups=group_refs(DATASET),
-                                 settings={"CONCURRENT_REQUESTS": 1})  # fmt: skip
         # Close like Ctrl-C does, once some items are in.
-        from tests import crawl as crawl_mod
-
-        original = crawl_mod.AsyncCrawlerRunner.create_crawler
-
-        def create(self, spidercls):
-            crawler = original(self, spidercls)
-            close_after_items(crawler, 40, "shutdown")
-            return crawler
-
-        crawl_mod.AsyncCrawlerRunner.create_crawler = create
-        try:
-            await runner_crawl
-        finally:
-            crawl_mod.AsyncCrawlerRunner.create_crawler = original
+        await run_crawl(
+            vk.url, store_url, groups=group_refs(DATASET),
+            settings={"CONCURRENT_REQUESTS": 1}, after_items=(40, close_as("shutdown")),
+        )  # fmt: skip
         task = last_task(store_url)
         assert task.status == "in_progress"
         assert task.finished_at is None
@@ -385,41 +373,25 @@ async def test_rate_limit_is_never_exceeded(store_url):
 @deferred_f_from_coro_f
 async def test_dead_database_loses_nothing_collected(pg_admin_url, pg_url, tmp_path, caplog):
     """The database goes away mid-crawl: what was collected ends up in the DB or the dump."""
-    from scrapy import signals
-
-    from tests import crawl as crawl_mod
-    from tests.conftest import pg_admin_execute
+    from vkscraper.testing.pg import admin_execute
 
     dbname = pg_url.rsplit("/", 1)[1]
-    original = crawl_mod.AsyncCrawlerRunner.create_crawler
-    seen = []
 
-    def create(self, spidercls):
-        crawler = original(self, spidercls)
+    def kill_db(crawler):
+        admin_execute(pg_admin_url, f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS false")
+        admin_execute(
+            pg_admin_url,
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'",
+        )
 
-        def kill_db(item):
-            seen.append(item)
-            if len(seen) == 60:
-                pg_admin_execute(pg_admin_url, f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS false")
-                pg_admin_execute(
-                    pg_admin_url,
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    f"WHERE datname = '{dbname}'",
-                )
-
-        crawler.signals.connect(kill_db, signal=signals.item_scraped, weak=False)
-        return crawler
-
-    crawl_mod.AsyncCrawlerRunner.create_crawler = create
     try:
         with FakeVk(DATASET, tokens=[TOKEN]) as vk:
             await run_crawl(
-                vk.url, pg_url, groups=group_refs(DATASET),
+                vk.url, pg_url, groups=group_refs(DATASET), after_items=(60, kill_db),
                 settings={"VK_UNSAVED_DIR": str(tmp_path), "VK_STORE_BATCH_SIZE": 20},
             )  # fmt: skip
     finally:
-        crawl_mod.AsyncCrawlerRunner.create_crawler = original
-        pg_admin_execute(pg_admin_url, f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS true")
+        admin_execute(pg_admin_url, f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS true")
     assert any(r.levelname == "CRITICAL" and "unsaved" in r.getMessage() for r in caplog.records)
     (dump,) = tmp_path.glob("vkscraper-unsaved-task*.jsonl")
     dumped = [json.loads(line) for line in dump.read_text().splitlines()]
