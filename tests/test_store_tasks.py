@@ -216,6 +216,25 @@ def test_refresh_counts(store, make_post, make_comment):
     assert store.get_task(empty).metrics["posts"] == 0
 
 
+def test_refresh_counts_of_some_groups(store, make_post, make_comment):
+    task = store.create_task([1, 2])
+    store.upsert_posts(task, [make_post(1, group_id=1), make_post(1, group_id=2)])
+    store.upsert_comments(task, [make_comment(5, group_id=1), make_comment(5, group_id=2)])
+    store.refresh_counts(task, [2])
+    m = store.get_task(task).metrics
+    assert m["groups"] == {"2": {"posts": 1, "comments": 1}}  # group 1 not looked at
+    assert (m["posts"], m["comments"]) == (1, 1)  # totals are the groups' sum
+    store.upsert_comments(task, [make_comment(6, group_id=2)])
+    store.refresh_counts(task, [1])
+    m = store.get_task(task).metrics
+    assert m["groups"]["1"] == {"posts": 1, "comments": 1}
+    assert m["groups"]["2"] == {"posts": 1, "comments": 1}  # not refreshed yet
+    assert (m["posts"], m["comments"]) == (2, 2)
+    store.refresh_counts(task, [])
+    store.refresh_counts(task)
+    assert store.get_task(task).metrics["comments"] == 3
+
+
 def test_list_tasks_newest_first(store):
     ids = [store.create_task([i]) for i in range(1, 5)]
     assert [t.id for t in store.list_tasks()] == ids[::-1]

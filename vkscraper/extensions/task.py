@@ -3,9 +3,11 @@
 On ``spider_opened`` it opens the store (``DATABASE_URL``; migrations applied), loads or
 creates the task named by the spider's arguments and marks it ``in_progress``. While the crawl
 runs it appends errors as they happen, records each group's expected counts and completion,
-and refreshes the stored-row counts after each group and every ``VK_METRICS_INTERVAL``
-seconds. On ``spider_closed`` it marks the task ``completed`` or ``failed`` (failed iff it has
-errors) — except after a shutdown (Ctrl-C), which leaves it ``in_progress`` and resumable.
+and refreshes the stored-row counts of a group when it finishes and of the groups in progress
+every ``VK_METRICS_INTERVAL`` seconds (only their rows are counted: cheap on big tasks); the
+whole task is recounted once at close. On ``spider_closed`` it marks the task ``completed``
+or ``failed`` (failed iff it has errors) — except after a shutdown (Ctrl-C), which leaves
+it ``in_progress`` and resumable.
 
 Every database call runs in a thread: the reactor never waits on the database. Errors that
 cannot be written (database down) are kept and written later; at close they go to the log.
@@ -64,6 +66,8 @@ class VkTaskExtension:
         # What an interrupted run already counted as expected for a group it started; a
         # resumed run replaces those numbers instead of adding them twice.
         self._counted: dict[int, tuple[int, int]] = {}
+        # Groups being crawled: the periodic refresh counts only their rows.
+        self._active: set[int] = set()
         self._unsent_errors: list[str] = []
         self._errors_lock = asyncio.Lock()  # one sender at a time: each error written once
         self._tokens = load_tokens()
@@ -209,6 +213,7 @@ class VkTaskExtension:
 
     async def group_started(self, group_id: int, posts: int, comments: int) -> None:
         assert self.store is not None
+        self._active.add(group_id)
         old_posts, old_comments = self._counted.pop(group_id, (0, 0))
         await self._call(
             self.store.add_progress,
@@ -228,7 +233,8 @@ class VkTaskExtension:
             group_status=status,
             group_done=True,
         )
-        await self._call(self.store.refresh_counts, self.task_id)
+        await self._call(self.store.refresh_counts, self.task_id, [group_id])
+        self._active.discard(group_id)
 
     async def _call(self, func: Any, *args: Any, **kwargs: Any) -> None:
         """Progress is best effort: a failed update is logged, the final refresh repairs it."""
@@ -240,7 +246,8 @@ class VkTaskExtension:
     async def _refresh(self) -> None:
         if self.store is not None and self.task_id is not None:
             await self._send_errors()
-            await self._call(self.store.refresh_counts, self.task_id)
+            if self._active:
+                await self._call(self.store.refresh_counts, self.task_id, sorted(self._active))
 
 
 _background: set[asyncio.Task[Any]] = set()

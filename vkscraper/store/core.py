@@ -253,9 +253,12 @@ class Store:
             ),
         )
 
-    def refresh_counts(self, task_id: int) -> None:
-        """Set metrics.posts/comments (overall and per group) from the task's stored rows."""
-        self._run("refresh_counts", lambda cur: tasks.refresh_counts(self._db, cur, task_id))
+    def refresh_counts(self, task_id: int, group_ids: Sequence[int] | None = None) -> None:
+        """Set metrics.posts/comments per group from the task's stored rows — of every group,
+        or only of ``group_ids`` (cheap while a crawl runs) — and the totals from those."""
+        self._run(
+            "refresh_counts", lambda cur: tasks.refresh_counts(self._db, cur, task_id, group_ids)
+        )
 
     def add_error(self, task_id: int, message: str) -> None:
         """Atomically append a message to metrics.errors (a task with errors ends failed)."""

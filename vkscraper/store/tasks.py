@@ -290,8 +290,10 @@ def add_error(db: Backend, cur: Any, task_id: int, message: str) -> None:
     _require_row(cur, task_id)
 
 
-_REFRESH_COUNTS = {
-    # per: one row per group of the task's posts, with its posts and their comments.
+# Step 1 sets posts/comments of the task's groups (all, or those in :owners) from the stored
+# rows: posts via task_posts, comments of those posts. Step 2 sums the per-group entries into
+# the totals, so refreshing one group costs one group's rows, not the whole task's.
+_REFRESH_GROUPS = {
     "postgresql": """
         WITH per AS (
             SELECT p.group_id AS gid, count(DISTINCT p.id) AS posts, count(c.id) AS comments
@@ -299,12 +301,11 @@ _REFRESH_COUNTS = {
             JOIN posts p ON p.owner_id = tp.owner_id AND p.vk_post_id = tp.vk_post_id
             LEFT JOIN comments c ON c.owner_id = p.owner_id AND c.post_vk_id = p.vk_post_id
             WHERE tp.task_id = %(id)s
+              AND (%(owners)s::bigint[] IS NULL OR tp.owner_id = ANY(%(owners)s::bigint[]))
             GROUP BY p.group_id
         )
-        UPDATE tasks t SET metrics = t.metrics || jsonb_build_object(
-                'posts', (SELECT COALESCE(sum(posts), 0) FROM per),
-                'comments', (SELECT COALESCE(sum(comments), 0) FROM per),
-                'groups', COALESCE(t.metrics->'groups', '{}'::jsonb) || COALESCE((
+        UPDATE tasks t SET metrics = jsonb_set(t.metrics, '{groups}',
+                COALESCE(t.metrics->'groups', '{}'::jsonb) || COALESCE((
                     SELECT jsonb_object_agg(gid::text,
                         COALESCE(t.metrics->'groups'->(gid::text), '{}'::jsonb)
                         || jsonb_build_object('posts', posts, 'comments', comments))
@@ -318,11 +319,10 @@ _REFRESH_COUNTS = {
             JOIN posts p ON p.owner_id = tp.owner_id AND p.vk_post_id = tp.vk_post_id
             LEFT JOIN comments c ON c.owner_id = p.owner_id AND c.post_vk_id = p.vk_post_id
             WHERE tp.task_id = :id
+              AND (:owners IS NULL OR tp.owner_id IN (SELECT value FROM json_each(:owners)))
             GROUP BY p.group_id
         )
         UPDATE tasks SET metrics = json_set(metrics,
-                '$.posts', (SELECT COALESCE(sum(posts), 0) FROM per),
-                '$.comments', (SELECT COALESCE(sum(comments), 0) FROM per),
                 '$.groups', json_patch(COALESCE(json_extract(metrics, '$.groups'), '{}'),
                     COALESCE((SELECT json_group_object(CAST(gid AS TEXT), json_patch(
                         COALESCE(json_extract(tasks.metrics, '$.groups."' || gid || '"'), '{}'),
@@ -331,11 +331,34 @@ _REFRESH_COUNTS = {
             updated_at = vk_now()
         WHERE id = :id""",
 }
+_REFRESH_TOTALS = {
+    "postgresql": """
+        UPDATE tasks SET metrics = metrics || jsonb_build_object(
+                'posts', (SELECT COALESCE(sum((v->>'posts')::bigint), 0)
+                          FROM jsonb_each(COALESCE(metrics->'groups', '{}'::jsonb)) AS e(k, v)),
+                'comments', (SELECT COALESCE(sum((v->>'comments')::bigint), 0)
+                             FROM jsonb_each(COALESCE(metrics->'groups', '{}'::jsonb)) AS e(k, v)))
+        WHERE id = %(id)s""",
+    "sqlite": """
+        UPDATE tasks SET metrics = json_set(metrics,
+                '$.posts', (SELECT COALESCE(sum(json_extract(value, '$.posts')), 0)
+                            FROM json_each(metrics, '$.groups')),
+                '$.comments', (SELECT COALESCE(sum(json_extract(value, '$.comments')), 0)
+                               FROM json_each(metrics, '$.groups')))
+        WHERE id = :id""",
+}
 
 
-def refresh_counts(db: Backend, cur: Any, task_id: int) -> None:
-    cur.execute(_REFRESH_COUNTS[db.name], {"id": task_id})
+def refresh_counts(
+    db: Backend, cur: Any, task_id: int, group_ids: Sequence[int] | None = None
+) -> None:
+    owners: Any = None
+    if group_ids is not None:
+        ids = [-abs(int(g)) for g in group_ids]
+        owners = ids if db.name == "postgresql" else json.dumps(ids)
+    cur.execute(_REFRESH_GROUPS[db.name], {"id": task_id, "owners": owners})
     _require_row(cur, task_id)
+    cur.execute(_REFRESH_TOTALS[db.name], {"id": task_id})
 
 
 _FINISH = {
