@@ -471,3 +471,21 @@ async def test_concurrent_errors_are_each_recorded_once(store_url):
     finally:
         ext.store.close()
     assert sorted(errors) == sorted(f"error {i}" for i in range(30))
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@deferred_f_from_coro_f
+async def test_requests_out_of_retries_become_task_errors(store_url):
+    with FakeVk(small_dataset(), tokens=[TOKEN], faults={"502": 1.0},
+                max_faults_per_request=10) as vk:  # fmt: skip
+        crawler = await run_crawl(
+            vk.url, store_url, groups="threeposts", settings={"VK_RETRY_TIMES": 1}
+        )
+        assert len(vk.requests()) == 2
+    task = last_task(store_url)
+    assert task.status == "failed"
+    assert task.metrics["errors"] == [
+        "groups.getById groups threeposts: gave up after 1 retries (HTTP 502)",
+        "1 group(s) did not finish: threeposts",  # never resolved, so never crawled
+    ]
+    assert crawler.stats.get_value("retry/max_reached") == 1

@@ -166,7 +166,6 @@ class VkSpider(scrapy.Spider):
             meta={
                 "vk_method": method,
                 "vk_group_id": group_id,
-                "vk_context": cb,
                 "dont_redirect": True,
             },
             dont_filter=True,  # re-runs and resumes must fetch again
@@ -319,7 +318,7 @@ class VkSpider(scrapy.Spider):
         else:
             reason = f"{type(failure.value).__name__}: {failure.value}"
         await self.task.add_error(
-            f"{_describe(request.meta)}: gave up after {retries} retries ({reason})"
+            f"{_describe(request)}: gave up after {retries} retries ({reason})"
         )
         self._failed_groups.add(gid)
         for item in self._request_done(gid):
@@ -357,8 +356,8 @@ class VkSpider(scrapy.Spider):
             yield GroupDone(gid, status)
 
 
-def _describe(meta: dict[str, Any]) -> str:
-    ctx = meta.get("vk_context") or {}
+def _describe(request: scrapy.Request) -> str:
+    meta, ctx = request.meta, request.cb_kwargs
     parts = [f"group {meta.get('vk_group_id')}"] if meta.get("vk_group_id") else []
     if ctx.get("refs"):
         parts.append(f"groups {', '.join(ctx['refs'])}")
