@@ -40,12 +40,24 @@ async def run_crawl(
     *,
     settings: dict[str, Any] | None = None,
     after_items: tuple[int, Callable[[Crawler], Any]] | None = None,
+    when: tuple[Callable[[Crawler], bool], Callable[[Crawler], Any]] | None = None,
     **spider_args: Any,
 ) -> Crawler:
     """Crawl in-process; ``after_items=(n, action)`` runs ``action(crawler)`` once ``n`` items
-    are scraped (to interrupt the crawl or break the database mid-way)."""
+    are scraped (to interrupt the crawl or break the database mid-way); ``when=(test,
+    action)`` runs it once ``test(crawler)`` holds after an item."""
     runner = AsyncCrawlerRunner(crawl_settings(api_url, database_url, **(settings or {})))
     crawler = runner.create_crawler(VkSpider)
+    if when is not None:
+        test, then = when
+        fired: list[bool] = []
+
+        def check(item: Any) -> None:
+            if not fired and test(crawler):
+                fired.append(True)
+                then(crawler)
+
+        crawler.signals.connect(check, signal=signals.item_scraped, weak=False)
     if after_items is not None:
         n, action = after_items
         seen = []

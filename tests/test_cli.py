@@ -32,7 +32,7 @@ def run_process(*args, env=None):
 
 
 def test_migrate_twice(capsys, store_url):
-    assert run(capsys, store_url, "migrate")[:2] == (0, "applied: 0001\n")
+    assert run(capsys, store_url, "migrate")[:2] == (0, "applied: 0001, 0002\n")
     assert run(capsys, store_url, "migrate")[:2] == (0, "schema is up to date\n")
 
 

@@ -22,6 +22,7 @@ from vkscraper.testing.fakevk import (
     wall_readable,
 )
 from vkscraper.testing.fakevk.dataset import normalize_dataset
+from vkscraper.testing.fakevk.server import RateLimiter
 
 TOKEN = "test-token"
 BIG_WALL_ID = 999_999  # a hand-made community with 130 posts, for wall.get paging
@@ -485,6 +486,52 @@ def test_rate_limit_per_token(data: dict[str, Any]) -> None:
         assert error["error_code"] == 8
         outcomes = [e["outcome"] for e in vk.requests()]
         assert outcomes.count("error:6") == 1
+
+
+def test_rate_limiter_counts_refused_arrivals() -> None:
+    """The sliding window keeps refused arrivals too (explicit clock: exact and instant)."""
+    limiter = RateLimiter(3)
+    assert [limiter.allow("a", t) for t in (0.0, 0.1, 0.2)] == [True, True, True]
+    assert [limiter.allow("a", t) for t in (0.5, 0.6, 0.7)] == [False, False, False]
+    # the accepted arrivals have left the window (0.3, 1.3], the three refused ones have not
+    assert limiter.allow("a", 1.3) is False
+    assert limiter.allow("b", 1.3) is True  # per token
+    # (0.75, 1.75] holds only the refused arrival at 1.3
+    assert limiter.allow("a", 1.75) is True
+
+
+def _wall_get_code(vk: FakeVk) -> int | None:
+    """One quick wall.get; its error code, or None when it was answered."""
+    body = call(vk, "wall.get", owner_id=-BIG_WALL_ID, count=1)
+    return body["error"]["error_code"] if "error" in body else None
+
+
+@pytest.mark.rate
+def test_refused_requests_count_toward_the_limit(data: dict[str, Any]) -> None:
+    """A request refused with 6 stays in the one-second window: a client that keeps hammering
+    stays locked out until it pauses for a whole second."""
+    with FakeVk(data, rate_limit=3) as vk:
+        accepted = [_wall_get_code(vk) for _ in range(3)]
+        time.sleep(0.5)
+        refused = [_wall_get_code(vk) for _ in range(3)]  # the 3 accepted ones are still in
+        # Wait until the accepted requests are more than a second old, but the refused ones
+        # are not: only the refused ones can keep this request out.
+        time.sleep(0.7)
+        probe = _wall_get_code(vk)
+        time.sleep(0.6)  # the refused requests leave the window; only the probe is left
+        after_pause = _wall_get_code(vk)
+        log = [e for e in vk.requests() if e["method"] == "wall.get"]
+
+    assert [e["outcome"] for e in log[:6]] == ["ok"] * 3 + ["error:6"] * 3
+    assert (accepted, refused) == ([None] * 3, [6] * 3)
+    t = [e["t"] for e in log]
+    # the scenario really happened as timed (server clock)
+    assert t[6] - t[2] > 1.0, "the accepted requests should have left the window by the probe"
+    assert t[6] - t[3] < 1.0, "the refused requests should still be in the window at the probe"
+    assert probe == 6
+    assert t[7] - t[5] > 1.0, "the refused requests should have left the window"
+    assert t[7] - t[6] < 1.0, "the refused probe should still be in the window"
+    assert after_pause is None  # one arrival in the window: accepted
 
 
 # -- faults ------------------------------------------------------------------------------------

@@ -1,16 +1,27 @@
-"""VkAuthMiddleware and VkRetryMiddleware with hand-made requests and responses."""
+"""VkAuthMiddleware and VkRetryMiddleware with hand-made requests and responses, and through
+the real downloader middleware stack against local HTTP servers (redirects)."""
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import scrapy
 from scrapy import Request
+from scrapy.crawler import AsyncCrawlerRunner
 from scrapy.http import HtmlResponse, TextResponse
+from scrapy.settings import Settings
+from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
 from twisted.internet.error import ConnectionLost, TimeoutError
+from twisted.python.failure import Failure
 
 from vkscraper.addon import VkAddon, request_interval
 from vkscraper.exceptions import VkApiTransientError, VkMalformedResponse, VkTargetError
@@ -19,13 +30,16 @@ from vkscraper.middlewares.retry import VkRetryMiddleware
 from vkscraper.tokens import token_tag
 
 TOKEN = "tok-secret-123"
-URL = "http://127.0.0.1:1/method/wall.get"
+API_URL = "http://127.0.0.1:1/method/"
+URL = f"{API_URL}wall.get"
 
 
 @pytest.fixture
 def crawler(monkeypatch):
     monkeypatch.setenv("VK_ACCESS_TOKEN", f"{TOKEN}, other")
-    c = get_crawler(settings_dict={"VK_BACKOFF_BASE": 0, "VK_RETRY_TIMES": 2})
+    c = get_crawler(
+        settings_dict={"VK_BACKOFF_BASE": 0, "VK_RETRY_TIMES": 2, "VK_API_URL": API_URL}
+    )
     c.spider = c._create_spider("t")  # get_retry_request logs against a spider
     return c
 
@@ -57,6 +71,35 @@ def test_auth_leaves_other_requests_alone(crawler):
     req = Request("http://example.invalid/")
     mw.process_request(req)
     assert b"Authorization" not in req.headers and "download_slot" not in req.meta
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.example/x",
+        "http://localhost:1/method/wall.get",  # same machine, another host name
+        "https://127.0.0.1:1/method/wall.get",  # another scheme
+        "http://127.0.0.1:2/method/wall.get",  # another port
+        "http://127.0.0.1/method/wall.get",  # the default port, 80
+    ],
+)
+def test_auth_sends_the_token_only_to_the_api_origin(crawler, url):
+    mw = build_from_crawler(VkAuthMiddleware, crawler)
+    req = Request(url, meta={"vk_method": "wall.get"})  # as a followed redirect would be
+    mw.process_request(req)
+    assert b"Authorization" not in req.headers and "download_slot" not in req.meta
+    same = Request("HTTP://127.0.0.1:1/method/wall.getComments", meta={"vk_method": "wall.get"})
+    mw.process_request(same)
+    assert same.headers[b"Authorization"] == f"Bearer {TOKEN}".encode()
+
+
+def test_default_ports_count_as_the_same_origin(monkeypatch):
+    monkeypatch.setenv("VK_ACCESS_TOKEN", TOKEN)
+    crawler = get_crawler(settings_dict={"VK_API_URL": "https://api.vk.ru/method/"})
+    mw = build_from_crawler(VkAuthMiddleware, crawler)
+    req = Request("https://API.vk.ru:443/method/wall.get", meta={"vk_method": "wall.get"})
+    mw.process_request(req)
+    assert b"Authorization" in req.headers
 
 
 @deferred_f_from_coro_f
@@ -180,18 +223,6 @@ async def test_non_vk_responses_are_untouched(crawler):
     assert "vk_response" not in req.meta and "retry_times" not in req.meta
 
 
-def test_token_is_stripped_before_redirects_can_copy_it():
-    crawler = get_crawler(settings_dict={"ADDONS": {VkAddon: 0}})
-    mws = crawler.settings.getdict("DOWNLOADER_MIDDLEWARES")
-    base = crawler.settings.getdict("DOWNLOADER_MIDDLEWARES_BASE")
-    auth = mws["vkscraper.middlewares.auth.VkAuthMiddleware"]
-    # process_response runs from high to low: auth must come before any middleware that can
-    # turn a response into a new request (redirects, meta refresh) or retry it.
-    for name in ("redirect.RedirectMiddleware", "redirect.MetaRefreshMiddleware"):
-        assert auth > base[f"scrapy.downloadermiddlewares.{name}"]
-    assert auth > mws["vkscraper.middlewares.retry.VkRetryMiddleware"]
-
-
 def test_rate_margin_below_one_is_refused():
     with pytest.raises(ValueError, match="VK_RATE_MARGIN"):
         get_crawler(settings_dict={"ADDONS": {VkAddon: 0}, "VK_RATE_MARGIN": 0.5})
@@ -227,3 +258,143 @@ def test_addon_keeps_autothrottle_above_the_floor():
         }
     )
     assert crawler.settings.getfloat("AUTOTHROTTLE_START_DELAY") == pytest.approx(0.35)
+
+
+# --------------------------------------------------------------------- redirects, end to end
+
+
+class RecordingServer(ThreadingHTTPServer):
+    """Records the headers of every request; answers 302 to ``redirect_to`` if set, else
+    with an empty VK answer."""
+
+    daemon_threads = True
+
+    def __init__(self, redirect_to: str | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _RecordingHandler)
+        self.redirect_to = redirect_to
+        self.seen: list[dict[str, str]] = []
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+
+class _RecordingHandler(BaseHTTPRequestHandler):
+    server: RecordingServer
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        self.server.seen.append({k.lower(): v for k, v in self.headers.items()})
+        if self.server.redirect_to:
+            self.send_response(302)
+            self.send_header("Location", self.server.redirect_to)
+            body = b""
+        else:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            body = b'{"response": {"count": 0, "items": []}}'
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@contextmanager
+def serving(server: RecordingServer) -> Iterator[RecordingServer]:
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+class OneRequestSpider(scrapy.Spider):
+    """Sends one VK-like request with the given meta; records what came back."""
+
+    name = "one_request"
+
+    def __init__(self, url: str, request_meta: dict, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.url = url
+        self.request_meta = request_meta
+        self.outcomes: list[object] = []
+
+    async def start(self):
+        yield scrapy.Request(
+            self.url,
+            method="POST",
+            body=b"owner_id=-1",
+            meta=self.request_meta,
+            callback=self.parse,
+            errback=self.outcomes.append,
+            dont_filter=True,
+        )
+
+    def parse(self, response):
+        self.outcomes.append(response)
+
+
+async def crawl_one(api_url: str, url: str, meta: dict) -> OneRequestSpider:
+    """One request through the add-on's real downloader middleware stack."""
+    settings = Settings(
+        {
+            "ADDONS": {VkAddon: 0},
+            "VK_API_URL": api_url,
+            "VK_REQUESTS_PER_SECOND": 1000,
+            "VK_BACKOFF_BASE": 0,
+            # No database: only the downloader side of the add-on is under test.
+            "EXTENSIONS": {"vkscraper.extensions.task.VkTaskExtension": None},
+            "ITEM_PIPELINES": {"vkscraper.pipelines.store.VkStorePipeline": None},
+            "TELNETCONSOLE_ENABLED": False,
+        }
+    )
+    crawler = AsyncCrawlerRunner(settings).create_crawler(OneRequestSpider)
+    record_factory = logging.getLogRecordFactory()  # the add-on wraps it; put it back
+    try:
+        await crawler.crawl_async(url=url, request_meta=meta)
+    finally:
+        logging.setLogRecordFactory(record_factory)
+    assert isinstance(crawler.spider, OneRequestSpider)
+    return crawler.spider
+
+
+@deferred_f_from_coro_f
+async def test_a_redirect_to_another_host_does_not_get_the_token(monkeypatch, caplog):
+    monkeypatch.setenv("VK_ACCESS_TOKEN", TOKEN)
+    with (
+        serving(RecordingServer()) as elsewhere,
+        serving(RecordingServer(f"http://localhost:{elsewhere.port}/landing")) as api,
+    ):
+        api_url = f"http://127.0.0.1:{api.port}/method/"
+        # No dont_redirect: RedirectMiddleware follows and copies the meta, vk_method included.
+        spider = await crawl_one(api_url, f"{api_url}wall.get", {"vk_method": "wall.get"})
+    assert [h.get("authorization") for h in api.seen] == [f"Bearer {TOKEN}"]
+    assert len(elsewhere.seen) == 1  # the redirect was followed
+    assert "authorization" not in elsewhere.seen[0]
+    (response,) = spider.outcomes
+    assert response.status == 200 and response.url.startswith("http://localhost:")
+    assert "Not sending the token" in caplog.text
+
+
+@deferred_f_from_coro_f
+async def test_the_spiders_api_requests_do_not_follow_redirects(monkeypatch):
+    monkeypatch.setenv("VK_ACCESS_TOKEN", TOKEN)
+    with (
+        serving(RecordingServer()) as elsewhere,
+        serving(RecordingServer(f"http://localhost:{elsewhere.port}/landing")) as api,
+    ):
+        api_url = f"http://127.0.0.1:{api.port}/method/"
+        meta = {"vk_method": "wall.get", "dont_redirect": True}  # as the vk spider sends them
+        spider = await crawl_one(api_url, f"{api_url}wall.get", meta)
+    assert len(api.seen) == 1 and elsewhere.seen == []
+    (failure,) = spider.outcomes
+    assert isinstance(failure, Failure) and failure.check(HttpError)
+    assert failure.value.response.status == 302

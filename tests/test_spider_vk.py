@@ -177,8 +177,10 @@ async def test_closed_wall_and_unknown_name_fail_only_themselves(store_url):
     assert task.metrics["groups"]["12"]["status"] == "done"
     assert task.metrics["groups"]["20"]["status"] == "failed"
     assert task.metrics["groups"]["21"]["status"] == "failed"
-    assert task.metrics["groups_done"] == task.metrics["groups_total"] == 4
-    assert task.groups == [11, 20, 12, 21]
+    assert task.metrics["groups"]["nosuchgroup"]["status"] == "failed"
+    # The unknown name stays in the task (a later run looks it up again), finished and failed.
+    assert task.metrics["groups_done"] == task.metrics["groups_total"] == 5
+    assert task.groups == [11, 20, "nosuchgroup", 12, 21]
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
@@ -192,7 +194,8 @@ async def test_only_unknown_groups(store_url):
         "group 999: not found on VK",
         "group nosuchgroup: not found on VK",
     ]
-    assert task.groups == []
+    assert task.groups == ["nosuchgroup", 999]
+    assert task.metrics["groups_done"] == 2
 
 
 @deferred_f_from_coro_f
@@ -444,10 +447,11 @@ async def test_a_callback_bug_cannot_end_in_completed(store_url, monkeypatch):
         await run_crawl(vk.url, store_url, groups="threeposts,club12")
     task = last_task(store_url)
     assert task.status == "failed"
-    assert sorted(task.metrics["errors"]) == [
-        "1 callback error(s) in the spider; see the log",
-        "1 group(s) did not finish: 11",
+    assert task.metrics["errors"] == [
+        "wall.getComments group 11 post 2: callback error: RuntimeError('simulated bug')"
     ]
+    # The crash ended its request: the group is over, failed, with the cause named.
+    assert task.metrics["groups"]["11"]["status"] == "failed"
     assert task.metrics["groups"]["12"]["status"] == "done"
 
 
@@ -486,6 +490,7 @@ async def test_requests_out_of_retries_become_task_errors(store_url):
     assert task.status == "failed"
     assert task.metrics["errors"] == [
         "groups.getById groups threeposts: gave up after 1 retries (HTTP 502)",
-        "1 group(s) did not finish: threeposts",  # never resolved, so never crawled
+        # never resolved, so never crawled; it stays in the task for a re-run
+        "1 group(s) did not finish: threeposts (never resolved to a group id)",
     ]
     assert crawler.stats.get_value("retry/max_reached") == 1

@@ -108,11 +108,46 @@ def _tables(store):
 def test_migrate_empty_database_then_noop(store_url):
     with open_store(store_url) as store:
         assert _tables(store) == set()
-        assert store.migrate() == ["0001"]
+        assert store.migrate() == ["0001", "0002"]
         assert _tables(store) == SCHEMA_TABLES
         assert store.migrate() == []
     with open_store(store_url) as again:
         assert again.migrate() == []
+
+
+def test_migration_0002_backfills_last_seen_from_a_v1_database(store_url):
+    from vkscraper.store import migrations
+
+    with open_store(store_url) as store:
+        v1 = [m for m in migrations.available(store.backend) if m.version == "0001"]
+        store._run("v1", lambda cur: _apply_only(store, cur, v1))
+        store._run(
+            "row",
+            lambda cur: cur.execute(
+                "INSERT INTO comments (vk_comment_id, post_vk_id, owner_id, text, updated_at) "
+                "VALUES (1, 1, -1, 'old', '2024-01-02T03:04:05.000000Z')"
+            ),
+        )
+        assert store.migrate() == ["0002"]
+        rows = store._run(
+            "read",
+            lambda cur: (
+                cur.execute("SELECT last_seen_at, updated_at FROM comments"),
+                cur.fetchall(),
+            )[1],
+        )
+    assert len(rows) == 1 and rows[0][0] == rows[0][1]  # last seen = last updated
+
+
+def _apply_only(store, cur, wanted):
+    from vkscraper.store import migrations
+
+    real = migrations.available
+    migrations.available = lambda name: wanted
+    try:
+        return migrations.apply(store._db, cur)
+    finally:
+        migrations.available = real
 
 
 def _migrations(url):
@@ -143,8 +178,8 @@ def test_migrate_from_several_processes_at_once(store_url):
         assert p.returncode == 0, err
         assert err == ""
         outputs.append(out.strip())
-    assert sorted(outputs) == ["applied: 0001"] + ["schema is up to date"] * 3
-    assert _migrations(store_url) == ["0001"]
+    assert sorted(outputs) == ["applied: 0001, 0002"] + ["schema is up to date"] * 3
+    assert sorted(_migrations(store_url)) == ["0001", "0002"]
 
 
 def test_driver_error_rolls_back_and_store_keeps_working(store, make_post):

@@ -75,6 +75,53 @@ def test_upsert_comments_is_idempotent_and_updates_mutable_fields(store, make_po
     assert rows[11]["deleted"] is False
 
 
+def test_upsert_keeps_immutable_facts(store, make_post, make_comment):
+    """The natural key decides identity; date, group_id, post_vk_id, parent_id and created_at
+    are facts of the first sighting, which a later upsert of the same key does not rewrite."""
+    task = store.create_task([1])
+    first_date = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    other_date = datetime(2025, 2, 3, 4, 5, tzinfo=UTC)
+    store.upsert_posts(task, [make_post(1, group_id=1, date=first_date), make_post(2)])
+    store.upsert_comments(
+        task,
+        [
+            make_comment(10, post_vk_id=1, parent_id=None, date=first_date),
+            make_comment(11, post_vk_id=1, parent_id=10, date=first_date),
+        ],
+    )
+    first_post = _posts(store, task)[0]
+    first_comments = {c["vk_comment_id"]: c for c in _comments(store, task)}
+
+    time.sleep(0.002)
+    # Same keys: wall -1, post 1, comments 10 and 11; every immutable fact told differently.
+    moved = make_post(1, group_id=77, owner_id=-1, date=other_date, text="edited")
+    assert store.upsert_posts(task, [moved]) == UpsertResult(0, 1)
+    changed = [
+        make_comment(10, post_vk_id=2, parent_id=11, date=other_date, text="edited"),
+        make_comment(11, post_vk_id=2, parent_id=None, date=None, text="edited"),
+    ]
+    assert store.upsert_comments(task, changed) == UpsertResult(0, 2)
+
+    posts = _posts(store, task)
+    assert [p["vk_post_id"] for p in posts] == [1, 2]
+    post = posts[0]
+    assert post["text"] == "edited"  # the upsert did land
+    assert (post["owner_id"], post["group_id"], post["date"]) == (-1, 1, first_date)
+    assert (post["id"], post["created_at"]) == (first_post["id"], first_post["created_at"])
+
+    comments = {c["vk_comment_id"]: c for c in _comments(store, task)}
+    assert sorted(comments) == [10, 11]
+    for vk_id, parent_id in ((10, None), (11, 10)):
+        comment, first = comments[vk_id], first_comments[vk_id]
+        assert comment["text"] == "edited"  # the upsert did land
+        assert (comment["post_vk_id"], comment["parent_id"], comment["date"]) == (
+            1,
+            parent_id,
+            first_date,
+        )
+        assert (comment["id"], comment["created_at"]) == (first["id"], first["created_at"])
+
+
 def test_same_vk_ids_on_two_walls_are_two_rows(store, make_post, make_comment):
     task = store.create_task([1, 2])
     assert store.upsert_posts(task, [make_post(7, group_id=1), make_post(7, group_id=2)]) == (

@@ -23,6 +23,7 @@ def test_create_task_initial_state(store):
     assert task.status == "created"
     assert task.groups == [5, "apiclub", 7]
     assert task.metrics == {
+        "run": 1,
         "posts": 0,
         "comments": 0,
         "errors": [],
@@ -66,12 +67,68 @@ def test_missing_task_raises_store_error(store):
         store.add_progress(999, posts_expected=1)
 
 
-def test_set_task_groups(store):
-    task_id = store.create_task(["apiclub", 1])
-    store.set_task_groups(task_id, [1, 22, 333])
+def test_resolve_task_groups_keeps_unresolved_and_collapses_duplicates(store):
+    task_id = store.create_task(["apiclub", 1, "other", "dup"])
+    store.add_progress(task_id, group_id="apiclub", group_status="failed", group_done=True)
+    groups = store.resolve_task_groups(task_id, {"apiclub": 5, "dup": 1})
     task = store.get_task(task_id)
-    assert task.groups == [1, 22, 333]
+    assert groups == task.groups == [5, 1, "other"]  # "dup" is group 1 again
     assert task.metrics["groups_total"] == 3
+    assert "apiclub" not in task.metrics["groups"]  # now known as 5
+
+
+def test_begin_run_resumes_an_unfinished_task(store):
+    task_id = store.create_task([1, 2])
+    first = store.begin_run(task_id)
+    assert first.status == "in_progress" and first.started_at is not None
+    store.add_progress(task_id, group_id=1, posts_expected=3, group_done=True)
+    store.add_error(task_id, "group 2: boom", group=2)
+    again = store.begin_run(task_id)  # interrupted, run again: a resume
+    assert again.started_at == first.started_at
+    assert again.metrics["run"] == 1
+    assert again.metrics["groups"]["1"]["done"] is True
+    assert again.metrics["errors"] == ["group 2: boom"]
+
+
+def test_begin_run_of_a_finished_task_starts_afresh_with_history(store, make_post):
+    task_id = store.create_task([1])
+    first = store.begin_run(task_id)
+    store.upsert_posts(task_id, [make_post(1)])
+    store.add_progress(task_id, group_id=1, posts_expected=1, group_done=True)
+    store.add_error(task_id, "group 1: boom", group=1)
+    store.refresh_counts(task_id)
+    assert store.finish_task(task_id) == "failed"
+    time.sleep(0.002)
+    second = store.begin_run(task_id)
+    m = second.metrics
+    assert second.status == "in_progress" and second.finished_at is None
+    assert second.started_at > first.started_at
+    assert (m["run"], m["errors"], m["posts_expected"], m["groups_done"]) == (2, [], 0, 0)
+    assert m["groups"] == {} and m["groups_total"] == 1
+    (old,) = m["history"]
+    assert (old["run"], old["status"], old["errors"], old["posts"]) == (
+        1, "failed", ["group 1: boom"], 1,
+    )  # fmt: skip
+    assert "groups" not in old and old["finished_at"] is not None
+    assert store.task_results(task_id, "posts") == []  # this run has seen nothing yet
+    assert store.finish_task(task_id) == "completed"
+    assert len(store.begin_run(task_id).metrics["history"]) == 2
+
+
+def test_reset_group_forgets_an_earlier_run(store):
+    task_id = store.create_task([1, 2])
+    store.add_progress(task_id, group_id=1, posts_expected=4, comments_expected=9)
+    store.add_progress(task_id, group_id=2, posts_expected=1, group_done=True)
+    store.add_error(task_id, "group 1: closed", group=1)
+    store.add_error(task_id, "group 2: fine but noted", group=2)
+    store.add_error(task_id, "a task-wide error")
+    store.reset_group(task_id, 1)
+    store.reset_group(task_id, 2)
+    store.reset_group(task_id, 3)  # nothing recorded: nothing to do
+    m = store.get_task(task_id).metrics
+    assert m["errors"] == ["a task-wide error"]
+    assert (m["posts_expected"], m["comments_expected"], m["groups_done"]) == (0, 0, 0)
+    assert m["groups"] == {}
 
 
 def test_add_progress_per_group_and_done_counted_once(store):
@@ -106,26 +163,27 @@ def test_errors_append_and_nul_removed(store):
     assert len(errors[2]) <= 2000
 
 
-def _hammer(store, task_id: int, n: int) -> None:
+# -- concurrency -------------------------------------------------------------------------------
+#
+# Every metrics change must be ONE atomic UPDATE computed from the current row. A Store
+# serialises its own calls with a threading.Lock, so several threads sharing ONE Store cannot
+# catch a read-modify-write; the tests below give every thread (or process) its own Store and
+# connection, so the database itself has to serialise them.
+
+N_CALLS = 40  # per worker
+DONE_GROUPS = range(3, 3 + N_CALLS // 10)  # every worker finishes each of these once
+
+
+def _hammer(store, task_id: int, n: int, tag: str) -> None:
+    """What each worker does; the totals it leads to are checked by :func:`_assert_totals`."""
     for i in range(n):
         store.add_progress(task_id, group_id=1 + i % 2, posts_expected=1, comments_expected=2)
         if i % 5 == 0:
-            store.add_error(task_id, f"{threading.get_ident()}:{i}")
-
-
-def test_metrics_from_many_threads_add_up(store):
-    task_id = store.create_task([1, 2])
-    threads = [threading.Thread(target=_hammer, args=(store, task_id, 40)) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    m = store.get_task(task_id).metrics
-    assert m["posts_expected"] == 8 * 40
-    assert m["comments_expected"] == 8 * 40 * 2
-    assert m["groups"]["1"]["posts_expected"] == m["groups"]["2"]["posts_expected"] == 160
-    assert len(m["errors"]) == 8 * 8
-    assert len(set(m["errors"])) == 8 * 8
+            store.add_error(task_id, f"{tag}:{i}")
+        if i % 10 == 0:
+            store.add_progress(task_id, group_id=3 + i // 10, group_done=True)
+        if i % 8 == 4:
+            store.refresh_counts(task_id)
 
 
 _WORKER = """
@@ -133,43 +191,143 @@ import sys
 from vkscraper.store import open_store
 url, task_id, n, tag = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 store = open_store(url)
+print("ready", flush=True)
+sys.stdin.readline()  # the go signal: all workers start together
 for i in range(n):
     store.add_progress(task_id, group_id=1 + i % 2, posts_expected=1, comments_expected=2)
     if i % 5 == 0:
         store.add_error(task_id, f"{tag}:{i}")
     if i % 10 == 0:
         store.add_progress(task_id, group_id=3 + i // 10, group_done=True)
+    if i % 8 == 4:
+        store.refresh_counts(task_id)
 store.close()
 """
 
 
+def _seed_rows(store, make_post, make_comment) -> int:
+    """A task with stored rows (group 1: 2 posts, 3 comments; group 2: 1 post, 1 comment),
+    so that concurrent refresh_counts calls write real numbers next to add_progress."""
+    task_id = store.create_task([1, 2])
+    store.upsert_posts(task_id, [make_post(1, group_id=1), make_post(2, group_id=1)])
+    store.upsert_posts(task_id, [make_post(1, group_id=2)])
+    store.upsert_comments(
+        task_id,
+        [
+            make_comment(10, post_vk_id=1, group_id=1),
+            make_comment(11, post_vk_id=1, group_id=1),
+            make_comment(12, post_vk_id=2, group_id=1),
+            make_comment(10, post_vk_id=1, group_id=2),
+        ],
+    )
+    return task_id
+
+
+def _assert_totals(metrics: dict, workers: list[str], n: int) -> None:
+    calls = len(workers) * n
+    assert metrics["posts_expected"] == calls
+    assert metrics["comments_expected"] == calls * 2
+    for gid in ("1", "2"):  # half of the calls each
+        assert metrics["groups"][gid]["posts_expected"] == calls // 2
+        assert metrics["groups"][gid]["comments_expected"] == calls
+    expected_errors = {f"{tag}:{i}" for tag in workers for i in range(0, n, 5)}
+    assert len(metrics["errors"]) == len(expected_errors)
+    assert set(metrics["errors"]) == expected_errors
+    # every worker finished each of these groups; each is counted once
+    assert metrics["groups_done"] == len(DONE_GROUPS)
+    for gid in DONE_GROUPS:
+        assert metrics["groups"][str(gid)]["done"] is True
+    # refresh_counts ran concurrently with everything above and lost nothing either
+    assert (metrics["posts"], metrics["comments"]) == (3, 4)
+    assert (metrics["groups"]["1"]["posts"], metrics["groups"]["1"]["comments"]) == (2, 3)
+    assert (metrics["groups"]["2"]["posts"], metrics["groups"]["2"]["comments"]) == (1, 1)
+
+
+def test_metrics_from_threads_with_their_own_stores_add_up(
+    store, store_url, make_post, make_comment
+):
+    """Threads, each with its own Store (own connection), hammer one task at the same time."""
+    task_id = _seed_rows(store, make_post, make_comment)
+    workers = [f"t{k}" for k in range(6)]
+    barrier = threading.Barrier(len(workers))
+    failures: list[BaseException] = []
+
+    def work(tag: str) -> None:
+        try:
+            with open_store(store_url) as own:
+                barrier.wait(timeout=30)  # start together: the calls really overlap
+                _hammer(own, task_id, N_CALLS, tag)
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=work, args=(tag,)) for tag in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert failures == []
+    _assert_totals(store.get_task(task_id).metrics, workers, N_CALLS)
+
+
 @pytest.mark.parametrize("url_fixture", ["pg_url", "sqlite_url"])
-def test_metrics_from_several_processes_add_up(request, url_fixture):
+def test_metrics_from_several_processes_add_up(request, url_fixture, make_post, make_comment):
     url = request.getfixturevalue(url_fixture)
     with open_store(url) as store:
         store.migrate()
-        task_id = store.create_task([1, 2])
-    n, procs = 60, 4
-    workers = [
+        task_id = _seed_rows(store, make_post, make_comment)
+    workers = [f"p{k}" for k in range(4)]
+    procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _WORKER, url, str(task_id), str(n), f"p{k}"],
+            [sys.executable, "-c", _WORKER, url, str(task_id), str(N_CALLS), tag],
             cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for k in range(procs)
+        for tag in workers
     ]
-    for w in workers:
-        _, err = w.communicate(timeout=60)
-        assert w.returncode == 0, err
+    try:
+        for proc in procs:  # every worker has its connection before any starts writing
+            assert proc.stdout.readline() == "ready\n", proc.communicate(timeout=60)[1]
+        for proc in procs:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        for proc in procs:
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     with open_store(url) as store:
-        m = store.get_task(task_id).metrics
-    assert m["posts_expected"] == procs * n
-    assert m["comments_expected"] == procs * n * 2
-    assert m["groups"]["1"]["comments_expected"] == procs * n  # half of the calls, x2
-    assert len(m["errors"]) == procs * (n // 5)
-    # groups 3..8 were each finished by every process, but count once
-    assert m["groups_done"] == n // 10
+        _assert_totals(store.get_task(task_id).metrics, workers, N_CALLS)
+
+
+def test_one_store_shared_by_threads(store, make_post, make_comment):
+    """Scrapy calls ONE Store from worker threads: its lock keeps the shared connection's
+    transactions apart. (This cannot catch a non-atomic UPDATE: the lock serialises every
+    call; the tests above do.)"""
+    task_id = _seed_rows(store, make_post, make_comment)
+    workers = [f"s{k}" for k in range(6)]
+    failures: list[BaseException] = []
+
+    def work(tag: str) -> None:
+        try:
+            _hammer(store, task_id, N_CALLS, tag)
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(tag,)) for tag in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert failures == []
+    _assert_totals(store.get_task(task_id).metrics, workers, N_CALLS)
 
 
 def test_refresh_counts(store, make_post, make_comment):

@@ -37,6 +37,13 @@ def owner_id_for_group(group_id: int) -> int:
     return -group_id
 
 
+def group_id_for_owner(owner_id: int) -> int:
+    """The community whose wall ``owner_id`` is (the inverse of :func:`owner_id_for_group`)."""
+    if owner_id >= 0:
+        raise ValueError(f"a community wall has a negative owner_id, got {owner_id}")
+    return -owner_id
+
+
 def build_call(
     method: str,
     params: Mapping[str, ParamValue],

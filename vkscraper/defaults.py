@@ -1,5 +1,10 @@
-"""Every ``VK_*`` default, once. Components pass these as the fallback of each settings getter,
-so they behave the same under a bare ``get_crawler()`` as under ``settings.py``."""
+"""Every ``VK_*`` default, once.
+
+``vkscraper/settings.py`` imports them (so ``scrapy settings --get VK_…`` shows them) and the
+add-on registers them at Scrapy's "default" priority for projects that only enable the add-on,
+so components read settings without fallbacks of their own. :data:`LIMITS` holds the range VK
+accepts for a setting; the add-on refuses a value outside it (VK would silently answer less).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,9 @@ VK_API_URL = "https://api.vk.ru/method/"
 VK_API_VERSION = "5.199"
 
 # Rate limit per token. VK allows 3 requests/s for user and service tokens; the interval gets a
-# 5 % margin because spacing at exactly 1/3 s still lets 4 requests into some 1-second window
-# (scrapy-stack.md §1).
+# 5 % margin because spacing at exactly 1/3 s still lets 4 requests into some 1-second window.
 VK_REQUESTS_PER_SECOND = 3.0
 VK_RATE_MARGIN = 1.05
-VK_CONCURRENCY_PER_TOKEN = 4  # overlaps slow answers; the delay, not this, sets the rate
 
 VK_POSTS_PER_GROUP = 10
 VK_COMMENTS_PAGE_SIZE = 100  # VK's maximum for wall.getComments
@@ -27,3 +30,19 @@ VK_STORE_BATCH_SIZE = 500
 VK_STORE_FLUSH_INTERVAL = 2.0  # seconds between flushes of a partial batch
 VK_METRICS_INTERVAL = 5.0  # seconds between task-metrics refreshes
 VK_UNSAVED_DIR = "."  # where items go when the database stays down at close
+
+# Ranges VK accepts (wall.get count ≤ 100 and we ask one more than we keep).
+LIMITS = {
+    "VK_POSTS_PER_GROUP": (1, 99),
+    "VK_COMMENTS_PAGE_SIZE": (1, 100),
+    "VK_THREAD_ITEMS_COUNT": (0, 10),
+    "VK_GROUPS_PER_REQUEST": (1, 500),
+}
+
+# One request per token per this many seconds: what settings.py sets as DOWNLOAD_DELAY.
+DEFAULT_INTERVAL = VK_RATE_MARGIN / VK_REQUESTS_PER_SECOND
+CONCURRENCY_PER_TOKEN = 4  # CONCURRENT_REQUESTS_PER_DOMAIN: each token is one download slot
+
+
+def all_defaults() -> dict[str, object]:
+    return {name: value for name, value in globals().items() if name.startswith("VK_")}

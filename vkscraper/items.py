@@ -47,15 +47,3 @@ class VkGroup:
     name: str | None = None
     deactivated: str | None = None  # "deleted" / "banned" when VK says so
     is_closed: int = 0  # 0 open, 1 closed, 2 private
-
-
-@dataclass
-class GroupDone:
-    """Marker the spider yields when every request of a group has finished.
-
-    It travels through the pipelines behind the group's items, so the store pipeline can flush
-    them before the task's progress for that group is updated.
-    """
-
-    group_id: int
-    status: str = "done"

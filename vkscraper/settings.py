@@ -1,15 +1,16 @@
-"""Scrapy settings of vkscraper. ``VK_*`` defaults live in :mod:`vkscraper.defaults`.
+"""Scrapy settings of vkscraper; ``VK_*`` defaults come from :mod:`vkscraper.defaults`.
 
-Any ``VK_*`` setting, ``DATABASE_URL`` and ``REDIS_URL`` may also come from the environment;
-``-s NAME=value`` overrides both. The access token is read from ``VK_ACCESS_TOKEN`` in the
-environment by the auth middleware and is never a setting (settings get logged).
+Change a setting with ``-s NAME=value``. ``DATABASE_URL`` and ``REDIS_URL`` are also read from
+the environment. The access token is read from ``VK_ACCESS_TOKEN`` in the environment by the
+auth middleware and is never a setting (settings get logged).
 """
 
 from __future__ import annotations
 
 import os
 
-from vkscraper import defaults
+from vkscraper.defaults import *  # noqa: F403  (every VK_* default, visible to `scrapy settings`)
+from vkscraper.defaults import CONCURRENCY_PER_TOKEN, DEFAULT_INTERVAL
 
 BOT_NAME = "vkscraper"
 SPIDER_MODULES = ["vkscraper.spiders"]
@@ -20,12 +21,17 @@ ADDONS = {"vkscraper.addon.VkAddon": 0}
 ROBOTSTXT_OBEY = False  # an API, not a site
 COOKIES_ENABLED = False
 TELNETCONSOLE_ENABLED = False
+REMOTE_CONTROL_ENABLED = False  # runs code sent to a local port, in a process holding the token
 DOWNLOAD_TIMEOUT = 10
 CONCURRENT_REQUESTS = 16  # requests sleeping in backoff hold these; keep it above the slot's
 LOG_LEVEL = "INFO"
 USER_AGENT = "vkscraper/0.1"
 
-_ENV_SETTINGS = [n for n in dir(defaults) if n.startswith("VK_")] + ["DATABASE_URL", "REDIS_URL"]
-for _name in _ENV_SETTINGS:
-    if _name in os.environ:
-        globals()[_name] = os.environ[_name]
+# Shown by `scrapy settings`; the add-on keeps the delay at or above the rate limit.
+DOWNLOAD_DELAY = DEFAULT_INTERVAL
+CONCURRENT_REQUESTS_PER_DOMAIN = CONCURRENCY_PER_TOKEN  # per token: one download slot each
+
+# The database (and Redis) are where the process runs, as usual for services: read from the
+# environment when this module loads; -s DATABASE_URL=… overrides it.
+DATABASE_URL = os.environ.get("DATABASE_URL")
+REDIS_URL = os.environ.get("REDIS_URL")

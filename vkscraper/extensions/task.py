@@ -1,10 +1,16 @@
 """VkTaskExtension: the task's lifecycle and live metrics, and the owner of the store.
 
 On ``spider_opened`` it opens the store (``DATABASE_URL``; migrations applied), loads or
-creates the task named by the spider's arguments and marks it ``in_progress``. While the crawl
-runs it appends errors as they happen, records each group's expected counts and completion,
-and refreshes the stored-row counts of a group when it finishes and of the groups in progress
-every ``VK_METRICS_INTERVAL`` seconds (only their rows are counted: cheap on big tasks); the
+creates the task named by the spider's arguments and begins a run (``in_progress``): an
+unfinished task resumes, skipping the groups an earlier run finished; a finished one starts a
+fresh run (see :mod:`vkscraper.store.tasks`).
+
+While the crawl runs it knows, per group, which requests and items are still outstanding
+(:class:`~vkscraper.tracking.GroupTracker`, fed by the spider and by Scrapy's signals). When
+nothing of a group is left, it asks the pipelines to write what they buffer
+(:data:`vkscraper.signals.flush_requested`) and only then records the group as done, marks the
+comments its complete posts no longer have as deleted, and refreshes the group's stored-row
+counts. The groups in progress are also refreshed every ``VK_METRICS_INTERVAL`` seconds; the
 whole task is recounted once at close. On ``spider_closed`` it marks the task ``completed``
 or ``failed`` (failed iff it has errors) — except after a shutdown (Ctrl-C), which leaves
 it ``in_progress`` and resumable.
@@ -19,24 +25,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from itemadapter import ItemAdapter
 from scrapy import signals
 from scrapy.exceptions import CloseSpider
-from scrapy.utils.asyncio import create_looping_call, run_in_thread
+from scrapy.utils.asyncio import run_in_thread
 
-from vkscraper import defaults
+from vkscraper import signals as vk_signals
+from vkscraper.api import group_id_for_owner, owner_id_for_group
 from vkscraper.exceptions import StoreError
 from vkscraper.grouprefs import GroupRef
+from vkscraper.periodic import Periodic
 from vkscraper.store import Store, open_store
+from vkscraper.store.tasks import group_key
 from vkscraper.tokens import load_tokens, scrub
+from vkscraper.tracking import GroupTracker
 
 if TYPE_CHECKING:
     from typing import Self
 
-    from scrapy import Spider
+    from scrapy import Request, Spider
     from scrapy.crawler import Crawler
+    from scrapy.http import Response
+    from twisted.python.failure import Failure
 
     from vkscraper.items import VkGroup
 
@@ -56,24 +69,28 @@ class VkTaskExtension:
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.database_url: str | None = crawler.settings.get("DATABASE_URL") or None
-        self.interval = crawler.settings.getfloat(
-            "VK_METRICS_INTERVAL", defaults.VK_METRICS_INTERVAL
-        )
+        self.interval = crawler.settings.getfloat("VK_METRICS_INTERVAL")
         self.store: Store | None = None
         self.task_id: int | None = None
         self.refs: list[GroupRef] = []
-        self.done_groups: set[int] = set()  # finished in an earlier run of this task
-        # What an interrupted run already counted as expected for a group it started; a
-        # resumed run replaces those numbers instead of adding them twice.
-        self._counted: dict[int, tuple[int, int]] = {}
-        # Groups being crawled: the periodic refresh counts only their rows.
-        self._active: set[int] = set()
-        self._unsent_errors: list[str] = []
+        self.done_groups: set[str] = set()  # keys of groups an earlier run finished
+        self.resuming = False
+        self.tracker = GroupTracker()
+        self._settling: set[int] = set()  # groups waiting for their items to be written
+        self._background: set[asyncio.Task[Any]] = set()
+        self._unsent_errors: list[tuple[str, str | None]] = []
         self._errors_lock = asyncio.Lock()  # one sender at a time: each error written once
         self._tokens = load_tokens()
-        self._loop: Any = None
-        crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
-        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
+        self._periodic = Periodic(self._refresh, self.interval)
+        connect = crawler.signals.connect
+        connect(self.spider_opened, signal=signals.spider_opened)
+        connect(self.spider_closed, signal=signals.spider_closed)
+        connect(self._request_scheduled, signal=signals.request_scheduled)
+        connect(self._request_dropped, signal=signals.request_dropped)
+        connect(self._spider_error, signal=signals.spider_error)
+        connect(self._item_left, signal=signals.item_scraped)
+        connect(self._item_left, signal=signals.item_dropped)  # a user's filter: on purpose
+        connect(self._item_error, signal=signals.item_error)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -97,36 +114,32 @@ class VkTaskExtension:
             logger.error("%(error)s", {"error": exc})
             raise CloseSpider("vk_bad_arguments") from exc
         logger.info(
-            "Task %(task)s in progress: %(n)d group reference(s)",
-            {"task": self.task_id, "n": len(self.refs)},
+            "Task %(task)s in progress: %(n)d group reference(s)%(resume)s",
+            {
+                "task": self.task_id,
+                "n": len(self.refs),
+                "resume": f", {len(self.done_groups)} done earlier" if self.resuming else "",
+            },
         )
-        if self.interval > 0:
-            self._loop = create_looping_call(spawn, self._refresh)
-            self._loop.start(self.interval, now=False)
+        self._periodic.start()
 
     def _open_task(self, task_id: int | None, refs: list[GroupRef] | None) -> None:
         assert self.store is not None
         store = self.store
-        if task_id is not None:
-            task = store.get_task(task_id)
-            if task is None:
-                raise ValueError(f"task {task_id} does not exist")
-            self.refs = [
-                GroupRef(group_id=g) if isinstance(g, int) else GroupRef(screen_name=g)
-                for g in task.groups
-            ]
-            if task.status == "in_progress":  # resuming: skip groups an earlier run finished
-                for gid, info in (task.metrics.get("groups") or {}).items():
-                    if info.get("status") == "done":
-                        self.done_groups.add(int(gid))
-                    else:
-                        counted = (info.get("posts_expected", 0), info.get("comments_expected", 0))
-                        self._counted[int(gid)] = counted
-        else:
-            self.refs = list(refs) if refs is not None else store.active_group_refs()
-            task_id = store.create_task([r.group_id or str(r.screen_name) for r in self.refs])
+        if task_id is None:
+            refs = list(refs) if refs is not None else store.active_group_refs()
+            task_id = store.create_task([r.group_id or str(r.screen_name) for r in refs])
+        elif store.get_task(task_id) is None:
+            raise ValueError(f"task {task_id} does not exist")
+        task = store.begin_run(task_id)
         self.task_id = task_id
-        store.start_task(task_id)
+        self.resuming = bool(task.metrics.get("groups"))
+        self.refs = [
+            GroupRef(group_id=g) if isinstance(g, int) else GroupRef(screen_name=g)
+            for g in task.groups
+        ]
+        groups = task.metrics.get("groups") or {}
+        self.done_groups = {k for k, v in groups.items() if v.get("status") == "done"}
         if not self.refs:
             store.add_error(
                 task_id,
@@ -135,18 +148,19 @@ class VkTaskExtension:
             )
 
     async def spider_closed(self, spider: Spider, reason: str) -> None:
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        await self._periodic.stop()
+        await self._drain()
         if self.store is None or self.task_id is None:
             if self._unsent_errors:
                 logger.critical("Errors not recorded in any task: %(errors)s",
-                                {"errors": self._unsent_errors})  # fmt: skip
+                                {"errors": [m for m, _ in self._unsent_errors]})  # fmt: skip
             return
         try:
+            await self._finish_settled()  # groups whose rows a last flush may have stored
             if not _finished(reason) and reason not in RESUMABLE_REASONS:
-                self._unsent_errors.append(f"crawl stopped early: {reason}")
+                self._unsent_errors.append((f"crawl stopped early: {reason}", None))
             if reason == "finished":
-                self._unsent_errors.extend(await self._completeness_errors())
+                self._unsent_errors.extend((e, None) for e in await self._completeness_errors())
             await self._send_errors()
             await run_in_thread(self.store.refresh_counts, self.task_id)
             if reason in RESUMABLE_REASONS:
@@ -162,107 +176,231 @@ class VkTaskExtension:
             logger.critical(
                 "Task %(task)s could not be finished in the database (%(error)s); "
                 "unrecorded errors: %(errors)s",
-                {"task": self.task_id, "error": exc, "errors": self._unsent_errors},
-            )
+                {"task": self.task_id, "error": exc,
+                 "errors": [m for m, _ in self._unsent_errors]},
+            )  # fmt: skip
         finally:
             await run_in_thread(self.store.close)
 
     async def _completeness_errors(self) -> list[str]:
         """A crawl that ran out of requests is only complete if every group finished."""
         assert self.store is not None and self.task_id is not None
-        errors = []
-        stats = self.crawler.stats
-        assert stats is not None
-        if failures := stats.get_value("spider_exceptions/count", 0):
-            errors.append(f"{failures} callback error(s) in the spider; see the log")
         task = await run_in_thread(self.store.get_task, self.task_id)
-        if task is not None:
-            groups = task.metrics.get("groups") or {}
-            unfinished = [g for g in task.groups if not (groups.get(str(g)) or {}).get("done")]
-            if unfinished:
-                ids = ", ".join(str(g) for g in unfinished)
-                errors.append(f"{len(unfinished)} group(s) did not finish: {ids}")
-        return errors
+        if task is None:
+            return []
+        groups = task.metrics.get("groups") or {}
+        unfinished = [g for g in task.groups if not (groups.get(group_key(g)) or {}).get("done")]
+        if not unfinished:
+            return []
+        details = []
+        for g in unfinished:
+            if isinstance(g, int):
+                causes = self.tracker.causes(g)
+            else:
+                causes = ["never resolved to a group id"]
+            details.append(f"{g} ({'; '.join(causes)})")
+        return [f"{len(unfinished)} group(s) did not finish: {', '.join(details)}"]
 
-    # progress, called by the spider and the store pipeline
+    # what the spider reports
 
-    async def add_error(self, message: str) -> None:
+    def new_request(self, group: int, post: int | None = None) -> int:
+        """Count a request the spider is about to yield; the serial goes into its meta."""
+        return self.tracker.add_request(group, post)
+
+    def new_post(self, group: int, post: int) -> None:
+        self.tracker.add_post(group, post)
+
+    def new_item(self, group: int) -> None:
+        """Count an item the spider is about to yield."""
+        self.tracker.add_item(group)
+
+    def request_done(self, meta: Mapping[str, Any], *, failed: bool = False) -> None:
+        """The callback or errback of the request with this meta is over; its group may be
+        finished now."""
+        serial = meta.get("vk_serial")
+        if serial is None:
+            return
+        done = self.tracker.request_failed if failed else self.tracker.request_done
+        group = done(serial)
+        if group is not None:
+            self._check(group)
+
+    async def add_error(
+        self, message: str, *, group: int | str | None = None, post: int | None = None
+    ) -> None:
+        """Record an error in the task (and log it); a group's error fails that group."""
         message = scrub(message, self._tokens)
         logger.error("Task %(task)s: %(error)s", {"task": self.task_id, "error": message})
         assert self.crawler.stats is not None
         self.crawler.stats.inc_value("vk/task_errors")
-        self._unsent_errors.append(message)
+        if isinstance(group, int):
+            self.tracker.fail(group, post)
+        key = None if group is None else group_key(group)
+        self._unsent_errors.append((message, key))
         await self._send_errors()
+
+    async def resolve_groups(self, groups: list[VkGroup], resolved: dict[str, int]) -> None:
+        """Save what ``groups.getById`` said and put the ids in the task's group list."""
+        assert self.store is not None and self.task_id is not None
+        await self._call(self.store.save_resolved_groups, groups)
+        await self._call(self.store.resolve_task_groups, self.task_id, resolved)
+
+    async def restart_group(self, group: int | str) -> None:
+        """A group is about to be crawled: forget what an interrupted run recorded for it."""
+        if self.resuming:
+            assert self.store is not None
+            await self._call(self.store.reset_group, self.task_id, group)
+
+    async def group_started(self, group_id: int, posts: int, comments: int) -> None:
+        assert self.store is not None
+        await self._call(
+            self.store.add_progress,
+            self.task_id,
+            group_id=group_id,
+            posts_expected=posts,
+            comments_expected=comments,
+            group_status="in_progress",
+        )
+
+    async def group_over(self, group: int | str, status: str) -> None:
+        """A group (or an unresolvable reference) that needs no request: finished now."""
+        if isinstance(group, int):
+            self.tracker.finish(group)
+        await self._record_finished(group, status)
+
+    # group completion
+
+    def _check(self, group: int) -> None:
+        # Group 0 holds the groups.getById requests: not a group of the task.
+        if group > 0 and self.tracker.settled(group) and group not in self._settling:
+            self._settling.add(group)
+            self._spawn(self._finish_settled())
+
+    async def _finish_settled(self) -> None:
+        """Write the buffered items, then record the settled groups as done."""
+        ready = sorted(self._settling)
+        if not ready or not await self._flush():
+            return  # kept: the next flush or the close tries again
+        for group in ready:
+            if group not in self._settling:
+                continue  # another run of this method got it
+            self._settling.discard(group)
+            self.tracker.finish(group)
+            status = "failed" if self.tracker.failed(group) else "done"
+            complete = self.tracker.complete_posts(group)
+            if complete and self.store is not None:
+                owner = owner_id_for_group(group)
+                await self._call(self.store.mark_vanished, self.task_id, owner, complete)
+            await self._record_finished(group, status)
+
+    async def _record_finished(self, group: int | str, status: str) -> None:
+        assert self.store is not None
+        await self._call(
+            self.store.add_progress,
+            self.task_id,
+            group_id=group,
+            group_status=status,
+            group_done=True,
+        )
+        if isinstance(group, int):
+            await self._call(self.store.refresh_counts, self.task_id, [group])
+
+    async def _flush(self) -> bool:
+        results = await self.crawler.signals.send_catch_log_async(vk_signals.flush_requested)
+        return all(result is True for _, result in results)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)  # the event loop only keeps weak references to tasks
+        task.add_done_callback(self._background.discard)
+
+    async def _drain(self) -> None:
+        while self._background:
+            await asyncio.wait(list(self._background))
+
+    # Scrapy signals
+
+    def _request_scheduled(self, request: Request) -> None:
+        if (serial := request.meta.get("vk_serial")) is not None:
+            self.tracker.scheduled(serial)
+
+    def _request_dropped(self, request: Request) -> None:
+        serial = request.meta.get("vk_serial")
+        group = self.tracker.dropped(serial) if serial is not None else None
+        if group is not None:
+            logger.error("The scheduler dropped %(request)s", {"request": request})
+            self._check(group)
+
+    def _spider_error(self, failure: Failure, response: Response) -> None:
+        # A callback crashed: its request ends here, failed (the rest of its output is lost).
+        serial = response.meta.get("vk_serial")
+        if serial is None:
+            return
+        group = self.tracker.request_failed(serial)
+        if group is not None:
+            message = f"{describe_request(response.request)}: callback error: {failure.value!r}"
+            self._spawn(self.add_error(message, group=group))
+            self._check(group)
+
+    def _item_left(self, item: Any) -> int | None:
+        owner = ItemAdapter(item).get("owner_id") if ItemAdapter.is_item(item) else None
+        if not isinstance(owner, int) or owner >= 0:
+            return None
+        group = group_id_for_owner(owner)
+        self.tracker.item_done(group)
+        self._check(group)
+        return group
+
+    def _item_error(self, item: Any, failure: Failure) -> None:
+        # A pipeline raised: the item is lost, so its group cannot be complete.
+        group = self._item_left(item)
+        if group is not None:
+            message = f"group {group}: an item pipeline failed: {failure.value!r}"
+            self._spawn(self.add_error(message, group=group))
+
+    # database plumbing
 
     async def _send_errors(self) -> None:
         if self.store is None or self.task_id is None:
             return  # kept; spider_closed logs them if they can never be written
         async with self._errors_lock:
             while self._unsent_errors:
+                message, key = self._unsent_errors[0]
                 try:
-                    await run_in_thread(self.store.add_error, self.task_id, self._unsent_errors[0])
+                    await run_in_thread(self.store.add_error, self.task_id, message, key)
                 except StoreError as exc:
                     logger.error("Could not record a task error yet: %(error)s", {"error": exc})
                     return
                 self._unsent_errors.pop(0)
 
-    async def save_groups(self, groups: list[VkGroup], group_ids: list[int]) -> None:
-        assert self.store is not None and self.task_id is not None
-        await self._call(self.store.save_resolved_groups, groups)
-        await self._call(self.store.set_task_groups, self.task_id, group_ids)
-
-    async def group_started(self, group_id: int, posts: int, comments: int) -> None:
-        assert self.store is not None
-        self._active.add(group_id)
-        old_posts, old_comments = self._counted.pop(group_id, (0, 0))
-        await self._call(
-            self.store.add_progress,
-            self.task_id,
-            group_id=group_id,
-            posts_expected=posts - old_posts,
-            comments_expected=comments - old_comments,
-            group_status="in_progress",
-        )
-
-    async def group_finished(self, group_id: int, status: str) -> None:
-        assert self.store is not None
-        await self._call(
-            self.store.add_progress,
-            self.task_id,
-            group_id=group_id,
-            group_status=status,
-            group_done=True,
-        )
-        await self._call(self.store.refresh_counts, self.task_id, [group_id])
-        self._active.discard(group_id)
-
-    async def _call(self, func: Any, *args: Any, **kwargs: Any) -> None:
+    async def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         """Progress is best effort: a failed update is logged, the final refresh repairs it."""
         try:
-            await run_in_thread(func, *args, **kwargs)
+            return await run_in_thread(func, *args, **kwargs)
         except StoreError as exc:
             logger.error("Could not update task progress: %(error)s", {"error": exc})
+            return None
 
     async def _refresh(self) -> None:
-        if self.store is not None and self.task_id is not None:
-            await self._send_errors()
-            if self._active:
-                await self._call(self.store.refresh_counts, self.task_id, sorted(self._active))
+        if self.store is None or self.task_id is None:
+            return
+        await self._send_errors()
+        await self._finish_settled()  # groups held back by a failed flush
+        active = self.tracker.open_groups()
+        if active:
+            await self._call(self.store.refresh_counts, self.task_id, active)
 
 
-_background: set[asyncio.Task[Any]] = set()
-
-
-def spawn(func: Callable[[], Coroutine[Any, Any, Any]]) -> None:
-    """Run a periodic coroutine without blocking the looping call that fires it."""
-    task = asyncio.ensure_future(func())
-    _background.add(task)  # the event loop only keeps weak references to tasks
-    task.add_done_callback(_background.discard)
-
-
-def get_task_extension(crawler: Crawler) -> VkTaskExtension:
-    """The crawler's task extension; the vk spider and the store pipeline need it."""
-    for ext in crawler.extensions.middlewares:
-        if isinstance(ext, VkTaskExtension):
-            return ext
-    raise RuntimeError("VkTaskExtension is not enabled (EXTENSIONS); the vk spider needs it")
+def describe_request(request: Request | None) -> str:
+    """``wall.getComments group 11 post 2 thread 5``: a VK request, for errors and logs."""
+    if request is None:
+        return "a request"
+    meta, ctx = request.meta, request.cb_kwargs
+    parts = [f"group {meta.get('vk_group_id')}"] if meta.get("vk_group_id") else []
+    if ctx.get("refs"):
+        parts.append(f"groups {', '.join(ctx['refs'])}")
+    if ctx.get("post_id"):
+        parts.append(f"post {ctx['post_id']}")
+    if ctx.get("comment_id"):
+        parts.append(f"thread {ctx['comment_id']}")
+    return f"{meta.get('vk_method')} " + " ".join(parts)

@@ -2,8 +2,9 @@
 
 Posts and comments are buffered and written in batches of ``VK_STORE_BATCH_SIZE`` (one
 statement per batch, posts before comments), at least every ``VK_STORE_FLUSH_INTERVAL``
-seconds, when a group is done (a :class:`~vkscraper.items.GroupDone` marker follows its items)
-and at close. Flushes run in a thread under an ``asyncio.Lock``: items of different responses
+seconds, when the task extension is about to record a group as done
+(:data:`vkscraper.signals.flush_requested`) and at close; other items pass through untouched.
+Flushes run in a thread under an ``asyncio.Lock``: items of different responses
 arrive concurrently and one connection cannot be entered twice (scrapy-stack.md §3).
 
 When the database is down the batch stays buffered and is retried on the next flush; if it is
@@ -22,12 +23,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scrapy.utils.asyncio import create_looping_call, run_in_thread
+from scrapy.utils.asyncio import run_in_thread
 
-from vkscraper import defaults
 from vkscraper.exceptions import StoreError
-from vkscraper.extensions.task import VkTaskExtension, get_task_extension, spawn
-from vkscraper.items import GroupDone, VkComment, VkPost
+from vkscraper.extensions.task import VkTaskExtension
+from vkscraper.items import VkComment, VkPost
+from vkscraper.periodic import Periodic
+from vkscraper.signals import flush_requested
 
 if TYPE_CHECKING:
     from typing import Self
@@ -41,37 +43,30 @@ class VkStorePipeline:
     def __init__(self, crawler: Crawler) -> None:
         s = crawler.settings
         self.crawler = crawler
-        self.batch_size = s.getint("VK_STORE_BATCH_SIZE", defaults.VK_STORE_BATCH_SIZE)
-        self.flush_interval = s.getfloat(
-            "VK_STORE_FLUSH_INTERVAL", defaults.VK_STORE_FLUSH_INTERVAL
-        )
-        self.unsaved_dir = Path(s.get("VK_UNSAVED_DIR", defaults.VK_UNSAVED_DIR))
+        self.batch_size = s.getint("VK_STORE_BATCH_SIZE")
+        self.unsaved_dir = Path(s.get("VK_UNSAVED_DIR"))
         self.posts: list[VkPost] = []
         self.comments: list[VkComment] = []
-        # Groups whose items are not all stored yet: marked done only after a good flush.
-        self.finished_groups: list[GroupDone] = []
+        self.dumped = False  # items went to a file: the groups they belong to are not stored
         self._lock = asyncio.Lock()
-        self._loop: Any = None
+        self._periodic = Periodic(self.flush, s.getfloat("VK_STORE_FLUSH_INTERVAL"))
         self.task: VkTaskExtension | None = None
+        crawler.signals.connect(self.flush, signal=flush_requested)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
 
     def open_spider(self) -> None:
-        self.task = get_task_extension(self.crawler)
-        if self.flush_interval > 0:
-            self._loop = create_looping_call(spawn, self.flush)
-            self._loop.start(self.flush_interval, now=False)
+        self.task = self.crawler.get_extension(VkTaskExtension)
+        self._periodic.start()
 
     async def process_item(self, item: Any) -> Any:
         if isinstance(item, VkPost):
             self.posts.append(item)
         elif isinstance(item, VkComment):
             self.comments.append(item)
-        elif isinstance(item, GroupDone):
-            self.finished_groups.append(item)
-            await self.flush()
+        else:
             return item
         if len(self.posts) + len(self.comments) >= self.batch_size:
             await self.flush()
@@ -80,20 +75,10 @@ class VkStorePipeline:
     async def flush(self) -> bool:
         """Write what is buffered; False (and the items kept) when the database refused.
 
-        Then report the groups whose items are now all stored: a group is never marked done
-        (and so skipped by a resume) while its rows are only in memory or in a dump file.
+        A group is never recorded as done (and so skipped by a resume) while its rows are only
+        in memory or in a dump file: the task extension asks for this first.
         """
-        # A marker follows its group's items, so the items of the markers present now are
-        # buffered now, and a successful write below stores them all.
-        ready = list(self.finished_groups)
-        stored = await self._write()
-        if stored and ready:
-            done = [m for m in self.finished_groups if any(m is r for r in ready)]
-            self.finished_groups = [m for m in self.finished_groups if m not in done]
-            assert self.task is not None
-            for marker in done:
-                await self.task.group_finished(marker.group_id, marker.status)
-        return stored
+        return await self._write() and not self.dumped
 
     async def _write(self) -> bool:
         async with self._lock:
@@ -129,13 +114,13 @@ class VkStorePipeline:
             return True
 
     async def close_spider(self) -> None:
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        await self._periodic.stop()
         for attempt in range(3):
             if await self.flush():
                 return
             await asyncio.sleep(1 + attempt)
         path = self._dump_unsaved()
+        self.dumped = True
         assert self.task is not None
         await self.task.add_error(
             f"database unavailable: {len(self.posts)} post(s) and {len(self.comments)} "

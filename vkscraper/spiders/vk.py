@@ -13,31 +13,31 @@ slot even when old) and keeps the newest by date; per post with comments, top-le
 
 Paging is anchored (design-notes.md, "Paging on live data"): each page after the first starts
 at the last comment already seen (``start_comment_id``), which comes back once more and is
-upserted twice, harmlessly. A plain offset would skip one comment for every comment deleted
-before it between two pages. Paging stops on a short page, or when everything
+skipped (with its thread, already queued). A plain offset would skip one comment for every
+comment deleted before it between two pages. Paging stops on a short page, or when everything
 ``current_level_count`` announced has been seen and that count has not changed since the first
-page (a changed count means live edits, so only a short page ends it).
+page (a changed count means live edits, so only a short page ends it). A level that ends with
+fewer comments than VK announced is a task error (the coverage check), never a silent gap.
 
 Errors: a target error (closed wall, comments closed, deleted group…) or a request out of
-retries becomes one entry in the task's errors and the crawl goes on; a token or configuration
-error closes the spider at once (reason ``vk_fatal``) and fails the task.
+retries becomes one entry in the task's errors, fails its group, and the crawl goes on; a
+token or configuration error closes the spider at once (reason ``vk_fatal``) and fails the task.
 
-The task itself (store, metrics, status) belongs to
-:class:`~vkscraper.extensions.task.VkTaskExtension`.
+The spider tells the task extension about every request and item it yields and when each
+request is over, so the extension knows when a group is finished; the task itself (store,
+metrics, status) belongs to :class:`~vkscraper.extensions.task.VkTaskExtension`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import scrapy
-from scrapy.exceptions import CloseSpider
+from scrapy.exceptions import CloseSpider, IgnoreRequest
 from scrapy.spidermiddlewares.httperror import HttpError
 
-from vkscraper import defaults
 from vkscraper.api import (
     build_call,
     groups_get_by_id_params,
@@ -53,9 +53,9 @@ from vkscraper.exceptions import (
     VkTargetError,
     VkTransientError,
 )
-from vkscraper.extensions.task import VkTaskExtension, get_task_extension
+from vkscraper.extensions.task import VkTaskExtension, describe_request
 from vkscraper.grouprefs import GroupRef, parse_group_refs
-from vkscraper.items import GroupDone, VkGroup
+from vkscraper.items import VkGroup
 from vkscraper.normalize import (
     latest_posts,
     parse_comments,
@@ -109,27 +109,27 @@ class VkSpider(scrapy.Spider):
         self.group_refs: list[GroupRef] | None = (
             parse_group_refs(groups) if groups is not None else None
         )
-        self._pending: dict[int, int] = defaultdict(int)  # group id -> requests in flight
-        self._failed_groups: set[int] = set()
+        self._scheduled_groups: set[int] = set()  # one wall.get per group, whatever the refs
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
         spider = super().from_crawler(crawler, *args, **kwargs)
         s = crawler.settings
-        spider.api_url = s.get("VK_API_URL", defaults.VK_API_URL)
-        spider.api_version = s.get("VK_API_VERSION", defaults.VK_API_VERSION)
-        spider.posts_per_group = s.getint("VK_POSTS_PER_GROUP", defaults.VK_POSTS_PER_GROUP)
-        spider.page_size = s.getint("VK_COMMENTS_PAGE_SIZE", defaults.VK_COMMENTS_PAGE_SIZE)
-        spider.thread_items = s.getint("VK_THREAD_ITEMS_COUNT", defaults.VK_THREAD_ITEMS_COUNT)
-        spider.groups_per_request = s.getint(
-            "VK_GROUPS_PER_REQUEST", defaults.VK_GROUPS_PER_REQUEST
-        )
+        spider.api_url = s.get("VK_API_URL")
+        spider.api_version = s.get("VK_API_VERSION")
+        spider.posts_per_group = s.getint("VK_POSTS_PER_GROUP")
+        spider.page_size = s.getint("VK_COMMENTS_PAGE_SIZE")
+        spider.thread_items = s.getint("VK_THREAD_ITEMS_COUNT")
+        spider.groups_per_request = s.getint("VK_GROUPS_PER_REQUEST")
         return spider
 
     @property
     def task(self) -> VkTaskExtension:
         # Extensions are built after the spider, so look it up when first needed.
-        return get_task_extension(self.crawler)
+        ext = self.crawler.get_extension(VkTaskExtension)
+        if ext is None:
+            raise RuntimeError("the vk spider needs VkTaskExtension (EXTENSIONS)")
+        return ext
 
     async def start(self) -> AsyncIterator[Any]:
         if not load_tokens():
@@ -137,8 +137,8 @@ class VkSpider(scrapy.Spider):
                 "VK_ACCESS_TOKEN is not set: export a user or service token to crawl"
             )
             raise CloseSpider("vk_fatal")
-        refs = self.task.refs
-        self._resolved_ids: list[int] = []
+        # A resume skips what an earlier run finished; failed groups are tried again.
+        refs = [r for r in self.task.refs if ref_key(r) not in self.task.done_groups]
         for i in range(0, len(refs), self.groups_per_request):
             batch = refs[i : i + self.groups_per_request]
             yield self._call(
@@ -146,26 +146,33 @@ class VkSpider(scrapy.Spider):
                 groups_get_by_id_params([r.group_id or str(r.screen_name) for r in batch]),
                 self.parse_groups,
                 group_id=0,
-                refs=[str(r) for r in batch],
+                refs=[ref_key(r) for r in batch],
             )
 
     # requests
 
     def _call(
-        self, method: str, params: dict[str, Any], callback: Any, *, group_id: int, **cb: Any
+        self,
+        method: str,
+        params: dict[str, Any],
+        callback: Any,
+        *,
+        group_id: int,
+        post_id: int | None = None,
+        **cb: Any,
     ) -> scrapy.Request:
         call = build_call(method, params, api_url=self.api_url, version=self.api_version)
-        self._pending[group_id] += 1
         return scrapy.FormRequest(
             call.url,
             formdata=call.params,
             callback=callback,
             errback=self.on_request_error,
-            cb_kwargs=cb,
+            cb_kwargs={**cb, **({"post_id": post_id} if post_id is not None else {})},
             # The API never redirects; following one would carry the token elsewhere.
             meta={
                 "vk_method": method,
                 "vk_group_id": group_id,
+                "vk_serial": self.task.new_request(group_id, post_id),
                 "dont_redirect": True,
             },
             dont_filter=True,  # re-runs and resumes must fetch again
@@ -179,33 +186,46 @@ class VkSpider(scrapy.Spider):
         except VkTargetError as exc:
             if exc.code != 100:  # 100: none of the batch exists, each is reported below
                 await self._record(response.meta, exc, f"groups {', '.join(refs)}")
+                self.task.request_done(response.meta)
                 return
             found = []
         except VkError as exc:
+            # The refs stay in the task unresolved: unfinished now, tried again by a re-run.
             await self._record(response.meta, exc, f"groups {', '.join(refs)}")
+            self.task.request_done(response.meta)
             return
         by_key: dict[str, VkGroup] = {}
         for group in found:
             by_key[str(group.id)] = group
             if group.screen_name:
                 by_key[group.screen_name.lower()] = group
-        resolved: list[VkGroup] = []
+        resolved: dict[str, int] = {}
+        groups: list[VkGroup] = []
         for ref in refs:
             match = by_key.get(ref.lower())
             if match is None:
-                await self.task.add_error(f"group {ref}: not found on VK")
-            elif match not in resolved:
-                resolved.append(match)
-        self._resolved_ids.extend(g.id for g in resolved if g.id not in self._resolved_ids)
-        await self.task.save_groups(resolved, self._resolved_ids)
-        for group in resolved:
+                await self.task.restart_group(ref)
+                await self.task.add_error(f"group {ref}: not found on VK", group=ref)
+                await self.task.group_over(ref, "failed")
+                continue
+            resolved[ref] = match.id
+            if match not in groups:
+                groups.append(match)
+        await self.task.resolve_groups(groups, resolved)
+        for group in groups:
+            if group.id in self._scheduled_groups:
+                continue  # the same group by id and by name, possibly in another batch
+            self._scheduled_groups.add(group.id)
+            if str(group.id) in self.task.done_groups:
+                logger.info("Group %(g)s was finished by an earlier run", {"g": group.id})
+                continue
+            await self.task.restart_group(group.id)
             if group.deactivated:
                 await self.task.add_error(
-                    f"group {group.id} ({group.screen_name}): community is {group.deactivated}"
+                    f"group {group.id} ({group.screen_name}): community is {group.deactivated}",
+                    group=group.id,
                 )
-                yield GroupDone(group.id, "failed")
-            elif group.id in self.task.done_groups:
-                logger.info("Group %(g)s was finished by an earlier run", {"g": group.id})
+                await self.task.group_over(group.id, "failed")
             else:
                 yield self._call(
                     "wall.get",
@@ -213,6 +233,7 @@ class VkSpider(scrapy.Spider):
                     self.parse_wall,
                     group_id=group.id,
                 )
+        self.task.request_done(response.meta)
 
     async def parse_wall(self, response: Response) -> AsyncIterator[Any]:
         gid = response.meta["vk_group_id"]
@@ -223,11 +244,12 @@ class VkSpider(scrapy.Spider):
         else:
             await self.task.group_started(gid, len(posts), sum(p.comments_count for p in posts))
             for post in posts:
+                self.task.new_post(gid, post.vk_post_id)
+                self.task.new_item(gid)
                 yield post
                 if post.comments_count > 0:
                     yield self._comments(gid, post.vk_post_id)
-        for item in self._request_done(gid):
-            yield item
+        self.task.request_done(response.meta)
 
     async def parse_comments(
         self,
@@ -244,38 +266,54 @@ class VkSpider(scrapy.Spider):
             data = self._data(response)
             comments = parse_comments(data, gid, post_id, parent_id=comment_id)
         except VkError as exc:
-            await self._record(response.meta, exc, where)
-        else:
-            for comment in comments:
-                yield comment
-            items = data["items"]
-            repeated = 1 if anchor is not None and items and items[0]["id"] == anchor else 0
-            seen += len(items) - repeated
-            level_now = data.get("current_level_count", data.get("count", 0))
-            if first_level_count is None:
-                first_level_count = level_now
-            complete = seen >= level_now and level_now == first_level_count
-            if len(items) >= self.page_size and not complete and items[-1]["id"] != anchor:
+            await self._record(response.meta, exc, where, post_id)
+            self.task.request_done(response.meta)
+            return
+        items = data["items"]
+        # An anchored page starts with the anchor, read (with its thread) on the page before.
+        repeated = anchor is not None and bool(items) and items[0]["id"] == anchor
+        new_items = items[1:] if repeated else items
+        for comment in comments:
+            if repeated and comment.vk_comment_id == anchor:
+                continue
+            if repeated and comment.parent_id == anchor and comment_id is None:
+                continue  # the anchor's inline replies, also read before
+            self.task.new_item(gid)
+            yield comment
+        seen += len(new_items)
+        level_now = data.get("current_level_count", data.get("count", 0))
+        if first_level_count is None:
+            first_level_count = level_now
+        # Done on a short page, or when everything announced has been read and the count did
+        # not move since the first page (a moving count means live edits: read on).
+        complete = seen >= level_now and level_now == first_level_count
+        if len(items) >= self.page_size and new_items and not complete:
+            yield self._comments(
+                gid,
+                post_id,
+                comment_id=comment_id,
+                anchor=items[-1]["id"],
+                seen=seen,
+                first_level_count=first_level_count,
+            )
+        elif seen < level_now:
+            # The coverage check: VK announced more than the level gave.
+            await self.task.add_error(
+                f"{where}: incomplete, {seen} of {level_now} comments announced by VK",
+                group=gid,
+                post=post_id,
+            )
+        if comment_id is None:
+            for thread in threads_to_fetch({"items": new_items}):
                 yield self._comments(
                     gid,
                     post_id,
-                    comment_id=comment_id,
-                    anchor=items[-1]["id"],
-                    seen=seen,
-                    first_level_count=first_level_count,
+                    comment_id=thread.comment_id,
+                    anchor=thread.last_seen_id,
+                    seen=thread.seen,
+                    first_level_count=thread.total,
                 )
-            if comment_id is None:
-                for thread in threads_to_fetch(data):
-                    yield self._comments(
-                        gid,
-                        post_id,
-                        comment_id=thread.comment_id,
-                        anchor=thread.last_seen_id,
-                        seen=thread.seen,
-                        first_level_count=thread.total,
-                    )
-        for item in self._request_done(gid):
-            yield item
+        self.task.request_done(response.meta)
 
     def _comments(
         self,
@@ -309,20 +347,25 @@ class VkSpider(scrapy.Spider):
             first_level_count=first_level_count,
         )
 
-    async def on_request_error(self, failure: Failure) -> AsyncIterator[Any]:
+    async def on_request_error(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
         gid = request.meta.get("vk_group_id", 0)
         retries = request.meta.get("retry_times", 0)
         if isinstance(failure.value, HttpError):
-            reason = f"HTTP {failure.value.response.status}"
+            reason = f"gave up after {retries} retries (HTTP {failure.value.response.status})"
+        elif isinstance(failure.value, IgnoreRequest):
+            reason = f"dropped before download by a downloader middleware ({failure.value!r})"
         else:
-            reason = f"{type(failure.value).__name__}: {failure.value}"
+            reason = (
+                f"gave up after {retries} retries ({type(failure.value).__name__}: "
+                f"{failure.value})"
+            )
         await self.task.add_error(
-            f"{_describe(request)}: gave up after {retries} retries ({reason})"
+            f"{describe_request(request)}: {reason}",
+            group=gid or None,
+            post=request.cb_kwargs.get("post_id"),
         )
-        self._failed_groups.add(gid)
-        for item in self._request_done(gid):
-            yield item
+        self.task.request_done(request.meta, failed=True)
 
     # helpers
 
@@ -335,34 +378,22 @@ class VkSpider(scrapy.Spider):
             raise VkMalformedResponse("the response was not parsed: is VkRetryMiddleware enabled?")
         return response.meta["vk_response"]
 
-    async def _record(self, meta: dict[str, Any], exc: VkError, where: str) -> None:
-        gid = meta.get("vk_group_id", 0)
-        self._failed_groups.add(gid)
+    async def _record(
+        self, meta: dict[str, Any], exc: VkError, where: str, post: int | None = None
+    ) -> None:
+        gid = meta.get("vk_group_id") or None
         if isinstance(exc, VkFatalError | VkCaptchaError | VkQuotaError):
             hint = FIX_HINTS.get(exc.code, "check the token and the VK_* settings")
             await self.task.add_error(f"{exc} — {hint}")
             raise CloseSpider("vk_fatal")
         if isinstance(exc, VkTransientError):
             retries = meta.get("retry_times", 0)
-            await self.task.add_error(f"{where}: gave up after {retries} retries ({exc})")
+            message = f"{where}: gave up after {retries} retries ({exc})"
         else:  # a target error, or a VK code we do not know
-            await self.task.add_error(f"{where}: {exc}")
-
-    def _request_done(self, gid: int) -> Iterator[GroupDone]:
-        """Count a finished request; the group is done when none of its requests is left."""
-        self._pending[gid] -= 1
-        if gid and self._pending[gid] == 0:
-            status = "failed" if gid in self._failed_groups else "done"
-            yield GroupDone(gid, status)
+            message = f"{where}: {exc}"
+        await self.task.add_error(message, group=gid, post=post)
 
 
-def _describe(request: scrapy.Request) -> str:
-    meta, ctx = request.meta, request.cb_kwargs
-    parts = [f"group {meta.get('vk_group_id')}"] if meta.get("vk_group_id") else []
-    if ctx.get("refs"):
-        parts.append(f"groups {', '.join(ctx['refs'])}")
-    if ctx.get("post_id"):
-        parts.append(f"post {ctx['post_id']}")
-    if ctx.get("comment_id"):
-        parts.append(f"thread {ctx['comment_id']}")
-    return f"{meta.get('vk_method')} " + " ".join(parts)
+def ref_key(ref: GroupRef) -> str:
+    """How a reference is named in the task: its id, or its screen name."""
+    return str(ref.group_id) if ref.group_id is not None else str(ref.screen_name)

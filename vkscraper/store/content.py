@@ -4,7 +4,14 @@ One batch is one ``INSERT … ON CONFLICT (owner_id, vk_…_id) DO UPDATE`` stat
 gets a multi-row ``execute_values`` with ``RETURNING (xmax = 0)`` (true for a fresh insert),
 SQLite an ``executemany`` of the same statement, counted with a pre-select of the existing keys
 inside the same ``BEGIN IMMEDIATE`` transaction. Only the mutable fields are updated;
-``created_at`` keeps the first sighting, ``updated_at`` moves on every upsert.
+``created_at`` keeps the first sighting, ``updated_at`` moves on every upsert and a comment's
+``last_seen_at`` on every sighting. The natural key and the facts that never change on VK
+(``date``, ``group_id``, ``post_vk_id``, ``parent_id``) are not updated.
+
+A task's comments are the comments of its posts that its run saw: first stored before the run
+ended and last seen after it started (the ``tasks.started_at`` of the run). A comment that a
+complete crawl of its post no longer returns keeps its row, marked ``deleted``, with its
+``last_seen_at`` telling when VK last had it (:func:`mark_vanished`).
 """
 
 from __future__ import annotations
@@ -53,7 +60,8 @@ _COMMENT_UPDATE = """
     author_id = excluded.author_id,
     author_name = excluded.author_name,
     task_id = COALESCE(excluded.task_id, comments.task_id),
-    updated_at = excluded.updated_at
+    updated_at = excluded.updated_at,
+    last_seen_at = excluded.last_seen_at
 """
 
 
@@ -150,18 +158,19 @@ def upsert_comments(
     if isinstance(db, PostgresBackend):
         result = db.execute_values(
             cur,
-            f"""INSERT INTO comments ({_COMMENT_COLUMNS}, created_at, updated_at) VALUES %s
+            f"""INSERT INTO comments ({_COMMENT_COLUMNS}, created_at, updated_at, last_seen_at)
+                VALUES %s
                 ON CONFLICT (owner_id, vk_comment_id) DO UPDATE SET {_COMMENT_UPDATE}
                 RETURNING (xmax = 0)""",
             rows,
-            template="(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now(), now())",
+            template="(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now(), now(), now())",
         )
         inserted = sum(1 for (was_insert,) in result if was_insert)
         return UpsertResult(inserted, len(rows) - inserted)
     existing = _sqlite_existing(cur, "comments", "vk_comment_id", [(r[2], r[0]) for r in rows])
     cur.executemany(
-        f"""INSERT INTO comments ({_COMMENT_COLUMNS}, created_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, vk_now(), vk_now())
+        f"""INSERT INTO comments ({_COMMENT_COLUMNS}, created_at, updated_at, last_seen_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, vk_now(), vk_now(), vk_now())
             ON CONFLICT (owner_id, vk_comment_id) DO UPDATE SET {_COMMENT_UPDATE}""",
         rows,
     )
@@ -195,15 +204,27 @@ _RESULT_SQL = {
     "comments": """
         SELECT c.id, c.vk_comment_id, c.post_vk_id, c.owner_id, c.parent_id, c.thread_count,
                c.author_id, c.author_name, c.text, c.likes, c.date, c.deleted, c.task_id,
-               c.created_at, c.updated_at
+               c.created_at, c.updated_at, c.last_seen_at
         FROM task_posts tp
+        JOIN tasks t ON t.id = tp.task_id
         JOIN comments c ON c.owner_id = tp.owner_id AND c.post_vk_id = tp.vk_post_id
-        WHERE tp.task_id = %s AND c.id > %s
+        WHERE tp.task_id = %s AND c.id > %s AND {seen_in_run}
         ORDER BY c.id
         LIMIT %s
     """,
 }
-_TS_COLUMNS = frozenset({"date", "created_at", "updated_at"})
+_TS_COLUMNS = frozenset({"date", "created_at", "updated_at", "last_seen_at"})
+
+
+def seen_in_run(task: str = "t", comment: str = "c") -> str:
+    """SQL condition: comment ``c`` was seen by the run of task ``t`` (no bounds before the
+    task first started; no upper bound while it runs)."""
+    return (
+        f"({task}.started_at IS NULL OR {comment}.last_seen_at >= {task}.started_at) AND "
+        f"({task}.finished_at IS NULL OR {comment}.created_at <= {task}.finished_at)"
+    )
+
+
 _BOOL_COLUMNS = frozenset({"is_pinned", "deleted"})
 
 
@@ -216,14 +237,35 @@ def task_results(
     after_id: int,
 ) -> list[dict[str, Any]]:
     """Rows of one task ordered by row id, starting after ``after_id`` (keyset paging)."""
-    cur.execute(db.sql(_RESULT_SQL[kind]), (task_id, after_id, limit))
+    sql = _RESULT_SQL[kind].replace("{seen_in_run}", seen_in_run())
+    cur.execute(db.sql(sql), (task_id, after_id, limit))
     names = [d[0] for d in cur.description]
     out = []
     for row in cur.fetchall():
         record = dict(zip(names, row, strict=True))
-        for col in _TS_COLUMNS:
+        for col in _TS_COLUMNS & record.keys():
             record[col] = db.from_ts(record[col])
         for col in _BOOL_COLUMNS & record.keys():
             record[col] = bool(record[col])
         out.append(record)
     return out
+
+
+_MARK_VANISHED = """
+    UPDATE comments SET deleted = true, updated_at = {now}
+    WHERE owner_id = %s AND post_vk_id = %s AND NOT deleted
+      AND last_seen_at < (SELECT started_at FROM tasks WHERE id = %s)
+"""
+
+
+def mark_vanished(
+    db: Backend, cur: Any, task_id: int, owner_id: int, post_ids: Sequence[int]
+) -> int:
+    """After a complete crawl of these posts by task ``task_id``'s run: mark their comments
+    that the run did not see as deleted (the rows stay). Returns how many were marked."""
+    marked = 0
+    sql = db.sql(_MARK_VANISHED)
+    for post_id in post_ids:
+        cur.execute(sql, (owner_id, post_id, task_id))
+        marked += max(cur.rowcount, 0)
+    return marked

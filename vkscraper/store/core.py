@@ -215,22 +215,41 @@ class Store:
             "list_tasks", lambda cur: tasks.list_tasks(self._db, cur, limit), write=False
         )
 
-    def set_task_groups(self, task_id: int, group_ids: list[int]) -> None:
-        """Replace the task's group list (names resolved to ids) and ``groups_total``."""
-        self._run(
-            "set_task_groups",
-            lambda cur: tasks.set_task_groups(self._db, cur, task_id, group_ids),
-        )
+    def begin_run(self, task_id: int) -> Task:
+        """Start a run: resume an unfinished task, or a fresh run of a finished one (its
+        previous run kept in ``metrics.history``); returns the task as the run starts."""
+        return self._run("begin_run", lambda cur: tasks.begin_run(self._db, cur, task_id))
 
     def start_task(self, task_id: int) -> None:
-        """Status ``in_progress``; ``started_at`` is set only the first time."""
+        """Status ``in_progress``; ``started_at`` is set only the first time. No run rules:
+        crawls use :meth:`begin_run`."""
         self._run("start_task", lambda cur: tasks.start_task(self._db, cur, task_id))
+
+    def resolve_task_groups(self, task_id: int, resolved: dict[str, int]) -> list[int | str]:
+        """Replace the task's references found in ``resolved`` (reference key → group id) by
+        their ids; the others stay. Returns the task's group list."""
+        return self._run(
+            "resolve_task_groups",
+            lambda cur: tasks.resolve_task_groups(self._db, cur, task_id, resolved),
+        )
+
+    def reset_group(self, task_id: int, group: int | str) -> None:
+        """Forget what an earlier run recorded for a group about to be crawled again."""
+        self._run("reset_group", lambda cur: tasks.reset_group(self._db, cur, task_id, group))
+
+    def mark_vanished(self, task_id: int, owner_id: int, post_ids: Sequence[int]) -> int:
+        """Mark the comments of completely crawled posts that this run did not see as
+        deleted; returns how many."""
+        return self._run(
+            "mark_vanished",
+            lambda cur: content.mark_vanished(self._db, cur, task_id, owner_id, post_ids),
+        )
 
     def add_progress(
         self,
         task_id: int,
         *,
-        group_id: int | None = None,
+        group_id: int | str | None = None,
         posts_expected: int = 0,
         comments_expected: int = 0,
         group_status: str | None = None,
@@ -260,9 +279,10 @@ class Store:
             "refresh_counts", lambda cur: tasks.refresh_counts(self._db, cur, task_id, group_ids)
         )
 
-    def add_error(self, task_id: int, message: str) -> None:
-        """Atomically append a message to metrics.errors (a task with errors ends failed)."""
-        self._run("add_error", lambda cur: tasks.add_error(self._db, cur, task_id, message))
+    def add_error(self, task_id: int, message: str, group: int | str | None = None) -> None:
+        """Atomically append a message to metrics.errors (a task with errors ends failed);
+        with ``group``, also to that group's entry."""
+        self._run("add_error", lambda cur: tasks.add_error(self._db, cur, task_id, message, group))
 
     def finish_task(self, task_id: int) -> str:
         """``completed`` when metrics.errors is empty, else ``failed``; returns the status."""

@@ -4,14 +4,24 @@ Several processes (scrapy-redis workers, scrapyd jobs) update one task at once, 
 metrics change is ONE ``UPDATE`` whose new value is computed in SQL from the current row
 (``jsonb_set`` / ``||`` on PostgreSQL, ``json_set`` on SQLite): the row lock (PostgreSQL) or the
 database write lock (SQLite) serialises them and no increment is lost. Never read the document,
-change it in Python and write it back.
+change it in Python and write it back — except in the rare per-run steps (:func:`begin_run`,
+:func:`resolve_task_groups`, :func:`reset_group`), which lock the row first
+(``SELECT … FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` already holds the write lock).
 
-Metrics layout::
+Metrics layout (the key of a group is its id, or the reference as given while unresolved)::
 
-    {"posts": 0, "comments": 0, "errors": [], "groups_total": N, "groups_done": 0,
+    {"run": 1, "posts": 0, "comments": 0, "errors": [], "groups_total": N, "groups_done": 0,
      "posts_expected": 0, "comments_expected": 0,
      "groups": {"<gid>": {"posts_expected": 0, "comments_expected": 0, "status": "…",
-                          "done": true, "posts": 0, "comments": 0}}}
+                          "done": true, "posts": 0, "comments": 0, "errors": []}},
+     "history": [{"run": 1, "status": "failed", "started_at": "…", "finished_at": "…",
+                  "posts": …, "comments": …, "errors": […], …}]}
+
+A run of an existing task: a task that never finished (``created``, ``in_progress``) resumes —
+groups already done are skipped, the others start over and their earlier errors and expected
+counts are replaced. A finished task (``completed``, ``failed``) starts a fresh run: its metrics
+and errors start empty, the previous run's move to ``history`` and the task's results are those
+of the new run only.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from typing import Any
 from vkscraper.exceptions import StoreError
 from vkscraper.grouprefs import GroupRef
 from vkscraper.store.backends import Backend, clean_text
+from vkscraper.store.content import seen_in_run
 
 STATUSES = ("created", "in_progress", "completed", "failed")
 # One error message is capped so that a huge HTML body cannot bloat every later metrics update.
@@ -43,8 +54,9 @@ class Task:
     updated_at: datetime
 
 
-def initial_metrics(groups_total: int) -> dict[str, Any]:
+def initial_metrics(groups_total: int, run: int = 1) -> dict[str, Any]:
     return {
+        "run": run,
         "posts": 0,
         "comments": 0,
         "errors": [],
@@ -76,6 +88,13 @@ def normalize_groups(groups: Sequence[int | str | GroupRef]) -> list[int | str]:
         if value not in out:
             out.append(value)
     return out
+
+
+def group_key(group: int | str) -> str:
+    """The key of a group in ``metrics["groups"]``: its id, or a name as given."""
+    if isinstance(group, int) and not isinstance(group, bool):
+        return str(abs(group))
+    return str(group)
 
 
 _COLUMNS = "id, status, groups, metrics, created_at, started_at, finished_at, updated_at"
@@ -124,30 +143,99 @@ def list_tasks(db: Backend, cur: Any, limit: int) -> list[Task]:
     return [_task(db, row) for row in cur.fetchall()]
 
 
-_SET_GROUPS = {
-    "postgresql": """
-        UPDATE tasks SET groups = CAST(%(groups)s AS jsonb),
-            metrics = jsonb_set(metrics, '{groups_total}', to_jsonb(%(total)s::int)),
-            updated_at = now()
-        WHERE id = %(id)s""",
-    "sqlite": """
-        UPDATE tasks SET groups = json(:groups),
-            metrics = json_set(metrics, '$.groups_total', :total),
-            updated_at = vk_now()
-        WHERE id = :id""",
-}
+def _lock_task(db: Backend, cur: Any, task_id: int) -> Task:
+    lock = " FOR UPDATE" if db.name == "postgresql" else ""
+    cur.execute(db.sql(f"SELECT {_COLUMNS} FROM tasks WHERE id = %s{lock}"), (task_id,))
+    row = cur.fetchone()
+    if row is None:
+        raise StoreError(f"task {task_id} does not exist")
+    return _task(db, row)
 
 
-def set_task_groups(db: Backend, cur: Any, task_id: int, group_ids: Sequence[int | str]) -> None:
-    values = normalize_groups(group_ids)
+def _write_task(db: Backend, cur: Any, task_id: int, groups: list[Any], metrics: dict) -> None:
     cur.execute(
-        _SET_GROUPS[db.name], {"groups": db.json(values), "total": len(values), "id": task_id}
+        db.sql("UPDATE tasks SET groups = {json}, metrics = {json}, updated_at = {now} "
+               "WHERE id = %s"),
+        (db.json(groups), db.json(metrics), task_id),
+    )  # fmt: skip
+
+
+def begin_run(db: Backend, cur: Any, task_id: int) -> Task:
+    """Start a run of the task (status ``in_progress``) by the rule in the module docstring."""
+    task = _lock_task(db, cur, task_id)
+    if task.status in ("completed", "failed"):
+        old = dict(task.metrics)
+        history = old.pop("history", [])
+        old.pop("groups", None)  # per-group detail stays out of the history: it can be large
+        history.append(
+            {
+                **old,
+                "run": old.get("run", 1),
+                "status": task.status,
+                "started_at": task.started_at.isoformat() if task.started_at else None,
+                "finished_at": task.finished_at.isoformat() if task.finished_at else None,
+            }
+        )
+        metrics = initial_metrics(len(task.groups), run=old.get("run", 1) + 1)
+        metrics["history"] = history
+        _write_task(db, cur, task_id, task.groups, metrics)
+        # The new run's results are what it sees; the old rows stay in posts/comments.
+        cur.execute(db.sql("DELETE FROM task_posts WHERE task_id = %s"), (task_id,))
+        cur.execute(db.sql("UPDATE tasks SET started_at = NULL WHERE id = %s"), (task_id,))
+    cur.execute(
+        db.sql(
+            "UPDATE tasks SET status = 'in_progress', started_at = COALESCE(started_at, {now}), "
+            "finished_at = NULL, updated_at = {now} WHERE id = %s"
+        ),
+        (task_id,),
     )
-    _require_row(cur, task_id)
+    return _lock_task(db, cur, task_id)
+
+
+def resolve_task_groups(
+    db: Backend, cur: Any, task_id: int, resolved: dict[str, int]
+) -> list[int | str]:
+    """Replace references (names, or ids as given) by the group ids VK resolved them to.
+
+    References not in ``resolved`` stay, so a group whose lookup failed is still part of the
+    task (unfinished) and a later run tries it again. Duplicates (one group by id and by name)
+    collapse to one entry. Returns the new list.
+    """
+    task = _lock_task(db, cur, task_id)
+    groups = normalize_groups([resolved.get(group_key(g), g) for g in task.groups])
+    if groups != task.groups:
+        metrics = dict(task.metrics)
+        metrics["groups_total"] = len(groups)
+        for name in {group_key(g) for g in task.groups} - {group_key(g) for g in groups}:
+            (metrics.get("groups") or {}).pop(name, None)  # a name now known by its id
+        _write_task(db, cur, task_id, groups, metrics)
+    return groups
+
+
+def reset_group(db: Backend, cur: Any, task_id: int, group: int | str) -> None:
+    """A group crawled again by a resumed run: drop what an earlier run recorded for it
+    (expected counts, status, errors) so that nothing is counted twice."""
+    task = _lock_task(db, cur, task_id)
+    metrics = dict(task.metrics)
+    entry = (metrics.get("groups") or {}).pop(group_key(group), None)
+    if not entry:
+        return
+    metrics["posts_expected"] = metrics.get("posts_expected", 0) - entry.get("posts_expected", 0)
+    metrics["comments_expected"] = metrics.get("comments_expected", 0) - entry.get(
+        "comments_expected", 0
+    )
+    if entry.get("done"):
+        metrics["groups_done"] = metrics.get("groups_done", 0) - 1
+    errors = list(metrics.get("errors") or [])
+    for message in entry.get("errors") or []:
+        if message in errors:
+            errors.remove(message)
+    metrics["errors"] = errors
+    _write_task(db, cur, task_id, task.groups, metrics)
 
 
 def start_task(db: Backend, cur: Any, task_id: int) -> None:
-    # A resumed task keeps its first start; a finished one becomes unfinished again.
+    """Status ``in_progress`` and ``started_at`` if unset, nothing else (tests, tools)."""
     cur.execute(
         db.sql(
             "UPDATE tasks SET status = 'in_progress', started_at = COALESCE(started_at, {now}), "
@@ -163,7 +251,7 @@ def add_progress(
     cur: Any,
     task_id: int,
     *,
-    group_id: int | None,
+    group_id: int | str | None,
     posts_expected: int,
     comments_expected: int,
     group_status: str | None,
@@ -177,7 +265,7 @@ def add_progress(
         "id": task_id,
         "pe": int(posts_expected),
         "ce": int(comments_expected),
-        "gkey": None if group_id is None else str(abs(int(group_id))),
+        "gkey": None if group_id is None else group_key(group_id),
         "status": group_status,
     }
     if db.name == "postgresql":
@@ -271,22 +359,51 @@ def _sqlite_add_progress(has_group: bool, has_status: bool, done: bool) -> str:
 _ADD_ERROR = {
     "postgresql": """
         UPDATE tasks SET metrics = jsonb_set(metrics, '{errors}',
-                COALESCE(metrics->'errors', '[]'::jsonb) || jsonb_build_array(%s::text)),
+                COALESCE(metrics->'errors', '[]'::jsonb) || jsonb_build_array(%(msg)s::text)),
             updated_at = now()
-        WHERE id = %s""",
+        WHERE id = %(id)s""",
     "sqlite": """
         UPDATE tasks SET metrics = json_set(metrics, '$.errors',
-                json_insert(COALESCE(json_extract(metrics, '$.errors'), '[]'), '$[#]', ?)),
+                json_insert(COALESCE(json_extract(metrics, '$.errors'), '[]'), '$[#]', :msg)),
             updated_at = vk_now()
-        WHERE id = ?""",
+        WHERE id = :id""",
+}
+# The same, and the message also kept in the group's entry (so a resume can replace it).
+_ADD_GROUP_ERROR = {
+    "postgresql": """
+        UPDATE tasks SET metrics = jsonb_set(jsonb_set(metrics, '{errors}',
+                COALESCE(metrics->'errors', '[]'::jsonb) || jsonb_build_array(%(msg)s::text)),
+                ARRAY['groups', %(gkey)s::text],
+                COALESCE(metrics->'groups'->(%(gkey)s::text), '{}'::jsonb) || jsonb_build_object(
+                    'errors', COALESCE(metrics->'groups'->(%(gkey)s::text)->'errors', '[]'::jsonb)
+                        || jsonb_build_array(%(msg)s::text))),
+            updated_at = now()
+        WHERE id = %(id)s""",
+    "sqlite": """
+        UPDATE tasks SET metrics = json_set(metrics,
+                '$.errors',
+                json_insert(COALESCE(json_extract(metrics, '$.errors'), '[]'), '$[#]', :msg),
+                :gpath || '.errors',
+                json_insert(COALESCE(json_extract(metrics, :gpath || '.errors'), '[]'),
+                            '$[#]', :msg)),
+            updated_at = vk_now()
+        WHERE id = :id""",
 }
 
 
-def add_error(db: Backend, cur: Any, task_id: int, message: str) -> None:
+def add_error(
+    db: Backend, cur: Any, task_id: int, message: str, group: int | str | None = None
+) -> None:
     text = clean_text(str(message)) or ""
     if len(text) > MAX_ERROR_LENGTH:
         text = text[: MAX_ERROR_LENGTH - 1] + "…"
-    cur.execute(_ADD_ERROR[db.name], (text, task_id))
+    params: dict[str, Any] = {"msg": text, "id": task_id}
+    if group is None:
+        cur.execute(_ADD_ERROR[db.name], params)
+    else:
+        params["gkey"] = group_key(group)
+        params["gpath"] = f'$.groups."{params["gkey"]}"'
+        cur.execute(_ADD_GROUP_ERROR[db.name], params)
     _require_row(cur, task_id)
 
 
@@ -298,8 +415,10 @@ _REFRESH_GROUPS = {
         WITH per AS (
             SELECT p.group_id AS gid, count(DISTINCT p.id) AS posts, count(c.id) AS comments
             FROM task_posts tp
+            JOIN tasks rt ON rt.id = tp.task_id
             JOIN posts p ON p.owner_id = tp.owner_id AND p.vk_post_id = tp.vk_post_id
             LEFT JOIN comments c ON c.owner_id = p.owner_id AND c.post_vk_id = p.vk_post_id
+                AND {seen_in_run}
             WHERE tp.task_id = %(id)s
               AND (%(owners)s::bigint[] IS NULL OR tp.owner_id = ANY(%(owners)s::bigint[]))
             GROUP BY p.group_id
@@ -316,8 +435,10 @@ _REFRESH_GROUPS = {
         WITH per AS (
             SELECT p.group_id AS gid, count(DISTINCT p.id) AS posts, count(c.id) AS comments
             FROM task_posts tp
+            JOIN tasks rt ON rt.id = tp.task_id
             JOIN posts p ON p.owner_id = tp.owner_id AND p.vk_post_id = tp.vk_post_id
             LEFT JOIN comments c ON c.owner_id = p.owner_id AND c.post_vk_id = p.vk_post_id
+                AND {seen_in_run}
             WHERE tp.task_id = :id
               AND (:owners IS NULL OR tp.owner_id IN (SELECT value FROM json_each(:owners)))
             GROUP BY p.group_id
@@ -356,7 +477,8 @@ def refresh_counts(
     if group_ids is not None:
         ids = [-abs(int(g)) for g in group_ids]
         owners = ids if db.name == "postgresql" else json.dumps(ids)
-    cur.execute(_REFRESH_GROUPS[db.name], {"id": task_id, "owners": owners})
+    sql = _REFRESH_GROUPS[db.name].replace("{seen_in_run}", seen_in_run("rt", "c"))
+    cur.execute(sql, {"id": task_id, "owners": owners})
     _require_row(cur, task_id)
     cur.execute(_REFRESH_TOTALS[db.name], {"id": task_id})
 

@@ -62,14 +62,13 @@ def crawl_offline(
     if database_url:
         env["DATABASE_URL"] = database_url
     with FakeVk(dataset, tokens=[DEMO_TOKEN], rate_limit=rate_limit) as vk:
-        env["VK_API_URL"] = vk.url
         created = subprocess.run(
             [sys.executable, "-m", "vkscraper", "-q", "task", "create", "--groups", refs],
             env=env, cwd=workdir, check=True, capture_output=True, text=True,
         )  # fmt: skip
         task_id = int(created.stdout.split()[-1])
         cmd = [sys.executable, "-m", "scrapy", "crawl", "vk", "-a", f"task_id={task_id}"]
-        cmd += ["-s", "LOG_LEVEL=INFO"]
+        cmd += ["-s", "LOG_LEVEL=INFO", "-s", f"VK_API_URL={vk.url}"]
         for name, value in (extra_settings or {}).items():
             cmd += ["-s", f"{name}={value}"]
         started = time.monotonic()

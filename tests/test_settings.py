@@ -1,0 +1,108 @@
+"""Settings tell the truth: `scrapy settings` shows what a crawl uses, the add-on registers the
+``VK_*`` defaults for projects that only enable it, and values VK cannot honour are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from scrapy.utils.defer import deferred_f_from_coro_f
+from scrapy.utils.test import get_crawler
+
+from vkscraper import defaults
+from vkscraper.addon import VkAddon
+from vkscraper.periodic import Periodic
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def scrapy_settings(*args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "scrapy", "settings", *args],
+        cwd=REPO, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("VK_POSTS_PER_GROUP", "10"),
+        ("VK_API_URL", "https://api.vk.ru/method/"),
+        ("DOWNLOAD_DELAY", "0.35000000000000003"),
+        ("CONCURRENT_REQUESTS_PER_DOMAIN", "4"),
+        ("REMOTE_CONTROL_ENABLED", "False"),
+    ],
+)
+def test_scrapy_settings_shows_what_the_crawl_uses(name, shown):
+    assert scrapy_settings("--get", name) == shown
+
+
+def test_scrapy_settings_shows_database_url_from_the_environment(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///elsewhere.sqlite3")
+    assert scrapy_settings("--get", "DATABASE_URL") == "sqlite:///elsewhere.sqlite3"
+
+
+def test_the_addon_alone_registers_every_default():
+    crawler = get_crawler(settings_dict={"ADDONS": {VkAddon: 0}})
+    for name, value in defaults.all_defaults().items():
+        assert crawler.settings[name] == value, name
+    assert crawler.settings.getfloat("DOWNLOAD_DELAY") == pytest.approx(0.35)
+    assert crawler.settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN") == 4
+
+
+def test_the_project_delay_follows_the_rate_both_ways():
+    from scrapy.settings import Settings
+
+    def delay(**cmdline):
+        settings = Settings()
+        settings.setmodule("vkscraper.settings", priority="project")
+        settings.update(cmdline, "cmdline")
+        return get_crawler(settings_dict=settings.copy_to_dict()).settings.getfloat(
+            "DOWNLOAD_DELAY"
+        )
+
+    assert delay() == pytest.approx(0.35)
+    assert delay(VK_REQUESTS_PER_SECOND=1000) == pytest.approx(0.00105)
+    assert delay(VK_REQUESTS_PER_SECOND=2) == pytest.approx(0.525)
+    assert delay(DOWNLOAD_DELAY=0.1) == pytest.approx(0.35)  # never faster than the limit
+    assert delay(DOWNLOAD_DELAY=2) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("VK_COMMENTS_PAGE_SIZE", 200),
+        ("VK_COMMENTS_PAGE_SIZE", 0),
+        ("VK_THREAD_ITEMS_COUNT", 11),
+        ("VK_POSTS_PER_GROUP", 100),
+        ("VK_GROUPS_PER_REQUEST", 501),
+    ],
+)
+def test_values_vk_cannot_honour_are_refused(name, value):
+    with pytest.raises(ValueError, match=f"{name} must be between"):
+        get_crawler(settings_dict={"ADDONS": {VkAddon: 0}, name: value})
+
+
+@deferred_f_from_coro_f
+async def test_periodic_skips_a_tick_while_the_last_run_goes_on():
+    running = []
+    peak = []
+
+    async def slow():
+        running.append(1)
+        peak.append(len(running))
+        await asyncio.sleep(0.25)
+        running.pop()
+
+    periodic = Periodic(slow, 0.02)
+    periodic.start()
+    await asyncio.sleep(0.6)
+    await periodic.stop()
+    assert max(peak) == 1  # never two at once, however slow the run
+    assert 2 <= len(peak) <= 4
+    assert periodic.skipped > 10
+    assert running == []  # stop() waited for the run in progress
