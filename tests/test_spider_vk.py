@@ -260,6 +260,9 @@ async def test_mini_load(store_url):
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 @deferred_f_from_coro_f
 async def test_token_never_logged_nor_stored(store_url, caplog):
+    """The token is in no task error, group or row. (That no log line can carry it is proved
+    in tests/test_secrets.py with a component that deliberately logs request headers: here
+    nothing would log it, so the log check alone could not fail.)"""
     caplog.set_level(logging.DEBUG)
     faults = {"500": 0.1, "error10": 0.1, "drop": 0.1}
     data = small_dataset()
