@@ -1,7 +1,7 @@
 """VkAddon: wire vkscraper's components and derive Scrapy settings from ``VK_*`` ones.
 
 Runs before the settings freeze, so ``-s VK_REQUESTS_PER_SECOND=2`` on the command line still
-sets the download delay. Pacing follows scrapy-stack.md §1: a fixed delay of
+sets the download delay. Pacing: a fixed delay of
 ``VK_RATE_MARGIN / VK_REQUESTS_PER_SECOND`` (0.35 s for 3/s) with no jitter, one download slot
 per token (set by :class:`~vkscraper.middlewares.auth.VkAuthMiddleware`). A user may slow the
 crawl down with ``DOWNLOAD_DELAY`` or AutoThrottle, never speed it past the limit.

@@ -101,7 +101,8 @@ def _in(method: str) -> str:
     return f" in {method}" if method else ""
 
 
-# Parameters of the calls the collector makes (vk-api.md §2, §3, §5).
+# Parameters of the calls the collector makes (VK API reference: wall.get, wall.getComments,
+# groups.getById).
 
 
 def wall_get_params(group_id: int, *, count: int, offset: int = 0) -> dict[str, ParamValue]:

@@ -1,6 +1,6 @@
 """Turn VK response data into items. Pure functions; tolerant of absent optional fields.
 
-VK marks almost nothing as required (vk-api.md §2), so counters default to 0, and a deleted
+VK marks almost nothing as required in its response schema, so counters default to 0, and a deleted
 comment stub has no ``from_id`` or ``text`` (§3). Anything that is not the documented shape
 raises :class:`VkMalformedResponse` naming what was wrong, never a bare ``KeyError``.
 """

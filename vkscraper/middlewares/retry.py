@@ -10,7 +10,7 @@ Retried: HTTP codes in ``VK_RETRY_HTTP_CODES`` (429 and 5xx), the exceptions of 
 ``RETRY_EXCEPTIONS`` (timeouts, dropped connections), malformed bodies and VK errors 1, 6, 9,
 10, 36. Each retry waits ``backoff_delay()`` — exponential with jitter, capped, at least the
 server's ``Retry-After`` — by awaiting in ``process_response``: only that request waits, and
-its download slot is free meanwhile (scrapy-stack.md §2). The new request goes through
+its download slot is free meanwhile. The new request goes through
 ``get_retry_request`` (stats ``retry/*``) and back through the scheduler, so it is still paced
 by the per-token delay; the token is stripped from it first.
 

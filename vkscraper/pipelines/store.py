@@ -5,7 +5,7 @@ statement per batch, posts before comments), at least every ``VK_STORE_FLUSH_INT
 seconds, when the task extension is about to record a group as done
 (:data:`vkscraper.signals.flush_requested`) and at close; other items pass through untouched.
 Flushes run in a thread under an ``asyncio.Lock``: items of different responses
-arrive concurrently and one connection cannot be entered twice (scrapy-stack.md §3).
+arrive concurrently and one connection cannot be entered twice.
 
 When the database is down the batch stays buffered and is retried on the next flush; if it is
 still down at close, the unsaved items are written to a JSON-lines file in ``VK_UNSAVED_DIR``

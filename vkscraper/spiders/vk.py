@@ -11,7 +11,7 @@ slot even when old) and keeps the newest by date; per post with comments, top-le
 ``count``, which includes replies); a thread with more replies than came inline is paged with
 ``comment_id``.
 
-Paging is anchored (design-notes.md, "Paging on live data"): each page after the first starts
+Paging is anchored on live data: each page after the first starts
 at the last comment already seen (``start_comment_id``), which comes back once more and is
 skipped (with its thread, already queued). A plain offset would skip one comment for every
 comment deleted before it between two pages. Paging stops on a short page, or when everything

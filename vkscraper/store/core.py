@@ -1,6 +1,6 @@
 """The :class:`Store`: one database connection shared by threads, one transaction per call.
 
-Scrapy calls the store from worker threads (``asyncio.to_thread``, scrapy-stack.md §3), so a
+Scrapy calls the store from worker threads (``asyncio.to_thread``), so a
 ``threading.Lock`` guards the single connection: psycopg2 refuses re-entrant use and sqlite3
 connections are not safe to share without it. Each public method runs in exactly one
 transaction; a driver error rolls it back and surfaces as one-line :class:`StoreError`.

@@ -1,7 +1,7 @@
 """A faithful VK API emulator over ``http.server`` (stdlib only, so any test process can load it).
 
 It serves ``wall.get``, ``wall.getComments``, ``groups.getById`` and ``utils.resolveScreenName``
-from a dataset (see :mod:`.dataset`) the way ``../shared/docs/vk-api.md`` describes real VK:
+from a dataset (see :mod:`.dataset`) the way VK's API documentation describes real VK:
 HTTP 200 with ``{"response": ...}`` or ``{"error": ...}``, per-token rate limiting and optional
 transport faults, so client retry and paging logic meets realistic trouble.
 
@@ -21,7 +21,7 @@ Request handling, in this order (each step can end the request):
    pairs, so "5.9" is older than "5.81" as in VK's own numbering.
 5. Method name (case-sensitive) → 3 when unknown; then the method's own param checks → 100.
 
-Behaviour choices (unverified against live VK unless vk-api.md says otherwise):
+Behaviour choices (unverified against live VK unless VK's documentation says so):
 
 * ``count`` above 100 is clamped to 100 (VK documents a max of 100, not what happens above it).
   Defaults: 20 for wall.get, 10 for wall.getComments. Negative ``count`` → 100.
