@@ -182,13 +182,7 @@ def begin_run(db: Backend, cur: Any, task_id: int) -> Task:
         # The new run's results are what it sees; the old rows stay in posts/comments.
         cur.execute(db.sql("DELETE FROM task_posts WHERE task_id = %s"), (task_id,))
         cur.execute(db.sql("UPDATE tasks SET started_at = NULL WHERE id = %s"), (task_id,))
-    cur.execute(
-        db.sql(
-            "UPDATE tasks SET status = 'in_progress', started_at = COALESCE(started_at, {now}), "
-            "finished_at = NULL, updated_at = {now} WHERE id = %s"
-        ),
-        (task_id,),
-    )
+    start_task(db, cur, task_id)
     return _lock_task(db, cur, task_id)
 
 
