@@ -14,7 +14,7 @@ from scrapy.settings import Settings
 from vkscraper.spiders.vk import VkSpider
 from vkscraper.store import open_store
 
-TOKEN = "test-token-5f2b9c"
+TOKEN = "test-token-5f2b9c-0123456789"
 
 # No waiting in tests: the emulator runs without rate enforcement here, backoff is zero.
 FAST = {

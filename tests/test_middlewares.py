@@ -38,7 +38,12 @@ URL = f"{API_URL}wall.get"
 def crawler(monkeypatch):
     monkeypatch.setenv("VK_ACCESS_TOKEN", f"{TOKEN}, other")
     c = get_crawler(
-        settings_dict={"VK_BACKOFF_BASE": 0, "VK_RETRY_TIMES": 2, "VK_API_URL": API_URL}
+        settings_dict={
+            "VK_BACKOFF_BASE": 0,
+            "VK_BACKOFF_MAX": 30,
+            "RETRY_TIMES": 2,
+            "VK_API_URL": API_URL,
+        }
     )
     c.spider = c._create_spider("t")  # get_retry_request logs against a spider
     return c
@@ -193,7 +198,8 @@ async def test_connection_errors_are_retried(crawler):
         out = await mw.process_exception(req, exc)
         assert isinstance(out, Request)
     assert await mw.process_exception(vk_request(retry_times=2), TimeoutError()) is None
-    assert await mw.process_exception(Request(URL), TimeoutError()) is None  # not a VK request
+    # Other requests are retried as Scrapy's RetryMiddleware would (this one replaces it).
+    assert isinstance(await mw.process_exception(Request(URL), TimeoutError()), Request)
 
 
 @deferred_f_from_coro_f
@@ -215,12 +221,15 @@ async def test_retry_after_is_honoured(crawler, monkeypatch):
 
 
 @deferred_f_from_coro_f
-async def test_non_vk_responses_are_untouched(crawler):
+async def test_other_responses_get_scrapys_retries_and_no_parsing(crawler):
     mw = build_from_crawler(VkRetryMiddleware, crawler)
     req = Request("http://example.invalid/")
     r = HtmlResponse(req.url, status=503, body=b"<html></html>", request=req)
-    assert await mw.process_response(req, r) is r
-    assert "vk_response" not in req.meta and "retry_times" not in req.meta
+    retried = await mw.process_response(req, r)
+    assert isinstance(retried, Request) and retried.meta["retry_times"] == 1
+    ok = HtmlResponse(req.url, status=200, body=b"<html></html>", request=req)
+    assert await mw.process_response(req, ok) is ok
+    assert "vk_response" not in req.meta and "vk_error" not in req.meta
 
 
 def test_rate_margin_below_one_is_refused():

@@ -5,6 +5,7 @@ and requests that something else drops. Each test failed on the code before its 
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from scrapy.exceptions import IgnoreRequest
@@ -66,7 +67,6 @@ async def test_a_failed_lookup_keeps_its_group_and_a_rerun_crawls_it(store_url):
     failing = {
         "VK_GROUPS_PER_REQUEST": 1,
         "RETRY_TIMES": 1,
-        "VK_RETRY_TIMES": 1,
         "DOWNLOADER_MIDDLEWARES": {f"{__name__}.FailGetById": 50},
     }
     with FakeVk(data, tokens=[TOKEN]) as vk:
@@ -349,3 +349,25 @@ async def test_feed_export_holds_only_posts_and_comments(store_url, tmp_path):
     assert all("vk_post_id" in r or "vk_comment_id" in r for r in rows)
     assert crawler.stats.get_value("item_scraped_count") == len(rows)
     assert comparable(comments, ("owner_id", "vk_comment_id", "date"))
+
+
+# Issue 8, point 16: progress in the crawl log, and groups without rows
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@deferred_f_from_coro_f
+async def test_the_log_shows_progress_while_the_crawl_runs(store_url, caplog):
+    caplog.set_level(logging.INFO)
+    data = small_dataset()
+    data["groups"].append({"id": 40, "screen_name": "empty", "name": "Empty", "posts": []})
+    settings = {"LOGSTATS_INTERVAL": 0.2, "VK_REQUESTS_PER_SECOND": 10, "LOG_LEVEL": "INFO"}
+    with FakeVk(data, tokens=[TOKEN]) as vk:
+        await run_crawl(vk.url, store_url, groups="threeposts,pinnedold,empty", settings=settings)
+    lines = [r.getMessage() for r in caplog.records if "requests/s" in r.getMessage()]
+    assert len(lines) >= 3, lines
+    assert any("groups 0/3 done" in line or "groups 1/3 done" in line for line in lines)
+    assert any(float(line.split(", ")[-2].split()[0]) > 5 for line in lines[1:]), lines
+    task = last_task(store_url)
+    assert task.status == "completed", task.metrics["errors"]
+    empty = task.metrics["groups"]["40"]
+    assert (empty["posts"], empty["comments"], empty["status"]) == (0, 0, "done")

@@ -298,16 +298,24 @@ async def test_bad_token_stops_at_once_and_fails_the_task(store_url, monkeypatch
     assert "VK error 5" in error and "VK_ACCESS_TOKEN" in error
 
 
+@pytest.mark.parametrize("value", [None, "t", "short-token", "a token with spaces in it"])
 @deferred_f_from_coro_f
-async def test_missing_token_fails_the_task(store_url, monkeypatch):
-    monkeypatch.delenv("VK_ACCESS_TOKEN")
+async def test_a_missing_or_implausible_token_is_refused_before_anything(
+    store_url, monkeypatch, caplog, value
+):
+    if value is None:
+        monkeypatch.delenv("VK_ACCESS_TOKEN")
+    else:
+        monkeypatch.setenv("VK_ACCESS_TOKEN", value)
     with FakeVk(DATASET, tokens=[TOKEN]) as vk:
         crawler = await run_crawl(vk.url, store_url, groups="1")
         assert vk.requests() == []
-    assert crawler.stats.get_value("finish_reason") == "vk_fatal"
-    task = last_task(store_url)
-    assert task.status == "failed"
-    assert "VK_ACCESS_TOKEN is not set" in task.metrics["errors"][0]
+    assert crawler.stats.get_value("finish_reason") == "vk_bad_arguments"
+    (error,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert error.startswith("VK_ACCESS_TOKEN")
+    with open_store(store_url) as store:
+        store.migrate()
+        assert store.list_tasks() == []  # no junk task left behind
 
 
 @deferred_f_from_coro_f
@@ -486,7 +494,7 @@ async def test_requests_out_of_retries_become_task_errors(store_url):
     with FakeVk(small_dataset(), tokens=[TOKEN], faults={"502": 1.0},
                 max_faults_per_request=10) as vk:  # fmt: skip
         crawler = await run_crawl(
-            vk.url, store_url, groups="threeposts", settings={"VK_RETRY_TIMES": 1}
+            vk.url, store_url, groups="threeposts", settings={"RETRY_TIMES": 1}
         )
         assert len(vk.requests()) == 2
     task = last_task(store_url)

@@ -393,6 +393,19 @@ def test_refresh_counts_of_some_groups(store, make_post, make_comment):
     assert store.get_task(task).metrics["comments"] == 3
 
 
+def test_refresh_counts_gives_empty_groups_zero_counts(store, make_post):
+    task = store.create_task([1, 2, "gone"])
+    store.upsert_posts(task, [make_post(1, group_id=1)])
+    store.add_progress(task, group_id=2, group_done=True)  # a wall without posts
+    store.add_progress(task, group_id="gone", group_status="failed", group_done=True)
+    store.refresh_counts(task)
+    groups = store.get_task(task).metrics["groups"]
+    assert (groups["1"]["posts"], groups["1"]["comments"]) == (1, 0)
+    assert (groups["2"]["posts"], groups["2"]["comments"]) == (0, 0)
+    assert (groups["gone"]["posts"], groups["gone"]["comments"]) == (0, 0)
+    assert groups["gone"]["status"] == "failed"
+
+
 def test_list_tasks_newest_first(store):
     ids = [store.create_task([i]) for i in range(1, 5)]
     assert [t.id for t in store.list_tasks()] == ids[::-1]

@@ -45,19 +45,50 @@ def request_interval(settings: BaseSettings) -> float:
     return margin / rps
 
 
-def check_limits(settings: BaseSettings) -> None:
-    """Refuse values VK would not honour: it answers less than asked, silently."""
+def check_settings(settings: BaseSettings) -> None:
+    """Refuse settings that cannot work, with a message naming the setting (ValueError)."""
+    if settings.get("VK_ACCESS_TOKEN") is not None:
+        raise ValueError(
+            "VK_ACCESS_TOKEN is read from the environment only (settings are logged, and "
+            "scrapyd stores them): export VK_ACCESS_TOKEN=… instead of -s"
+        )
+    for old, new in defaults.RENAMED.items():
+        if settings.get(old) is not None:
+            raise ValueError(f"{old} is no longer a setting: use Scrapy's {new}")
+    request_interval(settings)
+    # Values VK would not honour: it answers less than asked, silently.
     for name, (low, high) in defaults.LIMITS.items():
         value = settings.getint(name)
         if not low <= value <= high:
             raise ValueError(f"{name} must be between {low} and {high} (VK's range), got {value}")
 
 
+def _unset(settings: BaseSettings, name: str) -> bool:
+    return (settings.getpriority(name) or 0) <= SETTINGS_PRIORITIES["default"]
+
+
+def _ours(settings: BaseSettings, name: str) -> bool:
+    """The value is vkscraper/settings.py's own interval, not one a user chose."""
+    return (settings.getpriority(name) or 0) <= SETTINGS_PRIORITIES[
+        "project"
+    ] and settings.getfloat(name) == defaults.DEFAULT_INTERVAL
+
+
 class VkAddon:
     def update_settings(self, settings: BaseSettings) -> None:
         for name, value in defaults.all_defaults().items():
             settings.setdefault(name, value, "default")
-        check_limits(settings)
+        check_settings(settings)
+        # Scrapy settings whose value differs for this crawler, unless a user chose one (also
+        # without vkscraper/settings.py, when only the add-on is enabled).
+        for name, value in (
+            ("RETRY_TIMES", defaults.RETRY_TIMES),
+            ("CONCURRENT_REQUESTS_PER_DOMAIN", defaults.CONCURRENCY_PER_TOKEN),
+            ("AUTOTHROTTLE_ENABLED", True),
+            ("AUTOTHROTTLE_TARGET_CONCURRENCY", defaults.AUTOTHROTTLE_TARGET),
+        ):
+            if _unset(settings, name):
+                settings.set(name, value, "addon")
         install_log_scrubber(load_tokens())
         if (settings.getpriority("REMOTE_CONTROL_ENABLED") or 0) <= SETTINGS_PRIORITIES["project"]:
             # Scrapy's remote control runs code sent to a local port, in a process that holds
@@ -66,25 +97,17 @@ class VkAddon:
         for name, components in COMPONENTS.items():
             settings[name].update(components, priority="addon")
         interval = request_interval(settings)
-        # Whatever priority a lower value came with, the limit wins. settings.py's own value
-        # is the default limit's interval: it follows VK_REQUESTS_PER_SECOND, both ways.
+        # Whatever priority a lower value came with, the limit wins. settings.py's own values
+        # are the default limit's interval: they follow VK_REQUESTS_PER_SECOND, both ways.
         top = SETTINGS_PRIORITIES["cmdline"]
-        delay = settings.getfloat("DOWNLOAD_DELAY")
-        if (settings.getpriority("DOWNLOAD_DELAY") or 0) <= SETTINGS_PRIORITIES[
-            "project"
-        ] and delay == defaults.DEFAULT_INTERVAL:
-            delay = 0.0
+        delay = 0.0 if _ours(settings, "DOWNLOAD_DELAY") else settings.getfloat("DOWNLOAD_DELAY")
         settings.set("DOWNLOAD_DELAY", max(delay, interval), top)
         settings.set("DOWNLOAD_DELAY_JITTER", 0, top)
-        if (settings.getpriority("RANDOMIZE_DOWNLOAD_DELAY") or 0) > SETTINGS_PRIORITIES[
-            "default"
-        ]:
+        if not _unset(settings, "RANDOMIZE_DOWNLOAD_DELAY"):
             # The deprecated switch overrides the jitter when a user sets it; turn it off.
             settings.set("RANDOMIZE_DOWNLOAD_DELAY", False, top)
         if settings.getbool("AUTOTHROTTLE_ENABLED"):
-            start = max(settings.getfloat("AUTOTHROTTLE_START_DELAY"), interval)
-            settings.set("AUTOTHROTTLE_START_DELAY", start, top)
-        if (settings.getpriority("CONCURRENT_REQUESTS_PER_DOMAIN") or 0) <= SETTINGS_PRIORITIES[
-            "default"
-        ]:
-            settings.set("CONCURRENT_REQUESTS_PER_DOMAIN", defaults.CONCURRENCY_PER_TOKEN, "addon")
+            name = "AUTOTHROTTLE_START_DELAY"
+            # Start at the limit (not Scrapy's 5 s) unless a user chose a slower start.
+            start = 0.0 if _ours(settings, name) or _unset(settings, name) else settings[name]
+            settings.set(name, max(float(start), interval), top)

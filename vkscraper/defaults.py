@@ -21,10 +21,9 @@ VK_COMMENTS_PAGE_SIZE = 100  # VK's maximum for wall.getComments
 VK_THREAD_ITEMS_COUNT = 10  # replies inlined per top-level comment (VK's maximum)
 VK_GROUPS_PER_REQUEST = 500  # groups.getById batch
 
-VK_RETRY_TIMES = 3
+# Retries are Scrapy's (RETRY_TIMES, RETRY_HTTP_CODES, …); the backoff between them is ours.
 VK_BACKOFF_BASE = 1.0  # seconds; 0 disables waiting (tests)
 VK_BACKOFF_MAX = 30.0
-VK_RETRY_HTTP_CODES = [408, 429, 500, 502, 503, 504, 522, 524]
 
 VK_STORE_BATCH_SIZE = 500
 VK_STORE_FLUSH_INTERVAL = 2.0  # seconds between flushes of a partial batch
@@ -42,6 +41,14 @@ LIMITS = {
 # One request per token per this many seconds: what settings.py sets as DOWNLOAD_DELAY.
 DEFAULT_INTERVAL = VK_RATE_MARGIN / VK_REQUESTS_PER_SECOND
 CONCURRENCY_PER_TOKEN = 4  # CONCURRENT_REQUESTS_PER_DOMAIN: each token is one download slot
+RETRY_TIMES = 3  # Scrapy's default is 2
+# AutoThrottle aims at this many requests in flight per token: answers slower than
+# 2 × the interval (0.7 s) slow the token down, faster ones leave it at the limit.
+AUTOTHROTTLE_TARGET = 2.0
+
+# Settings that were ours and are now Scrapy's: refused with the new name.
+RENAMED = {"VK_RETRY_TIMES": "RETRY_TIMES", "VK_RETRY_HTTP_CODES": "RETRY_HTTP_CODES",
+           "VK_CONCURRENCY_PER_TOKEN": "CONCURRENT_REQUESTS_PER_DOMAIN"}  # fmt: skip
 
 
 def all_defaults() -> dict[str, object]:

@@ -18,6 +18,25 @@ def load_tokens(environ: Mapping[str, str] | None = None) -> list[str]:
     return [t.strip() for t in raw.split(",") if t.strip()]
 
 
+# Real VK tokens are 64 characters and more; anything this short is a typo or a placeholder,
+# and scrubbing it from logs would blank out ordinary words.
+MIN_TOKEN_LENGTH = 16
+
+
+def check_tokens(tokens: list[str]) -> str | None:
+    """Why the tokens cannot be used (a message that never shows a token), or None."""
+    if not tokens:
+        return f"{TOKEN_ENV} is not set: export a user or service token to crawl"
+    for n, token in enumerate(tokens, 1):
+        if len(token) < MIN_TOKEN_LENGTH or re.search(r"\s", token):
+            which = f"token {n} of {len(tokens)}" if len(tokens) > 1 else "the token"
+            return (
+                f"{TOKEN_ENV}: {which} ({len(token)} characters) does not look like a VK "
+                f"access token (at least {MIN_TOKEN_LENGTH} characters, no spaces)"
+            )
+    return None
+
+
 def token_tag(token: str) -> str:
     """A short tag that names a token in logs, stats and download slots without revealing it."""
     return hashlib.sha256(token.encode()).hexdigest()[:8]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from scrapy import signals
 from scrapy.exceptions import CloseSpider
 from scrapy.utils.asyncio import run_in_thread
 
+from vkscraper import exitcodes
 from vkscraper import signals as vk_signals
 from vkscraper.api import group_id_for_owner, owner_id_for_group
 from vkscraper.exceptions import StoreError
@@ -40,7 +42,7 @@ from vkscraper.grouprefs import GroupRef
 from vkscraper.periodic import Periodic
 from vkscraper.store import Store, open_store
 from vkscraper.store.tasks import group_key
-from vkscraper.tokens import load_tokens, scrub
+from vkscraper.tokens import check_tokens, load_tokens, scrub
 from vkscraper.tracking import GroupTracker
 
 if TYPE_CHECKING:
@@ -82,6 +84,15 @@ class VkTaskExtension:
         self._errors_lock = asyncio.Lock()  # one sender at a time: each error written once
         self._tokens = load_tokens()
         self._periodic = Periodic(self._refresh, self.interval)
+        # A progress line in the crawl log, as often as Scrapy's own "Crawled N pages" line.
+        self._progress = Periodic(
+            self._log_progress, crawler.settings.getfloat("LOGSTATS_INTERVAL")
+        )
+        self._last_progress: tuple[float, int] | None = None
+        # The crawl could not do its job (a fatal error, the database, unfinished groups…):
+        # the exit status says so (vkscraper.exitcodes); set at close.
+        self.incomplete = False
+        self.exit_code = exitcodes.NOT_DONE
         connect = crawler.signals.connect
         connect(self.spider_opened, signal=signals.spider_opened)
         connect(self.spider_closed, signal=signals.spider_closed)
@@ -99,6 +110,10 @@ class VkTaskExtension:
     # lifecycle
 
     async def spider_opened(self, spider: Spider) -> None:
+        # Refused before anything is written: no task is created for a crawl that cannot run.
+        if problem := check_tokens(self._tokens):
+            logger.error("%(error)s", {"error": problem})
+            raise CloseSpider("vk_bad_arguments")
         try:
             self.store = await run_in_thread(open_store, self.database_url)
             await run_in_thread(self.store.migrate)
@@ -122,15 +137,23 @@ class VkTaskExtension:
             },
         )
         self._periodic.start()
+        self._progress.start()
 
     def _open_task(self, task_id: int | None, refs: list[GroupRef] | None) -> None:
         assert self.store is not None
         store = self.store
         if task_id is None:
             refs = list(refs) if refs is not None else store.active_group_refs()
+            if not refs:
+                raise ValueError(
+                    "no groups to crawl: pass -a groups=… or add some with "
+                    "`python -m vkscraper groups add …`"
+                )
             task_id = store.create_task([r.group_id or str(r.screen_name) for r in refs])
-        elif store.get_task(task_id) is None:
+        elif (existing := store.get_task(task_id)) is None:
             raise ValueError(f"task {task_id} does not exist")
+        elif not existing.groups:
+            raise ValueError(f"task {task_id} has no groups to crawl")
         task = store.begin_run(task_id)
         self.task_id = task_id
         self.resuming = bool(task.metrics.get("groups"))
@@ -140,16 +163,17 @@ class VkTaskExtension:
         ]
         groups = task.metrics.get("groups") or {}
         self.done_groups = {k for k, v in groups.items() if v.get("status") == "done"}
-        if not self.refs:
-            store.add_error(
-                task_id,
-                "no groups to crawl: pass -a groups=… or add some with "
-                "`python -m vkscraper groups add …`",
-            )
 
     async def spider_closed(self, spider: Spider, reason: str) -> None:
+        await self._progress.stop()
         await self._periodic.stop()
         await self._drain()
+        if reason == "vk_bad_arguments":
+            self.exit_code = exitcodes.BAD_ARGUMENTS
+        elif reason in RESUMABLE_REASONS:
+            self.exit_code = exitcodes.INTERRUPTED
+        elif reason != "finished":
+            self.incomplete = True
         if self.store is None or self.task_id is None:
             if self._unsent_errors:
                 logger.critical("Errors not recorded in any task: %(errors)s",
@@ -159,8 +183,12 @@ class VkTaskExtension:
             await self._finish_settled()  # groups whose rows a last flush may have stored
             if not _finished(reason) and reason not in RESUMABLE_REASONS:
                 self._unsent_errors.append((f"crawl stopped early: {reason}", None))
-            if reason == "finished":
-                self._unsent_errors.extend((e, None) for e in await self._completeness_errors())
+            if reason == "finished" and (unfinished := await self._completeness_errors()):
+                self.incomplete = True
+                for message in unfinished:
+                    logger.error("Task %(task)s: %(error)s", {"task": self.task_id,
+                                                              "error": message})  # fmt: skip
+                    self._unsent_errors.append((message, None))
             await self._send_errors()
             await run_in_thread(self.store.refresh_counts, self.task_id)
             if reason in RESUMABLE_REASONS:
@@ -172,7 +200,14 @@ class VkTaskExtension:
             else:
                 status = await run_in_thread(self.store.finish_task, self.task_id)
                 logger.info("Task %(task)s %(status)s", {"task": self.task_id, "status": status})
+                if self.incomplete:
+                    self.exit_code = exitcodes.NOT_DONE
+                elif status == "failed":
+                    self.exit_code = exitcodes.TARGET_ERRORS
+                else:
+                    self.exit_code = exitcodes.OK
         except StoreError as exc:
+            self.exit_code = exitcodes.NOT_DONE
             logger.critical(
                 "Task %(task)s could not be finished in the database (%(error)s); "
                 "unrecorded errors: %(errors)s",
@@ -380,6 +415,40 @@ class VkTaskExtension:
         except StoreError as exc:
             logger.error("Could not update task progress: %(error)s", {"error": exc})
             return None
+
+    async def _log_progress(self) -> None:
+        if self.store is None or self.task_id is None:
+            return
+        try:
+            task = await run_in_thread(self.store.get_task, self.task_id)
+        except StoreError:
+            return  # the database outage is logged where it happens
+        if task is None:
+            return
+        m = task.metrics
+        assert self.crawler.stats is not None
+        now = time.monotonic()
+        requests = self.crawler.stats.get_value("downloader/request_count", 0)
+        rate = 0.0
+        if self._last_progress is not None:
+            then, before = self._last_progress
+            rate = (requests - before) / max(now - then, 1e-9)
+        self._last_progress = (now, requests)
+        logger.info(
+            "Task %(task)s: groups %(done)s/%(total)s done, posts %(posts)s/%(pe)s, "
+            "comments %(comments)s/%(ce)s stored, %(rate).2f requests/s, %(errors)s error(s)",
+            {
+                "task": self.task_id,
+                "done": m.get("groups_done", 0),
+                "total": m.get("groups_total", 0),
+                "posts": m.get("posts", 0),
+                "pe": m.get("posts_expected", 0),
+                "comments": m.get("comments", 0),
+                "ce": m.get("comments_expected", 0),
+                "rate": rate,
+                "errors": len(m.get("errors") or []),
+            },
+        )
 
     async def _refresh(self) -> None:
         if self.store is None or self.task_id is None:

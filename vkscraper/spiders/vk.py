@@ -31,6 +31,7 @@ metrics, status) belongs to :class:`~vkscraper.extensions.task.VkTaskExtension`.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +64,6 @@ from vkscraper.normalize import (
     parse_posts,
     threads_to_fetch,
 )
-from vkscraper.tokens import load_tokens
 
 if TYPE_CHECKING:
     from typing import Self
@@ -99,16 +99,8 @@ class VkSpider(scrapy.Spider):
 
     def __init__(self, task_id: str | None = None, groups: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
-        if task_id is not None and groups is not None:
-            raise ValueError("give either -a task_id=… or -a groups=…, not both")
-        try:
-            self.task_id_arg = int(task_id) if task_id is not None else None
-        except ValueError:
-            raise ValueError(f"task_id must be a number, got {task_id!r}") from None
-        # A bad reference fails here, before anything is written, with the input named.
-        self.group_refs: list[GroupRef] | None = (
-            parse_group_refs(groups) if groups is not None else None
-        )
+        # Bad arguments fail here, before anything is written, with the input named.
+        self.task_id_arg, self.group_refs = check_arguments(task_id=task_id, groups=groups)
         self._scheduled_groups: set[int] = set()  # one wall.get per group, whatever the refs
 
     @classmethod
@@ -132,11 +124,6 @@ class VkSpider(scrapy.Spider):
         return ext
 
     async def start(self) -> AsyncIterator[Any]:
-        if not load_tokens():
-            await self.task.add_error(
-                "VK_ACCESS_TOKEN is not set: export a user or service token to crawl"
-            )
-            raise CloseSpider("vk_fatal")
         # A resume skips what an earlier run finished; failed groups are tried again.
         refs = [r for r in self.task.refs if ref_key(r) not in self.task.done_groups]
         for i in range(0, len(refs), self.groups_per_request):
@@ -392,6 +379,37 @@ class VkSpider(scrapy.Spider):
         else:  # a target error, or a VK code we do not know
             message = f"{where}: {exc}"
         await self.task.add_error(message, group=gid, post=post)
+
+
+def check_arguments(
+    task_id: str | None = None, groups: str | None = None
+) -> tuple[int | None, list[GroupRef] | None]:
+    """The spider's ``-a`` arguments, checked: ``(task id, group references)``.
+
+    A list given with ``-a groups=`` is refused as a whole when one reference is malformed
+    (the message names each bad one): a typo should not silently shrink the task. Lists from
+    the groups table were checked when they were added.
+    """
+    if task_id is not None and groups is not None:
+        raise ValueError("give either -a task_id=… or -a groups=…, not both")
+    if task_id is not None:
+        if not task_id.strip().isdigit() or int(task_id) <= 0:
+            raise ValueError(f"-a task_id must be a positive number, got {task_id!r}")
+        return int(task_id), None
+    if groups is None:
+        return None, None
+    bad = []
+    for item in re.split(r"[,\s]+", groups):
+        try:
+            parse_group_refs(item)
+        except ValueError as exc:
+            bad.append(str(exc))
+    if bad:
+        raise ValueError(f"-a groups: {'; '.join(bad)}")
+    refs = parse_group_refs(groups)
+    if not refs:
+        raise ValueError("-a groups= is empty: name at least one group")
+    return None, refs
 
 
 def ref_key(ref: GroupRef) -> str:

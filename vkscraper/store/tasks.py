@@ -446,6 +446,22 @@ _REFRESH_GROUPS = {
             updated_at = vk_now()
         WHERE id = :id""",
 }
+# Groups that have no stored row (a wall without posts, an unknown name) get zero counts.
+_ZERO_COUNTS = {
+    "postgresql": """
+        UPDATE tasks SET metrics = jsonb_set(metrics, '{groups}', (
+                SELECT jsonb_object_agg(k, CASE WHEN v ? 'posts' THEN v
+                    ELSE v || '{"posts": 0, "comments": 0}'::jsonb END)
+                FROM jsonb_each(metrics->'groups') AS e(k, v)))
+        WHERE id = %(id)s AND metrics->'groups' <> '{}'::jsonb""",
+    "sqlite": """
+        UPDATE tasks SET metrics = json_set(metrics, '$.groups', (
+                SELECT json_group_object(key, CASE
+                    WHEN json_extract(value, '$.posts') IS NULL
+                    THEN json_patch(value, '{"posts": 0, "comments": 0}') ELSE json(value) END)
+                FROM json_each(metrics, '$.groups')))
+        WHERE id = :id AND json_extract(metrics, '$.groups') != '{}'""",
+}
 _REFRESH_TOTALS = {
     "postgresql": """
         UPDATE tasks SET metrics = metrics || jsonb_build_object(
@@ -474,6 +490,7 @@ def refresh_counts(
     sql = _REFRESH_GROUPS[db.name].replace("{seen_in_run}", seen_in_run("rt", "c"))
     cur.execute(sql, {"id": task_id, "owners": owners})
     _require_row(cur, task_id)
+    cur.execute(_ZERO_COUNTS[db.name], {"id": task_id})
     cur.execute(_REFRESH_TOTALS[db.name], {"id": task_id})
 
 

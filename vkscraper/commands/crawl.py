@@ -1,0 +1,61 @@
+"""``scrapy crawl``, refined for the vk spider: arguments are checked before anything starts
+(one line naming the problem, exit status 2, nothing written) and the exit status tells
+whether the crawl did its job (:mod:`vkscraper.exitcodes`). Other spiders run as usual."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from scrapy.commands.crawl import Command as ScrapyCrawl
+
+from vkscraper import exitcodes
+from vkscraper.addon import check_settings
+from vkscraper.defaults import all_defaults
+from vkscraper.extensions.task import VkTaskExtension
+from vkscraper.spiders.vk import VkSpider, check_arguments
+from vkscraper.tokens import check_tokens, load_tokens
+
+if TYPE_CHECKING:
+    import argparse
+
+
+class Command(ScrapyCrawl):
+    def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
+        super().process_options(args, opts)
+        # Before Scrapy starts (and logs anything): one line, exit status 2, nothing written.
+        if args == [VkSpider.name] and (problem := self._problem(opts)):
+            print(f"error: {problem}", file=sys.stderr)
+            raise SystemExit(exitcodes.BAD_ARGUMENTS)
+
+    def _problem(self, opts: argparse.Namespace) -> str | None:
+        if problem := check_tokens(load_tokens()):
+            return problem
+        assert self.settings is not None
+        settings = self.settings.copy()
+        for name, value in all_defaults().items():
+            settings.setdefault(name, value, "default")
+        try:
+            check_settings(settings)
+            check_arguments(**opts.spargs)
+        except (TypeError, ValueError) as exc:
+            return str(exc)
+        return None
+
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        if args != [VkSpider.name]:
+            super().run(args, opts)
+            return
+        assert self.crawler_process
+        crawler = self._create_crawler(args[0])
+        self.crawler_process.crawl(crawler, **opts.spargs)
+        self.crawler_process.start()
+        ext = (
+            crawler.get_extension(VkTaskExtension)
+            if getattr(crawler, "extensions", None)
+            else None
+        )
+        if self.crawler_process.bootstrap_failed or ext is None:
+            self.exitcode = exitcodes.NOT_DONE
+        else:
+            self.exitcode = ext.exit_code
