@@ -12,8 +12,10 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-_ID_PATH = re.compile(r"(?:club|public|event)(\d+)")
-_NUMBER = re.compile(r"-?\d+")
+# ASCII digits only: \d would also take look-alikes such as Arabic-Indic digits.
+_ID_PATH = re.compile(r"(?:club|public|event)([0-9]+)")
+_NUMBER = re.compile(r"-?[0-9]+")
+_MAX_ID = 2**63 - 1  # the database's BIGINT
 # VK screen names: latin letters, digits, underscore and dot; 2-32 characters, not all digits.
 _SCREEN_NAME = re.compile(r"[A-Za-z0-9_.]{2,32}")
 _VK_HOSTS = {"vk.com", "vk.ru", "m.vk.com", "m.vk.ru", "www.vk.com", "www.vk.ru", "new.vk.com"}
@@ -47,7 +49,7 @@ def parse_group_ref(raw: str | int) -> GroupRef:
     m = _ID_PATH.fullmatch(path.lower())
     if m:
         return _from_id(int(m.group(1)), raw)
-    if re.fullmatch(r"id\d+", path.lower()):
+    if re.fullmatch(r"id[0-9]+", path.lower()):
         raise GroupRefError(f"{raw!r} is a user page, not a community")
     if _SCREEN_NAME.fullmatch(path):
         return GroupRef(screen_name=path.lower())
@@ -72,6 +74,8 @@ def parse_group_refs(raw: str | list[str] | tuple[str, ...]) -> list[GroupRef]:
 def _from_id(group_id: int, raw: object) -> GroupRef:
     if group_id <= 0:
         raise GroupRefError(f"{raw!r}: a group id must be a positive number")
+    if group_id > _MAX_ID:
+        raise GroupRefError(f"{raw!r}: too large to be a group id")
     return GroupRef(group_id=group_id)
 
 
@@ -79,7 +83,10 @@ def _path_of(text: str) -> str:
     """Return the single path segment of a VK URL, or the text itself when it is no URL."""
     has_scheme = "://" in text
     candidate = text if has_scheme else "//" + text
-    parts = urlsplit(candidate)
+    try:
+        parts = urlsplit(candidate)
+    except ValueError:  # e.g. an unbalanced "[" taken for an IPv6 host
+        raise GroupRefError(f"{text!r} is not a VK community or URL") from None
     host = (parts.hostname or "").lower()
     if host in _VK_HOSTS:
         segments = [s for s in parts.path.split("/") if s]

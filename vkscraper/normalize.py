@@ -32,6 +32,10 @@ def _count(obj: Any, key: str) -> int:
     return int(value) if isinstance(value, int) else 0
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _items(data: Any, what: str) -> list[dict[str, Any]]:
     if not isinstance(data, Mapping) or not isinstance(data.get("items"), list):
         raise VkMalformedResponse(f"{what}: expected an object with an 'items' list")
@@ -79,11 +83,11 @@ class AuthorNames:
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self._names: dict[int, str] = {}
-        for profile in data.get("profiles") or ():
+        for profile in _list(data.get("profiles")):
             if isinstance(profile, Mapping) and isinstance(profile.get("id"), int):
                 parts = (profile.get("first_name"), profile.get("last_name"))
                 self._names[profile["id"]] = " ".join(str(p) for p in parts if p)
-        for group in data.get("groups") or ():
+        for group in _list(data.get("groups")):
             if isinstance(group, Mapping) and isinstance(group.get("id"), int):
                 # Communities author as negative ids.
                 self._names[-abs(group["id"])] = str(group.get("name") or "")
@@ -100,9 +104,10 @@ def parse_comments(
     ``parent_id`` is the top-level comment when the page is a thread (``comment_id`` call).
     """
     owner_id = owner_id_for_group(group_id)
+    items = _items(data, "wall.getComments")
     names = AuthorNames(data)
     comments = []
-    for item in _items(data, "wall.getComments"):
+    for item in items:
         comments.append(_comment(item, owner_id, post_id, parent_id, names))
         if parent_id is None:
             thread = item.get("thread")

@@ -393,7 +393,7 @@ def check_arguments(
     if task_id is not None and groups is not None:
         raise ValueError("give either -a task_id=… or -a groups=…, not both")
     if task_id is not None:
-        if not task_id.strip().isdigit() or int(task_id) <= 0:
+        if not re.fullmatch(r"[0-9]+", task_id.strip()) or int(task_id) <= 0:
             raise ValueError(f"-a task_id must be a positive number, got {task_id!r}")
         return int(task_id), None
     if groups is None:

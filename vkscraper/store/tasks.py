@@ -27,6 +27,7 @@ of the new run only.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,7 +78,7 @@ def normalize_groups(groups: Sequence[int | str | GroupRef]) -> list[int | str]:
             value = g.group_id if g.group_id is not None else str(g.screen_name)
         elif isinstance(g, int) and not isinstance(g, bool):
             value = abs(g)
-        elif isinstance(g, str) and g.strip().lstrip("-").isdigit():
+        elif isinstance(g, str) and re.fullmatch(r"-?[0-9]+", g.strip()):
             value = abs(int(g))
         elif isinstance(g, str) and g.strip():
             value = g.strip()
