@@ -371,3 +371,34 @@ async def test_the_log_shows_progress_while_the_crawl_runs(store_url, caplog):
     assert task.status == "completed", task.metrics["errors"]
     empty = task.metrics["groups"]["40"]
     assert (empty["posts"], empty["comments"], empty["status"]) == (0, 0, "done")
+
+
+# Issue 8, point 14: what a crawl does to the groups table
+
+
+@deferred_f_from_coro_f
+async def test_explicit_groups_do_not_join_the_list_and_dead_ones_leave_it(store_url):
+    data = small_dataset()
+    data["groups"].append({"id": 21, "screen_name": "gone", "name": "Gone",
+                           "deactivated": "deleted", "posts": []})  # fmt: skip
+    with FakeVk(data, tokens=[TOKEN]) as vk:
+        await run_crawl(vk.url, store_url, groups="threeposts")
+        with open_store(store_url) as store:
+            (known,) = store.list_groups()
+            assert (known["id"], known["name"], known["is_active"]) == (11, "Three posts", False)
+            assert store.active_group_refs() == []  # -a groups= did not add it to the list
+            from vkscraper.grouprefs import parse_group_refs
+
+            store.add_groups(parse_group_refs("club12,99,gone,nosuchname"))
+        await run_crawl(vk.url, store_url)
+        first = last_task(store_url)
+        assert first.status == "failed"
+        with open_store(store_url) as store:
+            groups = {g["id"] or g["screen_name"]: g for g in store.list_groups()}
+            assert [str(r) for r in store.active_group_refs()] == ["12"]
+        assert groups[99]["inactive_reason"] == "not found on VK"
+        assert groups[21]["inactive_reason"] == "community is deleted"
+        assert groups["nosuchname"]["inactive_reason"] == "not found on VK"
+        assert groups[12]["is_active"] and groups[12]["inactive_reason"] is None
+        await run_crawl(vk.url, store_url)  # the list now holds only what works
+    assert last_task(store_url).status == "completed"

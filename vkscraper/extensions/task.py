@@ -178,6 +178,8 @@ class VkTaskExtension:
             if self._unsent_errors:
                 logger.critical("Errors not recorded in any task: %(errors)s",
                                 {"errors": [m for m, _ in self._unsent_errors]})  # fmt: skip
+            if self.store is not None:
+                await run_in_thread(self.store.close)
             return
         try:
             await self._finish_settled()  # groups whose rows a last flush may have stored
@@ -279,6 +281,17 @@ class VkTaskExtension:
         assert self.store is not None and self.task_id is not None
         await self._call(self.store.save_resolved_groups, groups)
         await self._call(self.store.resolve_task_groups, self.task_id, resolved)
+
+    async def deactivate(self, ref: str, reason: str) -> None:
+        """Take a community VK reports unknown or deleted off the groups list (if it is on it):
+        a plain crawl stops failing on it; ``groups add`` puts it back."""
+        assert self.store is not None
+        group = GroupRef(group_id=int(ref)) if ref.isdigit() else GroupRef(screen_name=ref)
+        if await self._call(self.store.deactivate_groups, {group: reason}):
+            logger.warning(
+                "Group %(ref)s taken off the groups list: %(reason)s",
+                {"ref": ref, "reason": reason},
+            )
 
     async def restart_group(self, group: int | str) -> None:
         """A group is about to be crawled: forget what an interrupted run recorded for it."""

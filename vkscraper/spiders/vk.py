@@ -193,6 +193,7 @@ class VkSpider(scrapy.Spider):
             if match is None:
                 await self.task.restart_group(ref)
                 await self.task.add_error(f"group {ref}: not found on VK", group=ref)
+                await self.task.deactivate(ref, "not found on VK")
                 await self.task.group_over(ref, "failed")
                 continue
             resolved[ref] = match.id
@@ -212,6 +213,7 @@ class VkSpider(scrapy.Spider):
                     f"group {group.id} ({group.screen_name}): community is {group.deactivated}",
                     group=group.id,
                 )
+                await self.task.deactivate(str(group.id), f"community is {group.deactivated}")
                 await self.task.group_over(group.id, "failed")
             else:
                 yield self._call(

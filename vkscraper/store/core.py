@@ -307,8 +307,15 @@ class Store:
             "active_group_refs", lambda cur: groups.active_group_refs(self._db, cur), write=False
         )
 
+    def deactivate_groups(self, reasons: dict[GroupRef, str]) -> int:
+        """Switch off groups of the list (unknown or deleted on VK), with the reason."""
+        return self._run(
+            "deactivate_groups", lambda cur: groups.deactivate_groups(self._db, cur, reasons)
+        )
+
     def save_resolved_groups(self, resolved: Sequence[VkGroup]) -> None:
-        """Upsert groups by id (existing rows keep is_active); drop matching pending names."""
+        """Upsert groups by id (existing rows keep is_active, new ones are not in the list
+        unless a pending name put them there); drop matching pending names."""
         self._run(
             "save_resolved_groups",
             lambda cur: groups.save_resolved_groups(self._db, cur, resolved),

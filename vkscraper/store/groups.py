@@ -30,14 +30,15 @@ def add_groups(db: Backend, cur: Any, refs: Sequence[GroupRef]) -> None:
             db.sql(
                 "INSERT INTO groups (id, is_active, created_at, updated_at) "
                 "VALUES (%s, true, {now}, {now}) "
-                "ON CONFLICT (id) DO UPDATE SET is_active = true, updated_at = excluded.updated_at"
+                "ON CONFLICT (id) DO UPDATE SET is_active = true, inactive_reason = NULL, "
+                "updated_at = excluded.updated_at"
             ),
             [(i,) for i in ids],
         )
     for name in names:
         cur.execute(
             db.sql(
-                "UPDATE groups SET is_active = true, updated_at = {now} "
+                "UPDATE groups SET is_active = true, inactive_reason = NULL, updated_at = {now} "
                 "WHERE lower(screen_name) = %s"
             ),
             (name,),
@@ -48,7 +49,7 @@ def add_groups(db: Backend, cur: Any, refs: Sequence[GroupRef]) -> None:
             db.sql(
                 "INSERT INTO pending_groups (screen_name, is_active, created_at) "
                 "VALUES (%s, true, {now}) "
-                "ON CONFLICT (screen_name) DO UPDATE SET is_active = true"
+                "ON CONFLICT (screen_name) DO UPDATE SET is_active = true, inactive_reason = NULL"
             ),
             (name,),
         )
@@ -72,7 +73,8 @@ def remove_groups(db: Backend, cur: Any, refs: Sequence[GroupRef]) -> int:
 def list_groups(db: Backend, cur: Any) -> list[dict[str, Any]]:
     """Resolved groups by id, then pending names; each dict has ``pending``."""
     cur.execute(
-        "SELECT id, screen_name, name, is_active, created_at, updated_at FROM groups ORDER BY id"
+        "SELECT id, screen_name, name, is_active, created_at, updated_at, inactive_reason "
+        "FROM groups ORDER BY id"
     )
     out = [
         {
@@ -83,11 +85,13 @@ def list_groups(db: Backend, cur: Any) -> list[dict[str, Any]]:
             "pending": False,
             "created_at": db.from_ts(row[4]),
             "updated_at": db.from_ts(row[5]),
+            "inactive_reason": row[6],
         }
         for row in cur.fetchall()
     ]
     cur.execute(
-        "SELECT screen_name, is_active, created_at FROM pending_groups ORDER BY screen_name"
+        "SELECT screen_name, is_active, created_at, inactive_reason FROM pending_groups "
+        "ORDER BY screen_name"
     )
     out += [
         {
@@ -98,6 +102,7 @@ def list_groups(db: Backend, cur: Any) -> list[dict[str, Any]]:
             "pending": True,
             "created_at": db.from_ts(row[2]),
             "updated_at": db.from_ts(row[2]),
+            "inactive_reason": row[3],
         }
         for row in cur.fetchall()
     ]
@@ -115,7 +120,9 @@ def active_group_refs(db: Backend, cur: Any) -> list[GroupRef]:
 def save_resolved_groups(db: Backend, cur: Any, groups: Sequence[VkGroup]) -> None:
     """Upsert groups by id (keeping ``is_active`` of existing rows) and drop their pending names.
 
-    A new row takes ``is_active`` from its pending name when there is one, else true.
+    A new row takes ``is_active`` from its pending name when there is one, else false: a group
+    crawled with ``-a groups=`` is remembered (its name) but does not join the list that a
+    plain ``scrapy crawl vk`` crawls; ``groups add`` does that.
     """
     rows = []
     for g in {g.id: g for g in groups}.values():
@@ -127,7 +134,7 @@ def save_resolved_groups(db: Backend, cur: Any, groups: Sequence[VkGroup]) -> No
         db.sql(
             "INSERT INTO groups (id, screen_name, name, is_active, created_at, updated_at) "
             "VALUES (%s, %s, %s, COALESCE((SELECT is_active FROM pending_groups "
-            "WHERE screen_name = %s), true), {now}, {now}) "
+            "WHERE screen_name = %s), false), {now}, {now}) "
             "ON CONFLICT (id) DO UPDATE SET "
             "screen_name = COALESCE(excluded.screen_name, groups.screen_name), "
             "name = COALESCE(excluded.name, groups.name), updated_at = excluded.updated_at"
@@ -139,3 +146,31 @@ def save_resolved_groups(db: Backend, cur: Any, groups: Sequence[VkGroup]) -> No
         cur.executemany(
             db.sql("DELETE FROM pending_groups WHERE screen_name = %s"), [(n,) for n in names]
         )
+
+
+def deactivate_groups(db: Backend, cur: Any, reasons: dict[GroupRef, str]) -> int:
+    """Switch off groups of the list that VK reports unknown or deleted, saying why; returns
+    how many rows changed (references not in the list change nothing)."""
+    changed = 0
+    for ref, reason in reasons.items():
+        text = clean_text(reason)
+        if ref.group_id is not None:
+            cur.execute(
+                db.sql(
+                    "UPDATE groups SET is_active = false, inactive_reason = %s, "
+                    "updated_at = {now} WHERE id = %s AND is_active"
+                ),
+                (text, ref.group_id),
+            )
+            changed += cur.rowcount
+            continue
+        name = str(ref.screen_name).lower()
+        cur.execute(
+            db.sql(
+                "UPDATE pending_groups SET is_active = false, inactive_reason = %s "
+                "WHERE screen_name = %s AND is_active"
+            ),
+            (text, name),
+        )
+        changed += cur.rowcount
+    return changed
