@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv services test demo check bench
+.PHONY: venv services test demo demo-errors check bench
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: venv services
 
 demo: venv
 	$(PY) scripts/demo.py
+
+# The same crawl plus a post with closed comments, a closed wall and an unknown name: the task
+# ends `failed` and the demo explains each error (it exits 0 when exactly those appear).
+demo-errors: venv
+	$(PY) scripts/demo.py --with-errors
 
 check: venv
 	$(PY) -m ruff check .

@@ -94,10 +94,13 @@ def stored_rows(database_url: str, task_id: int) -> tuple[list[dict], list[dict]
         return out[0], out[1]
 
 
-POST_KEYS = ("owner_id", "vk_post_id", "group_id", "text", "likes", "comments_count", "date")
+POST_KEYS = (
+    "owner_id", "vk_post_id", "group_id", "text", "likes", "comments_count", "date",
+    "from_id", "signer_id", "views", "reposts", "edited",
+)  # fmt: skip
 COMMENT_KEYS = (
     "owner_id", "vk_comment_id", "post_vk_id", "parent_id", "author_id", "author_name",
-    "text", "likes", "deleted", "thread_count", "date",
+    "text", "likes", "deleted", "thread_count", "date", "reply_to_user", "reply_to_comment",
 )  # fmt: skip
 
 

@@ -135,6 +135,35 @@ def test_wall_get_post_shape(vk: FakeVk, data: dict[str, Any]) -> None:
     assert item["comments"]["count"] == comments["count"] > comments["current_level_count"]
 
 
+def test_wall_get_author_signer_views_edited(vk: FakeVk, data: dict[str, Any]) -> None:
+    """from_id, signer_id, views, reposts and edited as VK gives them: signer_id and edited
+    only when set, views absent when the post has none; filter owner/others split by author."""
+    group = first_group(data)
+    owner = -group["id"]
+    items = ok(vk, "wall.get", owner_id=owner, count=100)["items"]
+    source = {p["id"]: p for p in group["posts"]}
+    assert len(items) == len(source)
+    for item in items:
+        post = source[item["id"]]
+        assert item["from_id"] == post["from_id"]
+        assert item["reposts"]["count"] == post["reposts"]
+        assert item.get("views", {}).get("count") == post["views"]
+        assert item.get("signer_id") == post["signer_id"]
+        assert item.get("edited") == post["edited"]
+    newest, by_user, no_views = (newest_post(group, rank) for rank in (0, 1, 3))
+    signed = next(i for i in items if i["id"] == newest["id"])
+    assert signed["from_id"] == owner and signed["signer_id"] > 0
+    assert signed["edited"] > signed["date"]
+    assert next(i for i in items if i["id"] == by_user["id"])["from_id"] > 0
+    assert "views" not in next(i for i in items if i["id"] == no_views["id"])
+    mine = [
+        p["id"] for p in ok(vk, "wall.get", owner_id=owner, count=100, filter="owner")["items"]
+    ]
+    others = ok(vk, "wall.get", owner_id=owner, count=100, filter="others")["items"]
+    assert [p["id"] for p in others] == [by_user["id"]]
+    assert sorted(mine + [by_user["id"]]) == sorted(source)
+
+
 def test_wall_get_count_clamped_and_domain(vk: FakeVk) -> None:
     """count above 100 gives 100 items; domain addresses the same wall as owner_id."""
     page = ok(vk, "wall.get", owner_id=-BIG_WALL_ID, count=150)
@@ -206,6 +235,16 @@ def test_comment_branch_paging(vk: FakeVk, data: dict[str, Any]) -> None:
     assert [r["id"] for r in got] == visible
     assert all(r["parents_stack"] == [thread["id"]] and "thread" not in r for r in got)
     assert any(r.get("reply_to_comment") == thread["id"] for r in got)
+    # One answers an earlier reply of the same thread, naming that reply's author.
+    by_id = {r["id"]: r for r in got}
+    deep = [r for r in got if r.get("reply_to_comment") in by_id]
+    assert deep
+    assert all(r["reply_to_user"] == by_id[r["reply_to_comment"]]["from_id"] for r in deep)
+    assert all(
+        r["reply_to_user"] == thread["from_id"]
+        for r in got
+        if r.get("reply_to_comment") == thread["id"]
+    )
 
 
 def test_thread_items_inline_and_limit(vk: FakeVk, data: dict[str, Any]) -> None:
@@ -645,6 +684,27 @@ def test_generator_is_deterministic_and_varied(tmp_path: Any) -> None:
     assert any(len(c["replies"]) > 10 for c in comments)
     assert any(len(p["comments"]) > 100 for g in walls for p in g["posts"])
     assert all(any(not p["comments"] for p in g["posts"]) for g in walls)
+    posts = [p for g in walls for p in g["posts"]]
+    assert any(p["signer_id"] for p in posts) and any(p["edited"] for p in posts)
+    assert all(p["edited"] > p["date"] for p in posts if p["edited"])
+    assert any(p["from_id"] > 0 for p in posts) and any(p["views"] is None for p in posts)
+    assert any(p["reposts"] > 0 for p in posts)
+    # The community posts (signed or not), or a user does (never signed).
+    assert all(p["from_id"] == -g["id"] or p["from_id"] > 0 for g in walls for p in g["posts"])
+    assert not any(p["signer_id"] for p in posts if p["from_id"] > 0)
+    # reply_to_* point at the top-level comment or an earlier reply of the same thread, and
+    # name its author.
+    to_a_reply = 0
+    for top in comments:
+        authors = {top["id"]: top["from_id"]}
+        for reply in top["replies"]:
+            target = reply["reply_to_comment"]
+            if target is not None:
+                assert target in authors, (top["id"], reply["id"], target)
+                assert reply["reply_to_user"] == authors[target]
+                to_a_reply += target != top["id"]
+            authors[reply["id"]] = reply["from_id"]
+    assert to_a_reply
     assert not any(
         "\x00" in t
         for g in generate_dataset(seed=5, nul=False)["groups"]
@@ -676,7 +736,7 @@ def _crawl(vk: FakeVk, group: dict[str, Any], posts_per_group: int) -> tuple[lis
                 need_likes=1,
             )
             for top in level["items"]:
-                rows.append((top["id"], None, top.get("from_id"), top.get("text", "")))
+                rows.append((top["id"], None, top.get("from_id"), top.get("text", ""), None, None))
                 done = 0
                 while done < top["thread"]["count"]:
                     branch = ok(
@@ -690,7 +750,15 @@ def _crawl(vk: FakeVk, group: dict[str, Any], posts_per_group: int) -> tuple[lis
                         preview_length=0,
                     )
                     rows += [
-                        (r["id"], top["id"], r["from_id"], r["text"]) for r in branch["items"]
+                        (
+                            r["id"],
+                            top["id"],
+                            r["from_id"],
+                            r["text"],
+                            r.get("reply_to_user"),
+                            r.get("reply_to_comment"),
+                        )
+                        for r in branch["items"]
                     ]
                     done += len(branch["items"])
             offset += len(level["items"])
@@ -707,18 +775,58 @@ def test_expected_rows_match_the_server(vk: FakeVk, data: dict[str, Any]) -> Non
     got_posts, got_rows = [], []
     for group in readable:
         posts, rows = _crawl(vk, group, 10)
-        got_posts += [(-group["id"], p["id"], p["comments"]["count"], p["text"]) for p in posts]
+        got_posts += [
+            (
+                -group["id"],
+                p["id"],
+                p["comments"]["count"],
+                p["text"],
+                p["from_id"],
+                p.get("signer_id"),
+                p["views"]["count"] if "views" in p else None,
+                p["reposts"]["count"],
+                p.get("edited"),
+            )
+            for p in posts
+        ]
         got_rows += [(-group["id"], *row) for row in rows]
-    assert sorted(got_posts) == sorted(
-        (p["owner_id"], p["vk_post_id"], p["comments_count"], p["text"]) for p in want_posts
+    assert sorted(got_posts, key=repr) == sorted(
+        (
+            (
+                p["owner_id"],
+                p["vk_post_id"],
+                p["comments_count"],
+                p["text"],
+                p["from_id"],
+                p["signer_id"],
+                p["views"],
+                p["reposts"],
+                None if p["edited"] is None else int(p["edited"].timestamp()),
+            )
+            for p in want_posts
+        ),
+        key=repr,
     )
     assert sorted(got_rows, key=repr) == sorted(
         (
-            (c["owner_id"], c["vk_comment_id"], c["parent_id"], c["author_id"], c["text"])
+            (
+                c["owner_id"],
+                c["vk_comment_id"],
+                c["parent_id"],
+                c["author_id"],
+                c["text"],
+                c["reply_to_user"],
+                c["reply_to_comment"],
+            )
             for c in want_comments
         ),
         key=repr,
     )
+    # The oracle covers the new fields with real variety, not only their defaults.
+    assert {p["edited"] is None for p in want_posts} == {True, False}
+    assert any(p["signer_id"] for p in want_posts) and any(p["views"] is None for p in want_posts)
+    assert any(p["from_id"] > 0 for p in want_posts)
+    assert any(c["reply_to_comment"] not in (None, c["parent_id"]) for c in want_comments)
     pinned = next(p for p in first_group(data)["posts"] if p["is_pinned"])
     assert pinned["id"] not in {
         p["vk_post_id"] for p in want_posts if p["group_id"] == first_group(data)["id"]
@@ -757,6 +865,34 @@ def test_dataset_validation() -> None:
     }
     with pytest.raises(ValueError, match="pinned"):
         normalize_dataset(pinned)
+
+
+def test_dataset_without_the_newer_fields_gets_defaults(tmp_path: Any) -> None:
+    """A dataset JSON written before from_id/signer_id/edited/views/reposts/reply_to_* existed
+    loads, is served and has an oracle: community author, views and reposts 0, nothing else."""
+    old = {
+        "profiles": [{"id": 1, "first_name": "Ann", "last_name": "Lee"}],
+        "groups": [{"id": 7, "screen_name": "old", "name": "Old", "posts": [
+            {"id": 1, "date": 1_600_000_000, "text": "p", "comments": [
+                {"id": 2, "from_id": 1, "date": 1_600_000_100, "text": "c", "replies": [
+                    {"id": 3, "from_id": 1, "date": 1_600_000_200, "text": "r"}]}]}]}],
+    }  # fmt: skip
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old), encoding="utf-8")
+    posts, comments = expected_rows(json.loads(path.read_text(encoding="utf-8")))
+    assert [
+        (p["from_id"], p["signer_id"], p["views"], p["reposts"], p["edited"]) for p in posts
+    ] == [(-7, None, 0, 0, None)]
+    assert {(c["reply_to_user"], c["reply_to_comment"]) for c in comments} == {(None, None)}
+    assert expected_rows(load_dataset(path)) == (posts, comments)
+    with FakeVk(path) as server:
+        (item,) = ok(server, "wall.get", owner_id=-7)["items"]
+        page = ok(server, "wall.getComments", owner_id=-7, post_id=1, thread_items_count=10)
+    assert item["from_id"] == -7 and item["views"] == {"count": 0}
+    assert item["reposts"]["count"] == 0
+    assert "signer_id" not in item and "edited" not in item
+    (reply,) = page["items"][0]["thread"]["items"]
+    assert "reply_to_user" not in reply and "reply_to_comment" not in reply
 
 
 def test_start_failure_is_reported(tmp_path: Any) -> None:

@@ -33,10 +33,65 @@ def test_posts_full_and_sparse():
         ],
     }
     assert parse_posts(data, 5) == [
-        VkPost(1, -5, 5, "p1", datetime.fromtimestamp(T0, UTC), 7, 3, True),
+        VkPost(1, -5, 5, "p1", datetime.fromtimestamp(T0, UTC), 7, 3, True, from_id=-5),
         VkPost(2, -5, 5, "", datetime.fromtimestamp(T0 + 60, UTC), 0, 0, False),
     ]
     assert parse_posts(data, 5)[0].date.tzinfo is UTC
+
+
+NO_ANALYSIS_FIELDS = (None, None, None, 0, None)  # from_id, signer_id, views, reposts, edited
+
+
+def _analysis_fields(post):
+    return (post.from_id, post.signer_id, post.views, post.reposts, post.edited)
+
+
+def test_post_analysis_fields():
+    """Author, signer, views, reposts and the edit time, as wall.get returns them."""
+    signed = _post(
+        1,
+        T0,
+        signer_id=42,
+        views={"count": 3_000_000_000},  # beyond INTEGER: the column is BIGINT
+        reposts={"count": 12, "wall_count": 10, "mail_count": 2},
+        edited=T0 + 3600,
+    )
+    by_user = {**_post(2, T0 + 1), "from_id": 77, "views": {"count": 0}}
+    first, second = parse_posts({"items": [signed, by_user]}, 5)
+    assert (first.from_id, first.signer_id, first.views, first.reposts) == (-5, 42, 3 * 10**9, 12)
+    assert first.edited == datetime.fromtimestamp(T0 + 3600, UTC)
+    assert first.edited.tzinfo is UTC
+    assert (second.from_id, second.signer_id, second.views, second.reposts) == (77, None, 0, 0)
+    assert second.edited is None
+
+
+def test_post_analysis_fields_absent_take_defaults():
+    """VK omits views on old posts, signer_id when unsigned, edited when never edited."""
+    (post,) = parse_posts({"items": [{"id": 1, "date": T0}]}, 5)
+    assert _analysis_fields(post) == NO_ANALYSIS_FIELDS
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"from_id": "-5", "signer_id": "42", "views": {"count": "10"}, "reposts": {"count": "3"},
+         "edited": "yesterday"},
+        {"from_id": True, "signer_id": True, "views": {"count": True}, "reposts": True,
+         "edited": True},
+        {"from_id": 0, "signer_id": -5, "views": {"count": -1}, "reposts": {"count": -2},
+         "edited": 0},
+        {"from_id": 2**70, "signer_id": 2**63, "views": {"count": 2**63},
+         "reposts": {"count": 2**31}, "edited": 10**20},
+        {"from_id": 1.5, "signer_id": [42], "views": 10, "reposts": [3], "edited": -1},
+        {"from_id": None, "signer_id": {"id": 1}, "views": {"count": None}, "reposts": None,
+         "edited": 1.5e9},
+    ],
+)  # fmt: skip
+def test_post_analysis_fields_of_the_wrong_type_take_defaults(bad):
+    """Never a crash nor a value that does not fit its column: the default instead."""
+    (post,) = parse_posts({"items": [{"id": 1, "date": T0, "text": "t", **bad}]}, 5)
+    assert _analysis_fields(post) == NO_ANALYSIS_FIELDS
+    assert (post.vk_post_id, post.text) == (1, "t")  # the rest of the post is intact
 
 
 @pytest.mark.parametrize(
@@ -101,6 +156,55 @@ def test_comments_users_communities_stubs_and_inline_replies():
         VkComment(13, 77, -5, None, 1, None, None, "", d(3), 0, True),
         VkComment(14, 77, -5, None, 0, 3, None, "no profile for me", d(4), 0, False),
     ]
+
+
+def test_comments_reply_to_fields():
+    """reply_to_user / reply_to_comment of replies, inline and on thread pages; None at the
+    top level and on stubs."""
+    page = {
+        "items": [
+            {
+                "id": 30, "from_id": 1, "date": T0, "text": "top",
+                "thread": {"count": 2, "items": [
+                    {"id": 31, "from_id": 2, "date": T0 + 1, "text": "to the top",
+                     "reply_to_user": 1, "reply_to_comment": 30},
+                    {"id": 32, "from_id": 1, "date": T0 + 2, "text": "to a reply",
+                     "reply_to_user": 2, "reply_to_comment": 31},
+                ]},
+            },
+            {"id": 33, "date": T0 + 3, "thread": {"count": 1}, "deleted": True},
+        ],
+    }  # fmt: skip
+    comments = parse_comments(page, 5, 77)
+    got = {c.vk_comment_id: (c.reply_to_user, c.reply_to_comment) for c in comments}
+    assert got == {30: (None, None), 31: (1, 30), 32: (2, 31), 33: (None, None)}
+    thread = {"items": [{"id": 40, "from_id": 3, "date": T0, "text": "r",
+                         "reply_to_user": -9, "reply_to_comment": 32}]}  # fmt: skip
+    (reply,) = parse_comments(thread, 5, 77, parent_id=30)
+    assert (reply.parent_id, reply.reply_to_user, reply.reply_to_comment) == (30, -9, 32)
+
+
+@pytest.mark.parametrize(
+    ("reply_to_user", "reply_to_comment"),
+    [("1", "30"), (True, True), (0, 0), (2**70, -30), (1.5, [30]), ({"id": 1}, None)],
+)
+def test_comments_reply_to_fields_of_the_wrong_type_are_none(reply_to_user, reply_to_comment):
+    reply = {"id": 31, "from_id": 2, "date": T0, "text": "r"}
+    reply |= {"reply_to_user": reply_to_user, "reply_to_comment": reply_to_comment}
+    page = {"items": [reply]}
+    (reply,) = parse_comments(page, 5, 77, parent_id=30)
+    assert (reply.reply_to_user, reply.reply_to_comment) == (None, None)
+    assert (reply.vk_comment_id, reply.author_id, reply.text) == (31, 2, "r")
+
+
+@pytest.mark.parametrize(
+    "likes", [{"count": True}, {"count": -3}, {"count": 2**31}, {"count": 1.0}]
+)
+def test_counters_that_do_not_fit_are_zero(likes):
+    """A like count the INTEGER column cannot hold would fail a whole batch: 0 instead."""
+    (post,) = parse_posts({"items": [{"id": 1, "date": T0, "likes": likes}]}, 5)
+    (comment,) = parse_comments({"items": [{"id": 1, "date": T0, "likes": likes}]}, 5, 1)
+    assert post.likes == comment.likes == 0
 
 
 def test_thread_page_sets_parent_and_ignores_thread_field():

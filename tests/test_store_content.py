@@ -201,3 +201,81 @@ def test_task_results_paging(store, make_post, make_comment):
     rest = [c["id"] for c in store.task_results(task, "comments", limit=10, after_id=ids[-1])]
     assert len(ids) == 2 and len(rest) == 3 and ids + rest == sorted(ids + rest)
     assert store.task_results(task + 100, "posts") == []
+
+
+EDITED = datetime(2024, 5, 2, 8, 30, 15, tzinfo=UTC)
+
+
+def test_analysis_fields_round_trip(store, make_post, make_comment):
+    task = store.create_task([1])
+    moscow = timezone(timedelta(hours=3))
+    full = make_post(
+        1,
+        from_id=-1,
+        signer_id=42,
+        views=3_000_000_000,  # BIGINT
+        reposts=7,
+        edited=datetime(2024, 5, 2, 11, 30, 15, tzinfo=moscow),
+    )
+    by_user = make_post(2, from_id=77, views=0)
+    store.upsert_posts(task, [full, by_user, make_post(3)])
+    store.upsert_comments(
+        task,
+        [
+            make_comment(10),
+            make_comment(11, parent_id=10, reply_to_user=110, reply_to_comment=10),
+            make_comment(12, parent_id=10, reply_to_user=-9, reply_to_comment=11),
+        ],
+    )
+    posts = {p["vk_post_id"]: p for p in _posts(store, task)}
+    fields = ("from_id", "signer_id", "views", "reposts", "edited")
+    assert [posts[1][f] for f in fields] == [-1, 42, 3_000_000_000, 7, EDITED]
+    assert posts[1]["edited"].tzinfo == UTC
+    assert [posts[2][f] for f in fields] == [77, None, 0, 0, None]
+    assert [posts[3][f] for f in fields] == [None, None, None, 0, None]  # the defaults
+    replies = {
+        c["vk_comment_id"]: (c["reply_to_user"], c["reply_to_comment"])
+        for c in _comments(store, task)
+    }
+    assert replies == {10: (None, None), 11: (110, 10), 12: (-9, 11)}
+
+
+def test_upserts_of_analysis_fields(store, make_post, make_comment):
+    """Documented in vkscraper/store/content.py: reposts and signer_id follow VK's latest
+    answer; views and edited too, but an answer without them keeps the stored value; from_id
+    and reply_to_* are facts, filled when NULL and then kept."""
+    task = store.create_task([1])
+    later = EDITED + timedelta(days=1)
+
+    def post(vk_id=1, **fields):
+        store.upsert_posts(task, [make_post(vk_id, **fields)])
+        row = next(p for p in _posts(store, task) if p["vk_post_id"] == vk_id)
+        return {f: row[f] for f in ("from_id", "signer_id", "views", "reposts", "edited")}
+
+    first = post(from_id=None, signer_id=42, views=100, reposts=1, edited=EDITED)
+    assert first == {"from_id": None, "signer_id": 42, "views": 100, "reposts": 1,
+                     "edited": EDITED}  # fmt: skip
+    # VK now names the author (filled), dropped the signature, says nothing of views or edits.
+    second = post(from_id=-1, signer_id=None, views=None, reposts=5, edited=None)
+    assert second == {"from_id": -1, "signer_id": None, "views": 100, "reposts": 5,
+                      "edited": EDITED}  # fmt: skip
+    # A different author is not taken (a fact); new views, signature and edit time are.
+    third = post(from_id=99, signer_id=7, views=250, reposts=0, edited=later)
+    assert third == {"from_id": -1, "signer_id": 7, "views": 250, "reposts": 0,
+                     "edited": later}  # fmt: skip
+    # A sparse answer: likes still move, the facts and last known views and edit time stay.
+    store.upsert_posts(task, [make_post(1, likes=9)])
+    row = _posts(store, task)[0]
+    assert (row["likes"], row["from_id"], row["views"], row["edited"]) == (9, -1, 250, later)
+
+    store.upsert_posts(task, [make_post(2)])
+
+    def comment(**fields):
+        store.upsert_comments(task, [make_comment(11, post_vk_id=2, parent_id=10, **fields)])
+        (row,) = [c for c in _comments(store, task) if c["vk_comment_id"] == 11]
+        return row["reply_to_user"], row["reply_to_comment"], row["text"]
+
+    assert comment(reply_to_user=None, reply_to_comment=None) == (None, None, "comment 11")
+    assert comment(reply_to_user=5, reply_to_comment=10, text="a") == (5, 10, "a")  # filled
+    assert comment(reply_to_user=None, reply_to_comment=None, text="b") == (5, 10, "b")  # kept
+    assert comment(reply_to_user=6, reply_to_comment=9, text="c") == (5, 10, "c")  # a fact

@@ -21,6 +21,11 @@ class VkPost:
     likes: int = 0
     comments_count: int = 0
     is_pinned: bool = False
+    from_id: int | None = None  # the author: the community (owner_id) or a user; None if absent
+    signer_id: int | None = None  # the user who signed a community post; None when unsigned
+    views: int | None = None  # views.count; None when VK does not count them for the post
+    reposts: int = 0  # reposts.count
+    edited: datetime | None = None  # UTC, timezone-aware; None when never edited
 
 
 @dataclass
@@ -36,6 +41,8 @@ class VkComment:
     date: datetime | None  # UTC, timezone-aware
     likes: int = 0
     deleted: bool = False
+    reply_to_user: int | None = None  # whom a reply answers (negative for a community)
+    reply_to_comment: int | None = None  # the comment a reply answers (same wall)
 
 
 @dataclass

@@ -3,6 +3,12 @@
 VK marks almost nothing as required in its response schema, so counters default to 0, and a deleted
 comment stub has no ``from_id`` or ``text`` (§3). Anything that is not the documented shape
 raises :class:`VkMalformedResponse` naming what was wrong, never a bare ``KeyError``.
+
+The fields only analysis needs (a post's ``from_id``, ``signer_id``, ``views``, ``reposts``,
+``edited``; a reply's ``reply_to_user`` and ``reply_to_comment``) never fail a page: absent,
+of the wrong type or out of the database's range, they take their default (0 for counters,
+None otherwise). The same holds for ``likes`` and a comment's ``from_id``: a value that does
+not fit its column would otherwise fail a whole batch of rows.
 """
 
 from __future__ import annotations
@@ -25,11 +31,40 @@ def _utc(ts: Any) -> datetime | None:
         raise VkMalformedResponse(f"bad unixtime {ts!r}") from exc
 
 
-def _count(obj: Any, key: str) -> int:
-    """``obj[key]["count"]`` for VK's counter objects (likes, comments), 0 when absent."""
+# The columns' ranges: counters are INTEGER (views BIGINT), ids BIGINT.
+_INT32_MAX = 2**31 - 1
+_INT64_MAX = 2**63 - 1
+
+
+def _counter(obj: Any, key: str, maximum: int = _INT32_MAX) -> int | None:
+    """``obj[key]["count"]`` of VK's counter objects (likes, comments, reposts, views); None
+    when absent or not a count that fits (a bool, a negative or too large number, a string)."""
     sub = obj.get(key) if isinstance(obj, Mapping) else None
-    value = sub.get("count", 0) if isinstance(sub, Mapping) else 0
-    return int(value) if isinstance(value, int) else 0
+    value = sub.get("count") if isinstance(sub, Mapping) else None
+    return value if type(value) is int and 0 <= value <= maximum else None
+
+
+def _count(obj: Any, key: str) -> int:
+    """A counter that VK omits when it is zero: 0 when absent or unusable."""
+    return _counter(obj, key) or 0
+
+
+def _vk_id(value: Any, *, positive: bool = False) -> int | None:
+    """A user (positive) or community (negative) id, or a comment id (``positive``); None when
+    absent, 0, not an integer or beyond BIGINT."""
+    if type(value) is not int or value == 0 or abs(value) > _INT64_MAX:
+        return None
+    return None if positive and value < 0 else value
+
+
+def _optional_utc(ts: Any) -> datetime | None:
+    """An optional unixtime (``edited``): None when absent, 0 or unusable; never raises."""
+    if type(ts) is not int or ts <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(ts, tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def _list(value: Any) -> list[Any]:
@@ -63,6 +98,11 @@ def parse_posts(data: Any, group_id: int) -> list[VkPost]:
                 likes=_count(item, "likes"),
                 comments_count=_count(item, "comments"),
                 is_pinned=bool(item.get("is_pinned")),
+                from_id=_vk_id(item.get("from_id")),
+                signer_id=_vk_id(item.get("signer_id"), positive=True),
+                views=_counter(item, "views", _INT64_MAX),
+                reposts=_count(item, "reposts"),
+                edited=_optional_utc(item.get("edited")),
             )
         )
     return posts
@@ -124,8 +164,7 @@ def _comment(
     parent_id: int | None,
     names: AuthorNames,
 ) -> VkComment:
-    from_id = item.get("from_id")
-    author_id = from_id if isinstance(from_id, int) and from_id != 0 else None
+    author_id = _vk_id(item.get("from_id"))
     return VkComment(
         vk_comment_id=item["id"],
         post_vk_id=post_id,
@@ -138,6 +177,8 @@ def _comment(
         date=_utc(item.get("date")),
         likes=_count(item, "likes"),
         deleted=bool(item.get("deleted")),
+        reply_to_user=_vk_id(item.get("reply_to_user")),
+        reply_to_comment=_vk_id(item.get("reply_to_comment"), positive=True),
     )
 
 

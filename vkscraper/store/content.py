@@ -8,6 +8,16 @@ inside the same ``BEGIN IMMEDIATE`` transaction. Only the mutable fields are upd
 ``last_seen_at`` on every sighting. The natural key and the facts that never change on VK
 (``date``, ``group_id``, ``post_vk_id``, ``parent_id``) are not updated.
 
+The fields added for analysis (migration 0003):
+
+* what VK changes follows its latest answer: ``reposts`` and ``signer_id`` (editing a post can
+  add or remove the signature), like ``likes`` and ``text``;
+* ``views`` and ``edited`` follow it too, but an answer without them keeps the stored value:
+  VK never takes views back nor un-edits a post, so an absent field is "not told", not NULL;
+* facts — a post's ``from_id``, a comment's ``reply_to_user`` and ``reply_to_comment`` — are
+  filled when still NULL (rows stored before 0003, or an answer that lacked them) and never
+  overwritten once known, like ``date``.
+
 A task's comments are the comments of its posts that its run saw: first stored before the run
 ended and last seen after it started (the ``tasks.started_at`` of the run). A comment that a
 complete crawl of its post no longer returns keeps its row, marked ``deleted``, with its
@@ -38,19 +48,25 @@ class UpsertResult:
 
 
 _POST_COLUMNS = (
-    "vk_post_id, owner_id, group_id, text, likes, comments_count, is_pinned, date, task_id"
+    "vk_post_id, owner_id, group_id, text, likes, comments_count, is_pinned, date, task_id, "
+    "from_id, signer_id, views, reposts, edited"
 )
 _POST_UPDATE = """
     text = excluded.text,
     likes = excluded.likes,
     comments_count = excluded.comments_count,
     is_pinned = excluded.is_pinned,
+    signer_id = excluded.signer_id,
+    reposts = excluded.reposts,
+    views = COALESCE(excluded.views, posts.views),
+    edited = COALESCE(excluded.edited, posts.edited),
+    from_id = COALESCE(posts.from_id, excluded.from_id),
     task_id = COALESCE(excluded.task_id, posts.task_id),
     updated_at = excluded.updated_at
 """
 _COMMENT_COLUMNS = (
     "vk_comment_id, post_vk_id, owner_id, parent_id, thread_count, author_id, author_name, "
-    "text, likes, date, deleted, task_id"
+    "text, likes, date, deleted, task_id, reply_to_user, reply_to_comment"
 )
 _COMMENT_UPDATE = """
     text = excluded.text,
@@ -59,6 +75,8 @@ _COMMENT_UPDATE = """
     deleted = excluded.deleted,
     author_id = excluded.author_id,
     author_name = excluded.author_name,
+    reply_to_user = COALESCE(comments.reply_to_user, excluded.reply_to_user),
+    reply_to_comment = COALESCE(comments.reply_to_comment, excluded.reply_to_comment),
     task_id = COALESCE(excluded.task_id, comments.task_id),
     updated_at = excluded.updated_at,
     last_seen_at = excluded.last_seen_at
@@ -73,6 +91,15 @@ def _dedupe(items: Sequence[Any], key_attr: str) -> list[Any]:
     return list(by_key.values())
 
 
+def _pg_template(n_values: int, tail: str) -> str:
+    """``execute_values`` row template: one ``%s`` per value, then the timestamps."""
+    return f"({', '.join(['%s'] * n_values)}, {tail})"
+
+
+def _sqlite_values(n_values: int, tail: str) -> str:
+    return f"{', '.join(['?'] * n_values)}, {tail}"
+
+
 def _post_row(db: Backend, task_id: int | None, p: VkPost) -> tuple[Any, ...]:
     return (
         p.vk_post_id,
@@ -84,6 +111,11 @@ def _post_row(db: Backend, task_id: int | None, p: VkPost) -> tuple[Any, ...]:
         bool(p.is_pinned),
         db.ts(p.date),
         task_id,
+        p.from_id,
+        p.signer_id,
+        p.views,
+        p.reposts,
+        db.ts(p.edited),
     )
 
 
@@ -101,6 +133,8 @@ def _comment_row(db: Backend, task_id: int | None, c: VkComment) -> tuple[Any, .
         db.ts(c.date),
         bool(c.deleted),
         task_id,
+        c.reply_to_user,
+        c.reply_to_comment,
     )
 
 
@@ -128,14 +162,14 @@ def upsert_posts(
         # execute_values takes exactly one %s: bind the task id first, then escape its '%'.
         sql = cur.mogrify(sql.replace("VALUES %s", "VALUES %%s"), (task_id, task_id)).decode()
         result = db.execute_values(
-            cur, sql, rows, template="(%s, %s, %s, %s, %s, %s, %s, %s, %s, now(), now())"
+            cur, sql, rows, template=_pg_template(len(rows[0]), "now(), now()")
         )
         inserted = sum(1 for (was_insert,) in result if was_insert)
         return UpsertResult(inserted, len(rows) - inserted)
     existing = _sqlite_existing(cur, "posts", "vk_post_id", [(r[1], r[0]) for r in rows])
     cur.executemany(
         f"""INSERT INTO posts ({_POST_COLUMNS}, created_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, vk_now(), vk_now())
+            VALUES ({_sqlite_values(len(rows[0]), "vk_now(), vk_now()")})
             ON CONFLICT (owner_id, vk_post_id) DO UPDATE SET {_POST_UPDATE}""",
         rows,
     )
@@ -163,14 +197,14 @@ def upsert_comments(
                 ON CONFLICT (owner_id, vk_comment_id) DO UPDATE SET {_COMMENT_UPDATE}
                 RETURNING (xmax = 0)""",
             rows,
-            template="(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now(), now(), now())",
+            template=_pg_template(len(rows[0]), "now(), now(), now()"),
         )
         inserted = sum(1 for (was_insert,) in result if was_insert)
         return UpsertResult(inserted, len(rows) - inserted)
     existing = _sqlite_existing(cur, "comments", "vk_comment_id", [(r[2], r[0]) for r in rows])
     cur.executemany(
         f"""INSERT INTO comments ({_COMMENT_COLUMNS}, created_at, updated_at, last_seen_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, vk_now(), vk_now(), vk_now())
+            VALUES ({_sqlite_values(len(rows[0]), "vk_now(), vk_now(), vk_now()")})
             ON CONFLICT (owner_id, vk_comment_id) DO UPDATE SET {_COMMENT_UPDATE}""",
         rows,
     )
@@ -194,7 +228,8 @@ def _sqlite_existing(cur: Any, table: str, id_column: str, keys: list[tuple[int,
 _RESULT_SQL = {
     "posts": """
         SELECT p.id, p.vk_post_id, p.owner_id, p.group_id, p.text, p.likes, p.comments_count,
-               p.is_pinned, p.date, p.task_id, p.created_at, p.updated_at
+               p.is_pinned, p.date, p.task_id, p.created_at, p.updated_at,
+               p.from_id, p.signer_id, p.views, p.reposts, p.edited
         FROM task_posts tp
         JOIN posts p ON p.owner_id = tp.owner_id AND p.vk_post_id = tp.vk_post_id
         WHERE tp.task_id = %s AND p.id > %s
@@ -204,7 +239,7 @@ _RESULT_SQL = {
     "comments": """
         SELECT c.id, c.vk_comment_id, c.post_vk_id, c.owner_id, c.parent_id, c.thread_count,
                c.author_id, c.author_name, c.text, c.likes, c.date, c.deleted, c.task_id,
-               c.created_at, c.updated_at, c.last_seen_at
+               c.created_at, c.updated_at, c.last_seen_at, c.reply_to_user, c.reply_to_comment
         FROM task_posts tp
         JOIN tasks t ON t.id = tp.task_id
         JOIN comments c ON c.owner_id = tp.owner_id AND c.post_vk_id = tp.vk_post_id
@@ -213,7 +248,7 @@ _RESULT_SQL = {
         LIMIT %s
     """,
 }
-_TS_COLUMNS = frozenset({"date", "created_at", "updated_at", "last_seen_at"})
+_TS_COLUMNS = frozenset({"date", "edited", "created_at", "updated_at", "last_seen_at"})
 
 
 def seen_in_run(task: str = "t", comment: str = "c") -> str:

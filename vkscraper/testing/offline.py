@@ -13,12 +13,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from vkscraper.testing.fakevk import FakeVk, expected_rows, wall_readable
 
-DEMO_TOKEN = "demo-token"
+# Long enough for the crawler's token check (vkscraper.tokens.MIN_TOKEN_LENGTH).
+DEMO_TOKEN = "demo-token-0123456789abcdef"
 
 
 def minimum_requests(dataset: dict[str, Any], posts_per_group: int = 10) -> int:
@@ -55,9 +57,14 @@ def crawl_offline(
     database_url: str | None = None,
     workdir: Path = Path("."),
     extra_settings: dict[str, str] | None = None,
+    extra_groups: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Create a task for every readable group, crawl it, return the measured figures."""
-    refs = ",".join(g["screen_name"] for g in dataset["groups"] if not g.get("author_only"))
+    """Create a task for every group of the dataset that has a wall (readable or not) and
+    ``extra_groups`` (e.g. names VK does not know), crawl it, return the measured figures."""
+    refs = ",".join(
+        [g["screen_name"] for g in dataset["groups"] if not g.get("author_only")]
+        + list(extra_groups)
+    )
     env = {**os.environ, "VK_ACCESS_TOKEN": DEMO_TOKEN}
     if database_url:
         env["DATABASE_URL"] = database_url
@@ -107,18 +114,20 @@ def crawl_offline(
     }
 
 
-def print_summary(result: dict[str, Any], limit: float) -> None:
+def print_summary(result: dict[str, Any], limit: float, *, json_line: bool = True) -> None:
+    """The task as ``task show`` prints it, then the figures; ``limit`` 0 means no limit."""
     print(result["task_show"].rstrip())
     print()
     print(f"scrapy crawl exit code  {result['exit_code']}")
     print(f"requests                {result['requests']} "
           f"(minimum for this dataset without execute: {result['minimum_requests']})")  # fmt: skip
     rps = result["requests_per_second"]
-    print(f"requests/s              {rps:.2f} ({100 * rps / limit:.0f}% of the {limit:g}/s limit)")
+    share = f"{100 * rps / limit:.0f}% of the {limit:g}/s limit" if limit else "no limit"
+    print(f"requests/s              {rps:.2f} ({share})")
     print(f"max in any 1 s window   {result['max_in_any_1s_window']}")
     print(f"error 6 answers         {result['error_6']}")
     print(f"wall time               {result['wall_seconds']:.1f} s")
     print(f"crawler peak RSS        {result['peak_rss_mb']:.0f} MB")
-    print(
-        json.dumps({k: v for k, v in result.items() if k not in ("task_show", "crawl_log_tail")})
-    )
+    if json_line:
+        hidden = ("task_show", "crawl_log_tail")
+        print(json.dumps({k: v for k, v in result.items() if k not in hidden}))

@@ -1,8 +1,11 @@
 """Run the VK API emulator: ``python -m vkscraper.testing.fakevk --port 0 [options]``.
 
-Prints exactly one line, ``http://127.0.0.1:PORT/method/``, once the socket listens, then
-serves until SIGTERM or SIGINT. Parents (``FakeVk``, scripts) read that line to find the port.
-See :mod:`vkscraper.testing.fakevk.server` for the behaviour and ``--help`` for the options.
+Once the socket listens, the FIRST line on stdout is exactly the URL,
+``http://127.0.0.1:PORT/method/``: parents (``FakeVk``, scripts) read that one line to find the
+port. The lines after it are for people: the token(s) the emulator accepts, its communities
+and a copy-paste first crawl (``export VK_ACCESS_TOKEN=…`` and ``scrapy crawl vk -s
+VK_API_URL=<url> -a groups=…``). Then it serves until SIGTERM or SIGINT. See
+:mod:`vkscraper.testing.fakevk.server` for the behaviour and ``--help`` for the options.
 """
 
 from __future__ import annotations
@@ -14,10 +17,16 @@ import sys
 import threading
 from typing import Any
 
-from .dataset import generate_dataset, load_dataset, save_dataset
+from .dataset import Dataset, generate_dataset, load_dataset, save_dataset, wall_readable
 from .server import FakeVkServer, ServerConfig, parse_faults
 
 logger = logging.getLogger("vkscraper.testing.fakevk")
+
+# The crawler refuses tokens shorter than this (vkscraper.tokens.MIN_TOKEN_LENGTH); the
+# default token must pass that check so that the printed first crawl works as it is.
+DEFAULT_TOKEN = "fakevk-token-0123456789abcdef"
+MIN_CRAWLER_TOKEN_LENGTH = 16
+GROUPS_SHOWN = 5
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,11 +49,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-comments", type=int, default=0)
     p.add_argument("--max-comments", type=int, default=40)
     p.add_argument("--max-replies", type=int, default=25)
-    p.add_argument("--closed-groups", type=int, default=0)
+    p.add_argument(
+        "--closed-groups",
+        type=int,
+        default=0,
+        help="extra communities whose wall cannot be read (VK error 15)",
+    )
+    p.add_argument(
+        "--closed-comments",
+        action="store_true",
+        help="keep the generator's one post with closed comments (VK error 212); by default "
+        "every generated post is open, so the printed first crawl ends 'completed'",
+    )
     p.add_argument("--big-post", action="store_true")
     p.add_argument("--no-nul", action="store_true", help="no NUL byte in generated texts")
     p.add_argument("--save-dataset", metavar="FILE", help="also write the dataset used here")
-    p.add_argument("--tokens", default="test-token", help="comma-separated valid tokens")
+    p.add_argument(
+        "--tokens",
+        default=DEFAULT_TOKEN,
+        help="comma-separated tokens it accepts; any other gets VK error 5 (default: %(default)s)",
+    )
     p.add_argument(
         "--rate-limit",
         type=int,
@@ -89,10 +113,15 @@ def main(argv: list[str] | None = None) -> int:
             closed_groups=args.closed_groups,
             nul=not args.no_nul,
         )
+        if not args.closed_comments:
+            for group in data["groups"]:
+                for post in group["posts"]:
+                    post["comments_closed"] = False
     if args.save_dataset:
         save_dataset(data, args.save_dataset)
+    tokens = list(dict.fromkeys(t.strip() for t in args.tokens.split(",") if t.strip()))
     config = ServerConfig(
-        tokens=frozenset(t.strip() for t in args.tokens.split(",") if t.strip()),
+        tokens=frozenset(tokens),
         rate_limit=args.rate_limit,
         faults=parse_faults(args.faults),
         seed=args.seed,
@@ -109,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     # serve_forever runs in a thread: shutdown() from the main thread would deadlock otherwise.
     thread = threading.Thread(target=server.serve_forever, name="fakevk", daemon=True)
     thread.start()
+    # The URL line comes first and alone: FakeVk reads exactly one line.
     sys.stdout.write(server.url + "\n")
+    sys.stdout.write(start_message(server.url, data, tokens, args.rate_limit, args.log))
     sys.stdout.flush()
     logger.info("serving %(url)s", {"url": server.url})
     while not stop.wait(0.5):
@@ -117,6 +148,79 @@ def main(argv: list[str] | None = None) -> int:
     server.shutdown()
     server.server_close()
     return 0
+
+
+def _group_kind(group: dict[str, Any]) -> str:
+    if group.get("author_only"):
+        return "comments only, no wall to crawl"
+    if group.get("deactivated"):
+        return f"{group['deactivated']}: VK error 15"
+    if int(group.get("is_closed", 0)):
+        return "members only: VK error 15"
+    if not int(group.get("wall", 1)):
+        return "wall disabled: VK error 15"
+    closed = sum(1 for p in group.get("posts", []) if p.get("comments_closed"))
+    posts = f"{len(group.get('posts', []))} posts"
+    return f"{posts}, {closed} with comments closed: VK error 212" if closed else posts
+
+
+def start_message(
+    url: str, data: Dataset, tokens: list[str], rate_limit: int, log_path: str | None
+) -> str:
+    """What a person needs after the URL line: the token(s), the groups and a first crawl."""
+    groups = data.get("groups", [])
+    # Readable walls first, then unreadable ones, then comment authors; stable otherwise.
+    ordered = sorted(groups, key=lambda g: 2 if g.get("author_only") else not wall_readable(g))
+    readable = [g for g in groups if wall_readable(g)]
+    # The first crawl should end 'completed': leave out walls with a post closed to comments.
+    clean = [g for g in readable if not any(p.get("comments_closed") for p in g["posts"])]
+    left_out = [g for g in readable if g not in clean] if clean else []
+    lines = [
+        "  ^ the emulator's URL: the crawler's VK_API_URL setting, -s VK_API_URL=<url>",
+        "    (a setting given with -s: VK_API_URL is not read from the environment)",
+        f"token{'s' if len(tokens) > 1 else ''} it accepts (--tokens; any other gets VK error "
+        f"5): {', '.join(tokens) if tokens else '(none)'}",
+    ]
+    short = [t for t in tokens if len(t) < MIN_CRAWLER_TOKEN_LENGTH]
+    if short:
+        lines.append(
+            f"  note: the crawler refuses tokens under {MIN_CRAWLER_TOKEN_LENGTH} characters: "
+            + ", ".join(short)
+        )
+    limit = f"{rate_limit} requests/s per token" if rate_limit else "off"
+    lines.append(f"rate limit: {limit} (--rate-limit)")
+    lines.append(
+        f"groups: {len(groups)} communities, {len(readable)} with a readable wall "
+        "(id, screen name, what a crawl finds):"
+    )
+    for group in ordered[:GROUPS_SHOWN]:
+        lines.append(f"  {group['id']:>8}  {group['screen_name']:<16} {_group_kind(group)}")
+    if len(ordered) > GROUPS_SHOWN:
+        lines.append(f"  ... and {len(ordered) - GROUPS_SHOWN} more")
+    usable = [t for t in tokens if t not in short]
+    if readable and usable:
+        names = ",".join(g["screen_name"] for g in (clean or readable)[:GROUPS_SHOWN])
+        lines += [
+            "",
+            "First crawl: in another terminal, at the root of the repository:",
+            "",
+            f"  export VK_ACCESS_TOKEN={usable[0]}",
+            f"  .venv/bin/scrapy crawl vk -s VK_API_URL={url} -a groups={names}",
+            "",
+            "It stores into DATABASE_URL (default: vkscraper.sqlite3 in that directory);",
+            "`.venv/bin/python -m vkscraper task list` then shows the task.",
+        ]
+        if left_out:
+            lines += [
+                "Left out of it: " + ", ".join(g["screen_name"] for g in left_out),
+                "  (comments closed: with it the task ends 'failed' with VK error 212)",
+            ]
+        elif not clean:
+            lines.append("Some posts have comments closed: the task ends 'failed' (VK error 212).")
+    if log_path:
+        lines.append(f"request log (one JSON line per request): {log_path}")
+    lines.append("Ctrl-C stops the emulator.")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

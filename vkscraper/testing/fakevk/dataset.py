@@ -10,6 +10,7 @@ subprocess and compute the expected crawl result from the very same object::
         "author_only": false,
         "posts": [
           {"id": 5, "date": 1700000000, "text": "...", "likes": 3, "reposts": 0, "views": 10,
+           "from_id": -1, "signer_id": 1, "edited": 1700000600,
            "is_pinned": false, "comments_closed": false,
            "comments": [
              {"id": 6, "from_id": 1, "date": 1700000100, "text": "...", "likes": 0,
@@ -29,6 +30,12 @@ Semantics shared by the server and :func:`expected_rows`:
 * Visible comments: every non-deleted top-level comment, every deleted top-level comment that
   still has at least one visible reply (served as a stub), and every non-deleted reply. A
   post's comment count is the number of visible comments, stubs included.
+* A post's ``from_id`` is its author: the community (``-id``, the default) or a user who
+  posted on an open wall; ``signer_id`` (a user) signs a community post; ``edited`` is the
+  unixtime of the last edit; ``views`` None means VK does not count views for the post (the
+  field is then absent from ``wall.get``); ``signer_id`` and ``edited`` None are absent too.
+* A reply's ``reply_to_comment`` is the comment it answers (the top-level comment or an earlier
+  reply of the same thread) and ``reply_to_user`` that comment's author; a stub has neither.
 
 Missing optional keys take the defaults of :data:`GROUP_DEFAULTS`, :data:`POST_DEFAULTS` and
 :data:`COMMENT_DEFAULTS`.
@@ -39,6 +46,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +68,20 @@ POST_DEFAULTS: dict[str, Any] = {
     "likes": 0,
     "reposts": 0,
     "views": 0,
+    "signer_id": None,
+    "edited": None,
     "is_pinned": False,
     "comments_closed": False,
     "comments": [],
 }
-COMMENT_DEFAULTS: dict[str, Any] = {"text": "", "likes": 0, "deleted": False, "replies": []}
+COMMENT_DEFAULTS: dict[str, Any] = {
+    "text": "",
+    "likes": 0,
+    "deleted": False,
+    "reply_to_user": None,
+    "reply_to_comment": None,
+    "replies": [],
+}
 
 
 def normalize_dataset(data: Dataset) -> Dataset:
@@ -96,6 +113,7 @@ def normalize_dataset(data: Dataset) -> Dataset:
         for post in group["posts"]:
             for key, value in POST_DEFAULTS.items():
                 post.setdefault(key, [] if key == "comments" else value)
+            post.setdefault("from_id", -gid)  # posted by the community itself
             claim(post["id"])
             pinned += bool(post["is_pinned"])
             for comment in post["comments"]:
@@ -256,12 +274,18 @@ def generate_dataset(
     * ``nul``: put a NUL byte into one visible comment of the first group.
 
     Guaranteed variety (needs ``groups >= 1`` and ``posts_per_group >= 4``): the first group's
-    oldest post is pinned; its newest post has a branch of 13 replies (one of them deleted), a
-    deleted top-level stub with replies and a deleted top-level comment without replies; each
-    group has a post with no comments; the last group's second-newest post has comments closed;
-    community authors, emoji, Cyrillic, newlines and texts longer than 90 characters appear.
+    oldest post is pinned; its newest post has a branch of 13 replies (one of them deleted, one
+    answering an earlier reply), a deleted top-level stub with replies and a deleted top-level
+    comment without replies, and is signed and edited; its second-newest post is by a user
+    (``from_id`` > 0); its fourth-newest has no view count; each group has a post with no
+    comments; the last group's second-newest post has comments closed; community authors,
+    emoji, Cyrillic, newlines and texts longer than 90 characters appear. Other posts are
+    signed or edited at random.
     """
     rng = random.Random(seed)
+    # A second stream for the fields added later (signer, edit time), so that adding them did
+    # not change what every seed generated before.
+    extra = random.Random(f"fakevk-extra-{seed}")
     data: Dataset = {"profiles": [], "groups": []}
     for pid in range(1, profiles + 1):
         profile: dict[str, Any] = {
@@ -335,8 +359,18 @@ def generate_dataset(
             if first and big_post and from_newest == 3:
                 counts = [rng.choice([0, 0, 0, 1, 2]) for _ in range(130)]
             post["comments"] = _post_comments(rng, next_id, date, authors, counts)
+            if profiles and extra.random() < 0.25:
+                post["signer_id"] = extra.randint(1, profiles)
+            if extra.random() < 0.3:
+                post["edited"] = date + extra.randint(60, 3 * 86_400)
             if first and from_newest == 0:
                 _force_variety(post["comments"], gid, nul)
+                post["signer_id"] = 1 if profiles else None
+                post["edited"] = date + 600
+            if first and from_newest == 1 and profiles:
+                post["from_id"], post["signer_id"] = extra.randint(1, profiles), None
+            if first and from_newest == 3:
+                post["views"] = None  # VK counts no views for this one
             if gid == readable_ids[-1] and from_newest == 1:
                 post["comments_closed"] = True
             group["posts"].append(post)
@@ -352,6 +386,8 @@ def _force_variety(comments: list[dict[str, Any]], gid: int, nul: bool) -> None:
         reply["deleted"] = n == 4
     thread["replies"][1]["from_id"] = -gid  # the community answers as itself
     thread["replies"][2]["text"] = "строка 1\nстрока 2 🎉"
+    replies = thread["replies"]
+    replies[3]["reply_to_comment"] = replies[2]["id"]  # an answer to an earlier reply
     stub["deleted"] = True
     for reply in stub["replies"]:
         reply["deleted"] = False
@@ -359,6 +395,12 @@ def _force_variety(comments: list[dict[str, Any]], gid: int, nul: bool) -> None:
     if nul:
         thread["replies"][0]["deleted"] = False
         thread["replies"][0]["text"] = "до\x00после"
+    # Authors changed above: every reply_to_user names the author of the comment answered.
+    authors = {c["id"]: c["from_id"] for top in comments for c in [top, *top["replies"]]}
+    for top in comments:
+        for reply in top["replies"]:
+            if reply.get("reply_to_comment") is not None:
+                reply["reply_to_user"] = authors[reply["reply_to_comment"]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,12 +430,14 @@ def expected_rows(
 
     * posts: the ``posts_per_group`` newest posts by date of every readable group (a pinned
       post counts only if it is among them), as ``{owner_id, vk_post_id, group_id, text,
-      likes, comments_count, date}``. Posts with closed comments are included (``wall.get``
-      shows them) but contribute no comments.
+      likes, comments_count, date, from_id, signer_id, views, reposts, edited}``. Posts with
+      closed comments are included (``wall.get`` shows them) but contribute no comments.
+      ``views`` is None when the post has none; ``edited`` is an aware UTC datetime or None
+      (``date`` stays unix seconds).
     * comments: every visible comment and reply of those posts, as ``{owner_id,
       vk_comment_id, post_vk_id, parent_id, author_id, author_name, text, likes, deleted,
-      thread_count, date}``. A stub has ``author_id``/``author_name`` None, ``text`` "" and
-      ``likes`` 0.
+      thread_count, date, reply_to_user, reply_to_comment}``. A stub has
+      ``author_id``/``author_name``/``reply_to_*`` None, ``text`` "" and ``likes`` 0.
     * ``nul_replacement``: when not None, NUL characters in texts are replaced by it (mirror
       what the store does with them); None keeps them.
     """
@@ -434,6 +478,8 @@ def expected_rows(
                         "deleted": stub,
                         "thread_count": len(replies),
                         "date": int(top["date"]),
+                        "reply_to_user": None if stub else top.get("reply_to_user"),
+                        "reply_to_comment": None if stub else top.get("reply_to_comment"),
                     }
                 )
                 for reply in replies:
@@ -450,6 +496,8 @@ def expected_rows(
                             "deleted": False,
                             "thread_count": 0,
                             "date": int(reply["date"]),
+                            "reply_to_user": reply.get("reply_to_user"),
+                            "reply_to_comment": reply.get("reply_to_comment"),
                         }
                     )
             posts_out.append(
@@ -461,6 +509,13 @@ def expected_rows(
                     "likes": post.get("likes", 0),
                     "comments_count": len(rows),
                     "date": int(post["date"]),
+                    "from_id": post.get("from_id", owner),
+                    "signer_id": post.get("signer_id"),
+                    "views": post.get("views", 0),
+                    "reposts": post.get("reposts", 0),
+                    "edited": None
+                    if post.get("edited") is None
+                    else datetime.fromtimestamp(int(post["edited"]), UTC),
                 }
             )
             if not post.get("comments_closed"):

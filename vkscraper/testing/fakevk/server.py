@@ -30,8 +30,11 @@ Behaviour choices (unverified against live VK unless VK's documentation says so)
   VK answers with an access-style error there.
 * A deactivated community → 15 ``Access denied: group is blocked``. Checked before
   ``is_closed`` (members-only), which is checked before ``wall == 0`` (wall disabled).
-* ``wall.get`` ``filter``: ``all``/``owner`` list the wall; ``others``, ``postponed``,
-  ``suggests``, ``archived``, ``donut`` give an empty list; anything else → 100.
+* ``wall.get`` ``filter``: ``all`` lists the wall, ``owner`` its posts by the community
+  (``from_id`` = ``owner_id``), ``others`` the posts by users; ``postponed``, ``suggests``,
+  ``archived``, ``donut`` give an empty list; anything else → 100.
+* A post carries ``from_id``, ``reposts`` and (unless its ``views`` is None) ``views`` always;
+  ``signer_id`` and ``edited`` only when set, as VK omits them for unsigned and unedited posts.
 * A pinned post comes first and is not repeated at its chronological place; it keeps its slot
   and counts in ``count``. Other posts are ordered by (date, id) descending.
 * ``wall.getComments`` on an unknown post → 15 ``Access denied: post was not found check
@@ -43,6 +46,8 @@ Behaviour choices (unverified against live VK unless VK's documentation says so)
   gives an empty page.
 * ``comment_id`` of a top-level comment (or stub) of the post → its visible replies; of a
   reply → an empty level (VK threads have two levels); of anything else → 100.
+* ``reply_to_user`` / ``reply_to_comment`` come with a comment that has them (replies), with no
+  parameter asked; never with a stub.
 * ``preview_length`` truncates texts to that many Unicode code points, default 90, 0 = whole.
 * Deleted comments: a deleted top-level comment with visible replies is a stub (id, date,
   parents_stack, thread, deleted) and takes a slot; deleted comments without visible replies
@@ -360,7 +365,7 @@ class Api:
         obj: dict[str, Any] = {
             "id": post["id"],
             "owner_id": owner_id,
-            "from_id": owner_id,
+            "from_id": post["from_id"],
             "date": post["date"],
             "marked_as_ads": 0,
             "post_type": "post",
@@ -385,9 +390,14 @@ class Api:
                 "mail_count": 0,
                 "user_reposted": 0,
             },
-            "views": {"count": post["views"]},
             "hash": hashlib.sha1(f"{owner_id}_{post['id']}".encode()).hexdigest()[:14],
         }
+        if post["views"] is not None:
+            obj["views"] = {"count": post["views"]}
+        if post["signer_id"] is not None:
+            obj["signer_id"] = post["signer_id"]
+        if post["edited"] is not None:
+            obj["edited"] = post["edited"]
         if pinned:
             obj["is_pinned"] = 1
         return obj
@@ -408,9 +418,11 @@ class Api:
         view = self._wall_group(owner_id)
         assert owner_id is not None
         filt = params.get("filter") or "all"
-        if filt in ("all", "owner"):
+        if filt == "all":
             wall = view.wall
-        elif filt in ("others", "postponed", "suggests", "archived", "donut"):
+        elif filt in ("owner", "others"):
+            wall = [p for p in view.wall if (p["from_id"] == owner_id) == (filt == "owner")]
+        elif filt in ("postponed", "suggests", "archived", "donut"):
             wall = []
         else:
             raise _invalid("filter")
@@ -480,10 +492,9 @@ class Api:
         }
         if parent is None:
             obj["thread"] = thread
-        else:
-            for key in ("reply_to_user", "reply_to_comment"):
-                if item.get(key) is not None:
-                    obj[key] = item[key]
+        for key in ("reply_to_user", "reply_to_comment"):
+            if item.get(key) is not None:
+                obj[key] = item[key]
         if need_likes:
             obj["likes"] = {"count": item["likes"], "user_likes": 0, "can_like": 1}
         return obj
