@@ -51,7 +51,7 @@ def crawl(tmp_path, *args, token=TOKEN, database_url=None):
         (["-a", "groups=1", "-s", "VK_ACCESS_TOKEN=abc"], TOKEN,
          "error: VK_ACCESS_TOKEN is read from the environment only"),
         (["-a", "groups=1", "-s", "VK_COMMENTS_PAGE_SIZE=200"], TOKEN,
-         "error: VK_COMMENTS_PAGE_SIZE must be between 1 and 100"),
+         "error: VK_COMMENTS_PAGE_SIZE must be between 2 and 100"),
         (["-a", "groups=1", "-s", "VK_RETRY_TIMES=5"], TOKEN,
          "error: VK_RETRY_TIMES is no longer a setting: use Scrapy's RETRY_TIMES"),
     ],

@@ -407,3 +407,78 @@ async def test_the_spiders_api_requests_do_not_follow_redirects(monkeypatch):
     (failure,) = spider.outcomes
     assert isinstance(failure, Failure) and failure.check(HttpError)
     assert failure.value.response.status == 302
+
+
+def test_auth_without_a_token_leaves_vk_requests_alone(monkeypatch):
+    monkeypatch.delenv("VK_ACCESS_TOKEN", raising=False)
+    c = get_crawler(settings_dict={"VK_API_URL": API_URL})
+    mw = build_from_crawler(VkAuthMiddleware, c)
+    req = vk_request()
+    assert mw.process_request(req) is None
+    assert b"Authorization" not in req.headers and "download_slot" not in req.meta
+
+
+def test_auth_strips_the_token_after_a_download_error(crawler):
+    mw = build_from_crawler(VkAuthMiddleware, crawler)
+    req = vk_request()
+    mw.process_request(req)
+    assert req.meta["vk_token_tag"] == token_tag(TOKEN)
+    assert mw.process_exception(req, TimeoutError()) is None
+    assert b"Authorization" not in req.headers
+
+
+@deferred_f_from_coro_f
+async def test_a_vk_request_after_a_connection_error_loses_the_token(crawler):
+    auth = build_from_crawler(VkAuthMiddleware, crawler)
+    mw = build_from_crawler(VkRetryMiddleware, crawler)
+    req = vk_request()
+    auth.process_request(req)
+    out = await mw.process_exception(req, TimeoutError())
+    assert isinstance(out, Request)
+    assert b"Authorization" not in out.headers and "download_slot" not in out.meta
+    reason = "retry/reason_count/twisted.internet.error.TimeoutError"
+    assert crawler.stats.get_value(reason) == 1
+
+
+@deferred_f_from_coro_f
+async def test_a_final_answer_drops_what_an_earlier_attempt_left_in_meta(crawler):
+    mw = build_from_crawler(VkRetryMiddleware, crawler)
+    req = vk_request(retry_times=2, vk_response={"stale": 1}, vk_error=VkTargetError(15, "old"))
+    out = await mw.process_response(req, resp(req, b"", 502))
+    assert isinstance(out, TextResponse) and out.status == 502
+    assert "vk_response" not in req.meta and "vk_error" not in req.meta
+
+
+@deferred_f_from_coro_f
+async def test_malformed_answers_are_counted(crawler):
+    mw = build_from_crawler(VkRetryMiddleware, crawler)
+    req = vk_request(retry_times=2)
+    await mw.process_response(req, resp(req, b"not json"))
+    assert crawler.stats.get_value("vk/malformed") == 1
+
+
+@deferred_f_from_coro_f
+async def test_backoff_grows_with_the_attempt(crawler, monkeypatch):
+    crawler.settings.frozen = False
+    crawler.settings.set("VK_BACKOFF_BASE", 0.01)
+    mw = build_from_crawler(VkRetryMiddleware, crawler)
+    slept = []
+
+    async def fake_sleep(seconds):
+        slept.append(seconds)
+
+    monkeypatch.setattr("vkscraper.middlewares.retry.sleep", fake_sleep)
+    req = vk_request(retry_times=1)  # the second retry: base * 2, half of it fixed
+    await mw.process_response(req, resp(req, b"", 503))
+    assert 0.01 <= slept[0] <= 0.02
+
+
+@deferred_f_from_coro_f
+async def test_retry_disabled_also_leaves_other_requests_alone(crawler):
+    crawler.settings.frozen = False
+    crawler.settings.set("RETRY_ENABLED", False)
+    mw = build_from_crawler(VkRetryMiddleware, crawler)
+    req = Request("http://example.invalid/")
+    r = HtmlResponse(req.url, status=503, body=b"<html></html>", request=req)
+    assert await mw.process_response(req, r) is r
+    assert await mw.process_exception(req, TimeoutError()) is None

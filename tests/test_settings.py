@@ -76,7 +76,7 @@ def test_the_project_delay_follows_the_rate_both_ways():
     ("name", "value"),
     [
         ("VK_COMMENTS_PAGE_SIZE", 200),
-        ("VK_COMMENTS_PAGE_SIZE", 0),
+        ("VK_COMMENTS_PAGE_SIZE", 1),
         ("VK_THREAD_ITEMS_COUNT", 11),
         ("VK_POSTS_PER_GROUP", 100),
         ("VK_GROUPS_PER_REQUEST", 501),

@@ -207,7 +207,7 @@ async def test_comments_deleted_on_vk_between_runs_are_marked_and_not_counted(st
 
 @deferred_f_from_coro_f
 async def test_page_size_above_vk_maximum_is_refused(store_url):
-    with pytest.raises(ValueError, match="VK_COMMENTS_PAGE_SIZE must be between 1 and 100"):
+    with pytest.raises(ValueError, match="VK_COMMENTS_PAGE_SIZE must be between 2 and 100"):
         await run_crawl("http://127.0.0.1:9/method/", store_url, groups="1",
                         settings={"VK_COMMENTS_PAGE_SIZE": 200})  # fmt: skip
     with open_store(store_url) as store:

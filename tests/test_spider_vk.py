@@ -19,6 +19,7 @@ from tests.crawl import (
     stored_rows,
 )
 from vkscraper.grouprefs import GroupRef
+from vkscraper.spiders.vk import check_arguments
 from vkscraper.store import open_store
 from vkscraper.testing.fakevk import FakeVk, expected_rows, generate_dataset
 
@@ -446,14 +447,14 @@ async def test_a_callback_bug_cannot_end_in_completed(store_url, monkeypatch):
     """A crash in a callback leaves its group unfinished: the task says so and fails."""
     import vkscraper.spiders.vk as vk_module
 
-    real = vk_module.parse_comments
+    real = vk_module.raw_comments
 
     def flaky(data, gid, post_id, **kw):
         if post_id == 2 and gid == 11:
             raise RuntimeError("simulated bug")
         return real(data, gid, post_id, **kw)
 
-    monkeypatch.setattr(vk_module, "parse_comments", flaky)
+    monkeypatch.setattr(vk_module, "raw_comments", flaky)
     with FakeVk(small_dataset(), tokens=[TOKEN]) as vk:
         await run_crawl(vk.url, store_url, groups="threeposts,club12")
     task = last_task(store_url)
@@ -505,3 +506,10 @@ async def test_requests_out_of_retries_become_task_errors(store_url):
         "1 group(s) did not finish: threeposts (never resolved to a group id)",
     ]
     assert crawler.stats.get_value("retry/max_reached") == 1
+
+
+@pytest.mark.parametrize("task_id", ["0", "-3", "007x"])
+def test_task_id_must_be_a_positive_number(task_id):
+    with pytest.raises(ValueError, match=r"-a task_id must be a positive number"):
+        check_arguments(task_id=task_id)
+    assert check_arguments(task_id=" 7 ") == (7, None)

@@ -131,6 +131,37 @@ def test_reset_group_forgets_an_earlier_run(store):
     assert m["groups"] == {}
 
 
+def test_reset_group_subtracts_only_that_group(store):
+    """Resetting one group leaves the totals of the others: earlier runs' numbers are
+    subtracted, not the task's totals zeroed; a shared message is removed once."""
+    task_id = store.create_task([1, 2])
+    store.add_progress(task_id, group_id=1, posts_expected=4, comments_expected=9, group_done=True)
+    store.add_progress(task_id, group_id=2, posts_expected=3, comments_expected=5, group_done=True)
+    store.add_error(task_id, "same words", group=1)
+    store.add_error(task_id, "same words", group=2)
+    store.reset_group(task_id, 1)
+    m = store.get_task(task_id).metrics
+    assert (m["posts_expected"], m["comments_expected"], m["groups_done"]) == (3, 5, 1)
+    assert m["errors"] == ["same words"]
+    assert list(m["groups"]) == ["2"]
+    assert m["groups"]["2"]["errors"] == ["same words"]
+    store.add_error(task_id, "group 3: not found", group=3)  # an entry without counts
+    store.reset_group(task_id, 3)
+    m = store.get_task(task_id).metrics
+    assert (m["posts_expected"], m["comments_expected"], m["groups_done"]) == (3, 5, 1)
+    assert m["errors"] == ["same words"]
+
+
+def test_resolve_task_groups_keeps_the_entries_of_groups_still_there(store):
+    task_id = store.create_task(["apiclub", 1, "other"])
+    store.add_progress(task_id, group_id=1, posts_expected=2, group_done=True)
+    store.add_progress(task_id, group_id="other", group_status="failed", group_done=True)
+    store.resolve_task_groups(task_id, {"apiclub": 5})
+    groups = store.get_task(task_id).metrics["groups"]
+    assert set(groups) == {"1", "other"}
+    assert groups["1"]["posts_expected"] == 2
+
+
 def test_add_progress_per_group_and_done_counted_once(store):
     task_id = store.create_task([1, 2])
     store.add_progress(task_id, group_id=1, posts_expected=10, comments_expected=30)

@@ -9,11 +9,13 @@ crawl down with ``DOWNLOAD_DELAY`` or AutoThrottle, never speed it past the limi
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from scrapy.settings import SETTINGS_PRIORITIES
 
 from vkscraper import defaults
+from vkscraper.items import VkComment, VkPost
 from vkscraper.logscrub import install_log_scrubber
 from vkscraper.tokens import load_tokens
 
@@ -30,7 +32,12 @@ COMPONENTS = {
         # Below HttpCompressionMiddleware (590): the body is decompressed when this runs.
         "vkscraper.middlewares.retry.VkRetryMiddleware": 550,
     },
-    "ITEM_PIPELINES": {"vkscraper.pipelines.store.VkStorePipeline": 300},
+    # normalize → (a user's filter or enrichment) → store → (a second sink) → task metrics
+    "ITEM_PIPELINES": {
+        "vkscraper.pipelines.normalize.VkNormalizePipeline": 100,
+        "vkscraper.pipelines.store.VkStorePipeline": 300,
+        "vkscraper.pipelines.metrics.VkTaskMetricsPipeline": 900,
+    },
     "EXTENSIONS": {"vkscraper.extensions.task.VkTaskExtension": 500},
 }
 
@@ -63,6 +70,14 @@ def check_settings(settings: BaseSettings) -> None:
             raise ValueError(f"{name} must be between {low} and {high} (VK's range), got {value}")
 
 
+def export_fields() -> list[str]:
+    """``kind``, then the fields of a post, then those only comments have."""
+    names = ["kind"]
+    for item_class in (VkPost, VkComment):
+        names += [f.name for f in fields(item_class) if f.name not in names]
+    return names
+
+
 def _unset(settings: BaseSettings, name: str) -> bool:
     return (settings.getpriority(name) or 0) <= SETTINGS_PRIORITIES["default"]
 
@@ -86,6 +101,10 @@ class VkAddon:
             ("CONCURRENT_REQUESTS_PER_DOMAIN", defaults.CONCURRENCY_PER_TOKEN),
             ("AUTOTHROTTLE_ENABLED", True),
             ("AUTOTHROTTLE_TARGET_CONCURRENCY", defaults.AUTOTHROTTLE_TARGET),
+            # Feeds: UTF-8 text (not \u escapes), and one column set for posts and comments,
+            # so a CSV holds every field of both (blank where a kind has no such field).
+            ("FEED_EXPORT_ENCODING", "utf-8"),
+            ("FEED_EXPORT_FIELDS", export_fields()),
         ):
             if _unset(settings, name):
                 settings.set(name, value, "addon")

@@ -33,7 +33,7 @@ VK_UNSAVED_DIR = "."  # where items go when the database stays down at close
 # Ranges VK accepts (wall.get count ≤ 100 and we ask one more than we keep).
 LIMITS = {
     "VK_POSTS_PER_GROUP": (1, 99),
-    "VK_COMMENTS_PAGE_SIZE": (1, 100),
+    "VK_COMMENTS_PAGE_SIZE": (2, 100),  # an anchored page of 1 only repeats its anchor
     "VK_THREAD_ITEMS_COUNT": (0, 10),
     "VK_GROUPS_PER_REQUEST": (1, 500),
 }

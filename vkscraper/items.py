@@ -1,4 +1,8 @@
-"""Items the spider yields: plain dataclasses, read by pipelines through ItemAdapter.
+"""Items: plain dataclasses, read by pipelines and feed exports through ItemAdapter.
+
+The spider yields what VK sent (:class:`VkRawPost`, :class:`VkRawComment`); the normalize
+pipeline turns them into :class:`VkPost` and :class:`VkComment`, which are stored and
+exported. ``kind`` ("post" / "comment") tells them apart in a mixed feed.
 
 Natural keys are per wall: ``(owner_id, vk_post_id)`` and ``(owner_id, vk_comment_id)``.
 For a community ``owner_id`` is negative (``-group_id``); it is computed in
@@ -7,8 +11,9 @@ For a community ``owner_id`` is negative (``-group_id``); it is computed in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 @dataclass
@@ -26,6 +31,7 @@ class VkPost:
     views: int | None = None  # views.count; None when VK does not count them for the post
     reposts: int = 0  # reposts.count
     edited: datetime | None = None  # UTC, timezone-aware; None when never edited
+    kind: str = field(default="post", init=False)
 
 
 @dataclass
@@ -43,6 +49,28 @@ class VkComment:
     deleted: bool = False
     reply_to_user: int | None = None  # whom a reply answers (negative for a community)
     reply_to_comment: int | None = None  # the comment a reply answers (same wall)
+    kind: str = field(default="comment", init=False)
+
+
+@dataclass
+class VkRawPost:
+    """A post of ``wall.get`` as VK sent it (``data``), for the normalize pipeline."""
+
+    owner_id: int
+    group_id: int
+    data: dict[str, Any]
+
+
+@dataclass
+class VkRawComment:
+    """A comment or reply of ``wall.getComments`` as VK sent it, with its place (post,
+    top-level comment) and its author's name from the page's ``profiles``/``groups``."""
+
+    owner_id: int
+    post_vk_id: int
+    parent_id: int | None
+    data: dict[str, Any]
+    author_name: str | None = None
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from vkscraper.api import owner_id_for_group
 from vkscraper.exceptions import VkMalformedResponse
-from vkscraper.items import VkComment, VkGroup, VkPost
+from vkscraper.items import VkComment, VkGroup, VkPost, VkRawComment
 
 
 def _utc(ts: Any) -> datetime | None:
@@ -82,30 +82,29 @@ def _items(data: Any, what: str) -> list[dict[str, Any]]:
 
 def parse_posts(data: Any, group_id: int) -> list[VkPost]:
     """Posts of a ``wall.get`` response of community ``group_id``."""
-    owner_id = owner_id_for_group(group_id)
-    posts = []
-    for item in _items(data, "wall.get"):
-        date = _utc(item.get("date"))
-        if date is None:
-            raise VkMalformedResponse(f"wall.get: post {item['id']} has no date")
-        posts.append(
-            VkPost(
-                vk_post_id=item["id"],
-                owner_id=owner_id,
-                group_id=group_id,
-                text=str(item.get("text") or ""),
-                date=date,
-                likes=_count(item, "likes"),
-                comments_count=_count(item, "comments"),
-                is_pinned=bool(item.get("is_pinned")),
-                from_id=_vk_id(item.get("from_id")),
-                signer_id=_vk_id(item.get("signer_id"), positive=True),
-                views=_counter(item, "views", _INT64_MAX),
-                reposts=_count(item, "reposts"),
-                edited=_optional_utc(item.get("edited")),
-            )
-        )
-    return posts
+    return [normalize_post(item, group_id) for item in _items(data, "wall.get")]
+
+
+def normalize_post(item: Mapping[str, Any], group_id: int) -> VkPost:
+    """One post of ``wall.get`` (an object with an integer ``id``) as a :class:`VkPost`."""
+    date = _utc(item.get("date"))
+    if date is None:
+        raise VkMalformedResponse(f"wall.get: post {item['id']} has no date")
+    return VkPost(
+        vk_post_id=item["id"],
+        owner_id=owner_id_for_group(group_id),
+        group_id=group_id,
+        text=str(item.get("text") or ""),
+        date=date,
+        likes=_count(item, "likes"),
+        comments_count=_count(item, "comments"),
+        is_pinned=bool(item.get("is_pinned")),
+        from_id=_vk_id(item.get("from_id")),
+        signer_id=_vk_id(item.get("signer_id"), positive=True),
+        views=_counter(item, "views", _INT64_MAX),
+        reposts=_count(item, "reposts"),
+        edited=_optional_utc(item.get("edited")),
+    )
 
 
 def latest_posts(posts: list[VkPost], limit: int) -> list[VkPost]:
@@ -136,43 +135,54 @@ class AuthorNames:
         return None if author_id is None else self._names.get(author_id)
 
 
-def parse_comments(
+def raw_comments(
     data: Any, group_id: int, post_id: int, *, parent_id: int | None = None
-) -> list[VkComment]:
-    """Comments of one ``wall.getComments`` page, inline thread replies included.
+) -> list[VkRawComment]:
+    """The comments of one ``wall.getComments`` page, inline thread replies included, as VK
+    sent them (each with its author's name from the page): only the page's shape is checked
+    here, each comment's fields by :func:`normalize_comment`.
 
     ``parent_id`` is the top-level comment when the page is a thread (``comment_id`` call).
     """
     owner_id = owner_id_for_group(group_id)
     items = _items(data, "wall.getComments")
     names = AuthorNames(data)
-    comments = []
+    out = []
+
+    def raw(item: Mapping[str, Any], parent: int | None) -> VkRawComment:
+        author = names.get(_vk_id(item.get("from_id")))
+        return VkRawComment(owner_id, post_id, parent, dict(item), author)
+
     for item in items:
-        comments.append(_comment(item, owner_id, post_id, parent_id, names))
+        out.append(raw(item, parent_id))
         if parent_id is None:
             thread = item.get("thread")
             inline = thread.get("items") if isinstance(thread, Mapping) else None
             for reply in _items({"items": inline or []}, "wall.getComments thread"):
-                comments.append(_comment(reply, owner_id, post_id, item["id"], names))
-    return comments
+                out.append(raw(reply, item["id"]))
+    return out
 
 
-def _comment(
-    item: Mapping[str, Any],
-    owner_id: int,
-    post_id: int,
-    parent_id: int | None,
-    names: AuthorNames,
-) -> VkComment:
+def parse_comments(
+    data: Any, group_id: int, post_id: int, *, parent_id: int | None = None
+) -> list[VkComment]:
+    """Comments of one ``wall.getComments`` page, normalized."""
+    return [
+        normalize_comment(r) for r in raw_comments(data, group_id, post_id, parent_id=parent_id)
+    ]
+
+
+def normalize_comment(raw: VkRawComment) -> VkComment:
+    item, parent_id = raw.data, raw.parent_id
     author_id = _vk_id(item.get("from_id"))
     return VkComment(
         vk_comment_id=item["id"],
-        post_vk_id=post_id,
-        owner_id=owner_id,
+        post_vk_id=raw.post_vk_id,
+        owner_id=raw.owner_id,
         parent_id=parent_id,
         thread_count=_count(item, "thread") if parent_id is None else 0,
         author_id=author_id,
-        author_name=names.get(author_id),
+        author_name=raw.author_name,
         text=str(item.get("text") or ""),
         date=_utc(item.get("date")),
         likes=_count(item, "likes"),

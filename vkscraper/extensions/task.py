@@ -6,7 +6,8 @@ unfinished task resumes, skipping the groups an earlier run finished; a finished
 fresh run (see :mod:`vkscraper.store.tasks`).
 
 While the crawl runs it knows, per group, which requests and items are still outstanding
-(:class:`~vkscraper.tracking.GroupTracker`, fed by the spider and by Scrapy's signals). When
+(:class:`~vkscraper.tracking.GroupTracker`, fed by the spider, by the task-metrics pipeline and
+by Scrapy's signals). When
 nothing of a group is left, it asks the pipelines to write what they buffer
 (:data:`vkscraper.signals.flush_requested`) and only then records the group as done, marks the
 comments its complete posts no longer have as deleted, and refreshes the group's stored-row
@@ -29,14 +30,13 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from itemadapter import ItemAdapter
 from scrapy import signals
 from scrapy.exceptions import CloseSpider
 from scrapy.utils.asyncio import run_in_thread
 
 from vkscraper import exitcodes
 from vkscraper import signals as vk_signals
-from vkscraper.api import group_id_for_owner, owner_id_for_group
+from vkscraper.api import owner_id_for_group
 from vkscraper.exceptions import StoreError
 from vkscraper.grouprefs import GroupRef
 from vkscraper.periodic import Periodic
@@ -99,9 +99,6 @@ class VkTaskExtension:
         connect(self._request_scheduled, signal=signals.request_scheduled)
         connect(self._request_dropped, signal=signals.request_dropped)
         connect(self._spider_error, signal=signals.spider_error)
-        connect(self._item_left, signal=signals.item_scraped)
-        connect(self._item_left, signal=signals.item_dropped)  # a user's filter: on purpose
-        connect(self._item_error, signal=signals.item_error)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -262,6 +259,15 @@ class VkTaskExtension:
         if group is not None:
             self._check(group)
 
+    def item_done(self, group: int, *, error: str | None = None, counted: bool = False) -> None:
+        """An item of the group is through the pipelines (the task-metrics pipeline says so);
+        with ``error``, it was lost and the group fails. ``counted``: it was done already."""
+        if error is not None:
+            self._spawn(self.add_error(error, group=group))
+        if not counted:
+            self.tracker.item_done(group)
+            self._check(group)
+
     async def add_error(
         self, message: str, *, group: int | str | None = None, post: int | None = None
     ) -> None:
@@ -389,22 +395,6 @@ class VkTaskExtension:
             message = f"{describe_request(response.request)}: callback error: {failure.value!r}"
             self._spawn(self.add_error(message, group=group))
             self._check(group)
-
-    def _item_left(self, item: Any) -> int | None:
-        owner = ItemAdapter(item).get("owner_id") if ItemAdapter.is_item(item) else None
-        if not isinstance(owner, int) or owner >= 0:
-            return None
-        group = group_id_for_owner(owner)
-        self.tracker.item_done(group)
-        self._check(group)
-        return group
-
-    def _item_error(self, item: Any, failure: Failure) -> None:
-        # A pipeline raised: the item is lost, so its group cannot be complete.
-        group = self._item_left(item)
-        if group is not None:
-            message = f"group {group}: an item pipeline failed: {failure.value!r}"
-            self._spawn(self.add_error(message, group=group))
 
     # database plumbing
 

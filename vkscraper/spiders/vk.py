@@ -56,12 +56,12 @@ from vkscraper.exceptions import (
 )
 from vkscraper.extensions.task import VkTaskExtension, describe_request
 from vkscraper.grouprefs import GroupRef, parse_group_refs
-from vkscraper.items import VkGroup
+from vkscraper.items import VkGroup, VkRawPost
 from vkscraper.normalize import (
     latest_posts,
-    parse_comments,
     parse_groups,
     parse_posts,
+    raw_comments,
     threads_to_fetch,
 )
 
@@ -227,15 +227,19 @@ class VkSpider(scrapy.Spider):
     async def parse_wall(self, response: Response) -> AsyncIterator[Any]:
         gid = response.meta["vk_group_id"]
         try:
-            posts = latest_posts(parse_posts(self._data(response), gid), self.posts_per_group)
+            data = self._data(response)
+            # Parsed here only to choose the posts and their comment requests; the items are
+            # what VK sent, normalized by the normalize pipeline.
+            posts = latest_posts(parse_posts(data, gid), self.posts_per_group)
         except VkError as exc:
             await self._record(response.meta, exc, f"group {gid}")
         else:
             await self.task.group_started(gid, len(posts), sum(p.comments_count for p in posts))
+            raw = {item["id"]: item for item in data["items"]}
             for post in posts:
                 self.task.new_post(gid, post.vk_post_id)
                 self.task.new_item(gid)
-                yield post
+                yield VkRawPost(post.owner_id, gid, raw[post.vk_post_id])
                 if post.comments_count > 0:
                     yield self._comments(gid, post.vk_post_id)
         self.task.request_done(response.meta)
@@ -253,7 +257,7 @@ class VkSpider(scrapy.Spider):
         where = f"group {gid} post {post_id}" + (f" thread {comment_id}" if comment_id else "")
         try:
             data = self._data(response)
-            comments = parse_comments(data, gid, post_id, parent_id=comment_id)
+            comments = raw_comments(data, gid, post_id, parent_id=comment_id)
         except VkError as exc:
             await self._record(response.meta, exc, where, post_id)
             self.task.request_done(response.meta)
@@ -263,7 +267,7 @@ class VkSpider(scrapy.Spider):
         repeated = anchor is not None and bool(items) and items[0]["id"] == anchor
         new_items = items[1:] if repeated else items
         for comment in comments:
-            if repeated and comment.vk_comment_id == anchor:
+            if repeated and comment.data["id"] == anchor:
                 continue
             if repeated and comment.parent_id == anchor and comment_id is None:
                 continue  # the anchor's inline replies, also read before

@@ -1,0 +1,129 @@
+"""The item pipeline shape (normalize → store → task metrics, with room for a user's own
+pipelines) and feed exports that hold each post and comment once, in UTF-8, CSV included."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from scrapy.exceptions import DropItem
+from scrapy.utils.defer import deferred_f_from_coro_f
+
+from tests.crawl import TOKEN, run_crawl, stored_rows
+from tests.test_spider_vk import last_task, small_dataset
+from vkscraper.items import VkComment, VkPost
+from vkscraper.testing.fakevk import FakeVk
+
+
+@pytest.fixture(autouse=True)
+def token(monkeypatch):
+    monkeypatch.setenv("VK_ACCESS_TOKEN", TOKEN)
+
+
+def cyrillic_dataset():
+    data = small_dataset()
+    data["groups"][1]["posts"][0]["text"] = "Привет, мир 😀"
+    data["groups"][1]["posts"][1]["comments"][0]["text"] = "Ответ: да"
+    return data
+
+
+class DropShortComments:
+    """A user's filter between normalize and store: it sees normalized comments."""
+
+    seen: list[type] = []
+
+    def process_item(self, item):
+        DropShortComments.seen.append(type(item))
+        if isinstance(item, VkComment) and item.vk_comment_id == 12:
+            raise DropItem("not wanted")
+        return item
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@deferred_f_from_coro_f
+async def test_a_users_pipeline_between_normalize_and_store(store_url):
+    DropShortComments.seen = []
+    pipes = {"ITEM_PIPELINES": {f"{__name__}.DropShortComments": 200}}
+    with FakeVk(small_dataset(), tokens=[TOKEN]) as vk:
+        await run_crawl(vk.url, store_url, groups="threeposts", settings=pipes)
+    assert set(DropShortComments.seen) == {VkPost, VkComment}  # normalized before it
+    task = last_task(store_url)
+    # A filter's drop is on purpose: the group still finishes, and completes.
+    assert task.status == "completed", task.metrics["errors"]
+    _, comments = stored_rows(store_url, task.id)
+    assert sorted(c["vk_comment_id"] for c in comments) == [11, 13]
+
+
+class Explode:
+    def process_item(self, item):
+        if isinstance(item, VkComment):
+            raise RuntimeError("sink down")
+        return item
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@deferred_f_from_coro_f
+async def test_a_failing_pipeline_fails_the_group_with_a_named_error(store_url):
+    pipes = {"ITEM_PIPELINES": {f"{__name__}.Explode": 400}}
+    with FakeVk(small_dataset(), tokens=[TOKEN]) as vk:
+        await run_crawl(vk.url, store_url, groups="threeposts", settings=pipes)
+    task = last_task(store_url)
+    assert task.status == "failed"
+    assert task.metrics["groups"]["11"]["status"] == "failed"
+    assert (
+        task.metrics["errors"]
+        == ["group 11: an item pipeline failed: RuntimeError('sink down')"] * 3
+    )
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@deferred_f_from_coro_f
+async def test_one_malformed_comment_is_dropped_and_named_the_page_is_kept(store_url):
+    data = small_dataset()
+    data["groups"][1]["posts"][1]["comments"].append(
+        {"id": 30, "from_id": 1, "date": 10**30, "text": "bad date", "likes": 0, "replies": []}
+    )
+    with FakeVk(data, tokens=[TOKEN]) as vk:
+        await run_crawl(vk.url, store_url, groups="threeposts")
+    task = last_task(store_url)
+    assert task.metrics["errors"] == [
+        "group 11 post 2 comment 30: bad unixtime 1000000000000000000000000000000"
+    ]
+    _, comments = stored_rows(store_url, task.id)
+    assert sorted(c["vk_comment_id"] for c in comments) == [11, 12, 13]
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@deferred_f_from_coro_f
+async def test_feeds_hold_each_item_once_in_utf8_csv_included(store_url, tmp_path):
+    feeds = {
+        str(tmp_path / "all.jsonl"): {"format": "jsonlines"},
+        str(tmp_path / "all.csv"): {"format": "csv"},
+        str(tmp_path / "posts.csv"): {"format": "csv", "item_classes": [VkPost]},
+        str(tmp_path / "comments.jsonl"): {"format": "jsonlines", "item_classes": [VkComment]},
+    }
+    with FakeVk(cyrillic_dataset(), tokens=[TOKEN]) as vk:
+        await run_crawl(vk.url, store_url, groups="threeposts,club12", settings={"FEEDS": feeds})
+    posts, comments = stored_rows(store_url, last_task(store_url).id)
+
+    text = (tmp_path / "all.jsonl").read_text(encoding="utf-8")
+    assert "Привет, мир 😀" in text and "\\u" not in text  # UTF-8, not escapes
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert sorted(r["kind"] for r in rows) == ["comment"] * len(comments) + ["post"] * len(posts)
+    keys = {(r["kind"], r["owner_id"], r.get("vk_post_id") or r["vk_comment_id"]) for r in rows}
+    assert len(keys) == len(rows)  # each item once (no anchor repeats, no markers)
+
+    with (tmp_path / "all.csv").open(encoding="utf-8", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == len(rows)
+    first_comment = next(r for r in table if r["kind"] == "comment")
+    for field in ("vk_comment_id", "post_vk_id", "parent_id", "author_id", "author_name"):
+        assert field in first_comment
+    assert first_comment["vk_comment_id"] and first_comment["author_name"]
+    assert any(r["text"] == "Привет, мир 😀" for r in table)
+
+    with (tmp_path / "posts.csv").open(encoding="utf-8", newline="") as fh:
+        assert {r["kind"] for r in csv.DictReader(fh)} == {"post"}
+    only = [json.loads(line) for line in (tmp_path / "comments.jsonl").read_text().splitlines()]
+    assert len(only) == len(comments) and {r["kind"] for r in only} == {"comment"}
