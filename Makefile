@@ -37,3 +37,4 @@ check: venv
 bench: venv services
 	$(PY) -m benchmarks.bench_upsert
 	$(PY) -m benchmarks.bench_crawl
+	$(PY) -m benchmarks.bench_export

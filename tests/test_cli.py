@@ -53,8 +53,24 @@ def test_groups_commands(capsys, store_url):
     assert code == 0 and len(lines) == 3
     assert lines[0].split()[:3] == ["5", "-", "active"]
     assert lines[1].split()[:3] == ["pending", "apiclub", "active"]
-    assert run(capsys, store_url, "groups", "remove", "5", "durov")[:2] == (0, "removed 2\n")
+    assert run(capsys, store_url, "groups", "remove", "5", "durov") == (0, "removed 2\n", "")
     assert run(capsys, store_url, "groups", "list")[1].split()[:2] == ["pending", "apiclub"]
+
+
+def test_groups_remove_names_what_it_did_not_find(capsys, store_url):
+    """A reference that names no listed group is a warning on stderr, one per reference, and
+    the status stays 0: the group is off the list either way (idempotent for scripts)."""
+    run(capsys, store_url, "groups", "add", "5", "apiclub")
+    code, out, err = run(capsys, store_url, "groups", "remove", "7", "5", "vk.com/Nobody")
+    assert (code, out) == (0, "removed 1\n")
+    assert err.splitlines() == [
+        "vkscraper: warning: not found: 7",
+        "vkscraper: warning: not found: nobody",
+    ]
+    # Run again: nothing left to remove, every reference is reported.
+    code, out, err = run(capsys, store_url, "groups", "remove", "5", "apiclub")
+    assert (code, out) == (0, "removed 1\n")
+    assert err == "vkscraper: warning: not found: 5\n"
 
 
 def test_task_create_show_list(capsys, store_url):
@@ -110,8 +126,48 @@ def test_bad_database_url_one_line_exit_1(url, needle):
     assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
 
 
-def test_process_logs_which_store(pg_url):
+def test_store_line_only_with_verbose(pg_url):
+    """The store's INFO line ("using … store") is for crawl logs; the CLI prints it with -v."""
     result = run_process("--database-url", pg_url, "task", "list")
     assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("no tasks\n", "")
+    result = run_process("--database-url", pg_url, "-v", "task", "list")
+    assert result.returncode == 0, result.stderr
     assert result.stdout == "no tasks\n"
-    assert f"using PostgreSQL store {pg_url}" in result.stderr
+    assert f"INFO vkscraper.store: using PostgreSQL store {pg_url}\n" in result.stderr
+    result = run_process("--database-url", pg_url, "-v", "-q", "task", "list")
+    assert result.returncode == 2 and "not allowed with argument" in result.stderr
+
+
+# main() with a store that logs one line per level as it migrates (every command migrates).
+_LEVEL_PROBE = """
+import logging, sys
+from vkscraper.__main__ import main
+from vkscraper.store import Store
+real = Store.migrate
+def migrate(self):
+    log = logging.getLogger("vkscraper.store")
+    log.warning("probe warning")
+    log.error("probe error")
+    return real(self)
+Store.migrate = migrate
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("flag", "levels"),
+    [(None, ["WARNING", "ERROR"]), ("-q", ["ERROR"]), ("-v", ["INFO", "WARNING", "ERROR"])],
+)
+def test_log_levels(sqlite_url, flag, levels):
+    args = [flag] if flag else []
+    result = subprocess.run(
+        [sys.executable, "-c", _LEVEL_PROBE, *args, "--database-url", sqlite_url, "task", "list"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (0, "no tasks\n"), result.stderr
+    seen = [line.split()[0] for line in result.stderr.splitlines()]
+    assert sorted(set(seen)) == sorted(levels), result.stderr

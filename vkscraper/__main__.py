@@ -1,19 +1,27 @@
-"""Command line: ``python -m vkscraper migrate | groups … | task …``.
+"""Command line: ``python -m vkscraper migrate | groups … | task … | export …``.
 
 Every command applies pending migrations first (a no-op when the schema is current), so a
 first run works on an empty database. Exit codes: 0 success, 1 database error or missing task
-(one line on stderr, never a traceback), 2 bad input (one line on stderr).
+(one line on stderr, never a traceback), 2 bad input (one line on stderr). ``task watch`` and
+``export`` differ, see their help: a task id that names no task is bad input (2), and ``task
+watch`` exits with the task's outcome (0 completed, 1 failed) and 3 on a database error.
+
+Logging goes to stderr: warnings by default, ``-v`` adds INFO (which store is used, migrations
+applied), ``-q`` leaves errors only. Command output goes to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import NoReturn
 
+from vkscraper import exitcodes, export, watch
 from vkscraper.exceptions import StoreError
 from vkscraper.grouprefs import GroupRefError, parse_group_refs
 from vkscraper.store import Store, Task, open_store
@@ -24,6 +32,16 @@ PROG = "vkscraper"
 
 class UsageError(Exception):
     """Bad input from the user: exit code 2."""
+
+
+class _FileError(Exception):
+    """The export file could not be written: exit code 1."""
+
+
+# `task watch` only: a database error is not the task's "failed" (1) but the crawl's status
+# for "could not do its job"; Ctrl-C is 128 + SIGINT, as shells report it.
+WATCH_DATABASE_ERROR = exitcodes.NOT_DONE
+INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="postgresql://user@host:5432/db or sqlite:///file "
         "(default: $DATABASE_URL, else sqlite:///vkscraper.sqlite3)",
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "-v", "--verbose", action="store_true", help="log INFO too: which store, migrations"
+    )
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="log errors only")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser("migrate", help="create or update the database schema")
@@ -50,7 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     add = group_cmds.add_parser("add", help="add communities (id, club123, name or vk.com URL)")
     add.add_argument("refs", nargs="+", metavar="REF")
     group_cmds.add_parser("list", help="list communities, pending names flagged")
-    remove = group_cmds.add_parser("remove", help="remove communities")
+    remove = group_cmds.add_parser(
+        "remove",
+        help="remove communities",
+        description="Remove communities from the list. Prints how many rows went; each "
+        "reference that names no listed community gets a warning line on stderr "
+        "('not found: REF') and the exit status stays 0: the list ends up without it either way.",
+    )
     remove.add_argument("refs", nargs="+", metavar="REF")
 
     task = commands.add_parser("task", help="create and inspect crawl tasks")
@@ -63,9 +91,58 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("task_id", type=int, metavar="N")
     listing = task_cmds.add_parser("list", help="the newest tasks")
     listing.add_argument("--limit", type=int, default=50)
+    follow = task_cmds.add_parser(
+        "watch",
+        help="follow a task's progress until it ends",
+        description="Follow task N, run by any process, from the database until it ends: "
+        "groups done/total, posts and comments stored/expected, the rate, errors and the "
+        "time left. The rate is comments STORED per second over the last "
+        f"{watch.RATE_WINDOW:.0f} s (the metrics hold stored rows, not requests; they are "
+        "refreshed every VK_METRICS_INTERVAL seconds, so the rate moves in steps); time left "
+        "is the comments still expected divided by it. A live bar on a terminal, one plain "
+        "line per refresh otherwise (pipes, logs). Exit status: 0 the task ended completed, "
+        "1 it ended failed (its errors are listed), 2 no task N, 3 database error (at start, or "
+        f"unavailable for {watch.OUTAGE_LIMIT:.0f} s), 130 Ctrl-C (the task goes on).",
+    )
+    follow.add_argument("task_id", type=int, metavar="N")
+    follow.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="time between refreshes (default 2)",
+    )
+
+    dump = commands.add_parser(
+        "export",
+        help="write a task's posts and comments as JSON lines or CSV",
+        description="Stream the posts of task N and the comments its run saw, in pages, "
+        "to --out or stdout, UTF-8. jsonl: one object per line with a 'kind' field (post or "
+        "comment), posts first. csv: one kind per file with a header row, so --kind posts or "
+        "--kind comments is required. Times are ISO 8601 UTC. Exit status: 0 written, 1 "
+        "database or file error, 2 bad options or no task N.",
+    )
+    dump.add_argument("task_id", type=int, metavar="N")
+    dump.add_argument("--format", choices=export.FORMATS, default="jsonl", dest="fmt")
+    dump.add_argument(
+        "--kind", choices=export.KINDS, help="what to write (default: all; csv: required)"
+    )
+    dump.add_argument(
+        "--out", metavar="FILE", help="write here (replaced when complete); default stdout"
+    )
 
     add_crawl_commands(commands)
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
 
 
 def add_crawl_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -87,6 +164,8 @@ def run(args: argparse.Namespace, store: Store) -> int:
         return _groups(args, store)
     if args.command == "task":
         return _task(args, store)
+    if args.command == "export":
+        return _export(args, store)
     raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover
 
 
@@ -105,7 +184,9 @@ def _groups(args: argparse.Namespace, store: Store) -> int:
             print(f"added {ref}" + ("" if ref.group_id is not None else " (pending resolution)"))
     elif args.action == "remove":
         removed = store.remove_groups(args.parsed_refs)
-        print(f"removed {removed}")
+        print(f"removed {int(removed)}")
+        for ref in removed.not_found:
+            print(f"{PROG}: warning: not found: {ref}", file=sys.stderr)
     else:
         rows = store.list_groups()
         if not rows:
@@ -127,6 +208,11 @@ def _task(args: argparse.Namespace, store: Store) -> int:
         values = [r.group_id if r.group_id is not None else str(r.screen_name) for r in refs]
         print(store.create_task(values))
         return 0
+    if args.action == "watch":
+        try:
+            return watch.watch(store, _existing_task(store, args.task_id), interval=args.interval)
+        except watch.TaskGone as exc:
+            raise UsageError(str(exc)) from None
     if args.action == "show":
         task = store.get_task(args.task_id)
         if task is None:
@@ -145,6 +231,31 @@ def _task(args: argparse.Namespace, store: Store) -> int:
             f"posts {m.get('posts', 0)}  comments {m.get('comments', 0)}  "
             f"errors {len(m.get('errors', []))}"
         )
+    return 0
+
+
+def _existing_task(store: Store, task_id: int) -> Task:
+    task = store.get_task(task_id)
+    if task is None:
+        raise UsageError(f"task {task_id} does not exist")
+    return task
+
+
+def _export(args: argparse.Namespace, store: Store) -> int:
+    task = _existing_task(store, args.task_id)
+    if task.status == "in_progress":
+        print(
+            f"{PROG}: warning: task {task.id} is in progress: exporting the rows stored so far",
+            file=sys.stderr,
+        )
+    try:
+        counts = export.export_to(store, task.id, fmt=args.fmt, kind=args.kind, path=args.out)
+    except OSError as exc:
+        if args.out is None:
+            raise  # stdout: handled by main (a closed pipe)
+        raise _FileError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    if args.out is not None:
+        print(f"wrote {counts.posts} posts and {counts.comments} comments to {args.out}")
     return 0
 
 
@@ -170,15 +281,20 @@ def _parse_input(args: argparse.Namespace) -> None:
             raise UsageError("--groups names no community")
     elif args.command == "task" and args.action == "list" and args.limit < 1:
         raise UsageError("--limit must be at least 1")
+    elif args.command == "export":
+        try:
+            args.kind = export.check_options(args.fmt, args.kind)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    level = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
     logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    watching = args.command == "task" and args.action == "watch"
     try:
         _parse_input(args)
         with open_store(args.database_url) as store:
@@ -189,7 +305,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except StoreError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
+        return WATCH_DATABASE_ERROR if watching else 1
+    except _FileError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`export N | head`): stop quietly, and keep Python from
+        # complaining when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        if not watching:
+            raise
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

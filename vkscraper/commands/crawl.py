@@ -5,7 +5,7 @@ whether the crawl did its job (:mod:`vkscraper.exitcodes`). Other spiders run as
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy.commands.crawl import Command as ScrapyCrawl
 
@@ -48,14 +48,24 @@ class Command(ScrapyCrawl):
             return
         assert self.crawler_process
         crawler = self._create_crawler(args[0])
+        # A second Ctrl-C / SIGTERM ends the process before the task extension can say so;
+        # remember the signal (Scrapy's handler, wrapped) so the status still says
+        # "interrupted, resumable" rather than "could not do its job".
+        signals_seen: list[int] = []
+        handler = getattr(self.crawler_process, "_signal_shutdown", None)
+        if handler is not None:
+
+            def remember(signum: int, frame: Any) -> None:
+                signals_seen.append(signum)
+                handler(signum, frame)
+
+            self.crawler_process._signal_shutdown = remember  # type: ignore[method-assign,assignment]
         self.crawler_process.crawl(crawler, **opts.spargs)
         self.crawler_process.start()
-        ext = (
-            crawler.get_extension(VkTaskExtension)
-            if getattr(crawler, "extensions", None)
-            else None
-        )
+        ext = crawler.get_extension(VkTaskExtension) if hasattr(crawler, "extensions") else None
         if self.crawler_process.bootstrap_failed or ext is None:
             self.exitcode = exitcodes.NOT_DONE
+        elif signals_seen and ext.exit_code == exitcodes.NOT_DONE:
+            self.exitcode = exitcodes.INTERRUPTED
         else:
             self.exitcode = ext.exit_code

@@ -228,7 +228,9 @@ class VkTaskExtension:
             return []
         details = []
         for g in unfinished:
-            if isinstance(g, int):
+            if isinstance(g, int) and g in self._settling:
+                causes = ["its rows could not all be written to the database"]
+            elif isinstance(g, int):
                 causes = self.tracker.causes(g)
             else:
                 causes = ["never resolved to a group id"]
@@ -416,7 +418,10 @@ class VkTaskExtension:
         try:
             return await run_in_thread(func, *args, **kwargs)
         except StoreError as exc:
-            logger.error("Could not update task progress: %(error)s", {"error": exc})
+            # During an outage the store has logged it once; the final refresh repairs this.
+            down = self.store is not None and self.store.down_since is not None
+            log = logger.debug if down else logger.error
+            log("Could not update task progress: %(error)s", {"error": exc})
             return None
 
     async def _log_progress(self) -> None:

@@ -9,12 +9,19 @@ When PostgreSQL drops the connection (restart, ``pg_terminate_backend``, network
 transaction committed, the call reconnects and runs once more: nothing was committed, so the
 retry cannot double-apply anything. If the connection is lost *during* COMMIT the outcome is
 unknown, so the call raises and only the next call reconnects.
+
+An outage is logged once, however many calls fail during it: one WARNING when the connection is
+lost (or a reconnect fails first), DEBUG lines for the calls that fail after it, and one INFO
+line when a call reconnects, with how long it lasted. :attr:`Store.down_since` tells callers
+that an outage is going on. The store never waits between attempts: each call tries to connect
+once; callers that retry (the store pipeline) pace themselves.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -56,6 +63,9 @@ class Store:
         self._lock = threading.Lock()
         self._conn: Any = backend.connect()
         self._closed = False
+        # The outage in progress: when it began (monotonic) and how many calls failed in it.
+        self._down_since: float | None = None
+        self._failed_calls = 0
 
     # ---------------------------------------------------------------- properties
     @property
@@ -67,6 +77,11 @@ class Store:
     def supports_multiprocess(self) -> bool:
         """False for SQLite: one process at a time (no scrapy-redis workers, no scrapyd)."""
         return self._db.supports_multiprocess
+
+    @property
+    def down_since(self) -> float | None:
+        """``time.monotonic()`` when the connection was lost, while it is; else None."""
+        return self._down_since
 
     @property
     def url(self) -> str:
@@ -102,6 +117,7 @@ class Store:
                     return result
                 except _CommitLost as exc:
                     self._drop_connection()
+                    self._went_down(op, str(exc))
                     raise StoreError(
                         f"{self._db.label} at {self._db.where()}: connection lost while "
                         f"committing {op} (it may or may not have been saved): {exc}"
@@ -109,22 +125,47 @@ class Store:
                 except self._db.driver_error as exc:
                     if self._db.is_disconnect(exc, conn):
                         self._drop_connection()
+                        self._went_down(op, first_line(exc))
                         if attempt == 1:
-                            logger.warning(
-                                "%s connection lost during %s (%s); reconnecting",
-                                self._db.label,
-                                op,
-                                first_line(exc),
-                            )
                             continue
                     raise StoreError(f"{self._db.label} error in {op}: {first_line(exc)}") from exc
             raise AssertionError("unreachable")  # pragma: no cover
 
     def _connection(self) -> Any:
         if self._conn is None:
-            self._conn = self._db.connect()  # StoreError when the server is still away
-            logger.info("reconnected to %s store %s", self._db.label, self._db.safe_url)
+            try:
+                self._conn = self._db.connect()
+            except StoreError as exc:  # the server is still away
+                self._went_down("reconnect", str(exc))
+                raise
+            if self._down_since is None:  # dropped after a failed rollback: no outage
+                logger.info("reconnected to %s store %s", self._db.label, self._db.safe_url)
+            else:
+                logger.info(
+                    "reconnected to %s store %s after %.1f s (%d call(s) failed meanwhile)",
+                    self._db.label,
+                    self._db.safe_url,
+                    time.monotonic() - self._down_since,
+                    self._failed_calls,
+                )
+                self._down_since = None
         return self._conn
+
+    def _went_down(self, op: str, reason: str) -> None:
+        """The connection is lost: a WARNING for the first failure of an outage only."""
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._failed_calls = 0
+            logger.warning(
+                "%s connection lost (%s: %s); reconnecting on the next calls, logged once "
+                "until it is back",
+                self._db.label,
+                op,
+                reason,
+            )
+        else:
+            self._failed_calls += 1
+            logger.debug("%s still unavailable (%s): %s", self._db.label, op, reason)
 
     def _rollback_quietly(self, conn: Any) -> None:
         try:
@@ -293,8 +334,9 @@ class Store:
         """Ids into ``groups``, names into ``pending_groups``; existing ones are reactivated."""
         self._run("add_groups", lambda cur: groups.add_groups(self._db, cur, refs))
 
-    def remove_groups(self, refs: Sequence[GroupRef]) -> int:
-        """Delete the groups; returns how many rows went."""
+    def remove_groups(self, refs: Sequence[GroupRef]) -> groups.GroupsRemoved:
+        """Delete the groups; returns how many rows went (an ``int``) with ``.not_found``,
+        the references that named no group."""
         return self._run("remove_groups", lambda cur: groups.remove_groups(self._db, cur, refs))
 
     def list_groups(self) -> list[dict[str, Any]]:

@@ -55,8 +55,42 @@ def add_groups(db: Backend, cur: Any, refs: Sequence[GroupRef]) -> None:
         )
 
 
-def remove_groups(db: Backend, cur: Any, refs: Sequence[GroupRef]) -> int:
-    """Delete groups (by id, or by screen name whether resolved or not); return rows removed."""
+class GroupsRemoved(int):
+    """How many rows :func:`remove_groups` deleted — an ``int``, so callers that only count
+    keep working — and ``not_found``: the references that matched no group, in input order."""
+
+    not_found: tuple[GroupRef, ...]
+
+    def __new__(cls, removed: int, not_found: Sequence[GroupRef] = ()) -> GroupsRemoved:
+        self = super().__new__(cls, removed)
+        self.not_found = tuple(not_found)
+        return self
+
+
+def _is_listed(db: Backend, cur: Any, ref: GroupRef) -> bool:
+    """Whether ``ref`` names a row of ``groups`` or ``pending_groups``."""
+    if ref.group_id is not None:
+        cur.execute(db.sql("SELECT 1 FROM groups WHERE id = %s"), (ref.group_id,))
+    else:
+        name = str(ref.screen_name).lower()
+        cur.execute(
+            db.sql(
+                "SELECT 1 FROM pending_groups WHERE screen_name = %s "
+                "UNION ALL SELECT 1 FROM groups WHERE lower(screen_name) = %s"
+            ),
+            (name, name),
+        )
+    return cur.fetchone() is not None
+
+
+def remove_groups(db: Backend, cur: Any, refs: Sequence[GroupRef]) -> GroupsRemoved:
+    """Delete groups (by id, or by screen name whether resolved or not); return how many rows
+    went, with the references that named no group.
+
+    Every reference is looked up before anything is deleted, so one group named twice (by id
+    and by its resolved name) is found by both.
+    """
+    not_found = [ref for ref in dict.fromkeys(refs) if not _is_listed(db, cur, ref)]
     ids, names = _split(refs)
     removed = 0
     for gid in ids:
@@ -67,7 +101,7 @@ def remove_groups(db: Backend, cur: Any, refs: Sequence[GroupRef]) -> int:
         removed += cur.rowcount
         cur.execute(db.sql("DELETE FROM groups WHERE lower(screen_name) = %s"), (name,))
         removed += cur.rowcount
-    return removed
+    return GroupsRemoved(removed, not_found)
 
 
 def list_groups(db: Backend, cur: Any) -> list[dict[str, Any]]:
