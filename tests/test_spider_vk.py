@@ -506,6 +506,7 @@ async def test_requests_out_of_retries_become_task_errors(store_url):
         "1 group(s) did not finish: threeposts (never resolved to a group id)",
     ]
     assert crawler.stats.get_value("retry/max_reached") == 1
+    assert "0" not in task.metrics["groups"]  # a lookup failure is no group of its own
 
 
 @pytest.mark.parametrize("task_id", ["0", "-3", "007x"])
