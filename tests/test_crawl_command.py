@@ -54,6 +54,17 @@ def crawl(tmp_path, *args, token=TOKEN, database_url=None):
          "error: VK_COMMENTS_PAGE_SIZE must be between 2 and 100"),
         (["-a", "groups=1", "-s", "VK_RETRY_TIMES=5"], TOKEN,
          "error: VK_RETRY_TIMES is no longer a setting: use Scrapy's RETRY_TIMES"),
+        (["-a", "group=apiclub"], TOKEN, "error: unknown argument -a group: the vk spider"),
+        (["-a", "groups=1", "-s", "VK_POSTS_PER_GROUP=abc"], TOKEN,
+         "error: VK_POSTS_PER_GROUP must be a number, got 'abc'"),
+        (["-a", "groups=1", "-s", "VK_REQUESTS_PER_SECOND=nan"], TOKEN,
+         "error: VK_REQUESTS_PER_SECOND must be a finite number"),
+        (["-a", "groups=1", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=0"], TOKEN,
+         "error: CONCURRENT_REQUESTS_PER_DOMAIN must be at least 1"),
+        (["-a", "groups=1", "-s", "VK_STORE_BATCH_SIZE=0"], TOKEN,
+         "error: VK_STORE_BATCH_SIZE must be at least 1"),
+        (["-a", "groups=1", "-s", "RETRY_TIMES=-1"], TOKEN,
+         "error: RETRY_TIMES must be at least 0"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_exit_2_with_nothing_written(tmp_path, args, token, message):

@@ -115,3 +115,20 @@ async def test_autothrottle_slows_down_on_slow_answers_and_never_passes_the_limi
     assert sum(slow_gaps[2:]) / len(slow_gaps[2:]) > 0.6, slow_gaps
     assert max(sum(1 for t in times if s <= t < s + 1) for s in times) <= 3
     assert not [r for r in slow if r["outcome"] == "error:6"]
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@deferred_f_from_coro_f
+async def test_the_http_cache_never_keeps_a_vk_error(store_url, tmp_path):
+    """Scrapy's cache would store VK's HTTP-200 error answers and serve every retry (and
+    every later run) the same error; the add-on's policy caches only good answers."""
+    cache = {"HTTPCACHE_ENABLED": True, "HTTPCACHE_DIR": str(tmp_path / "cache")}
+    with FakeVk(small_dataset(), tokens=[TOKEN], faults={"error10": 1.0},
+                max_faults_per_request=1) as vk_:  # fmt: skip
+        url = vk_.url
+        await run_crawl(url, store_url, groups="threeposts", settings=cache)
+        assert {r["outcome"] for r in vk_.requests()} >= {"fault:error10"}
+    assert last_task(store_url).status == "completed", last_task(store_url).metrics["errors"]
+    # The emulator is gone: a second run is answered from the cache alone, and completes.
+    await run_crawl(url, store_url, groups="threeposts", settings=cache)
+    assert last_task(store_url).status == "completed", last_task(store_url).metrics["errors"]

@@ -41,6 +41,22 @@ def test_scrapy_settings_shows_what_the_crawl_uses(name, shown):
     assert scrapy_settings("--get", name) == shown
 
 
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["-s", "VK_REQUESTS_PER_SECOND=1"], "1.05"),  # follows the rate, as the crawl does
+        (["-s", "DOWNLOAD_DELAY=0"], "0.35000000000000003"),  # never faster than the limit
+    ],
+)
+def test_scrapy_settings_shows_the_delay_the_crawl_uses(args, shown):
+    assert scrapy_settings("--get", "DOWNLOAD_DELAY", *args) == shown
+
+
+def test_scrapy_settings_shows_the_default_database(monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert scrapy_settings("--get", "DATABASE_URL") == "sqlite:///vkscraper.sqlite3"
+
+
 def test_scrapy_settings_shows_database_url_from_the_environment(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "sqlite:///elsewhere.sqlite3")
     assert scrapy_settings("--get", "DATABASE_URL") == "sqlite:///elsewhere.sqlite3"

@@ -402,3 +402,36 @@ async def test_explicit_groups_do_not_join_the_list_and_dead_ones_leave_it(store
         assert groups[12]["is_active"] and groups[12]["inactive_reason"] is None
         await run_crawl(vk.url, store_url)  # the list now holds only what works
     assert last_task(store_url).status == "completed"
+
+
+@deferred_f_from_coro_f
+async def test_comments_gone_before_a_resume_are_marked_and_not_counted(store_url):
+    """The interrupted run stored comments 5 and 6; they vanish before the resume, which
+    crawls the post again completely: they are marked deleted and the task does not count
+    them (the run's start is the interrupted run's, so "seen in this run" alone would)."""
+    data = one_post_dataset([comment(i) for i in range(1, 251)])
+    with FakeVk(data, tokens=[TOKEN]) as vk:
+        # Slow enough that the stop comes while page 1's items are processed.
+        await run_crawl(vk.url, store_url, groups="paging",
+                        settings={"CONCURRENT_REQUESTS": 1, "VK_REQUESTS_PER_SECOND": 2},
+                        after_items=(50, close_as("shutdown")))  # fmt: skip
+    task = last_task(store_url)
+    assert task.status == "in_progress"
+    assert not task.metrics["groups"]["30"].get("done")
+    _, before = stored_rows(store_url, task.id)
+    assert {5, 6} <= {c["vk_comment_id"] for c in before}
+
+    gone = one_post_dataset([comment(i) for i in range(1, 251) if i not in (5, 6)])
+    with FakeVk(gone, tokens=[TOKEN]) as vk:
+        await run_crawl(vk.url, store_url, task_id=str(task.id))
+    task = task_of(store_url, task.id)
+    assert task.status == "completed", task.metrics["errors"]
+    m = task.metrics
+    assert m["comments"] == m["comments_expected"] == 248
+    _, comments = stored_rows(store_url, task.id)
+    assert {c["vk_comment_id"] for c in comments} == set(range(1, 251)) - {5, 6}
+    with open_store(store_url) as store:
+        rows = store._run("read", lambda cur: (
+            cur.execute("SELECT vk_comment_id, deleted FROM comments WHERE vk_comment_id IN "
+                        "(4, 5, 6)"), sorted(cur.fetchall()))[1])  # fmt: skip
+    assert [(r[0], bool(r[1])) for r in rows] == [(4, False), (5, True), (6, True)]

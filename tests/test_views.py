@@ -267,7 +267,7 @@ def test_example_comments_deleted_since_the_last_run(store, make_post, make_comm
 
     def run(comment_ids_on_wall_one):
         time.sleep(0.002)
-        store.begin_run(task)
+        since = store.begin_run(task).updated_at
         time.sleep(0.002)
         store.upsert_posts(task, [make_post(1, group_id=1), make_post(1, group_id=2)])
         store.upsert_comments(
@@ -275,8 +275,8 @@ def test_example_comments_deleted_since_the_last_run(store, make_post, make_comm
             [make_comment(i, group_id=1) for i in comment_ids_on_wall_one]
             + [make_comment(i, group_id=2) for i in (1, 2, 3)],
         )
-        store.mark_vanished(task, -1, [1])
-        store.mark_vanished(task, -2, [1])
+        store.mark_vanished(since, -1, [1])
+        store.mark_vanished(since, -2, [1])
         store.finish_task(task)
 
     run([1, 2, 3])

@@ -9,8 +9,9 @@ crawl down with ``DOWNLOAD_DELAY`` or AutoThrottle, never speed it past the limi
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy.settings import SETTINGS_PRIORITIES
 
@@ -43,13 +44,27 @@ COMPONENTS = {
 
 
 def request_interval(settings: BaseSettings) -> float:
-    rps = settings.getfloat("VK_REQUESTS_PER_SECOND")
-    if rps <= 0:
+    rps = _number(settings, "VK_REQUESTS_PER_SECOND", float)
+    if not rps > 0:
         raise ValueError(f"VK_REQUESTS_PER_SECOND must be positive, got {rps}")
-    margin = settings.getfloat("VK_RATE_MARGIN")
-    if margin < 1:
+    margin = _number(settings, "VK_RATE_MARGIN", float)
+    if not margin >= 1:
         raise ValueError(f"VK_RATE_MARGIN below 1 ({margin}) would exceed the rate limit")
     return margin / rps
+
+
+# Settings that only make sense from a lower bound: (name, type, lowest value allowed).
+_AT_LEAST: list[tuple[str, type, float]] = [
+    ("CONCURRENT_REQUESTS", int, 1),
+    ("CONCURRENT_REQUESTS_PER_DOMAIN", int, 1),
+    ("RETRY_TIMES", int, 0),
+    ("VK_STORE_BATCH_SIZE", int, 1),
+    ("VK_STORE_MAX_BUFFER", int, 1),
+    ("VK_STORE_FLUSH_INTERVAL", float, 0),
+    ("VK_METRICS_INTERVAL", float, 0),
+    ("VK_BACKOFF_BASE", float, 0),
+    ("VK_BACKOFF_MAX", float, 0),
+]
 
 
 def check_settings(settings: BaseSettings) -> None:
@@ -65,9 +80,28 @@ def check_settings(settings: BaseSettings) -> None:
     request_interval(settings)
     # Values VK would not honour: it answers less than asked, silently.
     for name, (low, high) in defaults.LIMITS.items():
-        value = settings.getint(name)
+        value = _number(settings, name, int)
         if not low <= value <= high:
             raise ValueError(f"{name} must be between {low} and {high} (VK's range), got {value}")
+    for name, kind, lowest in _AT_LEAST:
+        if settings.get(name) is not None and not _number(settings, name, kind) >= lowest:
+            raise ValueError(f"{name} must be at least {lowest}, got {settings.get(name)!r}")
+    if settings.getbool("AUTOTHROTTLE_ENABLED") and not (
+        _number(settings, "AUTOTHROTTLE_TARGET_CONCURRENCY", float) > 0
+    ):
+        raise ValueError("AUTOTHROTTLE_TARGET_CONCURRENCY must be positive")
+
+
+def _number(settings: BaseSettings, name: str, kind: type) -> Any:
+    """The setting as a finite number, or a ValueError that names it."""
+    raw = settings.get(name)
+    try:
+        value = settings.getint(name) if kind is int else settings.getfloat(name)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {raw!r}")
+    return value
 
 
 def export_fields() -> list[str]:
@@ -105,6 +139,7 @@ class VkAddon:
             # so a CSV holds every field of both (blank where a kind has no such field).
             ("FEED_EXPORT_ENCODING", "utf-8"),
             ("FEED_EXPORT_FIELDS", export_fields()),
+            ("HTTPCACHE_POLICY", "vkscraper.cache.VkCachePolicy"),  # never caches VK errors
         ):
             if _unset(settings, name):
                 settings.set(name, value, "addon")

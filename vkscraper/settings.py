@@ -11,6 +11,7 @@ import os
 
 from vkscraper.defaults import *  # noqa: F403  (every VK_* default, visible to `scrapy settings`)
 from vkscraper.defaults import AUTOTHROTTLE_TARGET, CONCURRENCY_PER_TOKEN, DEFAULT_INTERVAL
+from vkscraper.store.backends import DEFAULT_SQLITE_FILE
 
 BOT_NAME = "vkscraper"
 SPIDER_MODULES = ["vkscraper.spiders"]
@@ -40,5 +41,5 @@ AUTOTHROTTLE_TARGET_CONCURRENCY = AUTOTHROTTLE_TARGET
 
 # The database (and Redis) are where the process runs, as usual for services: read from the
 # environment when this module loads; -s DATABASE_URL=… overrides it.
-DATABASE_URL = os.environ.get("DATABASE_URL")
+DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{DEFAULT_SQLITE_FILE}"
 REDIS_URL = os.environ.get("REDIS_URL")

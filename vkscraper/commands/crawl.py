@@ -35,9 +35,16 @@ class Command(ScrapyCrawl):
         settings = self.settings.copy()
         for name, value in all_defaults().items():
             settings.setdefault(name, value, "default")
+        # scrapyd adds its own arguments, all starting with "_" (such as _job).
+        unknown = sorted(k for k in opts.spargs if k not in ("task_id", "groups") and k[:1] != "_")
+        if unknown:
+            return (
+                f"unknown argument -a {unknown[0]}: the vk spider takes -a groups=… "
+                "or -a task_id=…"
+            )
         try:
             check_settings(settings)
-            check_arguments(**opts.spargs)
+            check_arguments(opts.spargs.get("task_id"), opts.spargs.get("groups"))
         except (TypeError, ValueError) as exc:
             return str(exc)
         return None

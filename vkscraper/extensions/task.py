@@ -28,6 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
@@ -77,10 +78,12 @@ class VkTaskExtension:
         self.refs: list[GroupRef] = []
         self.done_groups: set[str] = set()  # keys of groups an earlier run finished
         self.resuming = False
+        self.segment_started: datetime | None = None
         self.tracker = GroupTracker()
         self._settling: set[int] = set()  # groups waiting for their items to be written
         self._background: set[asyncio.Task[Any]] = set()
         self._unsent_errors: list[tuple[str, str | None]] = []
+        self._recorded: set[tuple[str | None, str]] = set()  # (group key, message)
         self._errors_lock = asyncio.Lock()  # one sender at a time: each error written once
         self._tokens = load_tokens()
         self._periodic = Periodic(self._refresh, self.interval)
@@ -153,6 +156,9 @@ class VkTaskExtension:
             raise ValueError(f"task {task_id} has no groups to crawl")
         task = store.begin_run(task_id)
         self.task_id = task_id
+        # When this process's part of the run began (database clock): a post it crawls
+        # completely has lost the comments not seen since, also on a resume.
+        self.segment_started = task.updated_at
         self.resuming = bool(task.metrics.get("groups"))
         self.refs = [
             GroupRef(group_id=g) if isinstance(g, int) else GroupRef(screen_name=g)
@@ -273,14 +279,21 @@ class VkTaskExtension:
     async def add_error(
         self, message: str, *, group: int | str | None = None, post: int | None = None
     ) -> None:
-        """Record an error in the task (and log it); a group's error fails that group."""
+        """Record an error in the task (and log it); a group's error fails that group.
+
+        The same message for the same group is recorded once (a broken pipeline fails every
+        item alike); repeats are only counted (stat ``vk/task_errors_repeated``)."""
         message = scrub(message, self._tokens)
-        logger.error("Task %(task)s: %(error)s", {"task": self.task_id, "error": message})
         assert self.crawler.stats is not None
-        self.crawler.stats.inc_value("vk/task_errors")
         if isinstance(group, int):
             self.tracker.fail(group, post)
         key = None if group is None else group_key(group)
+        if (key, message) in self._recorded:
+            self.crawler.stats.inc_value("vk/task_errors_repeated")
+            return
+        self._recorded.add((key, message))
+        logger.error("Task %(task)s: %(error)s", {"task": self.task_id, "error": message})
+        self.crawler.stats.inc_value("vk/task_errors")
         self._unsent_errors.append((message, key))
         await self._send_errors()
 
@@ -346,7 +359,7 @@ class VkTaskExtension:
             complete = self.tracker.complete_posts(group)
             if complete and self.store is not None:
                 owner = owner_id_for_group(group)
-                await self._call(self.store.mark_vanished, self.task_id, owner, complete)
+                await self._call(self.store.mark_vanished, self.segment_started, owner, complete)
             await self._record_finished(group, status)
 
     async def _record_finished(self, group: int | str, status: str) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from vkscraper.items import VkComment, VkPost
@@ -79,7 +80,8 @@ _COMMENT_UPDATE = """
     reply_to_comment = COALESCE(comments.reply_to_comment, excluded.reply_to_comment),
     task_id = COALESCE(excluded.task_id, comments.task_id),
     updated_at = excluded.updated_at,
-    last_seen_at = excluded.last_seen_at
+    last_seen_at = excluded.last_seen_at,
+    vanished_at = NULL
 """
 
 
@@ -252,11 +254,13 @@ _TS_COLUMNS = frozenset({"date", "edited", "created_at", "updated_at", "last_see
 
 
 def seen_in_run(task: str = "t", comment: str = "c") -> str:
-    """SQL condition: comment ``c`` was seen by the run of task ``t`` (no bounds before the
-    task first started; no upper bound while it runs)."""
+    """SQL condition: comment ``c`` was seen by the run of task ``t`` and had not vanished
+    from VK by its end (no bounds before the task first started; none above while it runs)."""
     return (
         f"({task}.started_at IS NULL OR {comment}.last_seen_at >= {task}.started_at) AND "
-        f"({task}.finished_at IS NULL OR {comment}.created_at <= {task}.finished_at)"
+        f"({task}.finished_at IS NULL OR {comment}.created_at <= {task}.finished_at) AND "
+        f"({comment}.vanished_at IS NULL OR ({task}.finished_at IS NOT NULL "
+        f"AND {comment}.vanished_at > {task}.finished_at))"
     )
 
 
@@ -287,20 +291,19 @@ def task_results(
 
 
 _MARK_VANISHED = """
-    UPDATE comments SET deleted = true, updated_at = {now}
-    WHERE owner_id = %s AND post_vk_id = %s AND NOT deleted
-      AND last_seen_at < (SELECT started_at FROM tasks WHERE id = %s)
+    UPDATE comments SET deleted = true, vanished_at = {now}, updated_at = {now}
+    WHERE owner_id = %s AND post_vk_id = %s AND vanished_at IS NULL AND last_seen_at < %s
 """
 
 
 def mark_vanished(
-    db: Backend, cur: Any, task_id: int, owner_id: int, post_ids: Sequence[int]
+    db: Backend, cur: Any, since: datetime, owner_id: int, post_ids: Sequence[int]
 ) -> int:
-    """After a complete crawl of these posts by task ``task_id``'s run: mark their comments
-    that the run did not see as deleted (the rows stay). Returns how many were marked."""
+    """After complete crawls of these posts that began at ``since``: mark their comments not
+    seen since then as deleted and vanished (the rows stay). Returns how many were marked."""
     marked = 0
     sql = db.sql(_MARK_VANISHED)
     for post_id in post_ids:
-        cur.execute(sql, (owner_id, post_id, task_id))
+        cur.execute(sql, (owner_id, post_id, db.ts(since)))
         marked += max(cur.rowcount, 0)
     return marked

@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from vkscraper.exceptions import StoreError
@@ -278,12 +279,13 @@ class Store:
         """Forget what an earlier run recorded for a group about to be crawled again."""
         self._run("reset_group", lambda cur: tasks.reset_group(self._db, cur, task_id, group))
 
-    def mark_vanished(self, task_id: int, owner_id: int, post_ids: Sequence[int]) -> int:
-        """Mark the comments of completely crawled posts that this run did not see as
+    def mark_vanished(self, since: datetime, owner_id: int, post_ids: Sequence[int]) -> int:
+        """Mark the comments of posts crawled completely since ``since`` (a time from this
+        database, e.g. a :class:`Task`'s ``updated_at``) that were not seen since then as
         deleted; returns how many."""
         return self._run(
             "mark_vanished",
-            lambda cur: content.mark_vanished(self._db, cur, task_id, owner_id, post_ids),
+            lambda cur: content.mark_vanished(self._db, cur, since, owner_id, post_ids),
         )
 
     def add_progress(
