@@ -76,7 +76,14 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(tmp_path, args, t
     assert not (tmp_path / "vk.sqlite3").exists()  # nothing written
 
 
-def test_an_unknown_task_is_exit_2_and_no_task(tmp_path, fakevk):
+def test_an_unknown_task_is_one_line_and_exit_2(tmp_path, fakevk):
+    crawl(tmp_path, "-a", "groups=threeposts", "-s", f"VK_API_URL={fakevk.url}")  # task 1
+    result = crawl(tmp_path, "-a", "task_id=999", "-s", f"VK_API_URL={fakevk.url}")
+    assert result.returncode == exitcodes.BAD_ARGUMENTS
+    assert result.stderr.strip() == "error: task 999 does not exist"
+
+
+def test_an_unknown_task_in_a_new_database_is_still_exit_2(tmp_path, fakevk):
     result = crawl(tmp_path, "-a", "task_id=999", "-s", f"VK_API_URL={fakevk.url}")
     assert result.returncode == exitcodes.BAD_ARGUMENTS
     assert "task 999 does not exist" in result.stderr

@@ -68,7 +68,15 @@ page = st.fixed_dictionaries(
               "groups": json_values},
 )  # fmt: skip
 
-FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: CI runs the same 300 examples every time (a random run that finds a new bug
+# belongs in a fix, not in a red CI for an unrelated change). To explore, set
+# derandomize=False and raise max_examples: 8,000 random examples per test passed last time.
+FAST = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+)
 
 
 def survives(fn, *args, **kwargs):
@@ -210,3 +218,11 @@ async def test_a_crawl_turns_nasty_bodies_into_errors_never_crashes(store_url, s
         stored = any(c["post_vk_id"] == post for c in comments)
         assert named or stored, (post, m["errors"])
     assert task.status == ("failed" if m["errors"] else "completed")
+
+
+def test_a_thread_whose_items_are_not_a_list():
+    """Found by hypothesis: ``thread.items`` true instead of a list crashed the paging."""
+    survives(lambda: list(threads_to_fetch({"items": [{"id": 1, "thread": {"items": True}}]})))
+    assert list(threads_to_fetch({"items": [{"id": 1, "thread": {"items": 5, "count": 3}}]})) == [
+        (1, 3, 0, None)
+    ]

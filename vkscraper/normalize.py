@@ -207,7 +207,7 @@ def threads_to_fetch(data: Any) -> Iterator[ThreadToFetch]:
         if not isinstance(thread, Mapping):
             continue
         total = thread.get("count", 0)
-        inline = thread.get("items") or []
+        inline = _list(thread.get("items"))
         if isinstance(total, int) and total > len(inline):
             last = inline[-1].get("id") if inline and isinstance(inline[-1], Mapping) else None
             yield ThreadToFetch(item["id"], total, len(inline), last)

@@ -12,8 +12,10 @@ from scrapy.commands.crawl import Command as ScrapyCrawl
 from vkscraper import exitcodes
 from vkscraper.addon import check_settings
 from vkscraper.defaults import all_defaults
+from vkscraper.exceptions import StoreError
 from vkscraper.extensions.task import VkTaskExtension
 from vkscraper.spiders.vk import VkSpider, check_arguments
+from vkscraper.store import open_store
 from vkscraper.tokens import check_tokens, load_tokens
 
 if TYPE_CHECKING:
@@ -44,9 +46,11 @@ class Command(ScrapyCrawl):
             )
         try:
             check_settings(settings)
-            check_arguments(opts.spargs.get("task_id"), opts.spargs.get("groups"))
+            task_id, _ = check_arguments(opts.spargs.get("task_id"), opts.spargs.get("groups"))
         except (TypeError, ValueError) as exc:
             return str(exc)
+        if task_id is not None and not _task_exists(settings.get("DATABASE_URL"), task_id):
+            return f"task {task_id} does not exist"
         return None
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
@@ -76,3 +80,13 @@ class Command(ScrapyCrawl):
             self.exitcode = exitcodes.INTERRUPTED
         else:
             self.exitcode = ext.exit_code
+
+
+def _task_exists(database_url: str | None, task_id: int) -> bool:
+    """False only when the database answers that there is no such task; a database that
+    cannot be asked is the crawl's to report (exit status 3)."""
+    try:
+        with open_store(database_url) as store:
+            return store.get_task(task_id) is not None
+    except StoreError:
+        return True
