@@ -202,17 +202,22 @@ async def test_connection_errors_are_retried(crawler):
     assert isinstance(await mw.process_exception(Request(URL), TimeoutError()), Request)
 
 
-@deferred_f_from_coro_f
-async def test_retry_after_is_honoured(crawler, monkeypatch):
+def backing_off(crawler, monkeypatch):
+    """A retry middleware with a 0.01 s backoff base whose waits are recorded, not slept."""
     crawler.settings.frozen = False
     crawler.settings.set("VK_BACKOFF_BASE", 0.01)
-    mw = build_from_crawler(VkRetryMiddleware, crawler)
-    slept = []
+    slept: list[float] = []
 
     async def fake_sleep(seconds):
         slept.append(seconds)
 
     monkeypatch.setattr("vkscraper.middlewares.retry.sleep", fake_sleep)
+    return build_from_crawler(VkRetryMiddleware, crawler), slept
+
+
+@deferred_f_from_coro_f
+async def test_retry_after_is_honoured(crawler, monkeypatch):
+    mw, slept = backing_off(crawler, monkeypatch)
     req = vk_request()
     await mw.process_response(req, resp(req, b"", 429, {"Retry-After": "3"}))
     await mw.process_response(req, resp(req, b"", 503))
@@ -459,15 +464,7 @@ async def test_malformed_answers_are_counted(crawler):
 
 @deferred_f_from_coro_f
 async def test_backoff_grows_with_the_attempt(crawler, monkeypatch):
-    crawler.settings.frozen = False
-    crawler.settings.set("VK_BACKOFF_BASE", 0.01)
-    mw = build_from_crawler(VkRetryMiddleware, crawler)
-    slept = []
-
-    async def fake_sleep(seconds):
-        slept.append(seconds)
-
-    monkeypatch.setattr("vkscraper.middlewares.retry.sleep", fake_sleep)
+    mw, slept = backing_off(crawler, monkeypatch)
     req = vk_request(retry_times=1)  # the second retry: base * 2, half of it fixed
     await mw.process_response(req, resp(req, b"", 503))
     assert 0.01 <= slept[0] <= 0.02

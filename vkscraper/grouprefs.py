@@ -60,14 +60,25 @@ def parse_group_ref(raw: str | int) -> GroupRef:
 
 
 def parse_group_refs(raw: str | list[str] | tuple[str, ...]) -> list[GroupRef]:
-    """Parse a comma/whitespace separated list (or a sequence), dropping duplicates in order."""
+    """Parse a comma/whitespace separated list (or a sequence), dropping duplicates in order.
+
+    One malformed reference refuses the list: the :class:`GroupRefError` names every bad one.
+    """
     items = re.split(r"[,\s]+", raw) if isinstance(raw, str) else list(raw)
     refs: list[GroupRef] = []
+    bad: list[str] = []
     for item in items:
-        if str(item).strip():
+        if not str(item).strip():
+            continue
+        try:
             ref = parse_group_ref(item)
-            if ref not in refs:
-                refs.append(ref)
+        except GroupRefError as exc:
+            bad.append(str(exc))
+            continue
+        if ref not in refs:
+            refs.append(ref)
+    if bad:
+        raise GroupRefError("; ".join(bad))
     return refs
 
 

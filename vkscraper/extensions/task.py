@@ -39,7 +39,7 @@ from vkscraper import exitcodes
 from vkscraper import signals as vk_signals
 from vkscraper.api import owner_id_for_group
 from vkscraper.exceptions import StoreError
-from vkscraper.grouprefs import GroupRef
+from vkscraper.grouprefs import GroupRef, parse_group_ref
 from vkscraper.periodic import Periodic
 from vkscraper.store import Store, open_store
 from vkscraper.store.tasks import group_key
@@ -307,7 +307,7 @@ class VkTaskExtension:
         """Take a community VK reports unknown or deleted off the groups list (if it is on it):
         a plain crawl stops failing on it; ``groups add`` puts it back."""
         assert self.store is not None
-        group = GroupRef(group_id=int(ref)) if ref.isdigit() else GroupRef(screen_name=ref)
+        group = parse_group_ref(ref)
         if await self._call(self.store.deactivate_groups, {group: reason}):
             logger.warning(
                 "Group %(ref)s taken off the groups list: %(reason)s",

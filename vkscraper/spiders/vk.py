@@ -102,6 +102,7 @@ class VkSpider(scrapy.Spider):
         # Bad arguments fail here, before anything is written, with the input named.
         self.task_id_arg, self.group_refs = check_arguments(task_id=task_id, groups=groups)
         self._scheduled_groups: set[int] = set()  # one wall.get per group, whatever the refs
+        self._task: VkTaskExtension | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
@@ -117,15 +118,17 @@ class VkSpider(scrapy.Spider):
 
     @property
     def task(self) -> VkTaskExtension:
-        # Extensions are built after the spider, so look it up when first needed.
-        ext = self.crawler.get_extension(VkTaskExtension)
-        if ext is None:
-            raise RuntimeError("the vk spider needs VkTaskExtension (EXTENSIONS)")
-        return ext
+        # Extensions are built after the spider: look it up when first needed, once (this is
+        # called for every request and item).
+        if self._task is None:
+            self._task = self.crawler.get_extension(VkTaskExtension)
+            if self._task is None:
+                raise RuntimeError("the vk spider needs VkTaskExtension (EXTENSIONS)")
+        return self._task
 
     async def start(self) -> AsyncIterator[Any]:
         # A resume skips what an earlier run finished; failed groups are tried again.
-        refs = [r for r in self.task.refs if ref_key(r) not in self.task.done_groups]
+        refs = [r for r in self.task.refs if str(r) not in self.task.done_groups]
         for i in range(0, len(refs), self.groups_per_request):
             batch = refs[i : i + self.groups_per_request]
             yield self._call(
@@ -133,7 +136,7 @@ class VkSpider(scrapy.Spider):
                 groups_get_by_id_params([r.group_id or str(r.screen_name) for r in batch]),
                 self.parse_groups,
                 group_id=0,
-                refs=[ref_key(r) for r in batch],
+                refs=[str(r) for r in batch],
             )
 
     # requests
@@ -404,20 +407,10 @@ def check_arguments(
         return int(task_id), None
     if groups is None:
         return None, None
-    bad = []
-    for item in re.split(r"[,\s]+", groups):
-        try:
-            parse_group_refs(item)
-        except ValueError as exc:
-            bad.append(str(exc))
-    if bad:
-        raise ValueError(f"-a groups: {'; '.join(bad)}")
-    refs = parse_group_refs(groups)
+    try:
+        refs = parse_group_refs(groups)
+    except ValueError as exc:
+        raise ValueError(f"-a groups: {exc}") from None
     if not refs:
         raise ValueError("-a groups= is empty: name at least one group")
     return None, refs
-
-
-def ref_key(ref: GroupRef) -> str:
-    """How a reference is named in the task: its id, or its screen name."""
-    return str(ref.group_id) if ref.group_id is not None else str(ref.screen_name)
