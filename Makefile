@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv services test demo demo-errors check bench
+.PHONY: venv services browser test demo demo-errors check bench serve
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ venv: $(VENV)/.installed
 services:
 	bash scripts/services.sh
 
-test: venv services
+# Debian's Chromium for the task-page tests (Playwright drives it; nothing is downloaded by it).
+browser:
+	bash scripts/browser.sh
+
+test: venv services browser
 	$(PY) -m pytest
 
 demo: venv
@@ -28,6 +32,12 @@ demo: venv
 # ends `failed` and the demo explains each error (it exits 0 when exactly those appear).
 demo-errors: venv
 	$(PY) scripts/demo.py --with-errors
+
+# scrapyd with the task services and the page on http://127.0.0.1:6800 (scrapyd.conf); jobs
+# and logs under var/scrapyd/. The crawls inherit this environment: export VK_ACCESS_TOKEN
+# (and DATABASE_URL for PostgreSQL; else the SQLite file vkscraper.sqlite3 here) first.
+serve: venv
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(VENV)/bin/scrapyd
 
 check: venv
 	$(PY) -m ruff check .

@@ -28,7 +28,7 @@ VK_BACKOFF_MAX = 30.0
 VK_STORE_BATCH_SIZE = 500
 VK_STORE_FLUSH_INTERVAL = 2.0  # seconds between flushes of a partial batch
 VK_STORE_MAX_BUFFER = 50_000  # items held while the database is down; more go to a file
-VK_METRICS_INTERVAL = 5.0  # seconds between task-metrics refreshes
+VK_METRICS_INTERVAL = 2.0  # seconds between task-metrics refreshes (the task page polls at 2 s)
 VK_UNSAVED_DIR = "."  # where items go when the database stays down at close
 
 # Ranges VK accepts (wall.get count ≤ 100 and we ask one more than we keep).

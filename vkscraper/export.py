@@ -109,17 +109,19 @@ def iso(column: str, value: datetime) -> str:
     return value.replace(tzinfo=None).isoformat(timespec=_TIMESTAMPS.get(column, "auto")) + "Z"
 
 
+def json_record(row: dict[str, Any], kind: Kind) -> dict[str, Any]:
+    """A stored row as the JSON object of the exports and the task API: ``kind`` first,
+    then :data:`FIELDS` in order, timestamps as :func:`iso`."""
+    obj: dict[str, Any] = {"kind": _KIND_LABEL[kind]}
+    for f in FIELDS[kind]:
+        value = row[f]
+        obj[f] = iso(f, value) if f in _TIMESTAMPS and value is not None else value
+    return obj
+
+
 def _json_rows(rows: Iterator[dict[str, Any]], kind: Kind) -> Iterator[str]:
-    fields, label = FIELDS[kind], _KIND_LABEL[kind]
-    stamps = [f for f in fields if f in _TIMESTAMPS]
     for row in rows:
-        obj: dict[str, Any] = {"kind": label}
-        for f in fields:
-            obj[f] = row[f]
-        for f in stamps:
-            if obj[f] is not None:
-                obj[f] = iso(f, obj[f])
-        line = json.dumps(obj, ensure_ascii=False)
+        line = json.dumps(json_record(row, kind), ensure_ascii=False)
         if "\u2028" in line or "\u2029" in line:
             line = line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
         yield line + "\n"

@@ -9,7 +9,7 @@ scrapy-redis workers on other machines — and never changes the task. It shows:
   count grows as the crawl reads the walls), and posts the same way;
 * the **rate**: comments *stored* per second over the last :data:`RATE_WINDOW` seconds of
   refreshes. The metrics hold stored rows, not requests, so this is not a request rate; a
-  crawl refreshes its counts every ``VK_METRICS_INTERVAL`` seconds (5) and when a group is
+  crawl refreshes its counts every ``VK_METRICS_INTERVAL`` seconds (2) and when a group is
   done, so the rate moves in steps;
 * errors (how many, and the newest);
 * time left: comments still expected / the rate — an estimate for the comments known so far.

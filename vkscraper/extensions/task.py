@@ -92,6 +92,7 @@ class VkTaskExtension:
             self._log_progress, crawler.settings.getfloat("LOGSTATS_INTERVAL")
         )
         self._last_progress: tuple[float, int] | None = None
+        self._requests_sent = 0  # of downloader/response_count, added to metrics.requests
         # The crawl could not do its job (a fatal error, the database, unfinished groups…):
         # the exit status says so (vkscraper.exitcodes); set at close.
         self.incomplete = False
@@ -121,6 +122,7 @@ class VkTaskExtension:
                 self._open_task,
                 getattr(spider, "task_id_arg", None),
                 getattr(spider, "group_refs", None),
+                getattr(spider, "_job", None),  # scrapyd's job id (`-a _job=…`)
             )
         except StoreError as exc:
             logger.error("Cannot use the database: %(error)s", {"error": exc})
@@ -139,7 +141,9 @@ class VkTaskExtension:
         self._periodic.start()
         self._progress.start()
 
-    def _open_task(self, task_id: int | None, refs: list[GroupRef] | None) -> None:
+    def _open_task(
+        self, task_id: int | None, refs: list[GroupRef] | None, job_id: str | None = None
+    ) -> None:
         assert self.store is not None
         store = self.store
         if task_id is None:
@@ -154,7 +158,7 @@ class VkTaskExtension:
             raise ValueError(f"task {task_id} does not exist")
         elif not existing.groups:
             raise ValueError(f"task {task_id} has no groups to crawl")
-        task = store.begin_run(task_id)
+        task = store.begin_run(task_id, job_id)
         self.task_id = task_id
         # When this process's part of the run began (database clock): a post it crawls
         # completely has lost the comments not seen since, also on a resume.
@@ -195,6 +199,7 @@ class VkTaskExtension:
                                                               "error": message})  # fmt: skip
                     self._unsent_errors.append((message, None))
             await self._send_errors()
+            await self._send_requests()
             await run_in_thread(self.store.refresh_counts, self.task_id)
             if reason in RESUMABLE_REASONS:
                 logger.warning(
@@ -426,6 +431,21 @@ class VkTaskExtension:
                     return
                 self._unsent_errors.pop(0)
 
+    async def _send_requests(self) -> None:
+        """Add the VK answers received since the last call to the run's metrics (a delta, so
+        several processes of one run add up). Answers, not ``downloader/request_count``:
+        that one counts requests when they join the download slot's queue, ahead of the
+        pace, so a rate computed from it would read above the limit."""
+        assert self.crawler.stats is not None and self.task_id is not None
+        total = self.crawler.stats.get_value("downloader/response_count", 0)
+        if total > self._requests_sent and self.store is not None:
+            delta = total - self._requests_sent
+            self._requests_sent = total  # before the await: a concurrent call adds none twice
+            try:
+                await run_in_thread(self.store.add_requests, self.task_id, delta)
+            except StoreError:
+                self._requests_sent -= delta  # sent with the next one; the outage is logged
+
     async def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         """Progress is best effort: a failed update is logged, the final refresh repairs it."""
         try:
@@ -475,6 +495,7 @@ class VkTaskExtension:
         if self.store is None or self.task_id is None:
             return
         await self._send_errors()
+        await self._send_requests()
         await self._finish_settled()  # groups held back by a failed flush
         active = self.tracker.open_groups()
         if active:

@@ -257,10 +257,18 @@ class Store:
             "list_tasks", lambda cur: tasks.list_tasks(self._db, cur, limit), write=False
         )
 
-    def begin_run(self, task_id: int) -> Task:
+    def begin_run(self, task_id: int, job_id: str | None = None) -> Task:
         """Start a run: resume an unfinished task, or a fresh run of a finished one (its
         previous run kept in ``metrics.history``); returns the task as the run starts."""
-        return self._run("begin_run", lambda cur: tasks.begin_run(self._db, cur, task_id))
+        return self._run("begin_run", lambda cur: tasks.begin_run(self._db, cur, task_id, job_id))
+
+    def set_job(self, task_id: int, job_id: str) -> None:
+        """Record the scrapyd job that runs the task."""
+        self._run("set_job", lambda cur: tasks.set_job(self._db, cur, task_id, job_id))
+
+    def add_requests(self, task_id: int, count: int) -> None:
+        """Atomically add ``count`` to the run's ``metrics.requests``."""
+        self._run("add_requests", lambda cur: tasks.add_requests(self._db, cur, task_id, count))
 
     def start_task(self, task_id: int) -> None:
         """Status ``in_progress``; ``started_at`` is set only the first time. No run rules:

@@ -11,7 +11,7 @@ change it in Python and write it back — except in the rare per-run steps (:fun
 Metrics layout (the key of a group is its id, or the reference as given while unresolved)::
 
     {"run": 1, "posts": 0, "comments": 0, "errors": [], "groups_total": N, "groups_done": 0,
-     "posts_expected": 0, "comments_expected": 0,
+     "posts_expected": 0, "comments_expected": 0, "requests": 0,
      "groups": {"<gid>": {"posts_expected": 0, "comments_expected": 0, "status": "…",
                           "done": true, "posts": 0, "comments": 0, "errors": []}},
      "history": [{"run": 1, "status": "failed", "started_at": "…", "finished_at": "…",
@@ -53,6 +53,7 @@ class Task:
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    job_id: str | None = None  # the scrapyd job that runs or last ran it
 
 
 def initial_metrics(groups_total: int, run: int = 1) -> dict[str, Any]:
@@ -65,6 +66,7 @@ def initial_metrics(groups_total: int, run: int = 1) -> dict[str, Any]:
         "groups_done": 0,
         "posts_expected": 0,
         "comments_expected": 0,
+        "requests": 0,  # VK requests sent by the run (all its processes)
         "groups": {},
     }
 
@@ -98,7 +100,7 @@ def group_key(group: int | str) -> str:
     return str(group)
 
 
-_COLUMNS = "id, status, groups, metrics, created_at, started_at, finished_at, updated_at"
+_COLUMNS = "id, status, groups, metrics, created_at, started_at, finished_at, updated_at, job_id"
 
 
 def _task(db: Backend, row: Sequence[Any]) -> Task:
@@ -111,6 +113,7 @@ def _task(db: Backend, row: Sequence[Any]) -> Task:
         started_at=db.from_ts(row[5]),
         finished_at=db.from_ts(row[6]),
         updated_at=db.from_ts(row[7]),  # type: ignore[arg-type]
+        job_id=row[8],
     )
 
 
@@ -161,8 +164,9 @@ def _write_task(db: Backend, cur: Any, task_id: int, groups: list[Any], metrics:
     )  # fmt: skip
 
 
-def begin_run(db: Backend, cur: Any, task_id: int) -> Task:
-    """Start a run of the task (status ``in_progress``) by the rule in the module docstring."""
+def begin_run(db: Backend, cur: Any, task_id: int, job_id: str | None = None) -> Task:
+    """Start a run of the task (status ``in_progress``) by the rule in the module docstring;
+    ``job_id`` is the scrapyd job running it, when there is one."""
     task = _lock_task(db, cur, task_id)
     if task.status in ("completed", "failed"):
         old = dict(task.metrics)
@@ -184,7 +188,34 @@ def begin_run(db: Backend, cur: Any, task_id: int) -> Task:
         cur.execute(db.sql("DELETE FROM task_posts WHERE task_id = %s"), (task_id,))
         cur.execute(db.sql("UPDATE tasks SET started_at = NULL WHERE id = %s"), (task_id,))
     start_task(db, cur, task_id)
+    if job_id is not None:
+        set_job(db, cur, task_id, job_id)
     return _lock_task(db, cur, task_id)
+
+
+def set_job(db: Backend, cur: Any, task_id: int, job_id: str) -> None:
+    """Record the scrapyd job that runs the task (the task API shows and cancels it)."""
+    cur.execute(db.sql("UPDATE tasks SET job_id = %s WHERE id = %s"), (job_id, task_id))
+    _require_row(cur, task_id)
+
+
+_ADD_REQUESTS = {
+    "postgresql": """
+        UPDATE tasks SET metrics = jsonb_set(metrics, '{requests}',
+            to_jsonb(COALESCE((metrics->>'requests')::bigint, 0) + %s))
+        WHERE id = %s""",
+    "sqlite": """
+        UPDATE tasks SET metrics = json_set(metrics, '$.requests',
+            COALESCE(json_extract(metrics, '$.requests'), 0) + ?)
+        WHERE id = ?""",
+}
+
+
+def add_requests(db: Backend, cur: Any, task_id: int, count: int) -> None:
+    """Add ``count`` VK requests sent to the run's ``metrics.requests`` (summed over every
+    process of the run, for the request-rate figures)."""
+    cur.execute(_ADD_REQUESTS[db.name], (int(count), task_id))
+    _require_row(cur, task_id)
 
 
 def resolve_task_groups(

@@ -1,0 +1,392 @@
+"""The HTTP service as users run it: a real scrapyd process (``tests/scrapyd.py``, configured
+by the repository's ``scrapyd.conf``), the emulator, real PostgreSQL and SQLite.
+
+Collect → the task runs as a scrapyd job → task.json / the REST routes follow it → every
+results page together equals the task's rows in the database; tasks queue one behind the
+other inside the rate limit; cancel leaves a resumable task; bad requests get 4xx JSON."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.crawl import TOKEN
+from tests.scrapyd import REPO, Scrapyd
+from tests.test_spider_vk import small_dataset
+from vkscraper.export import json_record
+from vkscraper.store import open_store
+from vkscraper.testing.fakevk import FakeVk, expected_rows, generate_dataset
+from vkscraper.testing.pg import temporary_database
+
+FAST = [("setting", "VK_REQUESTS_PER_SECOND=1000"), ("setting", "VK_BACKOFF_BASE=0")]
+GROUPS = "10,threeposts,https://vk.com/pinnedold"
+
+
+@pytest.fixture(scope="module")
+def fakevk():
+    with FakeVk(small_dataset(), tokens=[TOKEN]) as vk:
+        yield vk
+
+
+@pytest.fixture(scope="module")
+def pg_server(tmp_path_factory, pg_admin_url):
+    with temporary_database(pg_admin_url, "vksvc") as url:
+        with Scrapyd(tmp_path_factory.mktemp("scrapyd-pg"), database_url=url, token=TOKEN) as s:
+            s.database_url = url
+            yield s
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory):
+    work = tmp_path_factory.mktemp("scrapyd-sqlite")
+    # The default store of `make serve`: the SQLite file in scrapyd's directory, which the
+    # crawl processes (started there) share.
+    with Scrapyd(work, database_url="", token=TOKEN) as s:
+        s.database_url = f"sqlite:///{work / 'vkscraper.sqlite3'}"
+        yield s
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def server(request):
+    return request.getfixturevalue(
+        "pg_server" if request.param == "postgresql" else "sqlite_server"
+    )
+
+
+def db_rows(database_url: str, task_id: int, kind: str) -> list[dict]:
+    with open_store(database_url) as store:
+        rows = store.task_results(task_id, kind, limit=100_000)  # type: ignore[arg-type]
+    return [json_record(r, kind) for r in rows]  # type: ignore[arg-type]
+
+
+def all_pages(server: Scrapyd, path: str, limit: int) -> tuple[list[dict], int]:
+    rows: list[dict] = []
+    after, pages = 0, 0
+    while True:
+        sep = "&" if "?" in path else "?"
+        status, page = server.call("GET", f"{path}{sep}limit={limit}&after={after}")
+        assert status == 200, page
+        rows += page["rows"]
+        pages += 1
+        if not page["has_more"]:
+            return rows, pages
+        assert page["next_after"] > after
+        after = page["next_after"]
+
+
+def test_collect_runs_the_task_and_results_pages_equal_the_database(server, fakevk):
+    status, answer = server.call(
+        "POST", "/collect.json",
+        data=[("groups", GROUPS), ("setting", f"VK_API_URL={fakevk.url}"), *FAST],
+    )  # fmt: skip
+    assert status == 200 and answer["status"] == "ok", answer
+    task_id = answer["task_id"]
+    task = server.wait_task(task_id)
+    assert task["status"] == "completed", task
+    assert task["job"] == {"jobid": answer["jobid"], "state": "finished"}
+    assert task["progress"]["percent"] == 100.0
+    posts_expected, comments_expected = expected_rows(small_dataset())
+    assert task["counts"]["posts"] == len(posts_expected)
+    assert task["counts"]["comments"] == len(comments_expected)
+    assert task["counts"]["requests"] > 0 and task["timing"]["requests_per_s"] > 0
+    assert [g["status"] for g in task["groups_detail"]] == ["done", "done", "done"]
+
+    for kind, oracle, key, limit in (
+        ("posts", posts_expected, "vk_post_id", 7),
+        ("comments", comments_expected, "vk_comment_id", 2),
+    ):
+        path = f"/results.json?task_id={task_id}&kind={kind}"
+        pages, n = all_pages(server, path, limit=limit)
+        assert n >= 2, "small pages: the cursor must be exercised"
+        assert pages == db_rows(server.database_url, task_id, kind)
+        assert sorted((r["owner_id"], r[key]) for r in pages) == sorted(
+            (r["owner_id"], r[key]) for r in oracle
+        )
+
+
+def test_the_seed_rest_routes_run_a_task_the_same_way(pg_server, fakevk):
+    status, answer = pg_server.call(
+        "POST", "/api/tasks/collect",
+        json_body={"groups": [10, "threeposts"], "settings": {"VK_API_URL": fakevk.url,
+                   "VK_REQUESTS_PER_SECOND": "1000", "VK_BACKOFF_BASE": "0"}},
+    )  # fmt: skip
+    assert status == 200 and set(answer) >= {"taskId", "jobId"}, answer
+    task_id = answer["taskId"]
+    pg_server.wait_task(task_id)
+    status, task = pg_server.call("GET", f"/api/tasks/{task_id}")
+    assert status == 200 and task["status"] == "completed" and task["task_id"] == task_id
+    status, listing = pg_server.call("GET", "/api/tasks?limit=5")
+    assert task_id in [t["task_id"] for t in listing["tasks"]]
+    for kind in ("posts", "comments"):
+        rows, _ = all_pages(pg_server, f"/api/tasks/{task_id}/results?kind={kind}", limit=5)
+        assert rows == db_rows(pg_server.database_url, task_id, kind)
+        assert len(rows) == task["counts"][kind]
+
+
+@pytest.mark.rate
+def test_two_tasks_posted_together_run_one_after_the_other_within_the_rate(pg_server):
+    with FakeVk(small_dataset(), tokens=[TOKEN], rate_limit=3) as vk:
+        ids = []
+        for groups in ("10,11,12", "pinnedrecent,threeposts"):
+            status, answer = pg_server.call(
+                "POST", "/collect.json",
+                data=[("groups", groups), ("setting", f"VK_API_URL={vk.url}")],
+            )  # fmt: skip
+            assert status == 200, answer
+            ids.append(answer["task_id"])
+        tasks = [pg_server.wait_task(i) for i in ids]
+        log = vk.requests()
+    assert [t["status"] for t in tasks] == ["completed", "completed"]
+    with open_store(pg_server.database_url) as store:
+        first, second = (store.get_task(i) for i in ids)
+    assert first.finished_at <= second.started_at, "max_proc = 1: one crawl at a time"
+    times = sorted(r["t"] for r in log)
+    busiest = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
+    assert busiest <= 3, f"{busiest} requests in one second on one token"
+    assert not [r for r in log if r["outcome"] == "error:6"]
+    assert len(log) == sum(t["counts"]["requests"] for t in tasks)
+
+
+@pytest.mark.rate
+def test_cancel_a_running_task_then_collect_it_again_resumes_it(pg_server):
+    data = generate_dataset(seed=7, groups=2, posts_per_group=10, min_comments=150,
+                            max_comments=250, max_replies=5)  # fmt: skip
+    for group in data["groups"]:
+        for post in group["posts"]:
+            post["comments_closed"] = False  # the generator closes one post's comments
+    posts_expected, comments_expected = expected_rows(data, nul_replacement="")
+    with FakeVk(data, tokens=[TOKEN], rate_limit=3) as vk:
+        groups = ",".join(str(g["id"]) for g in data["groups"][:2])
+        settings = [("setting", f"VK_API_URL={vk.url}")]
+        _, first = pg_server.call("POST", "/collect.json", data=[("groups", groups), *settings])
+        # A second task behind it is removed from the queue without ever starting.
+        _, queued = pg_server.call("POST", "/collect.json", data=[("groups", "1"), *settings])
+        task_id = first["task_id"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            _, answer = pg_server.call("GET", f"/task.json?task_id={task_id}")
+            if answer["task"]["counts"]["comments"] > 0:
+                break
+            time.sleep(0.3)
+        status, cancelled = pg_server.call(
+            "POST", "/cancel-task.json", data={"task_id": queued["task_id"]}
+        )
+        assert status == 200 and cancelled["prevstate"] == "pending", cancelled
+        status, cancelled = pg_server.call("POST", "/cancel-task.json", data={"task_id": task_id})
+        assert status == 200 and cancelled["prevstate"] == "running", cancelled
+        stopped = pg_server.wait_task(task_id, until=("in_progress",))
+        assert stopped["resumable"] and stopped["job"]["state"] == "finished"
+        assert 0 < stopped["counts"]["comments"] < len(comments_expected)
+        status, again = pg_server.call("POST", "/cancel-task.json", data={"task_id": task_id})
+        assert status == 409, again
+
+        status, resumed = pg_server.call(
+            "POST", "/collect.json", data=[("task_id", str(task_id)), *settings]
+        )
+        assert status == 200 and resumed["task_id"] == task_id, resumed
+        status, twice = pg_server.call(
+            "POST", "/collect.json", data=[("task_id", str(task_id)), *settings]
+        )
+        assert status == 409, "a task already queued is not queued twice"
+        done = pg_server.wait_task(task_id, timeout=180)
+    assert done["status"] == "completed", done["metrics"]["errors"]
+    assert done["counts"]["comments"] == len(comments_expected)
+    rows = db_rows(pg_server.database_url, task_id, "comments")
+    keys = [(r["owner_id"], r["vk_comment_id"]) for r in rows]
+    assert len(keys) == len(set(keys)) == len(comments_expected)
+    assert len(db_rows(pg_server.database_url, task_id, "posts")) == len(posts_expected)
+    _, never = pg_server.call("GET", f"/task.json?task_id={queued['task_id']}")
+    assert never["task"]["status"] == "created" and never["task"]["resumable"]
+
+
+def count_tasks(server: Scrapyd) -> int:
+    with open_store(server.database_url) as store:
+        return len(store.list_tasks(10_000))
+
+
+BAD_REQUESTS = [
+    # method, path, form data or JSON body, status, words of the message
+    ("POST", "/collect.json", {"groups": "10,[oops"}, 400, "[oops"),
+    ("POST", "/collect.json", {"groups": " , "}, 400, "names no community"),
+    ("POST", "/collect.json", {"groups": "10", "spider": "x"}, 400, "unknown parameter"),
+    (
+        "POST",
+        "/collect.json",
+        {"groups": "10", "setting": "VK_ACCESS_TOKEN=abc"},
+        400,
+        "VK_ACCESS_TOKEN",
+    ),
+    (
+        "POST",
+        "/collect.json",
+        {"groups": "10", "setting": "VK_COMMENTS_PAGE_SIZE=500"},
+        400,
+        "VK_COMMENTS_PAGE_SIZE",
+    ),
+    ("POST", "/collect.json", {"groups": "10", "setting": "VK_NO_SUCH=1"}, 400, "VK_NO_SUCH"),
+    ("POST", "/collect.json", {"groups": "10", "setting": "novalue"}, 400, "NAME=value"),
+    ("POST", "/collect.json", {"task_id": "999999"}, 404, "task 999999"),
+    ("POST", "/collect.json", {"task_id": "abc"}, 400, "whole number"),
+    ("GET", "/collect.json?groups=10", None, 405, "GET is not allowed"),
+    ("GET", "/task.json", None, 400, "'task_id' parameter is required"),
+    ("GET", "/task.json?task_id=999999", None, 404, "task 999999 does not exist"),
+    ("GET", "/task.json?task_id=-1", None, 400, "whole number"),
+    ("POST", "/task.json", {"task_id": "1"}, 405, "use GET"),
+    ("GET", "/tasks.json?limit=0", None, 400, "'limit'"),
+    ("GET", "/results.json?task_id=1&kind=likes", None, 400, "'kind'"),
+    ("GET", "/results.json?task_id=1&limit=5000", None, 400, "'limit'"),
+    ("GET", "/results.json?kind=posts", None, 400, "'task_id'"),
+    ("GET", "/results.json?task_id=999999", None, 404, "task 999999"),
+    ("POST", "/cancel-task.json", {}, 400, "'task_id'"),
+    ("POST", "/cancel-task.json", {"task_id": "999999"}, 404, "task 999999"),
+    ("GET", "/cancel-task.json?task_id=1", None, 405, "use POST"),
+    ("POST", "/api/tasks/collect", b"{not json", 400, "not valid JSON"),
+    ("POST", "/api/tasks/collect", [10], 400, "JSON object"),
+    ("POST", "/api/tasks/collect", {"groups": "10", "extra": 1}, 400, "extra"),
+    ("POST", "/api/tasks/collect", {"groups": [{"id": 1}]}, 400, "'groups' must be a list"),
+    ("POST", "/api/tasks/collect", {"groups": []}, 400, "names no community"),
+    ("GET", "/api/tasks/collect", None, 405, "use POST"),
+    ("GET", "/api/tasks/999999", None, 404, "task 999999"),
+    ("GET", "/api/tasks/abc", None, 400, "whole number"),
+    ("GET", "/api/nothing/here", None, 404, "no such route"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "payload", "code", "words"), BAD_REQUESTS)
+def test_bad_requests_get_a_4xx_json_error_and_create_nothing(
+    pg_server, method, path, payload, code, words
+):
+    before = count_tasks(pg_server)
+    if isinstance(payload, bytes):
+        status, answer = _raw_post(pg_server, path, payload)
+    elif path.startswith("/api/") and payload is not None:
+        status, answer = pg_server.call(method, path, json_body=payload)
+    else:
+        status, answer = pg_server.call(method, path, data=payload)
+    assert status == code, answer
+    assert isinstance(answer, dict) and answer["status"] == "error", answer
+    assert words in answer["message"], answer["message"]
+    assert "Traceback" not in answer["message"]
+    assert count_tasks(pg_server) == before
+
+
+def _raw_post(server: Scrapyd, path: str, body: bytes):
+    request = urllib.request.Request(
+        server.url + path, body, {"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_cancel_of_a_task_without_a_job_is_a_conflict(pg_server):
+    with open_store(pg_server.database_url) as store:
+        task_id = store.create_task([10])  # created by the CLI: never queued
+    status, answer = pg_server.call("POST", "/cancel-task.json", data={"task_id": task_id})
+    assert status == 409 and "no pending or running job" in answer["message"], answer
+
+
+def test_the_database_down_is_a_503_with_a_clear_message(tmp_path):
+    dead = "postgresql://postgres@127.0.0.1:1/nothing"
+    with Scrapyd(tmp_path, database_url=dead, token=TOKEN) as server:
+        for method, path, data in (
+            ("GET", "/task.json?task_id=1", None),
+            ("POST", "/collect.json", {"groups": "10"}),
+            ("GET", "/api/tasks/1", None),
+        ):
+            status, answer = server.call(method, path, data=data)
+            assert status == 503, answer
+            assert answer["status"] == "error"
+            assert answer["message"].startswith("the database is unavailable: PostgreSQL")
+            assert "127.0.0.1:1" in answer["message"]
+        status, page = server.call("GET", "/tasks", raw=True)
+        assert status == 503 and "the database is unavailable" in page
+        assert "Traceback" not in page
+        _, jobs = server.call("GET", "/listjobs.json?project=vkscraper")
+        assert jobs["pending"] == [] and jobs["running"] == [], "nothing was queued"
+
+
+def test_with_credentials_configured_every_route_needs_them(tmp_path, pg_admin_url):
+    with (
+        temporary_database(pg_admin_url, "vksvc") as url,
+        Scrapyd(tmp_path, database_url=url, token=TOKEN, auth=("ops", "s3cret")) as server,
+    ):
+        for method, path in (
+            ("GET", "/tasks.json"),
+            ("POST", "/collect.json"),
+            ("GET", "/api/tasks"),
+            ("GET", "/tasks"),
+            ("GET", "/tasks/static/tasks.js"),
+        ):
+            status, _ = server.call(method, path, data={} if method == "POST" else None,
+                                    auth=None)  # fmt: skip
+            assert status == 401, path
+            status, _ = server.call(method, path, auth=("ops", "wrong"),
+                                    data={} if method == "POST" else None)  # fmt: skip
+            assert status == 401, path
+        assert server.call("GET", "/tasks.json")[0] == 200
+        assert server.call("GET", "/tasks", raw=True)[0] == 200
+
+
+def test_the_token_never_reaches_the_client_or_scrapyd_logs(pg_server, fakevk):
+    status, answer = pg_server.call(
+        "POST", "/collect.json", data=[("groups", "11"), ("setting", f"VK_API_URL={fakevk.url}"),
+                                       *FAST],
+    )  # fmt: skip
+    task = pg_server.wait_task(answer["task_id"])
+    pages = [
+        pg_server.call("GET", f"/task.json?task_id={task['task_id']}", raw=True)[1],
+        pg_server.call("GET", "/tasks.json", raw=True)[1],
+        pg_server.call("GET", "/listjobs.json?project=vkscraper", raw=True)[1],
+        pg_server.call("GET", f"/tasks/{task['task_id']}", raw=True)[1],
+    ]
+    status, refused = pg_server.call(
+        "POST", "/collect.json", data={"groups": "11", "setting": f"USER_AGENT=x{TOKEN}"}
+    )
+    assert status == 400 and "holds the access token" in refused["message"]
+    assert TOKEN not in refused["message"]
+    for text in (*pages, pg_server.output(), pg_server.job_logs()):
+        assert TOKEN not in text
+
+
+def test_an_egg_deployed_with_scrapyd_deploy_runs_tasks(tmp_path, pg_admin_url, fakevk):
+    """A remote scrapyd: no scrapy.cfg of ours beside it, the project arrives as an egg built
+    and uploaded by `scrapyd-deploy` (the migrations and page assets travel inside it)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("scrapy.cfg", "setup.py", "pyproject.toml"):
+        shutil.copy(REPO / name, project / name)
+    shutil.copytree(REPO / "vkscraper", project / "vkscraper",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    with (
+        temporary_database(pg_admin_url, "vkegg") as url,
+        Scrapyd(tmp_path / "remote", database_url=url, token=TOKEN, project_dir=False) as server,
+    ):
+        status, answer = server.call("POST", "/collect.json", data={"groups": "11"})
+        assert status == 503 and "no project 'vkscraper'" in answer["message"], answer
+        with open(project / "scrapy.cfg", "a") as cfg:
+            cfg.write(f"\n[deploy:test]\nurl = {server.url}/\nproject = vkscraper\n")
+        deploy = subprocess.run(
+            [str(Path(sys.executable).with_name("scrapyd-deploy")), "test", "--version", "1"],
+            cwd=project, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert deploy.returncode == 0, deploy.stderr
+        assert '"status": "ok"' in deploy.stdout + deploy.stderr
+        status, answer = server.call(
+            "POST", "/collect.json",
+            data=[("groups", "11"), ("setting", f"VK_API_URL={fakevk.url}"), *FAST],
+        )  # fmt: skip
+        assert status == 200, answer
+        task = server.wait_task(answer["task_id"])
+        assert task["status"] == "completed", task["metrics"]["errors"]
+        assert task["counts"]["comments"] == 3

@@ -1,0 +1,385 @@
+"""What the task endpoints do, whatever the route: one implementation behind ``collect.json``,
+``/api/tasks/…`` and the task page.
+
+It runs inside the scrapyd process (built from scrapyd's root, which holds the scheduler, the
+queues and the launcher) and talks to the same database as the crawls: ``DATABASE_URL`` from
+the environment, else the SQLite file in the directory scrapyd was started from — the crawl
+processes inherit both. A task is scheduled as the ``vk`` spider with ``-a task_id=N`` and a
+job id of ours, recorded in ``tasks.job_id`` so its state can be shown and the job cancelled.
+
+Every refusal is a :class:`RequestError` carrying its HTTP status; the routes turn it into
+``{"status": "error", "message": …}``. Nothing is created when a request is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from scrapy.settings import Settings
+
+from vkscraper import defaults
+from vkscraper.addon import check_settings
+from vkscraper.exceptions import StoreError, VkscraperError
+from vkscraper.export import json_record
+from vkscraper.grouprefs import GroupRefError, parse_group_refs
+from vkscraper.store import Store, open_store
+from vkscraper.store.tasks import Task
+from vkscraper.tokens import load_tokens
+
+logger = logging.getLogger(__name__)
+
+PROJECT = "vkscraper"  # scrapy.cfg [settings] / [deploy] project
+SPIDER = "vk"
+RESULTS_LIMIT = (1, 1000, 100)  # lowest, highest, default
+TASKS_LIMIT = (1, 500, 20)
+# Never accepted as setting=: scrapyd writes settings to its queue and its log; these are
+# secrets or say where the crawl writes, and belong to the scrapyd process's environment.
+ENVIRONMENT_ONLY = ("VK_ACCESS_TOKEN", "DATABASE_URL", "REDIS_URL")
+_KNOWN_VK_SETTINGS = frozenset(n for n in dir(defaults) if n.startswith("VK_"))
+_SETTING_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+ACTIVE_STATES = ("pending", "running")
+T = TypeVar("T")
+
+
+class RequestError(VkscraperError):
+    """A request the service refuses or cannot serve; ``status`` is the HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def bad_request(message: str) -> RequestError:
+    return RequestError(400, message)
+
+
+def parse_int(name: str, raw: str | int | None, bounds: tuple[int, int, int] | None = None) -> int:
+    """A whole-number parameter: 400 naming it when missing, malformed or out of range."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        if bounds is None:
+            raise bad_request(f"'{name}' parameter is required")
+        return bounds[2]
+    if isinstance(raw, bool) or not re.fullmatch(r"\s*[0-9]{1,18}\s*", str(raw)):
+        raise bad_request(f"'{name}' must be a whole number, got {str(raw)[:40]!r}")
+    value = int(raw)
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        raise bad_request(f"'{name}' must be between {bounds[0]} and {bounds[1]}, got {value}")
+    return value
+
+
+def _iso(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+
+
+class TaskService:
+    """The task operations for one scrapyd process (see :meth:`of`)."""
+
+    def __init__(self, root: Any, store_factory: Callable[[], Store] = open_store) -> None:
+        self.root = root
+        self._store_factory = store_factory
+        self._store: Store | None = None
+
+    @classmethod
+    def of(cls, root: Any) -> TaskService:
+        """The one service of this scrapyd root, shared by every route (one connection)."""
+        service = getattr(root, "_vkscraper_service", None)
+        if service is None:
+            service = cls(root)
+            root._vkscraper_service = service
+        return service
+
+    # ------------------------------------------------------------------ database
+    def _call(self, fn: Callable[[Store], T]) -> T:
+        """Run ``fn`` with the store, opened (and migrated) on first use; an unreachable
+        database is a 503 that names it, and the next request tries again."""
+        try:
+            if self._store is None:
+                store = self._store_factory()
+                store.migrate()
+                self._store = store
+            return fn(self._store)
+        except StoreError as exc:
+            logger.warning("task service: database unavailable: %s", exc)
+            raise RequestError(503, f"the database is unavailable: {exc}") from None
+
+    def _task(self, task_id: int) -> Task:
+        task = self._call(lambda s: s.get_task(task_id))
+        if task is None:
+            raise RequestError(404, f"task {task_id} does not exist")
+        return task
+
+    # ------------------------------------------------------------------ scrapyd jobs
+    def job_states(self) -> dict[str, str]:
+        """Every job scrapyd knows: ``pending`` (queued), ``running``, ``finished``."""
+        states: dict[str, str] = {job.job: "finished" for job in self.root.launcher.finished}
+        for queue in self.root.poller.queues.values():
+            for message in queue.list():
+                states[message["_job"]] = "pending"
+        for process in self.root.launcher.processes.values():
+            states[process.job] = "running"
+        return states
+
+    def _queue(self) -> Any:
+        queue = self.root.poller.queues.get(PROJECT)
+        if queue is None:
+            raise RequestError(
+                503,
+                f"scrapyd has no project {PROJECT!r}: start it from the project directory "
+                "(make serve) or deploy the project with scrapyd-deploy",
+            )
+        return queue
+
+    # ------------------------------------------------------------------ operations
+    def collect(
+        self,
+        groups: str | Sequence[Any] | None,
+        settings: Sequence[str] | Mapping[str, Any] = (),
+        task_id: str | int | None = None,
+    ) -> dict[str, Any]:
+        """Create a task (``created``) for ``groups`` — or the active groups of the groups
+        table when None — or take the existing ``task_id`` (it resumes, or re-runs when it
+        finished), and queue the crawl as a scrapyd job. The task turns ``in_progress`` when
+        the crawl starts."""
+        overrides = check_task_settings(settings)
+        self._queue()
+        if task_id is not None:
+            if groups is not None:
+                raise bad_request("give either 'groups' or 'task_id', not both")
+            task = self._task(parse_int("task_id", task_id))
+            state = self.job_states().get(task.job_id or "")
+            if state in ACTIVE_STATES:
+                raise RequestError(409, f"task {task.id} is already {state} as job {task.job_id}")
+            new_id = task.id
+        else:
+            values = self._group_values(groups)
+            new_id = self._call(lambda s: s.create_task(values))
+        jobid = uuid.uuid1().hex
+        self._call(lambda s: s.set_job(new_id, jobid))
+        self.root.scheduler.schedule(
+            PROJECT, SPIDER, priority=0.0, settings=overrides, _job=jobid, task_id=str(new_id)
+        )
+        logger.info("task service: task %s queued as job %s", new_id, jobid)
+        return {"task_id": new_id, "jobid": jobid}
+
+    def _group_values(self, groups: str | Sequence[Any] | None) -> list[int | str]:
+        if groups is None:
+            refs = self._call(lambda s: s.active_group_refs())
+            if not refs:
+                raise bad_request(
+                    "no 'groups' given and the groups table has no active group: pass "
+                    "groups=… or add some with `python -m vkscraper groups add …`"
+                )
+        else:
+            if not isinstance(groups, str) and not (
+                isinstance(groups, Sequence)
+                and all(isinstance(g, str | int) and not isinstance(g, bool) for g in groups)
+            ):
+                raise bad_request("'groups' must be a list of ids, names or URLs")
+            try:
+                refs = parse_group_refs(
+                    groups if isinstance(groups, str) else [str(g) for g in groups]
+                )
+            except GroupRefError as exc:
+                raise bad_request(f"bad group reference: {exc}") from None
+            if not refs:
+                raise bad_request("'groups' names no community")
+        return [r.group_id if r.group_id is not None else str(r.screen_name) for r in refs]
+
+    def task(self, task_id: str | int | None) -> dict[str, Any]:
+        """One task: status, timestamps, its job, progress, rates and the full metrics."""
+        task = self._task(parse_int("task_id", task_id))
+        view = task_view(task, self.job_states())
+        view["metrics"] = task.metrics
+        names = self._call(lambda s: s.list_groups())
+        view["groups_detail"] = groups_detail(task, {str(g["id"]): g["name"] for g in names})
+        return view
+
+    def tasks(self, limit: str | int | None = None) -> list[dict[str, Any]]:
+        """The newest tasks, each as :meth:`task` without the per-group detail and errors."""
+        n = parse_int("limit", limit, TASKS_LIMIT)
+        states = self.job_states()
+        return [task_view(t, states) for t in self._call(lambda s: s.list_tasks(n))]
+
+    def results(
+        self,
+        task_id: str | int | None,
+        kind: str | None = None,
+        limit: str | int | None = None,
+        after: str | int | None = None,
+    ) -> dict[str, Any]:
+        """One page of the task's posts or comments in row-id order after ``after`` (a key
+        cursor: pass back ``next_after``; pages never repeat nor skip a row they passed)."""
+        tid = parse_int("task_id", task_id)
+        kind = kind or "posts"
+        if kind not in ("posts", "comments"):
+            raise bad_request(f"'kind' must be 'posts' or 'comments', got {kind[:40]!r}")
+        n = parse_int("limit", limit, RESULTS_LIMIT)
+        after_id = parse_int("after", after, (0, 2**63 - 1, 0))
+        task = self._task(tid)
+        rows = self._call(lambda s: s.task_results(tid, kind, limit=n, after_id=after_id))  # type: ignore[arg-type]
+        return {
+            "task_id": tid,
+            "kind": kind,
+            "task_status": task.status,
+            "rows": [json_record(r, kind) for r in rows],  # type: ignore[arg-type]
+            "next_after": rows[-1]["id"] if rows else after_id,
+            "has_more": len(rows) == n,
+        }
+
+    def cancel(self, task_id: str | int | None) -> dict[str, Any]:
+        """Stop the task's job: out of the queue if it had not started, else SIGINT (the
+        crawl stops gracefully and the task stays resumable: collect it again)."""
+        task = self._task(parse_int("task_id", task_id))
+        job = task.job_id
+        state = self.job_states().get(job or "")
+        if state == "pending":
+            self._queue().remove(lambda message: message["_job"] == job)
+        elif state == "running":
+            for process in self.root.launcher.processes.values():
+                if process.job == job:
+                    process.transport.signalProcess("INT")
+        else:
+            raise RequestError(
+                409, f"task {task.id} has no pending or running job (status {task.status})"
+            )
+        logger.info("task service: task %s job %s cancelled (%s)", task.id, job, state)
+        return {"task_id": task.id, "jobid": job, "prevstate": state}
+
+
+def check_task_settings(settings: Sequence[str] | Mapping[str, Any]) -> dict[str, str]:
+    """``NAME=value`` pairs (or a mapping) as settings for the crawl, refused with a 400 that
+    names the problem when the crawl would refuse them too, or when they must stay out of
+    scrapyd's queue and log. A value is never echoed: it might be a secret."""
+    pairs = (
+        [(str(k), v) for k, v in settings.items()]
+        if isinstance(settings, Mapping)
+        else [tuple(str(s).partition("=")[::2]) for s in settings]
+    )
+    tokens = load_tokens()
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        name = name.strip()
+        if not _SETTING_NAME.fullmatch(name):
+            raise bad_request(
+                f"setting {name[:40]!r}: expected NAME=value with an upper-case NAME"
+            )
+        if name in ENVIRONMENT_ONLY:
+            raise bad_request(
+                f"{name} cannot be sent with a task: set it in the environment of the scrapyd "
+                "process (settings are written to scrapyd's queue and log)"
+            )
+        if name.startswith("VK_") and name not in _KNOWN_VK_SETTINGS:
+            raise bad_request(f"unknown setting {name}")
+        text = "" if value is None else str(value)
+        if any(t in text for t in tokens):
+            raise bad_request(f"setting {name} holds the access token: it must not be sent")
+        out[name] = text
+    probe = Settings()
+    probe.setmodule("vkscraper.settings", priority="project")
+    probe.setdict(out, priority="cmdline")
+    try:
+        check_settings(probe)
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
+    return out
+
+
+def task_view(task: Task, states: Mapping[str, str]) -> dict[str, Any]:
+    """A task for the API and the page, without the per-group detail."""
+    m = task.metrics
+    state = states.get(task.job_id or "")
+    finished = task.status in ("completed", "failed")
+    end = task.finished_at or datetime.now(UTC)
+    elapsed = (end - task.started_at).total_seconds() if task.started_at else None
+    requests = int(m.get("requests") or 0)
+    comments = int(m.get("comments") or 0)
+    return {
+        "task_id": task.id,
+        "status": task.status,
+        "groups": task.groups,
+        "created_at": _iso(task.created_at),
+        "started_at": _iso(task.started_at),
+        "finished_at": _iso(task.finished_at),
+        "updated_at": _iso(task.updated_at),
+        "job": {"jobid": task.job_id, "state": state},
+        # Not finished and no job queued or running: interrupted, cancelled or never queued.
+        "resumable": not finished and state not in ACTIVE_STATES,
+        "progress": progress(task),
+        "counts": {
+            "posts": int(m.get("posts") or 0),
+            "posts_expected": int(m.get("posts_expected") or 0),
+            "comments": comments,
+            "comments_expected": int(m.get("comments_expected") or 0),
+            "groups_done": int(m.get("groups_done") or 0),
+            "groups_total": int(m.get("groups_total") or len(task.groups)),
+            "errors": len(m.get("errors") or []),
+            "requests": requests,
+        },
+        "timing": {
+            "elapsed_s": None if elapsed is None else round(max(elapsed, 0.0), 1),
+            "requests_per_s": _rate(requests, elapsed),
+            "comments_per_s": _rate(comments, elapsed),
+        },
+    }
+
+
+def _rate(count: int, seconds: float | None) -> float | None:
+    return None if not seconds or seconds <= 0 else round(count / seconds, 2)
+
+
+def _fraction(done: int, expected: int) -> float:
+    return 1.0 if expected <= 0 else min(done / expected, 1.0)
+
+
+def progress(task: Task) -> dict[str, Any]:
+    """How far the run is: groups done / total, posts and comments stored / expected, and
+    one ``percent`` — each group weighs the same; a group counts its stored rows against
+    what VK announced for it, 100 % once done (expected counts grow as groups start, so a
+    global stored/expected ratio would jump backwards)."""
+    m = task.metrics
+    total = int(m.get("groups_total") or len(task.groups)) or 1
+    share = 0.0
+    for g in (m.get("groups") or {}).values():
+        if g.get("done") or g.get("status") in ("done", "failed"):
+            share += 1.0
+        elif g.get("posts_expected") is not None:
+            rows = int(g.get("posts") or 0) + int(g.get("comments") or 0)
+            expected = int(g.get("posts_expected") or 0) + int(g.get("comments_expected") or 0)
+            share += 0.5 * _fraction(rows, expected)  # the other half comes when it ends
+    percent = 100.0 if task.status in ("completed", "failed") else min(100 * share / total, 99.9)
+    return {
+        "percent": round(percent, 1),
+        "groups": [int(m.get("groups_done") or 0), int(m.get("groups_total") or 0)],
+        "posts": [int(m.get("posts") or 0), int(m.get("posts_expected") or 0)],
+        "comments": [int(m.get("comments") or 0), int(m.get("comments_expected") or 0)],
+    }
+
+
+def groups_detail(task: Task, names: Mapping[str, str | None]) -> list[dict[str, Any]]:
+    """Per group of the task, in the task's order: status and stored / expected counts."""
+    per_group = task.metrics.get("groups") or {}
+    out = []
+    for group in task.groups:
+        key = str(group)
+        g = per_group.get(key) or {}
+        out.append(
+            {
+                "group": group,
+                "name": names.get(key),
+                "status": g.get("status") or "waiting",
+                "posts": int(g.get("posts") or 0),
+                "posts_expected": int(g.get("posts_expected") or 0),
+                "comments": int(g.get("comments") or 0),
+                "comments_expected": int(g.get("comments_expected") or 0),
+                "errors": list(g.get("errors") or []),
+            }
+        )
+    return out

@@ -1,0 +1,365 @@
+"""The task page, mounted at ``/tasks`` (``scrapyd.conf``: ``tasks = …page.TasksPage``)::
+
+    /tasks                         the newest tasks: status, a progress bar, counts, timing
+    /tasks/N                       one task: figures, a bar per group, errors, downloads
+    /tasks/N/posts.jsonl           the task's rows, streamed (also comments.jsonl, posts.csv,
+                                   comments.csv: the formats of `python -m vkscraper export`)
+    /tasks/static/tasks.{css,js}   the page's only assets
+
+Server-rendered HTML; ``tasks.js`` re-fetches the page's ``<main>`` (``?partial=1``) every 2 s
+while a task on it is queued or running. Every value is HTML-escaped, and the Content Security
+Policy allows nothing but this origin (no inline script or style, nothing from the internet).
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from collections.abc import Iterable
+from importlib import resources as package_files
+from typing import Any
+
+from twisted.internet import reactor, threads
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.web import resource
+from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
+
+from vkscraper import export
+from vkscraper.service.core import ACTIVE_STATES, RequestError, TaskService
+from vkscraper.store import open_store
+
+log = Logger()
+
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+DOWNLOADS = {
+    "posts.jsonl": ("jsonl", "posts", "application/x-ndjson; charset=utf-8"),
+    "comments.jsonl": ("jsonl", "comments", "application/x-ndjson; charset=utf-8"),
+    "posts.csv": ("csv", "posts", "text/csv; charset=utf-8"),
+    "comments.csv": ("csv", "comments", "text/csv; charset=utf-8"),
+}
+STATIC = {"tasks.css": "text/css; charset=utf-8", "tasks.js": "text/javascript; charset=utf-8"}
+LIST_SIZE = 30
+CHUNK = 64 * 1024
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def num(value: int | float | None, digits: int = 0) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}".replace(",", "\u202f")
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    s = int(seconds)
+    if s < 60:
+        return f"{seconds:.1f} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def bar(done: int, expected: int, css: str = "") -> str:
+    value = 100 if expected <= 0 and done > 0 else (0 if expected <= 0 else min(done, expected))
+    top = max(expected, 1) if expected > 0 else 100
+    pct = 100.0 * value / top
+    return (
+        f'<progress class="{css}" value="{value}" max="{top}" title="{num(done)} of '
+        f'{num(expected)}">{pct:.0f}%</progress>'
+    )
+
+
+def shown_status(task: dict[str, Any]) -> str:
+    """The task's status, or ``stopped`` for an unfinished task with no job to run it."""
+    if task["status"] in ("created", "in_progress") and task["resumable"] and task["job"]["jobid"]:
+        return "stopped"
+    return str(task["status"])
+
+
+def badge(task: dict[str, Any]) -> str:
+    status = shown_status(task)
+    label = {"in_progress": "running", "created": "queued"}.get(status, status)
+    return f'<span class="badge {esc(status)}">{esc(label)}</span>'
+
+
+def bar_class(task: dict[str, Any]) -> str:
+    return {"completed": "done", "failed": "failed"}.get(task["status"], "")
+
+
+def overall_bar(task: dict[str, Any], css: str = "") -> str:
+    pct = task["progress"]["percent"]
+    return (
+        f'<progress class="{css} {bar_class(task)}" data-task="{task["task_id"]}" '
+        f'value="{pct}" max="100">{pct}%</progress> <span class="pct">{pct:.0f}%</span>'
+    )
+
+
+def is_live(tasks: Iterable[dict[str, Any]]) -> bool:
+    return any(t["job"]["state"] in ACTIVE_STATES for t in tasks)
+
+
+class TasksPage(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, root: Any) -> None:
+        super().__init__()
+        self.root = root
+
+    def render_GET(self, txrequest: Request) -> bytes | int:
+        path = [p.decode("utf-8", "replace") for p in txrequest.postpath or [] if p]
+        service = TaskService.of(self.root)
+        try:
+            match path:
+                case []:
+                    return self._page(txrequest, "Tasks", *self._list(service))
+                case ["static", name] if name in STATIC:
+                    return self._static(txrequest, name)
+                case [task_id]:
+                    view = service.task(task_id)
+                    return self._page(txrequest, f"Task {view['task_id']}", *self._detail(view))
+                case [task_id, name] if name in DOWNLOADS:
+                    service.task(task_id)  # 404 / 400 / 503 before any byte is sent
+                    return self._download(txrequest, int(task_id), name)
+            raise RequestError(404, f"no such page: /tasks/{'/'.join(path)}")
+        except RequestError as exc:
+            txrequest.setResponseCode(exc.status)
+            return self._page(
+                txrequest, "Error", f'<div class="card">{esc(exc.message)}</div>', False
+            )
+        except Exception:  # noqa: BLE001  (logged with its traceback, never shown)
+            log.failure("task page failed on {uri}", uri=txrequest.uri)
+            txrequest.setResponseCode(500)
+            return self._page(
+                txrequest,
+                "Error",
+                '<div class="card">Internal error (see the scrapyd log).</div>',
+                False,
+            )
+
+    # ------------------------------------------------------------------ pages
+    def _page(self, txrequest: Request, title: str, body: str, live: bool) -> bytes:
+        main = f'<main data-live="{int(live)}">{body}</main>'
+        if txrequest.args and txrequest.args.get(b"partial") == [b"1"]:
+            doc = main
+        else:
+            doc = (
+                "<!doctype html>\n"
+                '<html lang="en"><head><meta charset="utf-8">'
+                '<meta name="viewport" content="width=device-width, initial-scale=1">'
+                f"<title>{esc(title)} · vkscraper</title>"
+                '<link rel="icon" href="data:,">'
+                '<link rel="stylesheet" href="/tasks/static/tasks.css">'
+                '<script src="/tasks/static/tasks.js" defer></script></head><body>'
+                '<header><a href="/tasks">vkscraper tasks</a>'
+                '<span class="sub">VK posts and comments → database, run by scrapyd</span>'
+                f"</header>{main}</body></html>"
+            )
+        body_bytes = doc.encode()
+        txrequest.setHeader("Content-Type", "text/html; charset=utf-8")
+        txrequest.setHeader("Content-Security-Policy", CSP)
+        txrequest.setHeader("X-Content-Type-Options", "nosniff")
+        txrequest.setHeader("Cache-Control", "no-store")
+        txrequest.setHeader("Content-Length", str(len(body_bytes)))
+        return body_bytes
+
+    def _list(self, service: TaskService) -> tuple[str, bool]:
+        tasks = service.tasks(LIST_SIZE)
+        if not tasks:
+            return (
+                "<h1>Tasks</h1><div class='card empty'>No task yet. Start one with "
+                "<code>curl -d groups=… http://127.0.0.1:6800/collect.json</code>.</div>",
+                False,
+            )
+        rows = []
+        for t in tasks:
+            c, tm = t["counts"], t["timing"]
+            groups = ", ".join(str(g) for g in t["groups"][:4]) + (
+                " …" if len(t["groups"]) > 4 else ""
+            )
+            rows.append(
+                f'<tr><td><a href="/tasks/{t["task_id"]}">#{t["task_id"]}</a></td>'
+                f"<td>{badge(t)}</td><td>{overall_bar(t)}</td>"
+                f'<td class="num">{num(c["groups_done"])}/{num(c["groups_total"])}</td>'
+                f'<td class="num">{num(c["posts"])}/{num(c["posts_expected"])}</td>'
+                f'<td class="num">{num(c["comments"])}/{num(c["comments_expected"])}</td>'
+                f'<td class="num">{num(c["errors"])}</td>'
+                f'<td class="num">{duration(tm["elapsed_s"])}</td>'
+                f'<td class="num">{num(tm["requests_per_s"], 2)}</td>'
+                f'<td class="muted">{esc(t["created_at"])}</td>'
+                f'<td class="wrap muted">{esc(groups)}</td></tr>'
+            )
+        live = is_live(tasks)
+        note = '<span class="live" id="live-note">refreshing every 2 s</span>' if live else ""
+        return (
+            f"<h1>Tasks {note}</h1><table><thead><tr><th>Task</th><th>Status</th>"
+            '<th>Progress</th><th class="num">Groups</th><th class="num">Posts</th>'
+            '<th class="num">Comments</th><th class="num">Errors</th><th class="num">Time</th>'
+            '<th class="num">Req/s</th><th>Created (UTC)</th><th>Groups</th></tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>",
+            live,
+        )
+
+    def _detail(self, t: dict[str, Any]) -> tuple[str, bool]:
+        c, tm, job = t["counts"], t["timing"], t["job"]
+        live = job["state"] in ACTIVE_STATES
+        tid = t["task_id"]
+        figures = [
+            ("Groups done", f"{num(c['groups_done'])} / {num(c['groups_total'])}"),
+            ("Posts stored", f"{num(c['posts'])} / {num(c['posts_expected'])}"),
+            ("Comments stored", f"{num(c['comments'])} / {num(c['comments_expected'])}"),
+            ("Errors", num(c["errors"])),
+            ("Elapsed", duration(tm["elapsed_s"])),
+            ("VK requests", num(c["requests"])),
+            ("Requests / s", num(tm["requests_per_s"], 2)),
+            ("Comments / s", num(tm["comments_per_s"], 1)),
+        ]
+        fig_html = "".join(
+            f'<div class="figure"><div class="v" data-figure="{esc(k)}">{v}</div>'
+            f'<div class="k">{esc(k)}</div></div>'
+            for k, v in figures
+        )
+        groups = []
+        for g in t["groups_detail"]:
+            name = f' <span class="muted">{esc(g["name"])}</span>' if g["name"] else ""
+            done = g["status"] == "done"
+            css = "done" if done else ("failed" if g["status"] == "failed" else "")
+            groups.append(
+                f'<tr data-group="{esc(g["group"])}"><td>{esc(g["group"])}{name}</td>'
+                f"<td>{esc(g['status'])}</td>"
+                f"<td>{bar(g['posts'], g['posts_expected'], css)}</td>"
+                f'<td class="num">{num(g["posts"])}/{num(g["posts_expected"])}</td>'
+                f"<td>{bar(g['comments'], g['comments_expected'], css)}</td>"
+                f'<td class="num">{num(g["comments"])}/{num(g["comments_expected"])}</td>'
+                f'<td class="num">{num(len(g["errors"]))}</td></tr>'
+            )
+        errors = t["metrics"].get("errors") or []
+        error_html = (
+            "<ul class='errors'>" + "".join(f"<li>{esc(e)}</li>" for e in errors) + "</ul>"
+            if errors
+            else '<p class="muted">None.</p>'
+        )
+        links = " ".join(
+            f'<a href="/tasks/{tid}/{name}" download>{esc(name)}</a>' for name in DOWNLOADS
+        )
+        cancel = f' <button data-cancel="{tid}">Cancel</button>' if live else ""
+        when = (
+            f"created {esc(t['created_at'])} · started {esc(t['started_at'] or '–')} · "
+            f"finished {esc(t['finished_at'] or '–')} · job {esc(job['jobid'] or '–')} "
+            f"({esc(job['state'] or 'not known to this scrapyd')})"
+        )
+        resume = (
+            f'<p class="muted">Stopped before the end: resume with <code>curl -d task_id={tid} '
+            "http://127.0.0.1:6800/collect.json</code>.</p>"
+            if shown_status(t) == "stopped"
+            else ""
+        )
+        note = '<span class="live" id="live-note">refreshing every 2 s</span>' if live else ""
+        return (
+            f"<h1>Task #{tid} {badge(t)}{cancel} {note}</h1>"
+            f'<p class="muted">{when}</p>{resume}'
+            f"<div>{overall_bar(t, 'big')}</div>"
+            f'<div class="figures">{fig_html}</div>'
+            "<h2>Groups</h2><table><thead><tr><th>Group</th><th>Status</th><th>Posts</th>"
+            '<th class="num"></th><th>Comments</th><th class="num"></th>'
+            '<th class="num">Errors</th></tr></thead>'
+            f"<tbody>{''.join(groups)}</tbody></table>"
+            f"<h2>Errors</h2><div class='card'>{error_html}</div>"
+            f'<h2>Download</h2><div class="card downloads">{links}</div>',
+            live,
+        )
+
+    def _static(self, txrequest: Request, name: str) -> bytes:
+        data = package_files.files("vkscraper.service").joinpath("static", name).read_bytes()
+        txrequest.setHeader("Content-Type", STATIC[name])
+        txrequest.setHeader("X-Content-Type-Options", "nosniff")
+        txrequest.setHeader("Cache-Control", "no-cache")
+        return data
+
+    # ------------------------------------------------------------------ downloads
+    def _download(self, txrequest: Request, task_id: int, name: str) -> int:
+        fmt, kind, content_type = DOWNLOADS[name]
+        txrequest.setHeader("Content-Type", content_type)
+        txrequest.setHeader("Content-Disposition", f'attachment; filename="task-{task_id}-{name}"')
+        txrequest.setHeader("Cache-Control", "no-store")
+        stream = _Stream(txrequest)
+        txrequest.registerProducer(stream, True)
+
+        def run() -> None:
+            with open_store() as store:  # its own connection: the export runs in a thread
+                export.export(store, task_id, fmt=fmt, kind=kind, out=stream)  # type: ignore[arg-type]
+            stream.flush()
+
+        def done(_: object) -> None:
+            txrequest.unregisterProducer()
+            if not stream.stopped:
+                txrequest.finish()
+
+        def failed(failure: Any) -> None:
+            txrequest.unregisterProducer()
+            if not stream.stopped:
+                log.failure(
+                    "download {name} of task {task} failed", failure, name=name, task=task_id
+                )
+                txrequest.loseConnection()  # no final chunk: the client sees it incomplete
+
+        threads.deferToThread(run).addCallbacks(done, failed)
+        return NOT_DONE_YET
+
+
+class _Closed(Exception):
+    """The client went away: stop exporting."""
+
+
+@implementer(IPushProducer)
+class _Stream:
+    """A text sink for :func:`vkscraper.export.export` running in a thread: it sends UTF-8
+    chunks through the reactor and waits while the client's socket is full (memory stays
+    flat however big the task)."""
+
+    def __init__(self, txrequest: Request) -> None:
+        self._request = txrequest
+        self._parts: list[str] = []
+        self._size = 0
+        self._resumed = threading.Event()
+        self._resumed.set()
+        self.stopped = False
+        txrequest.notifyFinish().addErrback(lambda _: self.stopProducing())
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        self._size += len(text)
+        if self._size >= CHUNK:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._parts:
+            return
+        data = "".join(self._parts).encode()
+        self._parts, self._size = [], 0
+        while not self._resumed.wait(1.0):
+            if self.stopped:
+                break
+        if self.stopped:
+            raise _Closed
+        threads.blockingCallFromThread(reactor, self._request.write, data)
+
+    # IPushProducer, called in the reactor thread
+    def pauseProducing(self) -> None:
+        self._resumed.clear()
+
+    def resumeProducing(self) -> None:
+        self._resumed.set()
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+        self._resumed.set()

@@ -1,0 +1,144 @@
+"""The task services in scrapyd's conventions, mounted by ``scrapyd.conf``::
+
+    [services]
+    collect.json     = vkscraper.service.resources.Collect     POST groups=… [setting=K=V]
+                                                                    or task_id=N
+    task.json        = vkscraper.service.resources.TaskStatus  GET  task_id=N
+    tasks.json       = vkscraper.service.resources.TaskList    GET  [limit=20]
+    results.json     = vkscraper.service.resources.Results     GET  task_id=N [kind limit after]
+    cancel-task.json = vkscraper.service.resources.CancelTask  POST task_id=N
+
+Answers are ``{"status": "ok", "node_name": …, …}`` like scrapyd's own. Unlike scrapyd's (HTTP 200
+for every error), a refusal carries its HTTP status — 400 bad or missing parameter, 404
+unknown task, 405 wrong method, 409 conflicting job, 503 database unavailable — with
+``{"status": "error", "message": …}``, and an unexpected failure is a 500 with a short message
+(the traceback goes to scrapyd's log, never to the client).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from scrapyd.webservice import WsResource
+from twisted.logger import Logger
+from twisted.web.server import Request
+
+from vkscraper.service.core import RequestError, TaskService, bad_request
+
+log = Logger()
+
+
+def json_response(txrequest: Request, code: int, data: dict[str, Any]) -> bytes:
+    body = json.dumps(data, ensure_ascii=False).encode() + b"\n"
+    txrequest.setResponseCode(code)
+    txrequest.setHeader("Content-Type", "application/json; charset=utf-8")
+    txrequest.setHeader("Cache-Control", "no-store")
+    txrequest.setHeader("Content-Length", str(len(body)))
+    return body
+
+
+def answer(txrequest: Request, handle: Callable[[], dict[str, Any]], **extra: Any) -> bytes:
+    """Run ``handle`` and answer its dict (HTTP 200) or the error it raised, as JSON."""
+    try:
+        data, code = handle(), 200
+        data = {"status": "ok", **extra, **data}
+    except RequestError as exc:
+        data, code = {"status": "error", **extra, "message": exc.message}, exc.status
+    except Exception:  # noqa: BLE001  (a bug: logged with its traceback, not sent)
+        log.failure("task service failed on {uri}", uri=txrequest.uri)
+        data = {"status": "error", **extra, "message": "internal error (see the scrapyd log)"}
+        code = 500
+    return json_response(txrequest, code, data)
+
+
+def method_not_allowed(txrequest: Request, allowed: str) -> RequestError:
+    txrequest.setHeader("Allow", allowed)
+    method = txrequest.method.decode("latin-1")
+    return RequestError(405, f"{method} is not allowed here: use {allowed}")
+
+
+def arg(txrequest: Request, name: str) -> str | None:
+    """The first value of a query or form parameter, or None."""
+    values = args(txrequest, name)
+    return values[0] if values else None
+
+
+def args(txrequest: Request, name: str) -> list[str]:
+    try:
+        return [v.decode() for v in (txrequest.args or {}).get(name.encode(), [])]
+    except UnicodeDecodeError:
+        raise bad_request(f"'{name}' is not valid UTF-8") from None
+
+
+class TaskResource(WsResource):
+    """One endpoint: ``GET`` or ``POST`` (``method``) with the parameters ``params``."""
+
+    isLeaf = True
+    method: ClassVar[str] = "GET"
+    params: ClassVar[tuple[str, ...]] = ()
+
+    def render(self, txrequest: Request) -> bytes:
+        service = TaskService.of(self.root)
+
+        def handle() -> dict[str, Any]:
+            if txrequest.method.decode("latin-1") != self.method:
+                raise method_not_allowed(txrequest, self.method)
+            unknown = sorted(
+                k.decode("latin-1")
+                for k in (txrequest.args or {})
+                if k.decode("latin-1") not in self.params
+            )
+            if unknown:
+                raise bad_request(
+                    f"unknown parameter(s): {', '.join(unknown)} (accepted: "
+                    f"{', '.join(self.params)})"
+                )
+            return self.handle(service, txrequest)
+
+        return answer(txrequest, handle, node_name=self.root.node_name)
+
+    def handle(self, service: TaskService, txrequest: Request) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class Collect(TaskResource):
+    """Create a task and queue its crawl; answers ``task_id`` and ``jobid``."""
+
+    method = "POST"
+    params = ("groups", "setting", "task_id")
+
+    def handle(self, service: TaskService, txrequest: Request) -> dict[str, Any]:
+        return service.collect(
+            arg(txrequest, "groups"), args(txrequest, "setting"), arg(txrequest, "task_id")
+        )
+
+
+class TaskStatus(TaskResource):
+    params = ("task_id",)
+
+    def handle(self, service: TaskService, txrequest: Request) -> dict[str, Any]:
+        return {"task": service.task(arg(txrequest, "task_id"))}
+
+
+class TaskList(TaskResource):
+    params = ("limit",)
+
+    def handle(self, service: TaskService, txrequest: Request) -> dict[str, Any]:
+        return {"tasks": service.tasks(arg(txrequest, "limit"))}
+
+
+class Results(TaskResource):
+    params = ("task_id", "kind", "limit", "after")
+
+    def handle(self, service: TaskService, txrequest: Request) -> dict[str, Any]:
+        return service.results(*(arg(txrequest, p) for p in self.params))
+
+
+class CancelTask(TaskResource):
+    method = "POST"
+    params = ("task_id",)
+
+    def handle(self, service: TaskService, txrequest: Request) -> dict[str, Any]:
+        return service.cancel(arg(txrequest, "task_id"))

@@ -1,0 +1,91 @@
+"""The seed's REST routes, mounted at ``/api`` (``scrapyd.conf``: ``api = …rest.Api``)::
+
+    POST /api/tasks/collect        {"groups": [...], "settings": {"K": "V"}}
+                                   → {"taskId": N, "jobId": …}
+    POST /api/tasks/collect        {"taskId": N}   (resume / re-run task N)
+    GET  /api/tasks[?limit=20]     → {"tasks": [...]}
+    GET  /api/tasks/N              → the task (as task.json's "task")
+    GET  /api/tasks/N/results?kind=posts|comments&limit=&after=
+    POST /api/tasks/N/cancel
+
+Thin adapters over :class:`~vkscraper.service.core.TaskService`, the code behind the ``*.json``
+services; errors are the same ``{"status": "error", "message": …}`` with the same statuses.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.web import resource
+from twisted.web.server import Request
+
+from vkscraper.service.core import RequestError, TaskService, bad_request
+from vkscraper.service.resources import answer, arg, method_not_allowed
+
+MAX_BODY = 1 << 20  # a JSON body larger than 1 MiB is refused
+
+
+class Api(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, root: Any) -> None:
+        super().__init__()
+        self.root = root
+
+    def render(self, txrequest: Request) -> bytes:
+        service = TaskService.of(self.root)
+        path = [p.decode("utf-8", "replace") for p in txrequest.postpath or [] if p]
+        return answer(txrequest, lambda: self.route(service, txrequest, path))
+
+    def route(self, service: TaskService, txrequest: Request, path: list[str]) -> dict[str, Any]:
+        method = txrequest.method.decode("latin-1")
+
+        def need(expected: str) -> None:
+            if method != expected:
+                raise method_not_allowed(txrequest, expected)
+
+        match path:
+            case ["tasks"]:
+                need("GET")
+                return {"tasks": service.tasks(arg(txrequest, "limit"))}
+            case ["tasks", "collect"]:
+                need("POST")
+                body = _json_body(txrequest)
+                unknown = sorted(set(body) - {"groups", "settings", "taskId"})
+                if unknown:
+                    raise bad_request(f"unknown field(s): {', '.join(unknown)}")
+                settings = body.get("settings") or {}
+                if not isinstance(settings, dict):
+                    raise bad_request("'settings' must be an object of NAME: value")
+                done = service.collect(body.get("groups"), settings, body.get("taskId"))
+                return {"taskId": done["task_id"], "jobId": done["jobid"]}
+            case ["tasks", task_id]:
+                need("GET")
+                return service.task(task_id)
+            case ["tasks", task_id, "results"]:
+                need("GET")
+                return service.results(
+                    task_id,
+                    arg(txrequest, "kind"),
+                    arg(txrequest, "limit"),
+                    arg(txrequest, "after"),
+                )
+            case ["tasks", task_id, "cancel"]:
+                need("POST")
+                return service.cancel(task_id)
+        raise RequestError(404, f"no such route: /api/{'/'.join(path)}")
+
+
+def _json_body(txrequest: Request) -> dict[str, Any]:
+    content = txrequest.content
+    raw = content.read(MAX_BODY + 1) if content is not None else b""
+    if len(raw) > MAX_BODY:
+        raise RequestError(413, "the JSON body is larger than 1 MiB")
+    try:
+        body = json.loads(raw or b"{}")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise bad_request(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise bad_request("the body must be a JSON object")
+    return body
