@@ -390,3 +390,18 @@ def test_an_egg_deployed_with_scrapyd_deploy_runs_tasks(tmp_path, pg_admin_url, 
         task = server.wait_task(answer["task_id"])
         assert task["status"] == "completed", task["metrics"]["errors"]
         assert task["counts"]["comments"] == 3
+
+
+def test_a_task_scheduled_with_scrapyds_own_schedule_json_shows_its_job(pg_server, fakevk):
+    """Plain scrapyd scheduling works too: the crawl records scrapyd's job id (`_job`)."""
+    with open_store(pg_server.database_url) as store:
+        task_id = store.create_task([11])
+    status, answer = pg_server.call(
+        "POST", "/schedule.json",
+        data=[("project", "vkscraper"), ("spider", "vk"), ("task_id", str(task_id)),
+              ("setting", f"VK_API_URL={fakevk.url}"), *FAST],
+    )  # fmt: skip
+    assert status == 200 and answer["status"] == "ok", answer
+    task = pg_server.wait_task(task_id)
+    assert task["status"] == "completed"
+    assert task["job"] == {"jobid": answer["jobid"], "state": "finished"}

@@ -31,11 +31,33 @@ def test_create_task_initial_state(store):
         "groups_done": 0,
         "posts_expected": 0,
         "comments_expected": 0,
+        "requests": 0,
         "groups": {},
     }
+    assert task.job_id is None
     assert task.started_at is None and task.finished_at is None
     assert task.created_at.tzinfo is not None and task.updated_at >= task.created_at
     assert store.get_task(task_id + 1000) is None
+
+
+def test_job_id_and_request_counts_survive_the_run_steps(store):
+    task_id = store.create_task([5])
+    store.set_job(task_id, "job-a")
+    task = store.begin_run(task_id)  # without a job id: the one recorded stays
+    assert task.job_id == "job-a"
+    store.add_requests(task_id, 7)
+    store.add_requests(task_id, 5)
+    store.refresh_counts(task_id)
+    store.add_error(task_id, "boom", group=5)
+    task = store.get_task(task_id)
+    assert task.metrics["requests"] == 12
+    store.finish_task(task_id)
+    task = store.begin_run(task_id, job_id="job-b")  # a fresh run counts from zero
+    assert task.job_id == "job-b"
+    assert task.metrics["requests"] == 0
+    assert task.metrics["history"][-1]["requests"] == 12
+    with pytest.raises(StoreError, match="task 999 does not exist"):
+        store.add_requests(999, 1)
 
 
 def test_status_transitions_and_resume_keeps_started_at(store):
