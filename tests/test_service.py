@@ -207,8 +207,15 @@ def test_cancel_a_running_task_then_collect_it_again_resumes_it(pg_server):
     assert never["task"]["status"] == "created" and never["task"]["resumable"]
 
 
+def create_task(server: Scrapyd, groups: list) -> int:
+    with open_store(server.database_url) as store:
+        store.migrate()
+        return store.create_task(groups)
+
+
 def count_tasks(server: Scrapyd) -> int:
     with open_store(server.database_url) as store:
+        store.migrate()
         return len(store.list_tasks(10_000))
 
 
@@ -290,8 +297,7 @@ def _raw_post(server: Scrapyd, path: str, body: bytes):
 
 
 def test_cancel_of_a_task_without_a_job_is_a_conflict(pg_server):
-    with open_store(pg_server.database_url) as store:
-        task_id = store.create_task([10])  # created by the CLI: never queued
+    task_id = create_task(pg_server, [10])  # created by the CLI: never queued
     status, answer = pg_server.call("POST", "/cancel-task.json", data={"task_id": task_id})
     assert status == 409 and "no pending or running job" in answer["message"], answer
 
@@ -394,8 +400,7 @@ def test_an_egg_deployed_with_scrapyd_deploy_runs_tasks(tmp_path, pg_admin_url, 
 
 def test_a_task_scheduled_with_scrapyds_own_schedule_json_shows_its_job(pg_server, fakevk):
     """Plain scrapyd scheduling works too: the crawl records scrapyd's job id (`_job`)."""
-    with open_store(pg_server.database_url) as store:
-        task_id = store.create_task([11])
+    task_id = create_task(pg_server, [11])
     status, answer = pg_server.call(
         "POST", "/schedule.json",
         data=[("project", "vkscraper"), ("spider", "vk"), ("task_id", str(task_id)),
