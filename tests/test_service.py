@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -387,6 +388,18 @@ def test_an_egg_deployed_with_scrapyd_deploy_runs_tasks(tmp_path, pg_admin_url, 
             cwd=project, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert deploy.returncode == 0, deploy.stderr
+        built = subprocess.run(
+            [str(Path(sys.executable).with_name("scrapyd-deploy")), "--build-egg", "out.egg"],
+            cwd=project, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert built.returncode == 0, built.stderr
+        names = set(zipfile.ZipFile(project / "out.egg").namelist())
+        for needed in (
+            "vkscraper/store/sql/postgres/0006_task_job.sql",
+            "vkscraper/service/static/tasks.js",
+            "vkscraper/service/page.py",
+        ):
+            assert needed in names, f"{needed} missing from the egg"  # fmt: skip
         assert '"status": "ok"' in deploy.stdout + deploy.stderr
         status, answer = server.call(
             "POST", "/collect.json",
