@@ -7,6 +7,8 @@ other inside the rate limit; cancel leaves a resumable task; bad requests get 4x
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 import subprocess
@@ -111,6 +113,14 @@ def test_collect_runs_the_task_and_results_pages_equal_the_database(server, fake
         assert sorted((r["owner_id"], r[key]) for r in pages) == sorted(
             (r["owner_id"], r[key]) for r in oracle
         )
+        # The page's downloads stream the same rows, as `python -m vkscraper export` writes.
+        status, text = server.call("GET", f"/tasks/{task_id}/{kind}.jsonl", raw=True)
+        assert status == 200
+        assert [json.loads(line) for line in text.splitlines()] == pages
+        status, text = server.call("GET", f"/tasks/{task_id}/{kind}.csv", raw=True)
+        assert status == 200
+        table = list(csv.DictReader(io.StringIO(text)))
+        assert [int(r["id"]) for r in table] == [r["id"] for r in pages]
 
 
 def test_the_seed_rest_routes_run_a_task_the_same_way(pg_server, fakevk):
@@ -177,6 +187,10 @@ def test_cancel_a_running_task_then_collect_it_again_resumes_it(pg_server):
             if answer["task"]["counts"]["comments"] > 0:
                 break
             time.sleep(0.3)
+        # Paged while the crawl writes: ids only grow, no row twice.
+        running, _ = all_pages(pg_server, f"/results.json?task_id={task_id}&kind=comments", 50)
+        ids = [r["id"] for r in running]
+        assert ids == sorted(set(ids)) and ids
         status, cancelled = pg_server.call(
             "POST", "/cancel-task.json", data={"task_id": queued["task_id"]}
         )

@@ -79,16 +79,21 @@ def bar(done: int, expected: int, css: str = "") -> str:
 
 
 def shown_status(task: dict[str, Any]) -> str:
-    """The task's status, or ``stopped`` for an unfinished task with no job to run it."""
-    if task["status"] in ("created", "in_progress") and task["resumable"] and task["job"]["jobid"]:
-        return "stopped"
-    return str(task["status"])
+    """What the task is doing: its job's state while it has one queued or running, else its
+    status — ``stopped`` when it did not finish and its job is over (cancelled, killed)."""
+    state = task["job"]["state"]
+    if task["status"] in ("completed", "failed"):
+        return str(task["status"])
+    if state == "pending":
+        return "queued"
+    if state == "running":
+        return "running"
+    return "stopped" if task["job"]["jobid"] else str(task["status"])
 
 
 def badge(task: dict[str, Any]) -> str:
     status = shown_status(task)
-    label = {"in_progress": "running", "created": "queued"}.get(status, status)
-    return f'<span class="badge {esc(status)}">{esc(label)}</span>'
+    return f'<span class="badge {esc(status)}">{esc(status.replace("_", " "))}</span>'
 
 
 def bar_class(task: dict[str, Any]) -> str:

@@ -66,7 +66,7 @@ def initial_metrics(groups_total: int, run: int = 1) -> dict[str, Any]:
         "groups_done": 0,
         "posts_expected": 0,
         "comments_expected": 0,
-        "requests": 0,  # VK requests sent by the run (all its processes)
+        "requests": 0,  # VK answers received by the run (all its processes)
         "groups": {},
     }
 
@@ -212,8 +212,8 @@ _ADD_REQUESTS = {
 
 
 def add_requests(db: Backend, cur: Any, task_id: int, count: int) -> None:
-    """Add ``count`` VK requests sent to the run's ``metrics.requests`` (summed over every
-    process of the run, for the request-rate figures)."""
+    """Add ``count`` VK answers received to the run's ``metrics.requests`` (summed over
+    every process of the run, for the request-rate figures)."""
     cur.execute(_ADD_REQUESTS[db.name], (int(count), task_id))
     _require_row(cur, task_id)
 
