@@ -65,7 +65,7 @@ class Scrapyd:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("VK_", "SCRAPY"))}
         self.env.update(
             PYTHONPATH=str(REPO), VK_ACCESS_TOKEN=token, DATABASE_URL=database_url,
-            PYTHONUNBUFFERED="1",
+            PYTHONUNBUFFERED="1", VKSCRAPER_API_URLS="http://127.0.0.1:*",
         )  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -157,7 +157,11 @@ class Scrapyd:
             status, answer = self.call("GET", f"/task.json?task_id={task_id}")
             assert status == 200, answer
             task = answer["task"]
-            if task["status"] in until and task["job"]["state"] not in ("pending", "running"):
+            if task["status"] in until and task["job"]["state"] not in (
+                "pending",
+                "running",
+                "stopping",
+            ):
                 return task
             time.sleep(0.3)
         raise AssertionError(

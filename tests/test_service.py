@@ -27,7 +27,7 @@ from tests.test_spider_vk import small_dataset
 from vkscraper.export import json_record
 from vkscraper.store import open_store
 from vkscraper.testing.fakevk import FakeVk, expected_rows, generate_dataset
-from vkscraper.testing.pg import temporary_database
+from vkscraper.testing.pg import admin_execute, temporary_database
 
 FAST = [("setting", "VK_REQUESTS_PER_SECOND=1000"), ("setting", "VK_BACKOFF_BASE=0")]
 GROUPS = "10,threeposts,https://vk.com/pinnedold"
@@ -197,6 +197,9 @@ def test_cancel_a_running_task_then_collect_it_again_resumes_it(pg_server):
         assert status == 200 and cancelled["prevstate"] == "pending", cancelled
         status, cancelled = pg_server.call("POST", "/cancel-task.json", data={"task_id": task_id})
         assert status == 200 and cancelled["prevstate"] == "running", cancelled
+        # A second SIGINT would force an unclean stop: refused while the job winds down.
+        status, twice = pg_server.call("POST", "/cancel-task.json", data={"task_id": task_id})
+        assert status == 409 and "already stopping" in twice["message"], twice
         stopped = pg_server.wait_task(task_id, until=("in_progress",))
         assert stopped["resumable"] and stopped["job"]["state"] == "finished"
         assert 0 < stopped["counts"]["comments"] < len(comments_expected)
@@ -255,6 +258,45 @@ BAD_REQUESTS = [
     ),
     ("POST", "/collect.json", {"groups": "10", "setting": "VK_NO_SUCH=1"}, 400, "VK_NO_SUCH"),
     ("POST", "/collect.json", {"groups": "10", "setting": "novalue"}, 400, "NAME=value"),
+    # What could run code, write files or send the token elsewhere is not a client's choice.
+    (
+        "POST",
+        "/collect.json",
+        {"groups": "10", "setting": "LOG_FILE=/tmp/x"},
+        400,
+        "LOG_FILE cannot be sent",
+    ),
+    (
+        "POST",
+        "/collect.json",
+        {"groups": "10", "setting": "ITEM_PIPELINES={}"},
+        400,
+        "ITEM_PIPELINES cannot be sent",
+    ),
+    (
+        "POST",
+        "/collect.json",
+        {"groups": "10", "setting": "VK_API_URL=http://evil.example/"},
+        400,
+        "VK_API_URL: not an allowed URL",
+    ),
+    # A NUL in a value would stop scrapyd's launcher for good (spawnProcess refuses it).
+    (
+        "POST",
+        "/collect.json",
+        {"groups": "10", "setting": "VK_BACKOFF_BASE=1\x00"},
+        400,
+        "control character",
+    ),
+    ("POST", "/collect.json", [("groups", "10"), ("groups", "11")], 400, "more than once"),
+    (
+        "POST",
+        "/collect.json",
+        [("groups", "10"), ("setting", "VK_BACKOFF_BASE=0"), ("setting", "VK_BACKOFF_BASE=1")],
+        400,
+        "given twice",
+    ),
+    ("GET", "/tasks.json/x", None, 404, "no such route"),
     ("POST", "/collect.json", {"task_id": "999999"}, 404, "task 999999"),
     ("POST", "/collect.json", {"task_id": "abc"}, 400, "whole number"),
     ("GET", "/collect.json?groups=10", None, 405, "GET is not allowed"),
@@ -275,6 +317,16 @@ BAD_REQUESTS = [
     ("POST", "/api/tasks/collect", {"groups": "10", "extra": 1}, 400, "extra"),
     ("POST", "/api/tasks/collect", {"groups": [{"id": 1}]}, 400, "'groups' must be a list"),
     ("POST", "/api/tasks/collect", {"groups": []}, 400, "names no community"),
+    ("POST", "/api/tasks/collect", {"groups": [10], "settings": []}, 400, "must be an object"),
+    (
+        "POST",
+        "/api/tasks/collect",
+        {"groups": [10], "settings": {"VK_BACKOFF_BASE": {"a": 1}}},
+        400,
+        "string or number",
+    ),
+    ("POST", "/api/tasks/collect", b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+    ("GET", "/api/tasks?foo=1", None, 400, "unknown parameter"),
     ("GET", "/api/tasks/collect", None, 405, "use POST"),
     ("GET", "/api/tasks/999999", None, 404, "task 999999"),
     ("GET", "/api/tasks/abc", None, 400, "whole number"),
@@ -372,7 +424,7 @@ def test_the_token_never_reaches_the_client_or_scrapyd_logs(pg_server, fakevk):
         pg_server.call("GET", f"/tasks/{task['task_id']}", raw=True)[1],
     ]
     status, refused = pg_server.call(
-        "POST", "/collect.json", data={"groups": "11", "setting": f"USER_AGENT=x{TOKEN}"}
+        "POST", "/collect.json", data={"groups": "11", "setting": f"LOG_LEVEL=x{TOKEN}"}
     )
     assert status == 400 and "holds the access token" in refused["message"]
     assert TOKEN not in refused["message"]
@@ -437,3 +489,44 @@ def test_a_task_scheduled_with_scrapyds_own_schedule_json_shows_its_job(pg_serve
     task = pg_server.wait_task(task_id)
     assert task["status"] == "completed"
     assert task["job"] == {"jobid": answer["jobid"], "state": "finished"}
+
+
+def test_cross_site_requests_are_refused(pg_server):
+    """A page of another site must not start or cancel crawls with the operator's token."""
+    before = count_tasks(pg_server)
+    for path, body, kind in (
+        ("/collect.json", b"groups=10", "application/x-www-form-urlencoded"),
+        ("/api/tasks/collect", b'{"groups": [10]}', "application/json"),
+        ("/cancel-task.json", b"task_id=1", "application/x-www-form-urlencoded"),
+    ):
+        request = urllib.request.Request(
+            pg_server.url + path, body,
+            {"Content-Type": kind, "Origin": "http://evil.example"}, method="POST",
+        )  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        refused.value.close()
+        assert refused.value.code == 403, path
+    # A JSON body must say so: text/plain is what a cross-site form could send unasked.
+    request = urllib.request.Request(
+        pg_server.url + "/api/tasks/collect", b'{"groups": [10]}',
+        {"Content-Type": "text/plain"}, method="POST",
+    )  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    refused.value.close()
+    assert refused.value.code == 415
+    assert count_tasks(pg_server) == before
+
+
+def test_the_service_recovers_when_the_database_is_recreated(tmp_path, pg_admin_url):
+    with temporary_database(pg_admin_url, "vkrec") as url:
+        name = url.rsplit("/", 1)[1]
+        with Scrapyd(tmp_path, database_url=url, token=TOKEN) as server:
+            assert server.call("GET", "/tasks.json")[0] == 200
+            admin_execute(pg_admin_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+            admin_execute(pg_admin_url, f'CREATE DATABASE "{name}"')
+            codes = [server.call("GET", "/tasks.json")[0] for _ in range(3)]
+            assert codes[-1] == 200, codes
+            status, answer = server.call("POST", "/collect.json", data={"groups": "10"})
+            assert status == 200, answer

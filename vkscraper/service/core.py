@@ -14,6 +14,7 @@ Every refusal is a :class:`RequestError` carrying its HTTP status; the routes tu
 from __future__ import annotations
 
 import logging
+import os
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -37,12 +38,24 @@ PROJECT = "vkscraper"  # scrapy.cfg [settings] / [deploy] project
 SPIDER = "vk"
 RESULTS_LIMIT = (1, 1000, 100)  # lowest, highest, default
 TASKS_LIMIT = (1, 500, 20)
+MAX_GROUPS = 50_000  # references in one request
 # Never accepted as setting=: scrapyd writes settings to its queue and its log; these are
 # secrets or say where the crawl writes, and belong to the scrapyd process's environment.
 ENVIRONMENT_ONLY = ("VK_ACCESS_TOKEN", "DATABASE_URL", "REDIS_URL")
-_KNOWN_VK_SETTINGS = frozenset(n for n in dir(defaults) if n.startswith("VK_"))
+# What an HTTP client may tune. Anything else could run code (pipelines, middlewares), write
+# files (LOG_FILE, FEEDS) or send the token elsewhere (VK_API_URL: only the URLs the operator
+# lists in API_URLS_ENV), so it is refused.
+CLIENT_SETTINGS = frozenset(
+    {n for n in dir(defaults) if n.startswith("VK_")} - {"VK_API_URL", "VK_UNSAVED_DIR"}
+) | {
+    "LOG_LEVEL", "RETRY_ENABLED", "RETRY_TIMES", "DOWNLOAD_TIMEOUT", "DOWNLOAD_DELAY",
+    "AUTOTHROTTLE_ENABLED", "AUTOTHROTTLE_TARGET_CONCURRENCY", "AUTOTHROTTLE_MAX_DELAY",
+    "CLOSESPIDER_TIMEOUT",
+}  # fmt: skip
+API_URLS_ENV = "VKSCRAPER_API_URLS"  # comma-separated VK_API_URL values a task may choose
 _SETTING_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
-ACTIVE_STATES = ("pending", "running")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+ACTIVE_STATES = ("pending", "running", "stopping")
 T = TypeVar("T")
 
 
@@ -86,6 +99,7 @@ class TaskService:
         self.root = root
         self._store_factory = store_factory
         self._store: Store | None = None
+        self._stopping: set[str] = set()  # jobs sent SIGINT: a second one would force them
 
     @classmethod
     def of(cls, root: Any) -> TaskService:
@@ -108,6 +122,9 @@ class TaskService:
             return fn(self._store)
         except StoreError as exc:
             logger.warning("task service: database unavailable: %s", exc)
+            if self._store is not None:  # reopen and migrate on the next request (a
+                self._store.close()  # database recreated meanwhile has no tables)
+                self._store = None
             raise RequestError(503, f"the database is unavailable: {exc}") from None
 
     def _task(self, task_id: int) -> Task:
@@ -123,8 +140,10 @@ class TaskService:
         for queue in self.root.poller.queues.values():
             for message in queue.list():
                 states[message["_job"]] = "pending"
-        for process in self.root.launcher.processes.values():
-            states[process.job] = "running"
+        running = {p.job for p in self.root.launcher.processes.values()}
+        self._stopping &= running  # forget the jobs that ended
+        for job in running:
+            states[job] = "stopping" if job in self._stopping else "running"
         return states
 
     def _queue(self) -> Any:
@@ -183,6 +202,8 @@ class TaskService:
                 and all(isinstance(g, str | int) and not isinstance(g, bool) for g in groups)
             ):
                 raise bad_request("'groups' must be a list of ids, names or URLs")
+            if len(groups) > (40 * MAX_GROUPS if isinstance(groups, str) else MAX_GROUPS):
+                raise RequestError(413, f"more than {MAX_GROUPS} group references")
             try:
                 refs = parse_group_refs(
                     groups if isinstance(groups, str) else [str(g) for g in groups]
@@ -246,6 +267,9 @@ class TaskService:
             for process in self.root.launcher.processes.values():
                 if process.job == job:
                     process.transport.signalProcess("INT")
+                    self._stopping.add(process.job)
+        elif state == "stopping":
+            raise RequestError(409, f"task {task.id} is already stopping (job {job})")
         else:
             raise RequestError(
                 409, f"task {task.id} has no pending or running job (status {task.status})"
@@ -254,31 +278,59 @@ class TaskService:
         return {"task_id": task.id, "jobid": job, "prevstate": state}
 
 
+def api_url_allowed(url: str) -> bool:
+    """Whether a task may send the token to ``url``: VK's own URL, or one the operator lists
+    in ``VKSCRAPER_API_URLS`` (comma-separated; an entry ending in ``*`` is a prefix, e.g.
+    ``http://127.0.0.1:*`` for emulators on any local port)."""
+    if url == defaults.VK_API_URL:
+        return True
+    for entry in (e.strip() for e in os.environ.get(API_URLS_ENV, "").split(",")):
+        if entry and (url == entry or (entry.endswith("*") and url.startswith(entry[:-1]))):
+            return True
+    return False
+
+
 def check_task_settings(settings: Sequence[str] | Mapping[str, Any]) -> dict[str, str]:
     """``NAME=value`` pairs (or a mapping) as settings for the crawl, refused with a 400 that
-    names the problem when the crawl would refuse them too, or when they must stay out of
-    scrapyd's queue and log. A value is never echoed: it might be a secret."""
-    pairs = (
-        [(str(k), v) for k, v in settings.items()]
-        if isinstance(settings, Mapping)
-        else [tuple(str(s).partition("=")[::2]) for s in settings]
-    )
+    names the problem: a name not in :data:`CLIENT_SETTINGS`, a value the crawl would refuse
+    or that could break scrapyd's launcher (control characters). A value is never echoed:
+    it might be a secret."""
+    pairs: list[tuple[str, str]] = []
+    if isinstance(settings, Mapping):
+        for k, v in settings.items():
+            if not isinstance(v, str | int | float) or isinstance(v, bool):
+                raise bad_request(f"setting {str(k)[:40]!r}: the value must be a string or number")
+            pairs.append((str(k), str(v)))
+    else:
+        pairs = [(n, v) for n, _, v in (str(s).partition("=") for s in settings)]
     tokens = load_tokens()
     out: dict[str, str] = {}
-    for name, value in pairs:
+    for name, text in pairs:
         name = name.strip()
         if not _SETTING_NAME.fullmatch(name):
             raise bad_request(
                 f"setting {name[:40]!r}: expected NAME=value with an upper-case NAME"
             )
+        if name in out:
+            raise bad_request(f"setting {name} is given twice")
         if name in ENVIRONMENT_ONLY:
             raise bad_request(
                 f"{name} cannot be sent with a task: set it in the environment of the scrapyd "
                 "process (settings are written to scrapyd's queue and log)"
             )
-        if name.startswith("VK_") and name not in _KNOWN_VK_SETTINGS:
-            raise bad_request(f"unknown setting {name}")
-        text = "" if value is None else str(value)
+        if name == "VK_API_URL":
+            if not api_url_allowed(text):
+                raise bad_request(
+                    f"VK_API_URL: not an allowed URL (the token is sent there); the operator "
+                    f"lists the allowed ones in {API_URLS_ENV} of the scrapyd process"
+                )
+        elif name not in CLIENT_SETTINGS:
+            raise bad_request(
+                f"setting {name} cannot be sent with a task (allowed: VK_API_URL, "
+                f"{', '.join(sorted(CLIENT_SETTINGS))})"
+            )
+        if _CONTROL.search(text):
+            raise bad_request(f"setting {name}: the value holds a control character")
         if any(t in text for t in tokens):
             raise bad_request(f"setting {name} holds the access token: it must not be sent")
         out[name] = text

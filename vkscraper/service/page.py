@@ -45,6 +45,8 @@ DOWNLOADS = {
 STATIC = {"tasks.css": "text/css; charset=utf-8", "tasks.js": "text/javascript; charset=utf-8"}
 LIST_SIZE = 30
 CHUNK = 64 * 1024
+MAX_DOWNLOADS = 4  # at once: each holds a thread of the reactor's pool while it streams
+STALL_SECONDS = 120.0  # a client that reads nothing for this long is cut off
 
 
 def esc(value: Any) -> str:
@@ -118,6 +120,14 @@ class TasksPage(resource.Resource):
     def __init__(self, root: Any) -> None:
         super().__init__()
         self.root = root
+        self.downloads = 0
+
+    def render(self, txrequest: Request) -> bytes | int:
+        if txrequest.method not in (b"GET", b"HEAD"):
+            txrequest.setResponseCode(405)
+            txrequest.setHeader("Allow", "GET, HEAD")
+            return self._page(txrequest, "Error", '<div class="card">Use GET.</div>', False)
+        return super().render(txrequest)
 
     def render_GET(self, txrequest: Request) -> bytes | int:
         path = [p.decode("utf-8", "replace") for p in txrequest.postpath or [] if p]
@@ -291,12 +301,15 @@ class TasksPage(resource.Resource):
 
     # ------------------------------------------------------------------ downloads
     def _download(self, txrequest: Request, task_id: int, name: str) -> int:
+        if self.downloads >= MAX_DOWNLOADS:
+            raise RequestError(503, f"{MAX_DOWNLOADS} downloads are running; try again soon")
         fmt, kind, content_type = DOWNLOADS[name]
         txrequest.setHeader("Content-Type", content_type)
         txrequest.setHeader("Content-Disposition", f'attachment; filename="task-{task_id}-{name}"')
         txrequest.setHeader("Cache-Control", "no-store")
         stream = _Stream(txrequest)
         txrequest.registerProducer(stream, True)
+        self.downloads += 1
 
         def run() -> None:
             with open_store() as store:  # its own connection: the export runs in a thread
@@ -304,19 +317,22 @@ class TasksPage(resource.Resource):
             stream.flush()
 
         def done(_: object) -> None:
-            txrequest.unregisterProducer()
-            if not stream.stopped:
+            if not stream.stopped:  # else the client left: the request is gone already
+                txrequest.unregisterProducer()
                 txrequest.finish()
 
         def failed(failure: Any) -> None:
+            if stream.stopped:
+                return  # the client left, or stalled and was cut off
+            log.failure("download {name} of task {task} failed", failure, name=name, task=task_id)
             txrequest.unregisterProducer()
-            if not stream.stopped:
-                log.failure(
-                    "download {name} of task {task} failed", failure, name=name, task=task_id
-                )
-                txrequest.loseConnection()  # no final chunk: the client sees it incomplete
+            txrequest.loseConnection()  # no final chunk: the client sees it incomplete
 
-        threads.deferToThread(run).addCallbacks(done, failed)
+        def release(result: object) -> object:
+            self.downloads -= 1
+            return result
+
+        threads.deferToThread(run).addCallbacks(done, failed).addBoth(release)
         return NOT_DONE_YET
 
 
@@ -351,9 +367,12 @@ class _Stream:
             return
         data = "".join(self._parts).encode()
         self._parts, self._size = [], 0
-        while not self._resumed.wait(1.0):
-            if self.stopped:
-                break
+        waited = 0.0
+        while not self._resumed.wait(1.0) and not self.stopped:
+            waited += 1.0
+            if waited >= STALL_SECONDS:  # the client reads nothing: free the thread
+                self.stopped = True
+                reactor.callFromThread(self._request.loseConnection)
         if self.stopped:
             raise _Closed
         threads.blockingCallFromThread(reactor, self._request.write, data)

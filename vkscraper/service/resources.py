@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from scrapyd.webservice import WsResource
 from twisted.logger import Logger
@@ -53,6 +54,25 @@ def answer(txrequest: Request, handle: Callable[[], dict[str, Any]], **extra: An
     return json_response(txrequest, code, data)
 
 
+def check_origin(txrequest: Request) -> None:
+    """Refuse a POST sent by a page of another site (a browser always names its Origin on
+    one): it would start or cancel crawls with the operator's token (cross-site request
+    forgery). Clients that are not browsers send no Origin and are not concerned."""
+    origin = txrequest.getHeader("Origin")
+    if txrequest.method != b"POST" or origin is None:
+        return
+    host = txrequest.getHeader("Host") or ""
+    if urlsplit(origin).netloc != host:
+        raise RequestError(403, f"cross-site request refused (Origin {origin[:80]})")
+
+
+def single_valued(txrequest: Request, names: tuple[str, ...]) -> None:
+    """A parameter given twice is refused rather than silently dropped."""
+    for name in names:
+        if len((txrequest.args or {}).get(name.encode(), [])) > 1:
+            raise bad_request(f"'{name}' is given more than once")
+
+
 def method_not_allowed(txrequest: Request, allowed: str) -> RequestError:
     txrequest.setHeader("Allow", allowed)
     method = txrequest.method.decode("latin-1")
@@ -83,8 +103,11 @@ class TaskResource(WsResource):
         service = TaskService.of(self.root)
 
         def handle() -> dict[str, Any]:
+            if txrequest.postpath:
+                raise RequestError(404, f"no such route: {txrequest.path.decode('latin-1')}")
             if txrequest.method.decode("latin-1") != self.method:
                 raise method_not_allowed(txrequest, self.method)
+            check_origin(txrequest)
             unknown = sorted(
                 k.decode("latin-1")
                 for k in (txrequest.args or {})
@@ -95,6 +118,7 @@ class TaskResource(WsResource):
                     f"unknown parameter(s): {', '.join(unknown)} (accepted: "
                     f"{', '.join(self.params)})"
                 )
+            single_valued(txrequest, tuple(p for p in self.params if p != "setting"))
             return self.handle(service, txrequest)
 
         return answer(txrequest, handle, node_name=self.root.node_name)

@@ -21,7 +21,13 @@ from twisted.web import resource
 from twisted.web.server import Request
 
 from vkscraper.service.core import RequestError, TaskService, bad_request
-from vkscraper.service.resources import answer, arg, method_not_allowed
+from vkscraper.service.resources import (
+    answer,
+    arg,
+    check_origin,
+    method_not_allowed,
+    single_valued,
+)
 
 MAX_BODY = 1 << 20  # a JSON body larger than 1 MiB is refused
 
@@ -41,13 +47,18 @@ class Api(resource.Resource):
     def route(self, service: TaskService, txrequest: Request, path: list[str]) -> dict[str, Any]:
         method = txrequest.method.decode("latin-1")
 
-        def need(expected: str) -> None:
+        def need(expected: str, *params: str) -> None:
             if method != expected:
                 raise method_not_allowed(txrequest, expected)
+            check_origin(txrequest)
+            unknown = sorted({k.decode("latin-1") for k in txrequest.args or {}} - set(params))
+            if unknown:
+                raise bad_request(f"unknown parameter(s): {', '.join(unknown)}")
+            single_valued(txrequest, params)
 
         match path:
             case ["tasks"]:
-                need("GET")
+                need("GET", "limit")
                 return {"tasks": service.tasks(arg(txrequest, "limit"))}
             case ["tasks", "collect"]:
                 need("POST")
@@ -55,7 +66,7 @@ class Api(resource.Resource):
                 unknown = sorted(set(body) - {"groups", "settings", "taskId"})
                 if unknown:
                     raise bad_request(f"unknown field(s): {', '.join(unknown)}")
-                settings = body.get("settings") or {}
+                settings = body.get("settings", {})
                 if not isinstance(settings, dict):
                     raise bad_request("'settings' must be an object of NAME: value")
                 done = service.collect(body.get("groups"), settings, body.get("taskId"))
@@ -64,7 +75,7 @@ class Api(resource.Resource):
                 need("GET")
                 return service.task(task_id)
             case ["tasks", task_id, "results"]:
-                need("GET")
+                need("GET", "kind", "limit", "after")
                 return service.results(
                     task_id,
                     arg(txrequest, "kind"),
@@ -78,12 +89,19 @@ class Api(resource.Resource):
 
 
 def _json_body(txrequest: Request) -> dict[str, Any]:
+    # A JSON content type also makes a cross-site browser request ask first (CORS preflight),
+    # which this service never grants.
+    kind = (txrequest.getHeader("Content-Type") or "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise RequestError(415, "send the body as JSON with Content-Type: application/json")
     content = txrequest.content
     raw = content.read(MAX_BODY + 1) if content is not None else b""
     if len(raw) > MAX_BODY:
         raise RequestError(413, "the JSON body is larger than 1 MiB")
     try:
         body = json.loads(raw or b"{}")
+    except RecursionError:
+        raise bad_request("the body is not valid JSON: nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise bad_request(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):

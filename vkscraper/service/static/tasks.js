@@ -45,10 +45,9 @@
     var body = new URLSearchParams({ task_id: button.getAttribute("data-cancel") });
     fetch("/cancel-task.json", { method: "POST", body: body, credentials: "same-origin" })
       .then(function (r) { return r.json(); })
-      .then(function (data) {
-        if (data.status !== "ok") window.alert(data.message);
-        window.location.reload();
-      });
+      .then(function (data) { if (data.status !== "ok") window.alert(data.message); })
+      .catch(function (err) { window.alert("cancel failed: " + err.message); })
+      .finally(function () { window.location.reload(); });
   });
 
   if (isLive()) window.setTimeout(refresh, PERIOD_MS);
