@@ -80,6 +80,8 @@ class FakeVk:
         max_faults_per_request: int = 2,
         drift: int = 0,
         log_path: str | Path | None = None,
+        no_execute_tokens: Iterable[str] = (),
+        execute_max_bytes: int | None = None,
     ) -> None:
         self._tmp = tempfile.mkdtemp(prefix="fakevk-")
         # The log outlives stop() so tests can inspect it; the directory goes with this object.
@@ -96,6 +98,8 @@ class FakeVk:
         self.slow_seconds = slow_seconds
         self.max_faults_per_request = max_faults_per_request
         self.drift = drift
+        self.no_execute_tokens = tuple(no_execute_tokens)
+        self.execute_max_bytes = execute_max_bytes
         self.log_path = Path(log_path) if log_path else Path(self._tmp) / "requests.jsonl"
         self.url = ""
         self._proc: subprocess.Popen[str] | None = None
@@ -131,6 +135,10 @@ class FakeVk:
         ]
         if self.faults:
             cmd += ["--faults", self.faults]
+        if self.no_execute_tokens:
+            cmd += ["--no-execute-tokens", ",".join(self.no_execute_tokens)]
+        if self.execute_max_bytes is not None:
+            cmd += ["--execute-max-bytes", str(self.execute_max_bytes)]
         return cmd
 
     def start(self) -> FakeVk:

@@ -86,6 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="delete this many comments of a post right after its first page is served",
     )
+    p.add_argument(
+        "--no-execute-tokens",
+        default="",
+        metavar="T[,T…]",
+        help="tokens for which execute fails with error 28 (as VK does for some token types)",
+    )
+    p.add_argument(
+        "--execute-max-bytes",
+        type=int,
+        default=5 * 1024 * 1024,
+        help="execute answers above this size fail with error 13 (VK: 5 MB)",
+    )
     p.add_argument("--log", metavar="FILE", help="append one JSON line per request")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -130,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         max_faults_per_request=args.max_faults_per_request,
         drift=args.drift,
         log_path=args.log,
+        no_execute_tokens=frozenset(t for t in args.no_execute_tokens.split(",") if t),
+        execute_max_bytes=args.execute_max_bytes,
     )
     server = FakeVkServer((args.host, args.port), data, config)
     stop = threading.Event()

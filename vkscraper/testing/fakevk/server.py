@@ -75,6 +75,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from . import vkscript
 from .dataset import Dataset, normalize_dataset
 
 logger = logging.getLogger(__name__)
@@ -717,6 +718,9 @@ class ServerConfig:
     max_faults_per_request: int = 2
     drift: int = 0
     log_path: str | None = None
+    # execute: tokens VK refuses it for (error 28), and the answer size limit (error 13)
+    no_execute_tokens: frozenset[str] = frozenset()
+    execute_max_bytes: int = vkscript.MAX_BYTES
 
 
 class FakeVkServer(ThreadingHTTPServer):
@@ -767,10 +771,38 @@ class FakeVkServer(ThreadingHTTPServer):
         version = _version(params.get("v"))
         if version is None or version < MIN_VERSION:
             raise ApiError(8, _V_MESSAGE)
+        if method == "execute":
+            return self.execute(params, token, version)
         handler = self.api.methods.get(method)
         if handler is None:
             raise ApiError(3, "Unknown method passed")
         return handler(params, version)
+
+    def execute(self, params: dict[str, str], token: str, version: tuple[int, int]) -> Any:
+        """Run the VKScript in ``code`` (one request against the rate limit, whatever it
+        calls); the other parameters are its ``Args``."""
+        if token in self.config.no_execute_tokens:
+            raise ApiError(28, "Application authorization failed: method is unavailable "
+                               "with service token")  # fmt: skip
+        code = params.get("code")
+        if not code:
+            raise _undefined("code")
+        args = {k: v for k, v in params.items() if k not in ("code", "v", "func_v")}
+
+        def inner(method: str, inner_params: dict[str, str]) -> Any:
+            handler = self.api.methods.get(method)
+            if handler is None:
+                raise ApiError(3, "Unknown method passed")
+            # Transient inner failures, drawn like the outer faults: false + error 10.
+            key = json.dumps(["execute", method, sorted(inner_params.items())], ensure_ascii=False)
+            if self.injector.draw(key) == "error10":
+                raise ApiError(10, "Internal server error")
+            return handler(inner_params, version)
+
+        try:
+            return vkscript.run(code, args, inner, max_bytes=self.config.execute_max_bytes)
+        except vkscript.ScriptError as exc:
+            raise ApiError(exc.code, exc.message) from None
 
 
 def _error_body(code: int, message: str, method: str, params: dict[str, str]) -> dict[str, Any]:
@@ -814,10 +846,14 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.server.injector.draw(
             json.dumps([method, sorted(params.items())], ensure_ascii=False)
         )
+        executed: vkscript.ExecuteResult | None = None
         try:
-            payload: dict[str, Any] = {
-                "response": self.server.call(method, params, token, arrived)
-            }
+            response = self.server.call(method, params, token, arrived)
+            if isinstance(response, vkscript.ExecuteResult):
+                executed, response = response, response.response
+            payload: dict[str, Any] = {"response": response}
+            if executed is not None and executed.errors:
+                payload["execute_errors"] = executed.errors
             outcome = "ok"
         except ApiError as exc:
             payload = _error_body(exc.code, exc.message, method, params)
@@ -854,6 +890,11 @@ class _Handler(BaseHTTPRequestHandler):
                 "token": token_tag(token),
                 "outcome": outcome,
                 "status": None if answer is None else answer[0],
+                **(
+                    {"calls": executed.calls, "execute_errors": len(executed.errors)}
+                    if executed is not None
+                    else {}
+                ),
             }
         )
         if answer is None:

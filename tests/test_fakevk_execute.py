@@ -1,0 +1,169 @@
+"""The emulator's ``execute``: VKScript really runs (QuickJS), inner calls go to the same
+method handlers as plain calls, failures are ``false`` + ``execute_errors`` in order, and the
+25-call, 5 MB, compile and runtime limits give VK's errors 12 and 13."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.test_fakevk import TOKEN, _big_post, by_flag, call, err, first_group, ok
+from vkscraper.testing.fakevk import FakeVk, generate_dataset
+from vkscraper.testing.fakevk.vkscript import ScriptError, translate
+
+SERVICE_TOKEN = "service-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, Any]:
+    return generate_dataset(seed=3, big_post=True, closed_groups=2)
+
+
+@pytest.fixture(scope="module")
+def vk(data: dict[str, Any]) -> Iterator[FakeVk]:
+    with FakeVk(data, tokens=[TOKEN, SERVICE_TOKEN], no_execute_tokens=[SERVICE_TOKEN],
+                execute_max_bytes=200_000) as server:  # fmt: skip
+        yield server
+
+
+def execute(vk: FakeVk, code: str, **args: Any) -> dict[str, Any]:
+    return call(vk, "execute", code=code, **args)
+
+
+def test_a_batch_equals_the_plain_calls_and_failures_are_false_in_order(vk, data):
+    group = first_group(data)
+    closed = by_flag(data, wall=0)
+    params = {"owner_id": -group["id"], "count": 3}
+    body = execute(
+        vk,
+        'return [API.wall.get(%s), API.wall.get({"owner_id": -%d}), '
+        'API.groups.getById({"group_ids": Args.ids}), API.no.such({})];'
+        % (json.dumps(params), closed["id"]),
+        ids=str(group["id"]),
+    )
+    plain_wall = ok(vk, "wall.get", **params)
+    plain_group = ok(vk, "groups.getById", group_ids=str(group["id"]))
+    assert body["response"] == [plain_wall, False, plain_group, False]
+    assert body["execute_errors"] == [
+        {"method": "wall.get", "error_code": 15, "error_msg": err(vk, "wall.get",
+         owner_id=-closed["id"])["error_msg"]},
+        {"method": "no.such", "error_code": 3, "error_msg": "Unknown method passed"},
+    ]  # fmt: skip
+    log = [r for r in vk.requests() if r["method"] == "execute"][-1]
+    assert log["method"] == "execute" and log["calls"] == [
+        "wall.get", "wall.get", "groups.getById", "no.such"
+    ] and log["execute_errors"] == 2  # fmt: skip
+
+
+def test_pages_chained_inside_one_script_equal_plain_anchored_paging(vk, data):
+    """The pattern the crawler needs: the next anchor comes from the page just read."""
+    group, post = _big_post(data)
+    base = {"owner_id": -group["id"], "post_id": post["id"], "count": 100, "preview_length": 0}
+    code = """
+        var params = {"owner_id": parseInt(Args.owner), "post_id": parseInt(Args.post),
+                      "count": 100, "preview_length": 0};
+        var page = API.wall.getComments(params);
+        var ids = page.items@.id;
+        var calls = 1;
+        while (page.items.length == 100 && calls < 25) {
+            params.start_comment_id = page.items[page.items.length - 1].id;
+            page = API.wall.getComments(params);
+            var more = page.items.slice(1)@.id;
+            var j = 0;
+            while (j < more.length) { ids.push(more[j]); j = j + 1; }
+            calls = calls + 1;
+        }
+        return {"ids": ids, "total": page.current_level_count, "calls": calls};
+    """
+    body = execute(vk, code, owner=str(base["owner_id"]), post=str(base["post_id"]))
+    plain: list[int] = []
+    page = ok(vk, "wall.getComments", **base)
+    plain += [c["id"] for c in page["items"]]
+    while len(page["items"]) == 100:
+        page = ok(vk, "wall.getComments", **base, start_comment_id=plain[-1])
+        plain += [c["id"] for c in page["items"][1:]]
+    assert body["response"]["ids"] == plain
+    assert len(plain) == body["response"]["total"] > 100
+    assert body["response"]["calls"] >= 2
+    assert "execute_errors" not in body
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "words"),
+    [
+        ("return [1, 2", 12, "Unable to compile code"),
+        ("var f = function () { return 1; }; return f();", 12, "functions are not allowed"),
+        ("var r = API.wall.get({\"owner_id\": -1}); return r.items.slice(1);", 13,
+         "Runtime error occurred during code invocation"),
+        ("var i = 0; while (i < 26) { API.utils.resolveScreenName({\"screen_name\": \"x\"}); "
+         "i = i + 1; } return i;", 13, "too many API calls"),
+        ("while (true) { } return 1;", 13, "too many operations"),
+        ("return [1] + [2];", 13, "join arrays with push"),
+    ],
+)  # fmt: skip
+def test_script_errors_fail_the_whole_call(vk, code, error, words):
+    failure = err(vk, "execute", code=code)
+    assert failure["error_code"] == error and words in failure["error_msg"], failure
+
+
+def test_25_calls_are_allowed(vk):
+    code = ("var i = 0; var out = []; while (i < 25) { "
+            "out.push(API.utils.resolveScreenName({\"screen_name\": \"nobody\"})); i = i + 1; } "
+            "return out.length;")  # fmt: skip
+    assert ok(vk, "execute", code=code) == 25
+
+
+def test_an_answer_over_the_size_limit_is_error_13(vk, data):
+    group, post = _big_post(data)
+    one_page = (
+        f'API.wall.getComments({{"owner_id": -{group["id"]}, "post_id": {post["id"]}, '
+        '"count": 100, "preview_length": 0})'
+    )
+    assert "response" in call(vk, "execute", code=f"return [{one_page}];")
+    failure = err(vk, "execute", code=f"return [{', '.join([one_page] * 25)}];")
+    assert failure["error_code"] == 13 and "response size is too big" in failure["error_msg"]
+
+
+def test_a_token_without_execute_gets_error_28_and_plain_calls_still_work(vk, data):
+    failure = err(vk, "execute", code="return 1;", token=SERVICE_TOKEN)
+    assert failure["error_code"] == 28
+    assert "response" in call(vk, "wall.get", owner_id=-first_group(data)["id"],
+                              token=SERVICE_TOKEN)  # fmt: skip
+
+
+def test_one_execute_is_one_request_against_the_rate_limit(data):
+    code = ("var i = 0; while (i < 25) { API.utils.resolveScreenName({\"screen_name\": \"n\"}); "
+            "i = i + 1; } return i;")  # fmt: skip
+    with FakeVk(data, tokens=[TOKEN], rate_limit=3) as vk:
+        time.sleep(1.1)
+        answers = [call(vk, "execute", code=code) for _ in range(4)]
+    assert [a.get("response") for a in answers[:3]] == [25, 25, 25]
+    assert answers[3]["error"]["error_code"] == 6
+
+
+def test_inner_transient_faults_are_false_with_error_10(data):
+    group = first_group(data)
+    calls = ", ".join(
+        f'API.wall.get({{"owner_id": -{group["id"]}, "count": {n}}})' for n in range(1, 26)
+    )
+    with FakeVk(data, tokens=[TOKEN], faults="error10:0.5", seed=5) as vk:
+        for _ in range(10):  # the outer request may draw a fault of its own
+            body = call(vk, "execute", code=f"return [{calls}];")
+            if "response" in body:
+                break
+    failed = [i for i, r in enumerate(body["response"]) if r is False]
+    assert failed and len(failed) < 25
+    assert body["execute_errors"] == [
+        {"method": "wall.get", "error_code": 10, "error_msg": "Internal server error"}
+    ] * len(failed)
+
+
+def test_translation_rewrites_api_calls_and_pluck_only():
+    js = translate('var a = API.wall.get({"x": 1}); return a.items@.id + [Args.k];')
+    assert '__api("wall.get", {"x": 1})' in js and '__pluck(a.items, "id")' in js
+    with pytest.raises(ScriptError):
+        translate("var f = (x) => x; return 1;")
