@@ -40,9 +40,9 @@ def test_a_batch_equals_the_plain_calls_and_failures_are_false_in_order(vk, data
     params = {"owner_id": -group["id"], "count": 3}
     body = execute(
         vk,
-        'return [API.wall.get(%s), API.wall.get({"owner_id": -%d}), '
-        'API.groups.getById({"group_ids": Args.ids}), API.no.such({})];'
-        % (json.dumps(params), closed["id"]),
+        f"return [API.wall.get({json.dumps(params)}), "
+        f'API.wall.get({{"owner_id": -{closed["id"]}}}), '
+        'API.groups.getById({"group_ids": Args.ids}), API.no.such({})];',
         ids=str(group["id"]),
     )
     plain_wall = ok(vk, "wall.get", **params)
