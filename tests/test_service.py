@@ -13,12 +13,14 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from tests.crawl import TOKEN
@@ -530,3 +532,33 @@ def test_the_service_recovers_when_the_database_is_recreated(tmp_path, pg_admin_
             assert codes[-1] == 200, codes
             status, answer = server.call("POST", "/collect.json", data={"groups": "10"})
             assert status == 200, answer
+
+
+def test_a_slow_database_does_not_stall_scrapyd(pg_server):
+    """The service reads the database in pool threads: while the tasks table is locked,
+    scrapyd's own endpoints and the launcher keep answering; the task answer waits."""
+    task_id = create_task(pg_server, [10])
+    holder = psycopg2.connect(pg_server.database_url)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+        answers: list[tuple[float, int]] = []
+
+        def slow() -> None:
+            started = time.monotonic()
+            status, _ = pg_server.call("GET", f"/task.json?task_id={task_id}")
+            answers.append((time.monotonic() - started, status))
+
+        waiting = threading.Thread(target=slow)
+        waiting.start()
+        time.sleep(0.5)  # the task request is now blocked on the lock
+        started = time.monotonic()
+        status, _ = pg_server.call("GET", "/daemonstatus.json")
+        quick = time.monotonic() - started
+        time.sleep(2.5)
+    finally:
+        holder.rollback()  # releases the lock
+        holder.close()
+    waiting.join(10)
+    assert status == 200 and quick < 1.0, f"scrapyd stalled {quick:.1f} s behind the lock"
+    assert answers and answers[0][1] == 200 and answers[0][0] >= 2.5, answers

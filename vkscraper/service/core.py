@@ -16,12 +16,15 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from scrapy.settings import Settings
+from twisted.internet import reactor, threads
+from twisted.python.threadable import isInIOThread
 
 from vkscraper import defaults
 from vkscraper.addon import check_settings
@@ -92,6 +95,14 @@ def _iso(dt: datetime | None) -> str | None:
     return dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
+def on_reactor(fn: Callable[[], T]) -> T:
+    """``fn()`` in the reactor thread, where scrapyd's queue (an SQLite connection of that
+    thread) and launcher live; the service's requests run in pool threads."""
+    if isInIOThread():
+        return fn()
+    return threads.blockingCallFromThread(reactor, fn)
+
+
 class TaskService:
     """The task operations for one scrapyd process (see :meth:`of`)."""
 
@@ -100,6 +111,10 @@ class TaskService:
         self._store_factory = store_factory
         self._store: Store | None = None
         self._stopping: set[str] = set()  # jobs sent SIGINT: a second one would force them
+        # Requests run in pool threads: "is a job of this task queued? if not, queue one"
+        # must not interleave for one task.
+        self._queueing = threading.Lock()
+        self._opening = threading.Lock()
 
     @classmethod
     def of(cls, root: Any) -> TaskService:
@@ -112,19 +127,24 @@ class TaskService:
 
     # ------------------------------------------------------------------ database
     def _call(self, fn: Callable[[Store], T]) -> T:
-        """Run ``fn`` with the store, opened (and migrated) on first use; an unreachable
-        database is a 503 that names it, and the next request tries again."""
+        """Run ``fn`` with the store (thread-safe, shared by the request threads), opened and
+        migrated on first use; a database error is a 503 that names it, and the next request
+        opens and migrates afresh (a database recreated meanwhile has no tables)."""
+        store = None
         try:
-            if self._store is None:
-                store = self._store_factory()
-                store.migrate()
-                self._store = store
-            return fn(self._store)
+            with self._opening:
+                if self._store is None:
+                    opened = self._store_factory()
+                    opened.migrate()
+                    self._store = opened
+                store = self._store
+            return fn(store)
         except StoreError as exc:
             logger.warning("task service: database unavailable: %s", exc)
-            if self._store is not None:  # reopen and migrate on the next request (a
-                self._store.close()  # database recreated meanwhile has no tables)
-                self._store = None
+            with self._opening:
+                if store is not None and self._store is store:
+                    self._store = None
+                    store.close()
             raise RequestError(503, f"the database is unavailable: {exc}") from None
 
     def _task(self, task_id: int) -> Task:
@@ -135,7 +155,11 @@ class TaskService:
 
     # ------------------------------------------------------------------ scrapyd jobs
     def job_states(self) -> dict[str, str]:
-        """Every job scrapyd knows: ``pending`` (queued), ``running``, ``finished``."""
+        """Every job scrapyd knows: ``pending`` (queued), ``running``, ``stopping``,
+        ``finished``."""
+        return on_reactor(self._job_states)
+
+    def _job_states(self) -> dict[str, str]:
         states: dict[str, str] = {job.job: "finished" for job in self.root.launcher.finished}
         for queue in self.root.poller.queues.values():
             for message in queue.list():
@@ -169,24 +193,29 @@ class TaskService:
         the crawl starts."""
         overrides = check_task_settings(settings)
         self._queue()
-        if task_id is not None:
-            if groups is not None:
-                raise bad_request("give either 'groups' or 'task_id', not both")
-            task = self._task(parse_int("task_id", task_id))
+        if task_id is None:
+            values = self._group_values(groups)
+            return self._schedule(self._call(lambda s: s.create_task(values)), overrides)
+        if groups is not None:
+            raise bad_request("give either 'groups' or 'task_id', not both")
+        tid = parse_int("task_id", task_id)
+        with self._queueing:
+            task = self._task(tid)
             state = self.job_states().get(task.job_id or "")
             if state in ACTIVE_STATES:
                 raise RequestError(409, f"task {task.id} is already {state} as job {task.job_id}")
-            new_id = task.id
-        else:
-            values = self._group_values(groups)
-            new_id = self._call(lambda s: s.create_task(values))
+            return self._schedule(task.id, overrides)
+
+    def _schedule(self, task_id: int, overrides: dict[str, str]) -> dict[str, Any]:
         jobid = uuid.uuid1().hex
-        self._call(lambda s: s.set_job(new_id, jobid))
-        self.root.scheduler.schedule(
-            PROJECT, SPIDER, priority=0.0, settings=overrides, _job=jobid, task_id=str(new_id)
+        self._call(lambda s: s.set_job(task_id, jobid))
+        on_reactor(
+            lambda: self.root.scheduler.schedule(
+                PROJECT, SPIDER, priority=0.0, settings=overrides, _job=jobid, task_id=str(task_id)
+            )
         )
-        logger.info("task service: task %s queued as job %s", new_id, jobid)
-        return {"task_id": new_id, "jobid": jobid}
+        logger.info("task service: task %s queued as job %s", task_id, jobid)
+        return {"task_id": task_id, "jobid": jobid}
 
     def _group_values(self, groups: str | Sequence[Any] | None) -> list[int | str]:
         if groups is None:
@@ -260,17 +289,22 @@ class TaskService:
         crawl stops gracefully and the task stays resumable: collect it again)."""
         task = self._task(parse_int("task_id", task_id))
         job = task.job_id
-        state = self.job_states().get(job or "")
-        if state == "pending":
-            self._queue().remove(lambda message: message["_job"] == job)
-        elif state == "running":
-            for process in self.root.launcher.processes.values():
-                if process.job == job:
-                    process.transport.signalProcess("INT")
-                    self._stopping.add(process.job)
-        elif state == "stopping":
+
+        def stop() -> str | None:  # in the reactor thread: look and act in one step
+            state = self._job_states().get(job or "")
+            if state == "pending":
+                self._queue().remove(lambda message: message["_job"] == job)
+            elif state == "running":
+                for process in self.root.launcher.processes.values():
+                    if process.job == job:
+                        process.transport.signalProcess("INT")
+                        self._stopping.add(process.job)
+            return state
+
+        state = on_reactor(stop)
+        if state == "stopping":
             raise RequestError(409, f"task {task.id} is already stopping (job {job})")
-        else:
+        if state not in ("pending", "running"):
             raise RequestError(
                 409, f"task {task.id} has no pending or running job (status {task.status})"
             )

@@ -131,34 +131,49 @@ class TasksPage(resource.Resource):
 
     def render_GET(self, txrequest: Request) -> bytes | int:
         path = [p.decode("utf-8", "replace") for p in txrequest.postpath or [] if p]
+        if len(path) == 2 and path[0] == "static" and path[1] in STATIC:
+            return self._static(txrequest, path[1])
         service = TaskService.of(self.root)
+        gone: list[bool] = []
+        txrequest.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def respond(result: tuple[Any, ...]) -> None:
+            if gone:
+                return  # the client left meanwhile
+            if result[0] == "download":
+                if self.downloads < MAX_DOWNLOADS:
+                    self._download(txrequest, *result[1:])
+                    return
+                busy = f"{MAX_DOWNLOADS} downloads are running; try again soon."
+                result = (503, "Error", f'<div class="card">{busy}</div>', False)
+            code, title, body, live = result
+            txrequest.setResponseCode(code)
+            txrequest.write(self._page(txrequest, title, body, live))
+            txrequest.finish()
+
+        # The database is read in a pool thread: a slow one must not stall scrapyd.
+        threads.deferToThread(self._build, service, path, txrequest.uri).addCallback(respond)
+        return NOT_DONE_YET
+
+    def _build(self, service: TaskService, path: list[str], uri: bytes) -> tuple[Any, ...]:
+        """What to answer: ``(code, title, body, live)`` of a page, or a download to start."""
         try:
             match path:
                 case []:
-                    return self._page(txrequest, "Tasks", *self._list(service))
-                case ["static", name] if name in STATIC:
-                    return self._static(txrequest, name)
+                    return (200, "Tasks", *self._list(service))
                 case [task_id]:
                     view = service.task(task_id)
-                    return self._page(txrequest, f"Task {view['task_id']}", *self._detail(view))
+                    return (200, f"Task {view['task_id']}", *self._detail(view))
                 case [task_id, name] if name in DOWNLOADS:
                     service.task(task_id)  # 404 / 400 / 503 before any byte is sent
-                    return self._download(txrequest, int(task_id), name)
+                    return ("download", int(task_id), name)
             raise RequestError(404, f"no such page: /tasks/{'/'.join(path)}")
         except RequestError as exc:
-            txrequest.setResponseCode(exc.status)
-            return self._page(
-                txrequest, "Error", f'<div class="card">{esc(exc.message)}</div>', False
-            )
+            return (exc.status, "Error", f'<div class="card">{esc(exc.message)}</div>', False)
         except Exception:  # noqa: BLE001  (logged with its traceback, never shown)
-            log.failure("task page failed on {uri}", uri=txrequest.uri)
-            txrequest.setResponseCode(500)
-            return self._page(
-                txrequest,
-                "Error",
-                '<div class="card">Internal error (see the scrapyd log).</div>',
-                False,
-            )
+            log.failure("task page failed on {uri}", uri=uri)
+            message = '<div class="card">Internal error (see the scrapyd log).</div>'
+            return (500, "Error", message, False)
 
     # ------------------------------------------------------------------ pages
     def _page(self, txrequest: Request, title: str, body: str, live: bool) -> bytes:
@@ -300,9 +315,7 @@ class TasksPage(resource.Resource):
         return data
 
     # ------------------------------------------------------------------ downloads
-    def _download(self, txrequest: Request, task_id: int, name: str) -> int:
-        if self.downloads >= MAX_DOWNLOADS:
-            raise RequestError(503, f"{MAX_DOWNLOADS} downloads are running; try again soon")
+    def _download(self, txrequest: Request, task_id: int, name: str) -> None:
         fmt, kind, content_type = DOWNLOADS[name]
         txrequest.setHeader("Content-Type", content_type)
         txrequest.setHeader("Content-Disposition", f'attachment; filename="task-{task_id}-{name}"')
@@ -333,7 +346,6 @@ class TasksPage(resource.Resource):
             return result
 
         threads.deferToThread(run).addCallbacks(done, failed).addBoth(release)
-        return NOT_DONE_YET
 
 
 class _Closed(Exception):

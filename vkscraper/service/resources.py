@@ -23,8 +23,9 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from scrapyd.webservice import WsResource
+from twisted.internet import threads
 from twisted.logger import Logger
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from vkscraper.service.core import RequestError, TaskService, bad_request
 
@@ -40,18 +41,43 @@ def json_response(txrequest: Request, code: int, data: dict[str, Any]) -> bytes:
     return body
 
 
-def answer(txrequest: Request, handle: Callable[[], dict[str, Any]], **extra: Any) -> bytes:
-    """Run ``handle`` and answer its dict (HTTP 200) or the error it raised, as JSON."""
+Work = Callable[[], dict[str, Any]]
+
+
+def outcome(txrequest: Request, step: Callable[[], Any], extra: dict[str, Any]) -> tuple:
+    """``(True, result)``, or ``(False, (code, error answer))`` for what ``step`` raised."""
     try:
-        data, code = handle(), 200
-        data = {"status": "ok", **extra, **data}
+        return True, step()
     except RequestError as exc:
-        data, code = {"status": "error", **extra, "message": exc.message}, exc.status
+        return False, (exc.status, {"status": "error", **extra, "message": exc.message})
     except Exception:  # noqa: BLE001  (a bug: logged with its traceback, not sent)
         log.failure("task service failed on {uri}", uri=txrequest.uri)
-        data = {"status": "error", **extra, "message": "internal error (see the scrapyd log)"}
-        code = 500
-    return json_response(txrequest, code, data)
+        message = "internal error (see the scrapyd log)"
+        return False, (500, {"status": "error", **extra, "message": message})
+
+
+def answer(txrequest: Request, check: Callable[[], Work], **extra: Any) -> bytes | int:
+    """Answer with JSON: ``check`` runs now, in the reactor thread (method, parameters, body),
+    and returns the work, which runs in a thread of the reactor's pool so that a slow or
+    unreachable database never stalls scrapyd (its own endpoints, the launcher); the answer
+    is the work's dict (HTTP 200) or the error either step raised."""
+    ok, checked = outcome(txrequest, check, extra)
+    if not ok:
+        return json_response(txrequest, *checked)
+    gone: list[bool] = []
+    txrequest.notifyFinish().addErrback(lambda _: gone.append(True))
+
+    def work() -> tuple[int, dict[str, Any]]:
+        done, result = outcome(txrequest, checked, extra)
+        return (200, {"status": "ok", **extra, **result}) if done else result
+
+    def send(result: tuple[int, dict[str, Any]]) -> None:
+        if not gone:  # else the client left meanwhile
+            txrequest.write(json_response(txrequest, *result))
+            txrequest.finish()
+
+    threads.deferToThread(work).addCallback(send)
+    return NOT_DONE_YET
 
 
 def check_origin(txrequest: Request) -> None:
@@ -99,10 +125,10 @@ class TaskResource(WsResource):
     method: ClassVar[str] = "GET"
     params: ClassVar[tuple[str, ...]] = ()
 
-    def render(self, txrequest: Request) -> bytes:
+    def render(self, txrequest: Request) -> bytes | int:
         service = TaskService.of(self.root)
 
-        def handle() -> dict[str, Any]:
+        def check() -> Work:
             if txrequest.postpath:
                 raise RequestError(404, f"no such route: {txrequest.path.decode('latin-1')}")
             if txrequest.method.decode("latin-1") != self.method:
@@ -119,9 +145,9 @@ class TaskResource(WsResource):
                     f"{', '.join(self.params)})"
                 )
             single_valued(txrequest, tuple(p for p in self.params if p != "setting"))
-            return self.handle(service, txrequest)
+            return lambda: self.handle(service, txrequest)
 
-        return answer(txrequest, handle, node_name=self.root.node_name)
+        return answer(txrequest, check, node_name=self.root.node_name)
 
     def handle(self, service: TaskService, txrequest: Request) -> dict[str, Any]:
         raise NotImplementedError

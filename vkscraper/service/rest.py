@@ -22,6 +22,7 @@ from twisted.web.server import Request
 
 from vkscraper.service.core import RequestError, TaskService, bad_request
 from vkscraper.service.resources import (
+    Work,
     answer,
     arg,
     check_origin,
@@ -39,12 +40,13 @@ class Api(resource.Resource):
         super().__init__()
         self.root = root
 
-    def render(self, txrequest: Request) -> bytes:
+    def render(self, txrequest: Request) -> bytes | int:
         service = TaskService.of(self.root)
         path = [p.decode("utf-8", "replace") for p in txrequest.postpath or [] if p]
         return answer(txrequest, lambda: self.route(service, txrequest, path))
 
-    def route(self, service: TaskService, txrequest: Request, path: list[str]) -> dict[str, Any]:
+    def route(self, service: TaskService, txrequest: Request, path: list[str]) -> Work:
+        """Check the request now; return the work to run in a thread (see ``answer``)."""
         method = txrequest.method.decode("latin-1")
 
         def need(expected: str, *params: str) -> None:
@@ -59,7 +61,8 @@ class Api(resource.Resource):
         match path:
             case ["tasks"]:
                 need("GET", "limit")
-                return {"tasks": service.tasks(arg(txrequest, "limit"))}
+                limit = arg(txrequest, "limit")
+                return lambda: {"tasks": service.tasks(limit)}
             case ["tasks", "collect"]:
                 need("POST")
                 body = _json_body(txrequest)
@@ -69,22 +72,22 @@ class Api(resource.Resource):
                 settings = body.get("settings", {})
                 if not isinstance(settings, dict):
                     raise bad_request("'settings' must be an object of NAME: value")
-                done = service.collect(body.get("groups"), settings, body.get("taskId"))
-                return {"taskId": done["task_id"], "jobId": done["jobid"]}
+
+                def collect() -> dict[str, Any]:
+                    done = service.collect(body.get("groups"), settings, body.get("taskId"))
+                    return {"taskId": done["task_id"], "jobId": done["jobid"]}
+
+                return collect
             case ["tasks", task_id]:
                 need("GET")
-                return service.task(task_id)
+                return lambda: service.task(task_id)
             case ["tasks", task_id, "results"]:
                 need("GET", "kind", "limit", "after")
-                return service.results(
-                    task_id,
-                    arg(txrequest, "kind"),
-                    arg(txrequest, "limit"),
-                    arg(txrequest, "after"),
-                )
+                kind, limit, after = (arg(txrequest, p) for p in ("kind", "limit", "after"))
+                return lambda: service.results(task_id, kind, limit, after)
             case ["tasks", task_id, "cancel"]:
                 need("POST")
-                return service.cancel(task_id)
+                return lambda: service.cancel(task_id)
         raise RequestError(404, f"no such route: /api/{'/'.join(path)}")
 
 
