@@ -42,9 +42,10 @@ def test_create_task_initial_state(store):
 
 def test_job_id_and_request_counts_survive_the_run_steps(store):
     task_id = store.create_task([5])
-    store.set_job(task_id, "job-a")
+    store.set_job(task_id, "job-a", {"VK_API_URL": "http://127.0.0.1:1/method/"})
     task = store.begin_run(task_id)  # without a job id: the one recorded stays
     assert task.job_id == "job-a"
+    assert task.job_settings == {"VK_API_URL": "http://127.0.0.1:1/method/"}
     store.add_requests(task_id, 7)
     store.add_requests(task_id, 5)
     store.refresh_counts(task_id)

@@ -189,8 +189,10 @@ class TaskService:
     ) -> dict[str, Any]:
         """Create a task (``created``) for ``groups`` — or the active groups of the groups
         table when None — or take the existing ``task_id`` (it resumes, or re-runs when it
-        finished), and queue the crawl as a scrapyd job. The task turns ``in_progress`` when
+        finished; without settings of its own it gets those of its last job), and queue the
+        crawl as a scrapyd job. The task turns ``in_progress`` when
         the crawl starts."""
+        given = bool(settings)
         overrides = check_task_settings(settings)
         self._queue()
         if task_id is None:
@@ -204,11 +206,15 @@ class TaskService:
             state = self.job_states().get(task.job_id or "")
             if state in ACTIVE_STATES:
                 raise RequestError(409, f"task {task.id} is already {state} as job {task.job_id}")
+            if not given and task.job_settings:
+                # Run it as it was queued last (the emulator's URL, a page size…), checked
+                # again: the operator's rules may have changed since.
+                overrides = check_task_settings(task.job_settings)
             return self._schedule(task.id, overrides)
 
     def _schedule(self, task_id: int, overrides: dict[str, str]) -> dict[str, Any]:
         jobid = uuid.uuid1().hex
-        self._call(lambda s: s.set_job(task_id, jobid))
+        self._call(lambda s: s.set_job(task_id, jobid, overrides))
         on_reactor(
             lambda: self.root.scheduler.schedule(
                 PROJECT, SPIDER, priority=0.0, settings=overrides, _job=jobid, task_id=str(task_id)

@@ -262,9 +262,9 @@ class Store:
         previous run kept in ``metrics.history``); returns the task as the run starts."""
         return self._run("begin_run", lambda cur: tasks.begin_run(self._db, cur, task_id, job_id))
 
-    def set_job(self, task_id: int, job_id: str) -> None:
-        """Record the scrapyd job that runs the task."""
-        self._run("set_job", lambda cur: tasks.set_job(self._db, cur, task_id, job_id))
+    def set_job(self, task_id: int, job_id: str, settings: dict[str, str] | None = None) -> None:
+        """Record the scrapyd job that runs the task (and the settings it was queued with)."""
+        self._run("set_job", lambda cur: tasks.set_job(self._db, cur, task_id, job_id, settings))
 
     def add_requests(self, task_id: int, count: int) -> None:
         """Atomically add ``count`` to the run's ``metrics.requests``."""

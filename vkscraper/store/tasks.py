@@ -54,6 +54,7 @@ class Task:
     finished_at: datetime | None
     updated_at: datetime
     job_id: str | None = None  # the scrapyd job that runs or last ran it
+    job_settings: dict[str, str] | None = None  # the settings that job was queued with
 
 
 def initial_metrics(groups_total: int, run: int = 1) -> dict[str, Any]:
@@ -100,7 +101,10 @@ def group_key(group: int | str) -> str:
     return str(group)
 
 
-_COLUMNS = "id, status, groups, metrics, created_at, started_at, finished_at, updated_at, job_id"
+_COLUMNS = (
+    "id, status, groups, metrics, created_at, started_at, finished_at, updated_at, job_id, "
+    "job_settings"
+)
 
 
 def _task(db: Backend, row: Sequence[Any]) -> Task:
@@ -114,6 +118,7 @@ def _task(db: Backend, row: Sequence[Any]) -> Task:
         finished_at=db.from_ts(row[6]),
         updated_at=db.from_ts(row[7]),  # type: ignore[arg-type]
         job_id=row[8],
+        job_settings=None if row[9] is None else db.from_json(row[9]),
     )
 
 
@@ -193,9 +198,18 @@ def begin_run(db: Backend, cur: Any, task_id: int, job_id: str | None = None) ->
     return _lock_task(db, cur, task_id)
 
 
-def set_job(db: Backend, cur: Any, task_id: int, job_id: str) -> None:
-    """Record the scrapyd job that runs the task (the task API shows and cancels it)."""
-    cur.execute(db.sql("UPDATE tasks SET job_id = %s WHERE id = %s"), (job_id, task_id))
+def set_job(
+    db: Backend, cur: Any, task_id: int, job_id: str, settings: dict[str, str] | None = None
+) -> None:
+    """Record the scrapyd job that runs the task (the task API shows and cancels it) and,
+    when given, the settings it was queued with (a later run without its own reuses them)."""
+    if settings is None:
+        cur.execute(db.sql("UPDATE tasks SET job_id = %s WHERE id = %s"), (job_id, task_id))
+    else:
+        cur.execute(
+            db.sql("UPDATE tasks SET job_id = %s, job_settings = {json} WHERE id = %s"),
+            (job_id, db.json(settings), task_id),
+        )
     _require_row(cur, task_id)
 
 
