@@ -272,7 +272,9 @@ class TaskService:
         after: str | int | None = None,
     ) -> dict[str, Any]:
         """One page of the task's posts or comments in row-id order after ``after`` (a key
-        cursor: pass back ``next_after``; pages never repeat nor skip a row they passed)."""
+        cursor: pass back ``next_after``). Pages never repeat a row; while the task runs, an
+        older row it sees again keeps its lower id and joins behind the cursor, so the full
+        set is read once the task has ended."""
         tid = parse_int("task_id", task_id)
         kind = kind or "posts"
         if kind not in ("posts", "comments"):
