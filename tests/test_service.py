@@ -238,57 +238,26 @@ def count_tasks(server: Scrapyd) -> int:
         return len(store.list_tasks(10_000))
 
 
+def refused_setting(pair: str, words: str) -> tuple:
+    """A collect of group 10 with one ``setting=`` the service must refuse (400)."""
+    return ("POST", "/collect.json", {"groups": "10", "setting": pair}, 400, words)
+
+
 BAD_REQUESTS = [
     # method, path, form data or JSON body, status, words of the message
     ("POST", "/collect.json", {"groups": "10,[oops"}, 400, "[oops"),
     ("POST", "/collect.json", {"groups": " , "}, 400, "names no community"),
     ("POST", "/collect.json", {"groups": "10", "spider": "x"}, 400, "unknown parameter"),
-    (
-        "POST",
-        "/collect.json",
-        {"groups": "10", "setting": "VK_ACCESS_TOKEN=abc"},
-        400,
-        "VK_ACCESS_TOKEN",
-    ),
-    (
-        "POST",
-        "/collect.json",
-        {"groups": "10", "setting": "VK_COMMENTS_PAGE_SIZE=500"},
-        400,
-        "VK_COMMENTS_PAGE_SIZE",
-    ),
-    ("POST", "/collect.json", {"groups": "10", "setting": "VK_NO_SUCH=1"}, 400, "VK_NO_SUCH"),
-    ("POST", "/collect.json", {"groups": "10", "setting": "novalue"}, 400, "NAME=value"),
+    refused_setting("VK_ACCESS_TOKEN=abc", "VK_ACCESS_TOKEN"),
+    refused_setting("VK_COMMENTS_PAGE_SIZE=500", "VK_COMMENTS_PAGE_SIZE"),
+    refused_setting("VK_NO_SUCH=1", "VK_NO_SUCH"),
+    refused_setting("novalue", "NAME=value"),
     # What could run code, write files or send the token elsewhere is not a client's choice.
-    (
-        "POST",
-        "/collect.json",
-        {"groups": "10", "setting": "LOG_FILE=/tmp/x"},
-        400,
-        "LOG_FILE cannot be sent",
-    ),
-    (
-        "POST",
-        "/collect.json",
-        {"groups": "10", "setting": "ITEM_PIPELINES={}"},
-        400,
-        "ITEM_PIPELINES cannot be sent",
-    ),
-    (
-        "POST",
-        "/collect.json",
-        {"groups": "10", "setting": "VK_API_URL=http://evil.example/"},
-        400,
-        "VK_API_URL: not an allowed URL",
-    ),
+    refused_setting("LOG_FILE=/tmp/x", "LOG_FILE cannot be sent"),
+    refused_setting("ITEM_PIPELINES={}", "ITEM_PIPELINES cannot be sent"),
+    refused_setting("VK_API_URL=http://evil.example/", "VK_API_URL: not an allowed URL"),
     # A NUL in a value would stop scrapyd's launcher for good (spawnProcess refuses it).
-    (
-        "POST",
-        "/collect.json",
-        {"groups": "10", "setting": "VK_BACKOFF_BASE=1\x00"},
-        400,
-        "control character",
-    ),
+    refused_setting("VK_BACKOFF_BASE=1\x00", "control character"),
     ("POST", "/collect.json", [("groups", "10"), ("groups", "11")], 400, "more than once"),
     (
         "POST",
