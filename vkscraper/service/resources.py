@@ -92,10 +92,19 @@ def check_origin(txrequest: Request) -> None:
         raise RequestError(403, f"cross-site request refused (Origin {origin[:80]})")
 
 
-def single_valued(txrequest: Request, names: tuple[str, ...]) -> None:
-    """A parameter given twice is refused rather than silently dropped."""
-    for name in names:
-        if len((txrequest.args or {}).get(name.encode(), [])) > 1:
+def check_params(
+    txrequest: Request, accepted: tuple[str, ...], repeatable: tuple[str, ...] = ()
+) -> None:
+    """Refuse a parameter the route does not take, and one given twice that it takes once
+    (rather than silently dropping it)."""
+    given = {k.decode("latin-1"): len(v) for k, v in (txrequest.args or {}).items()}
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise bad_request(
+            f"unknown parameter(s): {', '.join(unknown)} (accepted: {', '.join(accepted)})"
+        )
+    for name, count in given.items():
+        if count > 1 and name not in repeatable:
             raise bad_request(f"'{name}' is given more than once")
 
 
@@ -134,17 +143,7 @@ class TaskResource(WsResource):
             if txrequest.method.decode("latin-1") != self.method:
                 raise method_not_allowed(txrequest, self.method)
             check_origin(txrequest)
-            unknown = sorted(
-                k.decode("latin-1")
-                for k in (txrequest.args or {})
-                if k.decode("latin-1") not in self.params
-            )
-            if unknown:
-                raise bad_request(
-                    f"unknown parameter(s): {', '.join(unknown)} (accepted: "
-                    f"{', '.join(self.params)})"
-                )
-            single_valued(txrequest, tuple(p for p in self.params if p != "setting"))
+            check_params(txrequest, self.params, repeatable=("setting",))
             return lambda: self.handle(service, txrequest)
 
         return answer(txrequest, check, node_name=self.root.node_name)

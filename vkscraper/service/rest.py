@@ -26,8 +26,8 @@ from vkscraper.service.resources import (
     answer,
     arg,
     check_origin,
+    check_params,
     method_not_allowed,
-    single_valued,
 )
 
 MAX_BODY = 1 << 20  # a JSON body larger than 1 MiB is refused
@@ -53,10 +53,7 @@ class Api(resource.Resource):
             if method != expected:
                 raise method_not_allowed(txrequest, expected)
             check_origin(txrequest)
-            unknown = sorted({k.decode("latin-1") for k in txrequest.args or {}} - set(params))
-            if unknown:
-                raise bad_request(f"unknown parameter(s): {', '.join(unknown)}")
-            single_valued(txrequest, params)
+            check_params(txrequest, params)
 
         match path:
             case ["tasks"]:
