@@ -264,7 +264,7 @@ class TasksPage(resource.Resource):
             css = "done" if done else ("failed" if g["status"] == "failed" else "")
             groups.append(
                 f'<tr data-group="{esc(g["group"])}"><td>{esc(g["group"])}{name}</td>'
-                f"<td>{esc(g['status'])}</td>"
+                f"<td>{esc(g['status'].replace('_', ' '))}</td>"
                 f"<td>{bar(g['posts'], g['posts_expected'], css)}</td>"
                 f'<td class="num">{num(g["posts"])}/{num(g["posts_expected"])}</td>'
                 f"<td>{bar(g['comments'], g['comments_expected'], css)}</td>"
