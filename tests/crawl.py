@@ -17,7 +17,10 @@ from vkscraper.store import open_store
 TOKEN = "test-token-5f2b9c-0123456789"
 
 # No waiting in tests: the emulator runs without rate enforcement here, backoff is zero.
+# Plain calls, one per request, so tests can read each call in the emulator's log; the
+# execute mode has its own tests (test_execute_crawl.py), which compare it with this one.
 FAST = {
+    "VK_EXECUTE": False,
     "VK_REQUESTS_PER_SECOND": 1000,
     "VK_BACKOFF_BASE": 0,
     "VK_METRICS_INTERVAL": 0.5,

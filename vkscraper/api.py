@@ -78,6 +78,11 @@ def parse_response(body: bytes | str, method: str = "") -> Any:
     :class:`VkMalformedResponse` (transient: truncated or HTML answers come from overloaded
     servers). The echoed ``request_params`` of an error are never copied anywhere.
     """
+    return parse_envelope(body, method)["response"]
+
+
+def parse_envelope(body: bytes | str, method: str = "") -> dict[str, Any]:
+    """The checked envelope: ``response``, and for ``execute`` its ``execute_errors``."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -94,7 +99,7 @@ def parse_response(body: bytes | str, method: str = "") -> Any:
         raise api_error_for(error["error_code"], message, method)
     if "response" not in data:
         raise VkMalformedResponse(f"malformed VK response{_in(method)}: no 'response' key")
-    return data["response"]
+    return data
 
 
 def _in(method: str) -> str:

@@ -20,6 +20,10 @@ VK_POSTS_PER_GROUP = 10
 VK_COMMENTS_PAGE_SIZE = 100  # VK's maximum for wall.getComments
 VK_THREAD_ITEMS_COUNT = 10  # replies inlined per top-level comment (VK's maximum)
 VK_GROUPS_PER_REQUEST = 500  # groups.getById batch
+# Pack the calls into `execute` requests (up to 25 calls each, one request against the rate
+# limit). A token VK refuses execute for falls back to plain calls by itself.
+VK_EXECUTE = True
+VK_EXECUTE_CALLS = 25  # calls per execute; lowered by itself when answers get too big
 
 # Retries are Scrapy's (RETRY_TIMES, RETRY_HTTP_CODES, …); the backoff between them is ours.
 VK_BACKOFF_BASE = 1.0  # seconds; 0 disables waiting (tests)
@@ -37,6 +41,7 @@ LIMITS = {
     "VK_COMMENTS_PAGE_SIZE": (2, 100),  # an anchored page of 1 only repeats its anchor
     "VK_THREAD_ITEMS_COUNT": (0, 10),
     "VK_GROUPS_PER_REQUEST": (1, 500),
+    "VK_EXECUTE_CALLS": (1, 25),
 }
 
 # One request per token per this many seconds: what settings.py sets as DOWNLOAD_DELAY.

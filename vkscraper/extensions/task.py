@@ -395,26 +395,27 @@ class VkTaskExtension:
     # Scrapy signals
 
     def _request_scheduled(self, request: Request) -> None:
-        if (serial := request.meta.get("vk_serial")) is not None:
+        for serial in _serials(request.meta):
             self.tracker.scheduled(serial)
 
     def _request_dropped(self, request: Request) -> None:
-        serial = request.meta.get("vk_serial")
-        group = self.tracker.dropped(serial) if serial is not None else None
-        if group is not None:
+        groups = {self.tracker.dropped(serial) for serial in _serials(request.meta)}
+        groups.discard(None)
+        if groups:
             logger.error("The scheduler dropped %(request)s", {"request": request})
+        for group in sorted(g for g in groups if g is not None):
             self._check(group)
 
     def _spider_error(self, failure: Failure, response: Response) -> None:
         # A callback crashed: its request ends here, failed (the rest of its output is lost).
-        serial = response.meta.get("vk_serial")
-        if serial is None:
-            return
-        group = self.tracker.request_failed(serial)
-        if group is not None:
-            message = f"{describe_request(response.request)}: callback error: {failure.value!r}"
-            self._spawn(self.add_error(message, group=group))
-            self._check(group)
+        for serial in _serials(response.meta):
+            group = self.tracker.request_failed(serial)
+            if group is not None:
+                message = (
+                    f"{describe_request(response.request)}: callback error: {failure.value!r}"
+                )
+                self._spawn(self.add_error(message, group=group))
+                self._check(group)
 
     # database plumbing
 
@@ -502,11 +503,22 @@ class VkTaskExtension:
             await self._call(self.store.refresh_counts, self.task_id, active)
 
 
+def _serials(meta: Mapping[str, Any]) -> list[int]:
+    """The bookkeeping serials a request carries: its own, or its units' (execute)."""
+    if (serial := meta.get("vk_serial")) is not None:
+        return [serial]
+    return list(meta.get("vk_serials") or ())
+
+
 def describe_request(request: Request | None) -> str:
     """``wall.getComments group 11 post 2 thread 5``: a VK request, for errors and logs."""
     if request is None:
         return "a request"
     meta, ctx = request.meta, request.cb_kwargs
+    if ctx.get("units"):  # an execute: what it was for
+        units = ctx["units"]
+        more = f" and {len(units) - 3} more" if len(units) > 3 else ""
+        return f"execute of {', '.join(u.describe() for u in units[:3])}{more}"
     parts = [f"group {meta.get('vk_group_id')}"] if meta.get("vk_group_id") else []
     if ctx.get("refs"):
         parts.append(f"groups {', '.join(ctx['refs'])}")

@@ -12,7 +12,8 @@ What it adds for VK API calls (meta ``vk_method``):
 * VK answers most errors as HTTP 200 with an ``error`` object, so the body is parsed here,
   once, and handed to the spider in ``meta["vk_response"]`` (the data) or ``meta["vk_error"]``
   (a :class:`~vkscraper.exceptions.VkError` not worth retrying, or a transient one out of
-  retries). Malformed bodies and VK errors 1, 6, 9, 10, 36 are retried like a 503. Parsing
+  retries); an ``execute`` answer's ``execute_errors`` go to ``meta["vk_execute_errors"]``.
+  Malformed bodies and VK errors 1, 6, 9, 10, 36 are retried like a 503. Parsing
   happens even with ``RETRY_ENABLED = False`` (then nothing is retried): the spider needs it.
 * Each retry waits ``backoff_delay()`` — exponential with jitter, capped, at least the
   server's ``Retry-After`` — by awaiting in ``process_response``: only that request waits,
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.utils.asyncio import sleep
 
-from vkscraper.api import parse_response
+from vkscraper.api import parse_envelope
 from vkscraper.backoff import backoff_delay, parse_retry_after
 from vkscraper.exceptions import VkApiError, VkError, VkMalformedResponse, VkTransientError
 from vkscraper.middlewares.auth import strip_token
@@ -65,8 +66,8 @@ class VkRetryMiddleware(RetryMiddleware):
         method = request.meta.get("vk_method")
         if method is None:
             return super().process_response(request, response) if self.enabled else response
-        request.meta.pop("vk_response", None)
-        request.meta.pop("vk_error", None)
+        for key in ("vk_response", "vk_error", "vk_execute_errors"):
+            request.meta.pop(key, None)
         if response.status in self.retry_http_codes:
             retry_after = parse_retry_after(response.headers.get(b"Retry-After"))
             return await self._backoff_retry(request, f"HTTP {response.status}", retry_after) or (
@@ -75,7 +76,10 @@ class VkRetryMiddleware(RetryMiddleware):
         if response.status != 200:
             return response  # HttpErrorMiddleware turns it into an errback
         try:
-            request.meta["vk_response"] = parse_response(response.body, method)
+            envelope = parse_envelope(response.body, method)
+            request.meta["vk_response"] = envelope["response"]
+            if "execute_errors" in envelope:
+                request.meta["vk_execute_errors"] = envelope["execute_errors"]
         except VkError as exc:
             self._count(exc)
             if isinstance(exc, VkTransientError):
@@ -105,7 +109,7 @@ class VkRetryMiddleware(RetryMiddleware):
         if new is None:
             return None
         strip_token(new)
-        for key in ("vk_response", "vk_error", "download_slot"):
+        for key in ("vk_response", "vk_error", "vk_execute_errors", "download_slot"):
             new.meta.pop(key, None)
         delay = backoff_delay(
             attempt, base=self.base, cap=self.cap, retry_after=retry_after, rng=self.rng

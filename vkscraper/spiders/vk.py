@@ -32,12 +32,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import scrapy
-from scrapy.exceptions import CloseSpider, IgnoreRequest
+from scrapy import signals
+from scrapy.exceptions import CloseSpider, DontCloseSpider, IgnoreRequest
 from scrapy.spidermiddlewares.httperror import HttpError
+from scrapy.utils.reactor import CallLaterOnce
 
 from vkscraper.api import (
     build_call,
@@ -45,6 +49,7 @@ from vkscraper.api import (
     wall_get_comments_params,
     wall_get_params,
 )
+from vkscraper.backoff import backoff_delay
 from vkscraper.exceptions import (
     VkCaptchaError,
     VkError,
@@ -53,6 +58,20 @@ from vkscraper.exceptions import (
     VkQuotaError,
     VkTargetError,
     VkTransientError,
+)
+from vkscraper.execute import (
+    MAX_CALLS,
+    CommentsUnit,
+    PageParams,
+    Unit,
+    UnitResult,
+    WallUnit,
+    build_script,
+    is_refusal,
+    is_runtime_error,
+    is_too_big,
+    map_answer,
+    retried,
 )
 from vkscraper.extensions.task import VkTaskExtension, describe_request
 from vkscraper.grouprefs import GroupRef, parse_group_refs
@@ -64,6 +83,7 @@ from vkscraper.normalize import (
     raw_comments,
     threads_to_fetch,
 )
+from vkscraper.planner import Planner
 
 if TYPE_CHECKING:
     from typing import Self
@@ -73,6 +93,10 @@ if TYPE_CHECKING:
     from twisted.python.failure import Failure
 
 logger = logging.getLogger(__name__)
+
+# Execute requests kept under way before a partial batch is sent: one downloading, one
+# waiting for the token's slot. Fewer would idle the slot; more would send half-empty batches.
+MIN_IN_FLIGHT = 2
 
 FIX_HINTS = {
     5: "the access token is invalid, expired or revoked: set a valid VK_ACCESS_TOKEN",
@@ -96,6 +120,11 @@ class VkSpider(scrapy.Spider):
     page_size: int
     thread_items: int
     groups_per_request: int
+    max_retries: int
+    backoff: tuple[float, float]
+    use_execute: bool
+    planner: Planner
+    page_params: PageParams
 
     def __init__(self, task_id: str | None = None, groups: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
@@ -103,6 +132,8 @@ class VkSpider(scrapy.Spider):
         self.task_id_arg, self.group_refs = check_arguments(task_id=task_id, groups=groups)
         self._scheduled_groups: set[int] = set()  # one wall.get per group, whatever the refs
         self._task: VkTaskExtension | None = None
+        self._in_flight = 0  # execute requests yielded whose callback has not run yet
+        self._wakeup = CallLaterOnce(self._kick)  # sends units whose backoff is over
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
@@ -114,6 +145,16 @@ class VkSpider(scrapy.Spider):
         spider.page_size = s.getint("VK_COMMENTS_PAGE_SIZE")
         spider.thread_items = s.getint("VK_THREAD_ITEMS_COUNT")
         spider.groups_per_request = s.getint("VK_GROUPS_PER_REQUEST")
+        # Inner calls of an execute are retried here, with Scrapy's retry settings.
+        spider.max_retries = s.getint("RETRY_TIMES") if s.getbool("RETRY_ENABLED") else 0
+        spider.backoff = (s.getfloat("VK_BACKOFF_BASE"), s.getfloat("VK_BACKOFF_MAX"))
+        spider.use_execute = s.getbool("VK_EXECUTE")
+        spider.planner = Planner(spider.page_size, s.getint("VK_EXECUTE_CALLS"))
+        spider.page_params = PageParams(
+            spider.posts_per_group, spider.page_size, spider.thread_items
+        )
+        crawler.signals.connect(spider._spider_idle, signal=signals.spider_idle)
+        crawler.signals.connect(spider._request_dropped, signal=signals.request_dropped)
         return spider
 
     @property
@@ -149,6 +190,7 @@ class VkSpider(scrapy.Spider):
         *,
         group_id: int,
         post_id: int | None = None,
+        serial: int | None = None,
         **cb: Any,
     ) -> scrapy.Request:
         call = build_call(method, params, api_url=self.api_url, version=self.api_version)
@@ -162,11 +204,111 @@ class VkSpider(scrapy.Spider):
             meta={
                 "vk_method": method,
                 "vk_group_id": group_id,
-                "vk_serial": self.task.new_request(group_id, post_id),
+                "vk_serial": self.task.new_request(group_id, post_id)
+                if serial is None
+                else serial,
                 "dont_redirect": True,
             },
             dont_filter=True,  # re-runs and resumes must fetch again
         )
+
+    def _unit(self, unit: Unit) -> Unit:
+        """A new unit of work, counted for its group (and post) until it is over."""
+        return replace(unit, serial=self.task.new_request(unit.group_id, unit.post_id))
+
+    def _send(self, unit: Unit) -> Iterator[scrapy.Request]:
+        """Plain mode: the unit's own request. Execute mode: it waits for a batch."""
+        if self.use_execute:
+            self.planner.add(unit)
+        else:
+            yield self._plain(unit)
+
+    def _plain(self, unit: Unit) -> scrapy.Request:
+        if isinstance(unit, WallUnit):
+            return self._call(
+                "wall.get",
+                wall_get_params(unit.group_id, count=self.posts_per_group + 1),
+                self.parse_wall,
+                group_id=unit.group_id,
+                serial=unit.serial,
+            )
+        params = wall_get_comments_params(
+            unit.group_id,
+            unit.post_id,
+            count=self.page_size,
+            comment_id=unit.comment_id,
+            start_comment_id=unit.anchor,
+            thread_items_count=self.thread_items,
+        )
+        return self._call(
+            "wall.getComments",
+            params,
+            self.parse_comments,
+            group_id=unit.group_id,
+            post_id=unit.post_id,
+            serial=unit.serial,
+            comment_id=unit.comment_id,
+            anchor=unit.anchor,
+            seen=unit.seen,
+            first_level_count=unit.first_level_count,
+        )
+
+    def _execute(self, units: list[Unit], calls: int | None = None) -> scrapy.Request:
+        calls = calls or self.planner.max_calls
+        script = build_script(units, self.page_params, calls)
+        call = build_call(
+            "execute", {"code": script}, api_url=self.api_url, version=self.api_version
+        )
+        self._in_flight += 1
+        return scrapy.FormRequest(
+            call.url,
+            formdata=call.params,
+            callback=self.parse_execute,
+            errback=self.on_execute_error,
+            cb_kwargs={"units": units},
+            meta={
+                "vk_method": "execute",
+                "vk_group_id": units[0].group_id,
+                "vk_serials": [u.serial for u in units],
+                "vk_calls": calls,
+                "dont_redirect": True,
+            },
+            dont_filter=True,
+        )
+
+    def _flush(self) -> list[scrapy.Request]:
+        """Execute requests for the units that are ready: full batches always, a partial one
+        when fewer than :data:`MIN_IN_FLIGHT` requests are under way (so the slot never idles).
+        """
+        if not self.use_execute:
+            return [self._plain(u) for u in self.planner.drain()]
+        batches = self.planner.take(time.monotonic(), partial=self._in_flight < MIN_IN_FLIGHT)
+        requests = [self._execute(batch) for batch in batches]
+        self._arm_wakeup()
+        return requests
+
+    def _arm_wakeup(self) -> None:
+        """Units backing off are sent when their time comes, even if nothing else runs."""
+        due = self.planner.next_due()
+        if due is not None:
+            self._wakeup.schedule(max(0.0, due - time.monotonic()))
+
+    def _kick(self) -> None:
+        """Send what is ready from outside a callback (a timer, an errback, an idle engine)."""
+        engine = self.crawler.engine
+        if engine is None or not engine.running:
+            return
+        for request in self._flush():
+            engine.crawl(request)
+
+    def _spider_idle(self) -> None:
+        if len(self.planner):
+            self._kick()
+            raise DontCloseSpider
+
+    def _request_dropped(self, request: scrapy.Request) -> None:
+        if request.meta.get("vk_method") == "execute":
+            self._in_flight -= 1
 
     # callbacks
 
@@ -175,13 +317,13 @@ class VkSpider(scrapy.Spider):
             found = parse_groups(self._data(response))
         except VkTargetError as exc:
             if exc.code != 100:  # 100: none of the batch exists, each is reported below
-                await self._record(response.meta, exc, f"groups {', '.join(refs)}")
+                await self._record(exc, f"groups {', '.join(refs)}", meta=response.meta)
                 self.task.request_done(response.meta)
                 return
             found = []
         except VkError as exc:
             # The refs stay in the task unresolved: unfinished now, tried again by a re-run.
-            await self._record(response.meta, exc, f"groups {', '.join(refs)}")
+            await self._record(exc, f"groups {', '.join(refs)}", meta=response.meta)
             self.task.request_done(response.meta)
             return
         by_key: dict[str, VkGroup] = {}
@@ -219,32 +361,20 @@ class VkSpider(scrapy.Spider):
                 await self.task.deactivate(str(group.id), f"community is {group.deactivated}")
                 await self.task.group_over(group.id, "failed")
             else:
-                yield self._call(
-                    "wall.get",
-                    wall_get_params(group.id, count=self.posts_per_group + 1),
-                    self.parse_wall,
-                    group_id=group.id,
-                )
+                for request in self._send(self._unit(WallUnit(group.id))):
+                    yield request
         self.task.request_done(response.meta)
+        for request in self._flush():
+            yield request
 
     async def parse_wall(self, response: Response) -> AsyncIterator[Any]:
-        gid = response.meta["vk_group_id"]
-        try:
-            data = self._data(response)
-            # Parsed here only to choose the posts and their comment requests; the items are
-            # what VK sent, normalized by the normalize pipeline.
-            posts = latest_posts(parse_posts(data, gid), self.posts_per_group)
-        except VkError as exc:
-            await self._record(response.meta, exc, f"group {gid}")
-        else:
-            await self.task.group_started(gid, len(posts), sum(p.comments_count for p in posts))
-            raw = {item["id"]: item for item in data["items"]}
-            for post in posts:
-                self.task.new_post(gid, post.vk_post_id)
-                self.task.new_item(gid)
-                yield VkRawPost(post.owner_id, gid, raw[post.vk_post_id])
-                if post.comments_count > 0:
-                    yield self._comments(gid, post.vk_post_id)
+        unit = WallUnit(response.meta["vk_group_id"], response.meta["vk_serial"])
+        async for out in self._on_wall(unit, self._answer(response), response.meta):
+            if isinstance(out, WallUnit | CommentsUnit):
+                for request in self._send(out):
+                    yield request
+            else:
+                yield out
         self.task.request_done(response.meta)
 
     async def parse_comments(
@@ -256,14 +386,162 @@ class VkSpider(scrapy.Spider):
         seen: int,
         first_level_count: int | None,
     ) -> AsyncIterator[Any]:
-        gid = response.meta["vk_group_id"]
+        unit = CommentsUnit(
+            response.meta["vk_group_id"],
+            post_id,
+            comment_id,
+            anchor,
+            seen,
+            first_level_count,
+            serial=response.meta["vk_serial"],
+        )
+        async for out in self._on_comments(unit, self._answer(response), response.meta):
+            if isinstance(out, WallUnit | CommentsUnit):
+                for request in self._send(out):
+                    yield request
+            else:
+                yield out
+        self.task.request_done(response.meta)
+
+    async def parse_execute(self, response: Response, units: list[Unit]) -> AsyncIterator[Any]:
+        self._in_flight -= 1
+        try:
+            results = map_answer(
+                units, self._data(response), response.meta.get("vk_execute_errors")
+            )
+        except VkError as exc:
+            for request in await self._execute_failed(units, exc, response.meta):
+                yield request
+        else:
+            calls = sum(len(r.answers) for r in results)
+            self.planner.answered(len(response.body), calls)
+            assert self.crawler.stats is not None
+            self.crawler.stats.inc_value("vk/execute/calls", calls)
+            for result in results:
+                async for out in self._replay(result):
+                    yield out
+        for request in self._flush():
+            yield request
+
+    async def _replay(self, result: UnitResult) -> AsyncIterator[Any]:
+        """Handle the answers one unit got inside an execute as the plain calls would be."""
+        unit: Unit | None = result.unit
+        if not result.answers:  # the script ran out of calls before this unit
+            self.planner.add(result.unit)
+            return
+        for n, answer in enumerate(result.answers):
+            assert unit is not None
+            if isinstance(answer, VkTransientError) and unit.retries < self.max_retries:
+                delay = backoff_delay(unit.retries, base=self.backoff[0], cap=self.backoff[1])
+                self.planner.add(retried(unit), due=time.monotonic() + delay if delay else 0.0)
+                return
+            current, unit = unit, None
+            async for out in self._on_answer(current, answer):
+                if isinstance(out, CommentsUnit) and _same_cursor(out, current):
+                    unit = out  # the same cursor, one page on
+                elif isinstance(out, WallUnit | CommentsUnit):
+                    self.planner.add(out)
+                else:
+                    yield out
+            self.task.request_done({"vk_serial": current.serial})
+            if unit is None:
+                if n + 1 < len(result.answers):
+                    assert self.crawler.stats is not None
+                    ignored = len(result.answers) - n - 1
+                    self.crawler.stats.inc_value("vk/execute/pages_ignored", ignored)
+                return
+        if unit is not None:
+            self.planner.add(unit)
+
+    async def _execute_failed(
+        self, units: list[Unit], exc: VkError, meta: Mapping[str, Any]
+    ) -> list[scrapy.Request]:
+        """The whole execute failed: fall back, split, or record the error for every unit."""
+        assert self.crawler.stats is not None
+        if is_refusal(exc):
+            if self.use_execute:
+                self.use_execute = False
+                logger.warning(
+                    "VK refused execute for this token (%(error)s): going on with plain calls",
+                    {"error": exc},
+                )
+            self.crawler.stats.inc_value("vk/execute/refused")
+            return [self._plain(u) for u in units]
+        if is_runtime_error(exc):
+            calls = meta.get("vk_calls", MAX_CALLS)
+            if is_too_big(exc):
+                self.planner.too_big(calls)
+            self.crawler.stats.inc_value("vk/execute/split")
+            logger.info(
+                "Execute of %(n)d units and %(calls)d calls failed (%(error)s): splitting it",
+                {"n": len(units), "calls": calls, "error": exc},
+            )
+            if len(units) > 1:
+                half = (len(units) + 1) // 2
+                return [self._execute(units[:half], calls), self._execute(units[half:], calls)]
+            if calls > 1:
+                return [self._execute(units, calls // 2)]
+            return [self._plain(units[0])]  # one page, alone: a plain call has no 5 MB limit
+        for unit in units:
+            await self._record(exc, unit.describe(), unit=unit, meta=meta)
+            self.task.request_done({"vk_serial": unit.serial})
+        return []
+
+    async def on_execute_error(self, failure: Failure) -> None:
+        request = failure.request  # type: ignore[attr-defined]
+        self._in_flight -= 1
+        reason = self._failure_reason(failure, request)
+        for unit in request.cb_kwargs["units"]:
+            await self.task.add_error(
+                f"{unit.describe()} (in execute): {reason}", group=unit.group_id,
+                post=unit.post_id,
+            )  # fmt: skip
+            self.task.request_done({"vk_serial": unit.serial}, failed=True)
+        self._kick()
+
+    # what one answer means (the same in plain and execute mode)
+
+    def _on_answer(self, unit: Unit, answer: Any) -> AsyncIterator[Any]:
+        if isinstance(unit, WallUnit):
+            return self._on_wall(unit, answer)
+        return self._on_comments(unit, answer)
+
+    async def _on_wall(
+        self, unit: WallUnit, answer: Any, meta: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[Any]:
+        gid = unit.group_id
+        try:
+            data = _checked(answer)
+            # Parsed here only to choose the posts and their comment requests; the items are
+            # what VK sent, normalized by the normalize pipeline.
+            posts = latest_posts(parse_posts(data, gid), self.posts_per_group)
+        except VkError as exc:
+            await self._record(exc, f"group {gid}", unit=unit, meta=meta)
+            return
+        await self.task.group_started(gid, len(posts), sum(p.comments_count for p in posts))
+        raw = {item["id"]: item for item in data["items"]}
+        for post in posts:
+            self.task.new_post(gid, post.vk_post_id)
+            self.task.new_item(gid)
+            yield VkRawPost(post.owner_id, gid, raw[post.vk_post_id])
+            if post.comments_count > 0:
+                yield self._unit(CommentsUnit(gid, post.vk_post_id, hint=post.comments_count))
+
+    async def _on_comments(
+        self, unit: CommentsUnit, answer: Any, meta: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[Any]:
+        gid, post_id, comment_id, anchor = (
+            unit.group_id,
+            unit.post_id,
+            unit.comment_id,
+            unit.anchor,
+        )
         where = f"group {gid} post {post_id}" + (f" thread {comment_id}" if comment_id else "")
         try:
-            data = self._data(response)
+            data = _checked(answer)
             comments = raw_comments(data, gid, post_id, parent_id=comment_id)
         except VkError as exc:
-            await self._record(response.meta, exc, where, post_id)
-            self.task.request_done(response.meta)
+            await self._record(exc, where, unit=unit, meta=meta)
             return
         items = data["items"]
         # An anchored page starts with the anchor, read (with its thread) on the page before.
@@ -276,21 +554,25 @@ class VkSpider(scrapy.Spider):
                 continue  # the anchor's inline replies, also read before
             self.task.new_item(gid)
             yield comment
-        seen += len(new_items)
+        seen = unit.seen + len(new_items)
         level_now = data.get("current_level_count", data.get("count", 0))
+        first_level_count = unit.first_level_count
         if first_level_count is None:
             first_level_count = level_now
         # Done on a short page, or when everything announced has been read and the count did
         # not move since the first page (a moving count means live edits: read on).
         complete = seen >= level_now and level_now == first_level_count
         if len(items) >= self.page_size and new_items and not complete:
-            yield self._comments(
-                gid,
-                post_id,
-                comment_id=comment_id,
-                anchor=items[-1]["id"],
-                seen=seen,
-                first_level_count=first_level_count,
+            yield self._unit(
+                CommentsUnit(
+                    gid,
+                    post_id,
+                    comment_id,
+                    anchor=items[-1]["id"],
+                    seen=seen,
+                    first_level_count=first_level_count,
+                    hint=max(0, level_now - seen),
+                )
             )
         elif seen < level_now:
             # The coverage check: VK announced more than the level gave.
@@ -301,63 +583,23 @@ class VkSpider(scrapy.Spider):
             )
         if comment_id is None:
             for thread in threads_to_fetch({"items": new_items}):
-                yield self._comments(
-                    gid,
-                    post_id,
-                    comment_id=thread.comment_id,
-                    anchor=thread.last_seen_id,
-                    seen=thread.seen,
-                    first_level_count=thread.total,
+                yield self._unit(
+                    CommentsUnit(
+                        gid,
+                        post_id,
+                        comment_id=thread.comment_id,
+                        anchor=thread.last_seen_id,
+                        seen=thread.seen,
+                        first_level_count=thread.total,
+                        hint=thread.total - thread.seen,
+                    )
                 )
-        self.task.request_done(response.meta)
-
-    def _comments(
-        self,
-        gid: int,
-        post_id: int,
-        *,
-        comment_id: int | None = None,
-        anchor: int | None = None,
-        seen: int = 0,
-        first_level_count: int | None = None,
-    ) -> scrapy.Request:
-        """A page of the top level (``comment_id`` None) or of one thread, starting at
-        ``anchor`` (a comment already seen) or at the beginning."""
-        params = wall_get_comments_params(
-            gid,
-            post_id,
-            count=self.page_size,
-            comment_id=comment_id,
-            start_comment_id=anchor,
-            thread_items_count=self.thread_items,
-        )
-        return self._call(
-            "wall.getComments",
-            params,
-            self.parse_comments,
-            group_id=gid,
-            post_id=post_id,
-            comment_id=comment_id,
-            anchor=anchor,
-            seen=seen,
-            first_level_count=first_level_count,
-        )
 
     async def on_request_error(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
         gid = request.meta.get("vk_group_id", 0)
-        retries = request.meta.get("retry_times", 0)
-        if isinstance(failure.value, HttpError):
-            reason = f"gave up after {retries} retries (HTTP {failure.value.response.status})"
-        elif isinstance(failure.value, IgnoreRequest):
-            reason = f"dropped before download by a downloader middleware ({failure.value!r})"
-        else:
-            reason = (
-                f"gave up after {retries} retries ({type(failure.value).__name__}: "
-                f"{failure.value})"
-            )
         await self.task.add_error(
-            f"{describe_request(request)}: {reason}",
+            f"{describe_request(request)}: {self._failure_reason(failure, request)}",
             group=gid or None,
             post=request.cb_kwargs.get("post_id"),
         )
@@ -365,29 +607,71 @@ class VkSpider(scrapy.Spider):
 
     # helpers
 
+    @staticmethod
+    def _failure_reason(failure: Failure, request: scrapy.Request) -> str:
+        retries = request.meta.get("retry_times", 0)
+        if isinstance(failure.value, HttpError):
+            return f"gave up after {retries} retries (HTTP {failure.value.response.status})"
+        if isinstance(failure.value, IgnoreRequest):
+            return f"dropped before download by a downloader middleware ({failure.value!r})"
+        return f"gave up after {retries} retries ({type(failure.value).__name__}: {failure.value})"
+
     def _data(self, response: Response) -> Any:
         """The parsed ``response`` (set by VkRetryMiddleware) or the VK error it carried."""
+        return _checked(self._answer(response))
+
+    @staticmethod
+    def _answer(response: Response) -> Any:
+        """The parsed data of ``response``, or the :class:`VkError` it carried."""
         error = response.meta.get("vk_error")
         if error is not None:
-            raise error
+            return error
         if "vk_response" not in response.meta:
-            raise VkMalformedResponse("the response was not parsed: is VkRetryMiddleware enabled?")
+            return VkMalformedResponse(
+                "the response was not parsed: is VkRetryMiddleware enabled?"
+            )
         return response.meta["vk_response"]
 
     async def _record(
-        self, meta: dict[str, Any], exc: VkError, where: str, post: int | None = None
+        self,
+        exc: VkError,
+        where: str,
+        *,
+        unit: Unit | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> None:
-        gid = meta.get("vk_group_id") or None
+        """Record ``exc`` in the task (it fails the group and post it names); a token or
+        configuration error closes the spider."""
+        meta = meta or {}
+        gid = unit.group_id if unit is not None else (meta.get("vk_group_id") or None)
+        post = unit.post_id if unit is not None else None
         if isinstance(exc, VkFatalError | VkCaptchaError | VkQuotaError):
             hint = FIX_HINTS.get(exc.code, "check the token and the VK_* settings")
             await self.task.add_error(f"{exc} — {hint}")
             raise CloseSpider("vk_fatal")
         if isinstance(exc, VkTransientError):
-            retries = meta.get("retry_times", 0)
+            # Retries of a plain request are Scrapy's (meta); of a call inside execute, ours.
+            retries = meta.get("retry_times", 0) if meta else 0
+            retries = max(retries, unit.retries if unit is not None else 0)
             message = f"{where}: gave up after {retries} retries ({exc})"
         else:  # a target error, or a VK code we do not know
             message = f"{where}: {exc}"
         await self.task.add_error(message, group=gid, post=post)
+
+
+def _same_cursor(unit: CommentsUnit, other: Unit) -> bool:
+    return (
+        isinstance(other, CommentsUnit)
+        and unit.post_id == other.post_id
+        and unit.comment_id == other.comment_id
+    )
+
+
+def _checked(answer: Any) -> Any:
+    """An answer is data or the VkError the call ended with."""
+    if isinstance(answer, VkError):
+        raise answer
+    return answer
 
 
 def check_arguments(

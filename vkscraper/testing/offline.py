@@ -110,6 +110,8 @@ def crawl_offline(
         "error_6": sum(1 for r in log if r["outcome"] == "error:6"),
         "errors": sorted({r["outcome"] for r in log if r["outcome"] != "ok"}),
         "expected_comments": len(comments),
+        "expected_groups": sum(1 for g in dataset["groups"] if wall_readable(g)),
+        "span_seconds": span,
         "wall_seconds": wall,
     }
 

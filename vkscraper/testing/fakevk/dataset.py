@@ -377,6 +377,37 @@ def generate_dataset(
     return normalize_dataset(data)
 
 
+def heavy_dataset(seed: int = 7, groups: int = 3, *, scale: float = 1.0) -> Dataset:
+    """The execute benchmark's shape: ``groups`` walls of 10 posts, about 10,000 comments and
+    replies each at ``scale`` 1 (so ~30,000 for 3 groups). Per wall, one post has 2,400
+    top-level comments, one has 1,200 and 12 threads of 100 to 400 replies; the other eight
+    have up to 150 top-level comments with branches of up to 10 replies (made by :func:`generate_dataset`).
+    """
+    data = generate_dataset(
+        seed=seed, groups=groups, posts_per_group=10, max_comments=int(150 * scale),
+        max_replies=10, author_groups=0, nul=False,
+    )  # fmt: skip
+    rng = random.Random(f"fakevk-heavy-{seed}")
+    authors = [p["id"] for p in data["profiles"]]
+    for group in data["groups"]:
+        posts = group["posts"]
+        if len(posts) < 2:
+            continue
+        used = [p["id"] for p in posts] + [
+            c["id"] for p in posts for t in p["comments"] for c in [t, *t["replies"]]
+        ]
+        next_id = iter(range(max(used) + 1, 10**9)).__next__
+        plans = (
+            [rng.choice([0, 0, 0, 0, 1, 2, 3]) for _ in range(int(2400 * scale))],
+            [rng.randint(100, 400) if i % 100 == 7 else rng.choice([0, 0, 1])
+             for i in range(int(1200 * scale))],
+        )  # fmt: skip
+        for post, counts in zip(posts[-3:-1], plans, strict=True):
+            post["comments_closed"] = False
+            post["comments"] = _post_comments(rng, next_id, post["date"], authors, counts)
+    return normalize_dataset(data)
+
+
 def _force_variety(comments: list[dict[str, Any]], gid: int, nul: bool) -> None:
     """Make the generator's promises true whatever the random draws were."""
     thread, stub, lonely = comments[0], comments[1], comments[2]
