@@ -3,10 +3,10 @@
     python -m benchmarks.bench_execute [--shape heavy|small] [--plain] [--postgres]
 
 ``heavy``: 3 groups × 10 posts with ~31,000 comments and replies (posts of 2,400 and 1,200
-top-level comments, threads of 100-400 replies). ``small``: 200 groups of 10 posts with at most
-40 top-level comments and branches of up to 10 replies each. Prints what bench_crawl prints, plus the fewest requests the dataset needs
-with 25 calls per execute, comments/s and groups/s (over the crawl's requests and over the
-whole process, start-up included).
+top-level comments, threads of 100-400 replies). ``small``: 200 groups of 10 posts with at
+most 40 top-level comments and branches of up to 10 replies each. Prints what bench_crawl
+prints, plus the fewest requests the dataset needs with 25 calls per execute, comments/s and
+groups/s (over the crawl's requests and over the whole process, start-up included).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--shape", choices=["heavy", "small"], default="heavy")
     parser.add_argument("--plain", action="store_true", help="VK_EXECUTE=False, to compare")
     parser.add_argument("--rate-limit", type=int, default=3)
-    parser.add_argument("--postgres", action="store_true", help="a temporary database on 127.0.0.1")
+    parser.add_argument("--postgres", action="store_true", help="a temporary PostgreSQL database")
     args = parser.parse_args()
     if args.shape == "heavy":
         dataset = heavy_dataset(seed=7, groups=3)
@@ -57,7 +57,8 @@ def main() -> None:
         )  # fmt: skip
     print_summary(result, limit=args.rate_limit, json_line=False)
     calls = minimum_requests(dataset) - 1  # every call but groups.getById
-    print(f"minimum with execute    {1 + math.ceil(calls / 25)} (groups.getById + {calls} calls / 25)")
+    fewest = 1 + math.ceil(calls / 25)
+    print(f"minimum with execute    {fewest} (groups.getById + {calls} calls / 25)")
     span = result["span_seconds"]
     comments, groups = result["expected_comments"], result["expected_groups"]
     print(f"comments/s              {comments / span:.0f} over the requests ({span:.1f} s), "

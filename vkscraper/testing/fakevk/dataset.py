@@ -381,7 +381,8 @@ def heavy_dataset(seed: int = 7, groups: int = 3, *, scale: float = 1.0) -> Data
     """The execute benchmark's shape: ``groups`` walls of 10 posts, about 10,000 comments and
     replies each at ``scale`` 1 (so ~30,000 for 3 groups). Per wall, one post has 2,400
     top-level comments, one has 1,200 and 12 threads of 100 to 400 replies; the other eight
-    have up to 150 top-level comments with branches of up to 10 replies (made by :func:`generate_dataset`).
+    have up to 150 top-level comments with branches of up to 10 replies (from
+    :func:`generate_dataset`).
     """
     data = generate_dataset(
         seed=seed, groups=groups, posts_per_group=10, max_comments=int(150 * scale),
