@@ -1,0 +1,246 @@
+"""Execute mode against the emulator, which runs the generated VKScript for real: the stored
+rows and the task's errors equal the plain mode's on the same data, with faults, drift, oversize
+answers, inner errors and a token that may not use execute."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from scrapy.utils.defer import deferred_f_from_coro_f
+
+from tests.crawl import (
+    COMMENT_KEYS,
+    POST_KEYS,
+    TOKEN,
+    close_as,
+    comparable,
+    edited,
+    run_crawl,
+    stored_rows,
+)
+from tests.test_spider_vk import assert_stored_equals, last_task
+from vkscraper.testing.fakevk import FakeVk, generate_dataset
+
+EXECUTE = {"VK_EXECUTE": True}
+PLAIN = {"VK_EXECUTE": False}
+
+# Closed walls, a post with comments closed, a NUL byte, emoji, a 130-comment post, threads
+# longer than the inline 10.
+MIXED = generate_dataset(
+    seed=7, groups=3, posts_per_group=12, max_comments=30, big_post=True, closed_groups=3
+)
+T0 = 1_700_000_000
+
+
+def refs(dataset):
+    return ",".join(g["screen_name"] for g in dataset["groups"] if not g.get("author_only"))
+
+
+def deep_post(top=450, threads=3, replies=150):
+    """One post: ``top`` top-level comments, ``threads`` of them with ``replies`` replies."""
+    comments, next_id = [], iter(range(10, 10**6)).__next__
+    for i in range(top):
+        cid = next_id()
+        n = replies if i % (top // threads) == 1 else 0
+        comments.append(
+            {"id": cid, "from_id": 1, "date": T0 + i, "text": f"c{cid} 🙂", "likes": 0,
+             "replies": [{"id": 100_000 + cid * 1000 + r, "from_id": 1, "date": T0 + 10**5 + r,
+                          "text": f"r{r}"} for r in range(n)]}
+        )  # fmt: skip
+    return {
+        "profiles": [{"id": 1, "first_name": "Ann", "last_name": "Lee"}],
+        "groups": [{"id": 30, "screen_name": "deep", "name": "Deep",
+                    "posts": [{"id": 1, "date": T0, "text": "p", "comments": comments}]}],
+    }  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def token(monkeypatch):
+    monkeypatch.setenv("VK_ACCESS_TOKEN", TOKEN)
+
+
+def rows(url, task_id):
+    posts, comments = stored_rows(url, task_id)
+    return comparable(posts, POST_KEYS), comparable(comments, COMMENT_KEYS)
+
+
+async def crawl(dataset, url, settings, **fakevk):
+    with FakeVk(dataset, tokens=[TOKEN], **fakevk) as vk:
+        crawler = await run_crawl(vk.url, url, settings=settings, groups=refs(dataset))
+        log = vk.requests()
+    return crawler, last_task(url), log
+
+
+def inner_calls(log):
+    """(method, params) of every call: plain ones and those made inside an execute."""
+    return [c for r in log for c in r.get("calls", [r["method"]])]
+
+
+def executes(log):
+    return [r for r in log if r["method"] == "execute"]
+
+
+@pytest.mark.parametrize(
+    "fakevk",
+    [
+        {},
+        {"faults": {"500": 0.08, "error10": 0.1, "malformed": 0.05, "drop": 0.05},
+         "seed": 4, "retry_after": 0},
+        {"drift": 3},
+    ],
+    ids=["clean", "faults", "drift"],
+)  # fmt: skip
+@deferred_f_from_coro_f
+async def test_execute_stores_what_plain_stores_and_reports_the_same_errors(store_url, fakevk):
+    _, plain, _ = await crawl(MIXED, store_url, PLAIN, **fakevk)
+    plain_rows = rows(store_url, plain.id)
+    crawler, task, log = await crawl(MIXED, store_url, EXECUTE, **fakevk)
+    assert_stored_equals(store_url, task.id, MIXED)
+    assert rows(store_url, task.id) == plain_rows
+    assert task.status == plain.status == "failed"  # the closed walls and the closed post
+    assert sorted(task.metrics["errors"]) == sorted(plain.metrics["errors"])
+    assert task.metrics["comments"] == plain.metrics["comments"]
+    assert task.metrics["groups"] == plain.metrics["groups"]
+    # Everything but the lookup went through execute, at most 25 calls each.
+    assert {r["method"] for r in log} == {"groups.getById", "execute"}
+    assert max(len(r["calls"]) for r in executes(log)) <= 25
+    assert len(log) < len(inner_calls(log)) / 5
+    if "faults" in fakevk:
+        assert sum(r["execute_errors"] for r in executes(log)) > 0  # inner error 10s, retried
+        assert crawler.stats.get_value("retry/count") > 0  # whole executes retried too
+
+
+@deferred_f_from_coro_f
+async def test_a_big_post_is_paged_inside_one_script_anchored_page_by_page(sqlite_url):
+    data = deep_post()
+    crawler, task, log = await crawl(data, sqlite_url, EXECUTE)
+    assert task.status == "completed", task.metrics["errors"]
+    assert_stored_equals(sqlite_url, task.id, data)
+    # 1 wall.get; 5 top-level pages (an anchored page repeats its anchor: 450 in 5 pages of
+    # 100), walked in one script; then the 3 threads found on them, 2 pages each (140
+    # replies after the 10 inline): 12 calls in 3 requests.
+    calls = inner_calls(log)
+    assert calls.count("wall.getComments") == 11
+    assert [len(r["calls"]) for r in executes(log)] == [1, 5, 6]
+    assert crawler.stats.get_value("vk/execute/calls") == 12
+
+
+class ShortenExecutePages:
+    """A downloader middleware removing the last comment of every full top-level page inside
+    an execute answer, as VK does when it answers less than a level announced."""
+
+    def process_response(self, request, response):
+        if request.meta.get("vk_method") != "execute":
+            return response
+        data = json.loads(response.body)
+        for pages in data["response"]["c"]:
+            for page in pages:
+                if page and len(page["items"]) == 100 and "thread" in page["items"][0]:
+                    page["items"].pop()
+        return response.replace(body=json.dumps(data).encode())
+
+
+@deferred_f_from_coro_f
+async def test_the_coverage_check_holds_inside_execute(sqlite_url):
+    data = deep_post(top=150, threads=1, replies=0)
+    settings = {**EXECUTE, "DOWNLOADER_MIDDLEWARES": {f"{__name__}.ShortenExecutePages": 560}}
+    _, task, _ = await crawl(data, sqlite_url, settings)
+    assert task.status == "failed"
+    assert task.metrics["errors"] == ["group 30 post 1: incomplete, 99 of 150 comments announced by VK"]
+
+
+@deferred_f_from_coro_f
+async def test_too_big_answers_are_split_down_to_plain_calls_and_nothing_is_lost(
+    sqlite_url, caplog
+):
+    data = deep_post()
+    # 60 kB: a few pages per execute; one page with its inline replies is ~35 kB.
+    crawler, task, log = await crawl(data, sqlite_url, EXECUTE, execute_max_bytes=60_000)
+    assert task.status == "completed", task.metrics["errors"]
+    assert_stored_equals(sqlite_url, task.id, data)
+    assert crawler.stats.get_value("vk/execute/split") > 0
+    assert {r["outcome"] for r in executes(log)} == {"ok", "error:13"}
+    # The planner learned: after the first refusals, executes fit.
+    assert [r["outcome"] for r in executes(log)][-3:] == ["ok"] * 3
+    # Not even one page fits: each unit ends as a plain call.
+    crawler, task, log = await crawl(data, sqlite_url, EXECUTE, execute_max_bytes=2_000)
+    assert task.status == "completed", task.metrics["errors"]
+    assert_stored_equals(sqlite_url, task.id, data)
+    assert "wall.getComments" in {r["method"] for r in log}
+
+
+@deferred_f_from_coro_f
+async def test_a_token_that_may_not_execute_goes_on_with_plain_calls(sqlite_url, caplog):
+    caplog.set_level(logging.INFO)
+    _, task, log = await crawl(MIXED, sqlite_url, EXECUTE, no_execute_tokens=[TOKEN])
+    assert_stored_equals(sqlite_url, task.id, MIXED)
+    assert [r["outcome"] for r in executes(log)] == ["error:28"]
+    assert {"wall.get", "wall.getComments"} <= {r["method"] for r in log}
+    refusals = [r for r in caplog.records if "refused execute" in r.getMessage()]
+    assert len(refusals) == 1 and refusals[0].levelname == "WARNING"
+    assert all("28" in r.getMessage() for r in refusals)
+
+
+class FailFirstPages:
+    """A downloader middleware turning the first page of every execute into ``false`` plus
+    an error-10 ``execute_errors`` entry (the rest of that cursor's pages are dropped, as the
+    script stops a cursor at a failed call)."""
+
+    def process_response(self, request, response):
+        if request.meta.get("vk_method") != "execute":
+            return response
+        data = json.loads(response.body)
+        answer = data["response"]
+        if answer["c"] and not answer["e"]:
+            answer["c"][0] = [False]
+            answer["e"] = [0]
+            data["execute_errors"] = [
+                {"method": "wall.getComments", "error_code": 10,
+                 "error_msg": "Internal server error"}
+            ]  # fmt: skip
+        return response.replace(body=json.dumps(data).encode())
+
+
+@deferred_f_from_coro_f
+async def test_inner_errors_out_of_retries_are_recorded_per_target(sqlite_url):
+    data = deep_post(top=150, threads=1, replies=0)
+    failing = {"DOWNLOADER_MIDDLEWARES": {f"{__name__}.FailFirstPages": 560}}
+    _, task, log = await crawl(data, sqlite_url, {**EXECUTE, **failing, "RETRY_TIMES": 2})
+    assert task.status == "failed"
+    assert task.metrics["errors"] == [
+        "group 30 post 1: gave up after 2 retries (VK error 10 in wall.getComments: "
+        "Internal server error)"
+    ]
+    # The first try and 2 retries, each inside an execute; the post itself was stored.
+    assert len(executes(log)) == 1 + 3
+    assert task.metrics["posts"] == 1 and task.metrics["comments"] == 0
+
+
+@deferred_f_from_coro_f
+async def test_inner_retries_back_off_and_the_crawl_waits_for_them(sqlite_url):
+    # Backoff on: a retried unit waits in the planner with nothing else in flight; the timer
+    # (not a callback) sends it.
+    data = deep_post(top=150, threads=1, replies=0)
+    settings = {**EXECUTE, "VK_BACKOFF_BASE": 0.2}
+    _, task, log = await crawl(data, sqlite_url, settings, faults={"error10": 0.5}, seed=2)
+    assert task.status == "completed", task.metrics["errors"]
+    assert_stored_equals(sqlite_url, task.id, data)
+    assert any(r["execute_errors"] for r in executes(log))
+
+
+@deferred_f_from_coro_f
+async def test_an_interrupted_execute_crawl_resumes_to_the_same_rows(sqlite_url):
+    data = edited(MIXED, lambda d: None)
+    with FakeVk(data, tokens=[TOKEN]) as vk:
+        await run_crawl(
+            vk.url, sqlite_url, settings={**EXECUTE, "VK_EXECUTE_CALLS": 3},
+            groups=refs(data), after_items=(40, close_as("shutdown")),
+        )  # fmt: skip
+        interrupted = last_task(sqlite_url)
+        assert interrupted.status == "in_progress"
+        await run_crawl(vk.url, sqlite_url, settings=EXECUTE, task_id=str(interrupted.id))
+    task = last_task(sqlite_url)
+    assert task.id == interrupted.id and task.status == "failed"  # the closed targets
+    assert_stored_equals(sqlite_url, task.id, data)
