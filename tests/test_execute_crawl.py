@@ -148,7 +148,9 @@ async def test_the_coverage_check_holds_inside_execute(sqlite_url):
     settings = {**EXECUTE, "DOWNLOADER_MIDDLEWARES": {f"{__name__}.ShortenExecutePages": 560}}
     _, task, _ = await crawl(data, sqlite_url, settings)
     assert task.status == "failed"
-    assert task.metrics["errors"] == ["group 30 post 1: incomplete, 99 of 150 comments announced by VK"]
+    assert task.metrics["errors"] == [
+        "group 30 post 1: incomplete, 99 of 150 comments announced by VK"
+    ]
 
 
 @deferred_f_from_coro_f
