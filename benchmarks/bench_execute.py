@@ -1,12 +1,14 @@
 """Execute benchmark: `scrapy crawl vk` in execute mode against the emulator enforcing 3/s.
 
-    python -m benchmarks.bench_execute [--shape heavy|small] [--plain] [--postgres]
+    python -m benchmarks.bench_execute [--shape heavy|small|huge] [--plain] [--postgres]
+                                       [--rate-limit N]   (0: no limit, to measure ingest)
 
 ``heavy``: 3 groups × 10 posts with ~31,000 comments and replies (posts of 2,400 and 1,200
 top-level comments, threads of 100-400 replies). ``small``: 200 groups of 10 posts with at
 most 40 top-level comments and branches of up to 10 replies each. Prints what bench_crawl
 prints, plus the fewest requests the dataset needs with 25 calls per execute, comments/s and
 groups/s (over the crawl's requests and over the whole process, start-up included).
+``huge``: one post with 100,000 comments and replies (the memory check: peak RSS).
 """
 
 from __future__ import annotations
@@ -27,13 +29,19 @@ PG_ADMIN_URL = os.environ.get("VK_TEST_PG_URL", "postgresql://postgres@127.0.0.1
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=["heavy", "small"], default="heavy")
+    parser.add_argument("--shape", choices=["heavy", "small", "huge"], default="heavy")
     parser.add_argument("--plain", action="store_true", help="VK_EXECUTE=False, to compare")
     parser.add_argument("--rate-limit", type=int, default=3)
     parser.add_argument("--postgres", action="store_true", help="a temporary PostgreSQL database")
     args = parser.parse_args()
     if args.shape == "heavy":
         dataset = heavy_dataset(seed=7, groups=3)
+    elif args.shape == "huge":
+        dataset = heavy_dataset(seed=7, groups=1, scale=0)
+        post = dataset["groups"][0]["posts"][-2]
+        post["comments"] = heavy_dataset(seed=8, groups=1, scale=28)["groups"][0]["posts"][-2][
+            "comments"
+        ]
     else:
         dataset = generate_dataset(
             seed=11, groups=200, posts_per_group=10, max_comments=40, max_replies=10,
@@ -42,7 +50,7 @@ def main() -> None:
         for group in dataset["groups"]:  # a clean run: no post with comments closed
             for post in group["posts"]:
                 post["comments_closed"] = False
-    settings = {"VK_REQUESTS_PER_SECOND": str(args.rate_limit)}
+    settings = {"VK_REQUESTS_PER_SECOND": str(args.rate_limit or 1000)}
     if args.plain:
         settings["VK_EXECUTE"] = "False"
     with ExitStack() as stack:

@@ -178,7 +178,9 @@ def test_cancel_a_running_task_then_collect_it_again_resumes_it(pg_server):
     posts_expected, comments_expected = expected_rows(data, nul_replacement="")
     with FakeVk(data, tokens=[TOKEN], rate_limit=3) as vk:
         groups = ",".join(str(g["id"]) for g in data["groups"][:2])
-        settings = [("setting", f"VK_API_URL={vk.url}")]
+        # One call per execute: as slow as plain calls, so the crawl runs long enough to be
+        # cancelled while it writes.
+        settings = [("setting", f"VK_API_URL={vk.url}"), ("setting", "VK_EXECUTE_CALLS=1")]
         _, first = pg_server.call("POST", "/collect.json", data=[("groups", groups), *settings])
         # A second task behind it is removed from the queue without ever starting.
         _, queued = pg_server.call("POST", "/collect.json", data=[("groups", "1"), *settings])

@@ -272,6 +272,9 @@ class VkSpider(scrapy.Spider):
                 "vk_serials": [u.serial for u in units],
                 "vk_calls": calls,
                 "dont_redirect": True,
+                # An execute takes as long as its calls do: its latency says nothing about
+                # VK's load, and must not make AutoThrottle slow the token down.
+                "autothrottle_dont_adjust_delay": True,
             },
             dont_filter=True,
         )
