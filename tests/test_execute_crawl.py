@@ -146,11 +146,13 @@ class ShortenExecutePages:
 async def test_the_coverage_check_holds_inside_execute(sqlite_url):
     data = deep_post(top=150, threads=1, replies=0)
     settings = {**EXECUTE, "DOWNLOADER_MIDDLEWARES": {f"{__name__}.ShortenExecutePages": 560}}
-    _, task, _ = await crawl(data, sqlite_url, settings)
+    crawler, task, _ = await crawl(data, sqlite_url, settings)
     assert task.status == "failed"
     assert task.metrics["errors"] == [
         "group 30 post 1: incomplete, 99 of 150 comments announced by VK"
     ]
+    # The script read on (it saw 100 comments); the spider, seeing 99, ended the level there.
+    assert crawler.stats.get_value("vk/execute/pages_ignored") == 1
 
 
 @deferred_f_from_coro_f
@@ -245,4 +247,28 @@ async def test_an_interrupted_execute_crawl_resumes_to_the_same_rows(sqlite_url)
         await run_crawl(vk.url, sqlite_url, settings=EXECUTE, task_id=str(interrupted.id))
     task = last_task(sqlite_url)
     assert task.id == interrupted.id and task.status == "failed"  # the closed targets
+    assert_stored_equals(sqlite_url, task.id, data)
+
+
+@deferred_f_from_coro_f
+async def test_a_crash_after_every_unit_was_handled_still_fails_the_task(sqlite_url, monkeypatch):
+    """The callback of the first execute (the wall) crashes after handling its unit: the task
+    names the bug and fails, and what the wall led to is still crawled (from the planner)."""
+    from vkscraper.spiders.vk import VkSpider
+
+    real, calls = VkSpider._flush, []
+
+    def flaky(self):
+        calls.append(1)
+        if len(calls) == 2:  # 1: after groups.getById; 2: after the first execute
+            raise RuntimeError("simulated bug")
+        return real(self)
+
+    monkeypatch.setattr(VkSpider, "_flush", flaky)
+    data = deep_post(top=150, threads=1, replies=0)
+    _, task, _ = await crawl(data, sqlite_url, EXECUTE)
+    assert task.status == "failed"
+    assert task.metrics["errors"] == [
+        "execute of wall.get group 30: callback error: RuntimeError('simulated bug')"
+    ]
     assert_stored_equals(sqlite_url, task.id, data)

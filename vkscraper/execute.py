@@ -174,7 +174,7 @@ def map_answer(units: list[Unit], data: Any, execute_errors: Any) -> list[UnitRe
             f"malformed VK response in execute: {len(refs)} failed calls but "
             f"{len(errors)} execute_errors"
         )
-    failures: dict[int, list[VkError]] = {}
+    failures: dict[int, VkError] = {}
     for ref, entry in zip(refs, errors, strict=True):
         if not isinstance(ref, int) or not isinstance(entry, dict):
             raise VkMalformedResponse("malformed execute_errors entry")
@@ -185,7 +185,7 @@ def map_answer(units: list[Unit], data: Any, execute_errors: Any) -> list[UnitRe
             if isinstance(code, int)
             else VkMalformedResponse(f"malformed execute_errors entry in {method or 'execute'}")
         )
-        failures.setdefault(ref, []).append(error)
+        failures[ref] = error  # a unit's calls stop at its first failure: one per ref
 
     results: dict[int, UnitResult] = {}
     for i, answer in enumerate(data["w"]):
@@ -198,12 +198,10 @@ def map_answer(units: list[Unit], data: Any, execute_errors: Any) -> list[UnitRe
     return [results.get(id(u)) or UnitResult(u) for u in units]
 
 
-def _failed(answer: Any, errors: list[VkError] | None) -> Any:
+def _failed(answer: Any, error: VkError | None) -> Any:
     if answer is not False:
         return answer
-    if not errors:
-        return VkMalformedResponse("malformed VK response in execute: false without an error")
-    return errors.pop(0)
+    return error or VkMalformedResponse("malformed VK response in execute: false, no error")
 
 
 def retried(unit: Unit) -> Unit:

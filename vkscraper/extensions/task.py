@@ -408,14 +408,17 @@ class VkTaskExtension:
 
     def _spider_error(self, failure: Failure, response: Response) -> None:
         # A callback crashed: its request ends here, failed (the rest of its output is lost).
-        for serial in _serials(response.meta):
-            group = self.tracker.request_failed(serial)
-            if group is not None:
-                message = (
-                    f"{describe_request(response.request)}: callback error: {failure.value!r}"
-                )
-                self._spawn(self.add_error(message, group=group))
-                self._check(group)
+        serials = _serials(response.meta)
+        groups = {self.tracker.request_failed(serial) for serial in serials}
+        groups.discard(None)
+        if serials and not groups and response.request is not None:
+            # An execute whose units were all handled when it crashed: still a bug that the
+            # task must show, against the groups it was for.
+            groups = {u.group_id for u in response.request.cb_kwargs.get("units", ())}
+        message = f"{describe_request(response.request)}: callback error: {failure.value!r}"
+        for group in sorted(g for g in groups if g is not None):
+            self._spawn(self.add_error(message, group=group))
+            self._check(group)
 
     # database plumbing
 
