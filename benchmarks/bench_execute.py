@@ -71,6 +71,9 @@ def main() -> None:
     comments, groups = result["expected_comments"], result["expected_groups"]
     print(f"comments/s              {comments / span:.0f} over the requests ({span:.1f} s), "
           f"{comments / result['wall_seconds']:.0f} over the process")  # fmt: skip
+    cpu = result["crawler_cpu_seconds"]
+    print(f"crawler CPU             {cpu:.1f} s, start-up included: it could take "
+          f"{comments / cpu:.0f} comments/s on one core")  # fmt: skip
     print(f"groups/s                {groups / span:.2f} over the requests, "
           f"{groups / result['wall_seconds']:.2f} over the process")  # fmt: skip
 

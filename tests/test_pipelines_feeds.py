@@ -127,3 +127,18 @@ async def test_feeds_hold_each_item_once_in_utf8_csv_included(store_url, tmp_pat
         assert {r["kind"] for r in csv.DictReader(fh)} == {"post"}
     only = [json.loads(line) for line in (tmp_path / "comments.jsonl").read_text().splitlines()]
     assert len(only) == len(comments) and {r["kind"] for r in only} == {"comment"}
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+@deferred_f_from_coro_f
+async def test_scraped_items_are_logged_only_when_the_log_level_shows_them(
+    sqlite_url, caplog, level
+):
+    # Scrapy would build (and the token scrubber scan) one DEBUG record per item even at INFO.
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    with FakeVk(small_dataset(), tokens=[TOKEN]) as vk:
+        await run_crawl(vk.url, sqlite_url, groups="threeposts", settings={"LOG_LEVEL": level})
+    scraped = [r for r in caplog.records if r.getMessage().startswith("Scraped from")]
+    assert bool(scraped) == (level == "DEBUG")

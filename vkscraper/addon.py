@@ -145,6 +145,8 @@ class VkAddon:
             ("FEED_EXPORT_ENCODING", "utf-8"),
             ("FEED_EXPORT_FIELDS", export_fields()),
             ("HTTPCACHE_POLICY", "vkscraper.cache.VkCachePolicy"),  # never caches VK errors
+            # no per-item "Scraped from" record unless LOG_LEVEL shows it
+            ("LOG_FORMATTER", "vkscraper.logformatter.VkLogFormatter"),
         ):
             if _unset(settings, name):
                 settings.set(name, value, "addon")

@@ -50,7 +50,7 @@ class VkTaskMetricsPipeline:
             self._through[id(item)] = group
             self.task.item_done(group)
             assert self.crawler.stats is not None
-            self.crawler.stats.inc_value(f"vk/items/{ItemAdapter(item).get('kind', 'other')}")
+            self.crawler.stats.inc_value(f"vk/items/{_field(item, 'kind') or 'other'}")
         return item
 
     def _scraped(self, item: Any) -> None:
@@ -70,5 +70,13 @@ class VkTaskMetricsPipeline:
 
 
 def _group_of(item: Any) -> int | None:
-    owner = ItemAdapter(item).get("owner_id") if ItemAdapter.is_item(item) else None
+    owner = _field(item, "owner_id")
     return group_id_for_owner(owner) if isinstance(owner, int) and owner < 0 else None
+
+
+def _field(item: Any, name: str) -> Any:
+    # Our items are dataclasses: an attribute read, not an ItemAdapter per item (this runs for
+    # every item, and the adapter was the largest cost of the pipelines at 20,000 items/s).
+    if hasattr(item, name) and not isinstance(item, dict):
+        return getattr(item, name)
+    return ItemAdapter(item).get(name) if ItemAdapter.is_item(item) else None

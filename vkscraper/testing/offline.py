@@ -100,6 +100,7 @@ def crawl_offline(
         "exit_code": proc.returncode,
         "crawl_log_tail": crawl_log[-3000:],
         "peak_rss_mb": usage.ru_maxrss / 1024,
+        "crawler_cpu_seconds": usage.ru_utime + usage.ru_stime,
         "task_show": shown.stdout + shown.stderr,
         "requests": len(log),
         "minimum_requests": minimum_requests(dataset),
