@@ -30,6 +30,7 @@ PG_ADMIN_URL = os.environ.get("VK_TEST_PG_URL", "postgresql://postgres@127.0.0.1
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=["heavy", "small", "huge"], default="heavy")
+    parser.add_argument("--scale", type=float, default=28, help="huge: 28 is ~120,000 comments")
     parser.add_argument("--plain", action="store_true", help="VK_EXECUTE=False, to compare")
     parser.add_argument("--rate-limit", type=int, default=3)
     parser.add_argument("--postgres", action="store_true", help="a temporary PostgreSQL database")
@@ -38,10 +39,8 @@ def main() -> None:
         dataset = heavy_dataset(seed=7, groups=3)
     elif args.shape == "huge":
         dataset = heavy_dataset(seed=7, groups=1, scale=0)
-        post = dataset["groups"][0]["posts"][-2]
-        post["comments"] = heavy_dataset(seed=8, groups=1, scale=28)["groups"][0]["posts"][-2][
-            "comments"
-        ]
+        big = heavy_dataset(seed=8, groups=1, scale=args.scale)["groups"][0]["posts"][-2]
+        dataset["groups"][0]["posts"][-2]["comments"] = big["comments"]
     else:
         dataset = generate_dataset(
             seed=11, groups=200, posts_per_group=10, max_comments=40, max_replies=10,

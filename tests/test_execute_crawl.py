@@ -94,9 +94,12 @@ def executes(log):
 )  # fmt: skip
 @deferred_f_from_coro_f
 async def test_execute_stores_what_plain_stores_and_reports_the_same_errors(store_url, fakevk):
-    _, plain, _ = await crawl(MIXED, store_url, PLAIN, **fakevk)
+    # Enough retries that no call runs out of them (the emulator caps faults in a row per
+    # call, but a retried execute is a new call for it): both runs must store everything.
+    retries = {"RETRY_TIMES": 8}
+    _, plain, _ = await crawl(MIXED, store_url, {**PLAIN, **retries}, **fakevk)
     plain_rows = rows(store_url, plain.id)
-    crawler, task, log = await crawl(MIXED, store_url, EXECUTE, **fakevk)
+    crawler, task, log = await crawl(MIXED, store_url, {**EXECUTE, **retries}, **fakevk)
     assert_stored_equals(store_url, task.id, MIXED)
     assert rows(store_url, task.id) == plain_rows
     assert task.status == plain.status == "failed"  # the closed walls and the closed post
@@ -175,16 +178,66 @@ async def test_too_big_answers_are_split_down_to_plain_calls_and_nothing_is_lost
     assert "wall.getComments" in {r["method"] for r in log}
 
 
+class RefuseExecute:
+    """A downloader middleware answering VK error 12 ("Unable to compile code") to every
+    execute: VK rejecting our script must not stop the crawl either."""
+
+    def process_response(self, request, response):
+        if request.meta.get("vk_method") != "execute":
+            return response
+        error = {"error_code": 12, "error_msg": "Unable to compile code"}
+        return response.replace(body=json.dumps({"error": error}).encode())
+
+
+@pytest.mark.parametrize("code", [28, 12])
 @deferred_f_from_coro_f
-async def test_a_token_that_may_not_execute_goes_on_with_plain_calls(sqlite_url, caplog):
+async def test_a_token_that_may_not_execute_goes_on_with_plain_calls(sqlite_url, caplog, code):
     caplog.set_level(logging.INFO)
-    _, task, log = await crawl(MIXED, sqlite_url, EXECUTE, no_execute_tokens=[TOKEN])
+    if code == 28:  # the emulator refuses execute for this token, as VK does for some types
+        _, task, log = await crawl(MIXED, sqlite_url, EXECUTE, no_execute_tokens=[TOKEN])
+        assert [r["outcome"] for r in executes(log)] == ["error:28"]
+    else:
+        refuse = {"DOWNLOADER_MIDDLEWARES": {f"{__name__}.RefuseExecute": 560}}
+        _, task, log = await crawl(MIXED, sqlite_url, {**EXECUTE, **refuse})
+        assert len(executes(log)) == 1
     assert_stored_equals(sqlite_url, task.id, MIXED)
-    assert [r["outcome"] for r in executes(log)] == ["error:28"]
     assert {"wall.get", "wall.getComments"} <= {r["method"] for r in log}
     refusals = [r for r in caplog.records if "refused execute" in r.getMessage()]
     assert len(refusals) == 1 and refusals[0].levelname == "WARNING"
-    assert all("28" in r.getMessage() for r in refusals)
+    assert f"VK error {code}" in refusals[0].getMessage()
+
+
+class Answer500:
+    """A downloader middleware answering HTTP 500 to every request that reads comments."""
+
+    def process_request(self, request):
+        from scrapy.http import HtmlResponse
+
+        method = request.meta.get("vk_method")
+        if method == "wall.getComments" or (method == "execute" and b"C%3D%5B%5B" in request.body):
+            return HtmlResponse(request.url, status=500, body=b"<html>500</html>", request=request)
+        return None
+
+
+@pytest.mark.parametrize("mode", ["500", "error10"])
+@deferred_f_from_coro_f
+async def test_a_failed_execute_is_reported_as_the_plain_calls_would_be(sqlite_url, mode):
+    data = deep_post(top=150, threads=1, replies=0)
+    if mode == "500":
+        settings = {"DOWNLOADER_MIDDLEWARES": {f"{__name__}.Answer500": 560}, "RETRY_TIMES": 1}
+        _, plain, _ = await crawl(data, sqlite_url, {**PLAIN, **settings})
+        _, task, _ = await crawl(data, sqlite_url, {**EXECUTE, **settings})
+        assert (
+            task.metrics["errors"]
+            == plain.metrics["errors"]
+            == ["wall.getComments group 30 post 1: gave up after 1 retries (HTTP 500)"]
+        )
+    else:  # every request fails with VK error 10: the lookup too, named the same way
+        faults = {"faults": {"error10": 1.0}, "max_faults_per_request": 9}
+        _, plain, _ = await crawl(data, sqlite_url, {**PLAIN, "RETRY_TIMES": 1}, **faults)
+        _, task, _ = await crawl(data, sqlite_url, {**EXECUTE, "RETRY_TIMES": 1}, **faults)
+        assert task.metrics["errors"] == plain.metrics["errors"]
+    assert task.status == plain.status == "failed"
 
 
 class FailFirstPages:
@@ -272,3 +325,15 @@ async def test_a_crash_after_every_unit_was_handled_still_fails_the_task(sqlite_
         "execute of wall.get group 30: callback error: RuntimeError('simulated bug')"
     ]
     assert_stored_equals(sqlite_url, task.id, data)
+
+
+@deferred_f_from_coro_f
+async def test_executes_dropped_by_a_spider_middleware_do_not_hold_the_rest(sqlite_url):
+    """DEPTH_LIMIT drops the comment executes before the scheduler, so they never come back
+    to lower the in-flight count; the partial batch left in the planner must still go (and be
+    dropped too), and the task must end naming what was lost, not hang."""
+    settings = {**EXECUTE, "DEPTH_LIMIT": 1, "VK_EXECUTE_CALLS": 4, "CLOSESPIDER_TIMEOUT": 30}
+    crawler, task, _ = await crawl(MIXED, sqlite_url, settings)
+    assert crawler.stats.get_value("finish_reason") == "finished"
+    assert task.status == "failed"
+    assert any("never reached the scheduler" in e for e in task.metrics["errors"])

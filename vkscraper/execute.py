@@ -29,9 +29,10 @@ from vkscraper.api import owner_id_for_group
 from vkscraper.exceptions import VkApiError, VkError, VkMalformedResponse, api_error_for
 
 MAX_CALLS = 25  # API calls VK allows in one execute
-# VK error codes that mean "this token may not call execute" (28: the token type cannot; 3:
-# the method is unknown to this endpoint). The crawl goes on with plain calls.
-REFUSED_CODES = frozenset({3, 28})
+# VK error codes that mean execute cannot be used here (28: the token type may not call it; 3:
+# the method is unknown to this endpoint; 12: VK could not compile the script, which should
+# never happen). The crawl goes on with plain calls.
+REFUSED_CODES = frozenset({3, 12, 28})
 RUNTIME_ERROR = (
     13  # e.g. "Runtime error occurred during code invocation: response size is too big"
 )
@@ -53,7 +54,11 @@ class WallUnit:
         return 1
 
     def describe(self) -> str:
-        return f"wall.get group {self.group_id}"
+        return f"wall.get {self.where()}"
+
+    def where(self) -> str:
+        """The target, as errors name it."""
+        return f"group {self.group_id}"
 
 
 @dataclass(frozen=True)
@@ -80,8 +85,12 @@ class CommentsUnit:
         return max(1, math.ceil(self.hint / page_size))
 
     def describe(self) -> str:
+        return f"wall.getComments {self.where()}"
+
+    def where(self) -> str:
+        """The target, as errors name it."""
         thread = f" thread {self.comment_id}" if self.comment_id else ""
-        return f"wall.getComments group {self.group_id} post {self.post_id}{thread}"
+        return f"group {self.group_id} post {self.post_id}{thread}"
 
 
 Unit = WallUnit | CommentsUnit

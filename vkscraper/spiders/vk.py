@@ -41,7 +41,7 @@ import scrapy
 from scrapy import signals
 from scrapy.exceptions import CloseSpider, DontCloseSpider, IgnoreRequest
 from scrapy.spidermiddlewares.httperror import HttpError
-from scrapy.utils.reactor import CallLaterOnce
+from scrapy.utils.asyncio import call_later
 
 from vkscraper.api import (
     build_call,
@@ -133,7 +133,7 @@ class VkSpider(scrapy.Spider):
         self._scheduled_groups: set[int] = set()  # one wall.get per group, whatever the refs
         self._task: VkTaskExtension | None = None
         self._in_flight = 0  # execute requests yielded whose callback has not run yet
-        self._wakeup = CallLaterOnce(self._kick)  # sends units whose backoff is over
+        self._wakeup: tuple[float, Any] | None = None  # (due, timer) sending backed-off units
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
@@ -216,6 +216,13 @@ class VkSpider(scrapy.Spider):
         """A new unit of work, counted for its group (and post) until it is over."""
         return replace(unit, serial=self.task.new_request(unit.group_id, unit.post_id))
 
+    def _requeued(self, unit: Unit) -> Unit:
+        """The unit under a new serial, the old one closed: whatever happens to the request
+        it came in (a crash fails its serials), the unit stays counted until it runs."""
+        again = self._unit(unit)
+        self.task.request_done({"vk_serial": unit.serial})
+        return again
+
     def _send(self, unit: Unit) -> Iterator[scrapy.Request]:
         """Plain mode: the unit's own request. Execute mode: it waits for a batch."""
         if self.use_execute:
@@ -293,8 +300,16 @@ class VkSpider(scrapy.Spider):
     def _arm_wakeup(self) -> None:
         """Units backing off are sent when their time comes, even if nothing else runs."""
         due = self.planner.next_due()
-        if due is not None:
-            self._wakeup.schedule(max(0.0, due - time.monotonic()))
+        if due is None or (self._wakeup is not None and self._wakeup[0] <= due):
+            return
+        if self._wakeup is not None:
+            self._wakeup[1].cancel()
+        handle = call_later(max(0.0, due - time.monotonic()), self._woken)
+        self._wakeup = (due, handle)
+
+    def _woken(self) -> None:
+        self._wakeup = None
+        self._kick()
 
     def _kick(self) -> None:
         """Send what is ready from outside a callback (a timer, an errback, an idle engine)."""
@@ -305,6 +320,9 @@ class VkSpider(scrapy.Spider):
             engine.crawl(request)
 
     def _spider_idle(self) -> None:
+        # Idle: nothing is under way. A request a spider middleware dropped silently (e.g.
+        # DEPTH_LIMIT) never came back to lower the count; it must not hold partial batches.
+        self._in_flight = 0
         if len(self.planner):
             self._kick()
             raise DontCloseSpider
@@ -430,13 +448,14 @@ class VkSpider(scrapy.Spider):
         """Handle the answers one unit got inside an execute as the plain calls would be."""
         unit: Unit | None = result.unit
         if not result.answers:  # the script ran out of calls before this unit
-            self.planner.add(result.unit)
+            self.planner.add(self._requeued(result.unit))
             return
         for n, answer in enumerate(result.answers):
             assert unit is not None
             if isinstance(answer, VkTransientError) and unit.retries < self.max_retries:
                 delay = backoff_delay(unit.retries, base=self.backoff[0], cap=self.backoff[1])
-                self.planner.add(retried(unit), due=time.monotonic() + delay if delay else 0.0)
+                due = time.monotonic() + delay if delay else 0.0
+                self.planner.add(self._requeued(retried(unit)), due=due)
                 return
             current, unit = unit, None
             async for out in self._on_answer(current, answer):
@@ -465,7 +484,7 @@ class VkSpider(scrapy.Spider):
             if self.use_execute:
                 self.use_execute = False
                 logger.warning(
-                    "VK refused execute for this token (%(error)s): going on with plain calls",
+                    "VK refused execute (%(error)s): going on with plain calls",
                     {"error": exc},
                 )
             self.crawler.stats.inc_value("vk/execute/refused")
@@ -486,7 +505,7 @@ class VkSpider(scrapy.Spider):
                 return [self._execute(units, calls // 2)]
             return [self._plain(units[0])]  # one page, alone: a plain call has no 5 MB limit
         for unit in units:
-            await self._record(exc, unit.describe(), unit=unit, meta=meta)
+            await self._record(exc, unit.where(), unit=unit, meta=meta)
             self.task.request_done({"vk_serial": unit.serial})
         return []
 
@@ -495,10 +514,10 @@ class VkSpider(scrapy.Spider):
         self._in_flight -= 1
         reason = self._failure_reason(failure, request)
         for unit in request.cb_kwargs["units"]:
+            # Worded as the plain request's error: the call, the target, the reason.
             await self.task.add_error(
-                f"{unit.describe()} (in execute): {reason}", group=unit.group_id,
-                post=unit.post_id,
-            )  # fmt: skip
+                f"{unit.describe()}: {reason}", group=unit.group_id, post=unit.post_id
+            )
             self.task.request_done({"vk_serial": unit.serial}, failed=True)
         self._kick()
 
@@ -519,7 +538,7 @@ class VkSpider(scrapy.Spider):
             # what VK sent, normalized by the normalize pipeline.
             posts = latest_posts(parse_posts(data, gid), self.posts_per_group)
         except VkError as exc:
-            await self._record(exc, f"group {gid}", unit=unit, meta=meta)
+            await self._record(exc, unit.where(), unit=unit, meta=meta)
             return
         await self.task.group_started(gid, len(posts), sum(p.comments_count for p in posts))
         raw = {item["id"]: item for item in data["items"]}

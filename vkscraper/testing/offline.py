@@ -81,8 +81,7 @@ def crawl_offline(
         started = time.monotonic()
         with tempfile.TemporaryFile("w+") as err:
             proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=err, stderr=err, text=True)
-            # wait4 gives this child's own peak RSS (the emulator is a child too).
-            _, status, usage = os.wait4(proc.pid, 0)
+            peak_kb, status, usage = _wait_measured(proc)
             proc.returncode = os.waitstatus_to_exitcode(status)
             err.seek(0)
             crawl_log = err.read()
@@ -99,7 +98,7 @@ def crawl_offline(
         "task_id": task_id,
         "exit_code": proc.returncode,
         "crawl_log_tail": crawl_log[-3000:],
-        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "peak_rss_mb": peak_kb / 1024,
         "crawler_cpu_seconds": usage.ru_utime + usage.ru_stime,
         "task_show": shown.stdout + shown.stderr,
         "requests": len(log),
@@ -115,6 +114,29 @@ def crawl_offline(
         "span_seconds": span,
         "wall_seconds": wall,
     }
+
+
+def _wait_measured(proc: subprocess.Popen[str]) -> tuple[int, int, Any]:
+    """Wait for the crawl: its peak RSS in kB, its wait status, its own resource usage.
+
+    The peak is the process's ``VmHWM``, read every 50 ms until it exits (the last reading
+    misses at most the final 50 ms), not ``ru_maxrss``: that survives ``execve``, so a child
+    forked from this process (which holds the whole dataset) would report this one's size.
+    ``wait4`` gives the CPU time of this child alone (the emulator is a child too).
+    """
+    peak = 0
+    while True:
+        try:
+            with open(f"/proc/{proc.pid}/status", encoding="ascii") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        pid, wait_status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            return peak, wait_status, usage
+        time.sleep(0.05)
 
 
 def print_summary(result: dict[str, Any], limit: float, *, json_line: bool = True) -> None:
