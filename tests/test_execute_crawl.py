@@ -207,37 +207,50 @@ async def test_a_token_that_may_not_execute_goes_on_with_plain_calls(sqlite_url,
     assert f"VK error {code}" in refusals[0].getMessage()
 
 
-class Answer500:
-    """A downloader middleware answering HTTP 500 to every request that reads comments."""
+class FailCommentReads:
+    """A downloader middleware failing every request that reads comments: HTTP 500, or VK
+    error 10 for the whole request (``mode``)."""
+
+    mode = "500"
 
     def process_request(self, request):
-        from scrapy.http import HtmlResponse
+        from scrapy.http import HtmlResponse, TextResponse
 
         method = request.meta.get("vk_method")
         if method == "wall.getComments" or (method == "execute" and b"C%3D%5B%5B" in request.body):
-            return HtmlResponse(request.url, status=500, body=b"<html>500</html>", request=request)
+            if self.mode == "500":
+                return HtmlResponse(request.url, status=500, body=b"<html>500</html>")
+            error = {"error_code": 10, "error_msg": "Internal server error"}
+            return TextResponse(request.url, body=json.dumps({"error": error}).encode())
         return None
 
 
 @pytest.mark.parametrize("mode", ["500", "error10"])
 @deferred_f_from_coro_f
-async def test_a_failed_execute_is_reported_as_the_plain_calls_would_be(sqlite_url, mode):
+async def test_a_failed_execute_is_reported_as_the_plain_calls_would_be(
+    sqlite_url, mode, monkeypatch
+):
+    monkeypatch.setattr(FailCommentReads, "mode", mode)
     data = deep_post(top=150, threads=1, replies=0)
+    settings = {"DOWNLOADER_MIDDLEWARES": {f"{__name__}.FailCommentReads": 560}, "RETRY_TIMES": 1}
+    _, plain, _ = await crawl(data, sqlite_url, {**PLAIN, **settings})
+    _, task, _ = await crawl(data, sqlite_url, {**EXECUTE, **settings})
+    assert task.status == plain.status == "failed"
     if mode == "500":
-        settings = {"DOWNLOADER_MIDDLEWARES": {f"{__name__}.Answer500": 560}, "RETRY_TIMES": 1}
-        _, plain, _ = await crawl(data, sqlite_url, {**PLAIN, **settings})
-        _, task, _ = await crawl(data, sqlite_url, {**EXECUTE, **settings})
         assert (
             task.metrics["errors"]
             == plain.metrics["errors"]
             == ["wall.getComments group 30 post 1: gave up after 1 retries (HTTP 500)"]
         )
-    else:  # every request fails with VK error 10: the lookup too, named the same way
-        faults = {"faults": {"error10": 1.0}, "max_faults_per_request": 9}
-        _, plain, _ = await crawl(data, sqlite_url, {**PLAIN, "RETRY_TIMES": 1}, **faults)
-        _, task, _ = await crawl(data, sqlite_url, {**EXECUTE, "RETRY_TIMES": 1}, **faults)
-        assert task.metrics["errors"] == plain.metrics["errors"]
-    assert task.status == plain.status == "failed"
+    else:  # the same words; VK's error names the method that failed: the execute
+        assert plain.metrics["errors"] == [
+            "group 30 post 1: gave up after 1 retries (VK error 10 in wall.getComments: "
+            "Internal server error)"
+        ]
+        assert task.metrics["errors"] == [
+            "group 30 post 1: gave up after 1 retries (VK error 10 in execute: "
+            "Internal server error)"
+        ]
 
 
 class FailFirstPages:
