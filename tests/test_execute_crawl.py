@@ -343,9 +343,10 @@ async def test_a_crash_after_every_unit_was_handled_still_fails_the_task(sqlite_
 @deferred_f_from_coro_f
 async def test_executes_dropped_by_a_spider_middleware_do_not_hold_the_rest(sqlite_url):
     """DEPTH_LIMIT drops the comment executes before the scheduler, so they never come back
-    to lower the in-flight count; the partial batch left in the planner must still go (and be
-    dropped too), and the task must end naming what was lost, not hang."""
-    settings = {**EXECUTE, "DEPTH_LIMIT": 1, "VK_EXECUTE_CALLS": 4, "CLOSESPIDER_TIMEOUT": 30}
+    to lower the in-flight count; a partial batch left in the planner (2 calls per execute:
+    the walls come in two executes, and the second leaves one cursor behind) must still go
+    (and be dropped too), and the task must end naming what was lost, not hang."""
+    settings = {**EXECUTE, "DEPTH_LIMIT": 1, "VK_EXECUTE_CALLS": 2, "CLOSESPIDER_TIMEOUT": 20}
     crawler, task, _ = await crawl(MIXED, sqlite_url, settings)
     assert crawler.stats.get_value("finish_reason") == "finished"
     assert task.status == "failed"
