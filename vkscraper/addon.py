@@ -69,6 +69,9 @@ _AT_LEAST: list[tuple[str, type, float]] = [
     ("VK_METRICS_INTERVAL", float, 0),
     ("VK_BACKOFF_BASE", float, 0),
     ("VK_BACKOFF_MAX", float, 0),
+    ("VK_TOKEN_PARK_SECONDS", float, 0),
+    ("VK_QUOTA_PARK_SECONDS", float, 0),
+    ("VK_TOKEN_MAX_WAIT", float, 0),
 ]
 
 

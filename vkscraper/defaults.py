@@ -26,6 +26,12 @@ VK_EXECUTE = True
 VK_EXECUTE_CALLS = 25  # calls per execute; lowered by itself when answers get too big
 
 # Retries are Scrapy's (RETRY_TIMES, RETRY_HTTP_CODES, …); the backoff between them is ours.
+# The token pool (VK_ACCESS_TOKEN=t1,t2,…): a captcha parks a token, a spent daily quota parks
+# it for that method; a request waits at most VK_TOKEN_MAX_WAIT for a parked token.
+VK_TOKEN_PARK_SECONDS = 600.0
+VK_QUOTA_PARK_SECONDS = 86_400.0
+VK_TOKEN_MAX_WAIT = 600.0
+
 VK_BACKOFF_BASE = 1.0  # seconds; 0 disables waiting (tests)
 VK_BACKOFF_MAX = 30.0
 

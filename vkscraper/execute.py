@@ -46,6 +46,8 @@ class WallUnit:
     serial: int = 0  # the task's bookkeeping number (see tracking.GroupTracker)
     retries: int = 0  # inner transient errors so far
 
+    method = "wall.get"
+
     @property
     def post_id(self) -> None:
         return None
@@ -79,6 +81,7 @@ class CommentsUnit:
     hint: int = 0
     serial: int = 0
     retries: int = 0
+    method = "wall.getComments"
 
     def estimate(self, page_size: int) -> int:
         """Calls this cursor probably needs (at least 1; ``hint`` may over-count)."""

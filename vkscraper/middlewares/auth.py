@@ -14,25 +14,35 @@ The token goes only to the origin of ``VK_API_URL`` (scheme, host and port), wha
 says: a redirect keeps ``vk_method`` in its meta, and a request carrying it to another host
 must not carry the token too.
 
-Settings: ``VK_API_URL`` (the origin trusted with the token). The token comes only from the
-``VK_ACCESS_TOKEN`` environment variable (comma-separated for several; the pool itself is
-future work, the first is used).
+Several tokens (``VK_ACCESS_TOKEN=t1,t2,…``) form a pool (:mod:`vkscraper.tokenpool`): each
+request goes to the usable token with the least work in its download slot. When none can take
+it, the request waits for a parked token (at most ``VK_TOKEN_MAX_WAIT``), or fails with
+:class:`NoUsableToken`, which stops the crawl naming every token's state by its tag.
+
+Settings: ``VK_API_URL`` (the origin trusted with the token), ``VK_TOKEN_PARK_SECONDS``,
+``VK_QUOTA_PARK_SECONDS``, ``VK_TOKEN_MAX_WAIT``. The tokens come only from the
+``VK_ACCESS_TOKEN`` environment variable.
 
 Meta keys: ``vk_method`` marks a VK API request (others pass through untouched);
+``vk_methods`` the methods it calls (an execute's inner ones, for the pool's per-method parks);
 ``vk_token_tag`` is set to the tag of the token used; ``download_slot`` is set to
 ``vk-<tag>`` so that Scrapy's delay applies per token.
-Stats: ``vk/requests/<method>``.
+Stats: ``vk/requests/<method>``, ``vk/requests/token/<tag>``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, urlsplit
 
+from scrapy.exceptions import IgnoreRequest
+from scrapy.utils.asyncio import sleep
 from scrapy.utils.httpobj import urlparse_cached
 
 from vkscraper import defaults
+from vkscraper.tokenpool import TokenPool
 from vkscraper.tokens import load_tokens, token_tag
 
 if TYPE_CHECKING:
@@ -51,18 +61,32 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 Origin = tuple[str, str, int | None]
 
 
+class NoUsableToken(IgnoreRequest):
+    """No token of the pool can take the request (the message names each token's state)."""
+
+
 class VkAuthMiddleware:
-    def __init__(self, crawler: Crawler, tokens: list[str], api_url: str) -> None:
+    def __init__(
+        self, crawler: Crawler, tokens: list[str], api_url: str, max_wait: float = 0.0
+    ) -> None:
         self.crawler = crawler
         self.tokens = tokens
         self.api_origin = origin(urlsplit(api_url))
+        s = crawler.settings
+        self.pool = TokenPool(
+            tokens,
+            park_seconds=s.getfloat("VK_TOKEN_PARK_SECONDS", defaults.VK_TOKEN_PARK_SECONDS),
+            quota_seconds=s.getfloat("VK_QUOTA_PARK_SECONDS", defaults.VK_QUOTA_PARK_SECONDS),
+        )
+        self.max_wait = max_wait
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         api_url = crawler.settings.get("VK_API_URL", defaults.VK_API_URL)
-        return cls(crawler, load_tokens(), api_url)
+        max_wait = crawler.settings.getfloat("VK_TOKEN_MAX_WAIT", defaults.VK_TOKEN_MAX_WAIT)
+        return cls(crawler, load_tokens(), api_url, max_wait)
 
-    def process_request(self, request: Request) -> None:
+    async def process_request(self, request: Request) -> None:
         method = request.meta.get("vk_method")
         if method is None or not self.tokens:
             # Without a token the spider refuses to start; a request without one gets
@@ -74,13 +98,31 @@ class VkAuthMiddleware:
                 {"request": request},
             )
             return
-        token = self.tokens[0]
+        token = await self._token_for(request, [method, *request.meta.get("vk_methods", ())])
         tag = token_tag(token)
         request.headers[AUTH_HEADER] = f"Bearer {token}"
         request.meta["vk_token_tag"] = tag
         request.meta["download_slot"] = f"vk-{tag}"
         assert self.crawler.stats is not None
         self.crawler.stats.inc_value(f"vk/requests/{method}")
+        if len(self.tokens) > 1:
+            self.crawler.stats.inc_value(f"vk/requests/token/{tag}")
+
+    async def _token_for(self, request: Request, methods: list[str]) -> str:
+        """The least loaded usable token; waits for a parked one up to ``max_wait``."""
+        deadline = time.monotonic() + self.max_wait
+        while (token := self.pool.pick(methods, self._load)) is None:
+            ready = self.pool.next_ready(methods)
+            if ready is None or ready > deadline:
+                raise NoUsableToken(f"no usable access token left: {self.pool.summary()}")
+            await sleep(max(0.05, ready - time.monotonic()))
+        return token
+
+    def _load(self, tag: str) -> int:
+        """Requests in the token's download slot (queued or downloading)."""
+        engine = self.crawler.engine
+        slot = engine.downloader.slots.get(f"vk-{tag}") if engine is not None else None
+        return len(slot.active) if slot is not None else 0
 
     def process_response(self, request: Request, response: Response) -> Response:
         strip_token(request)

@@ -36,7 +36,7 @@ from scrapy.utils.asyncio import sleep
 from vkscraper.api import parse_envelope
 from vkscraper.backoff import backoff_delay, parse_retry_after
 from vkscraper.exceptions import VkApiError, VkError, VkMalformedResponse, VkTransientError
-from vkscraper.middlewares.auth import strip_token
+from vkscraper.middlewares.auth import VkAuthMiddleware, strip_token
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -82,6 +82,10 @@ class VkRetryMiddleware(RetryMiddleware):
                 request.meta["vk_execute_errors"] = envelope["execute_errors"]
         except VkError as exc:
             self._count(exc)
+            if isinstance(exc, VkApiError) and self._token_error(request, exc):
+                return fresh_copy(request)  # another token takes it (or none can: errback)
+            if isinstance(exc, VkApiError) and exc.code == 6:
+                self._slow_down(request)
             if isinstance(exc, VkTransientError):
                 new = await self._backoff_retry(request, _reason(exc), None)
                 if new is not None:
@@ -122,12 +126,47 @@ class VkRetryMiddleware(RetryMiddleware):
             await sleep(delay)
         return new
 
+    def _token_error(self, request: Request, exc: VkApiError) -> bool:
+        """VK's answer concerns the token (revoked, captcha, quota): tell the pool."""
+        auth = self.crawler.get_downloader_middleware(VkAuthMiddleware)
+        tag = request.meta.get("vk_token_tag")
+        done = auth.pool.report(tag, exc.code, exc.method, exc.message) if auth else None
+        if done is None:
+            return False
+        if done:
+            logger.warning("Token %(tag)s %(done)s", {"tag": tag, "done": done})
+        assert self.crawler.stats is not None
+        self.crawler.stats.inc_value(f"vk/token_errors/{exc.code}")
+        return True
+
+    def _slow_down(self, request: Request) -> None:
+        """Error 6: this token's requests came too fast for VK; space them out more (its
+        delay decays back through AutoThrottle)."""
+        engine = self.crawler.engine
+        key = request.meta.get("download_slot")
+        slot = engine.downloader.slots.get(key) if engine is not None and key else None
+        if slot is not None:
+            slot.delay = min(self.cap or slot.delay * 2, slot.delay * 1.5)
+            assert self.crawler.stats is not None
+            self.crawler.stats.inc_value("vk/token_slowed")
+
     def _count(self, exc: VkError) -> None:
         assert self.crawler.stats is not None
         if isinstance(exc, VkApiError):
             self.crawler.stats.inc_value(f"vk/api_error/{exc.code}")
         elif isinstance(exc, VkMalformedResponse):
             self.crawler.stats.inc_value("vk/malformed")
+
+
+def fresh_copy(request: Request) -> Request:
+    """The request again, as it was before it was downloaded (no token, no slot, no answer):
+    not a retry, it goes back to the scheduler for another token."""
+    new = request.copy()
+    strip_token(new)
+    for key in ("vk_response", "vk_error", "vk_execute_errors", "download_slot", "vk_token_tag"):
+        new.meta.pop(key, None)
+    new.dont_filter = True
+    return new
 
 
 def _reason(exc: Any) -> str:

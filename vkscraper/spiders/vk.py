@@ -51,6 +51,7 @@ from vkscraper.api import (
 )
 from vkscraper.backoff import backoff_delay
 from vkscraper.exceptions import (
+    VkApiError,
     VkCaptchaError,
     VkError,
     VkFatalError,
@@ -76,6 +77,7 @@ from vkscraper.execute import (
 from vkscraper.extensions.task import VkTaskExtension, describe_request
 from vkscraper.grouprefs import GroupRef, parse_group_refs
 from vkscraper.items import VkGroup, VkRawPost
+from vkscraper.middlewares.auth import NoUsableToken, VkAuthMiddleware
 from vkscraper.normalize import (
     latest_posts,
     parse_groups,
@@ -275,6 +277,7 @@ class VkSpider(scrapy.Spider):
             cb_kwargs={"units": units},
             meta={
                 "vk_method": "execute",
+                "vk_methods": sorted({u.method for u in units}),
                 "vk_group_id": units[0].group_id,
                 "vk_serials": [u.serial for u in units],
                 "vk_calls": calls,
@@ -438,13 +441,14 @@ class VkSpider(scrapy.Spider):
             self.planner.answered(len(response.body), calls)
             assert self.crawler.stats is not None
             self.crawler.stats.inc_value("vk/execute/calls", calls)
+            tag = response.meta.get("vk_token_tag")
             for result in results:
-                async for out in self._replay(result):
+                async for out in self._replay(result, tag):
                     yield out
         for request in self._flush():
             yield request
 
-    async def _replay(self, result: UnitResult) -> AsyncIterator[Any]:
+    async def _replay(self, result: UnitResult, token_tag: str | None) -> AsyncIterator[Any]:
         """Handle the answers one unit got inside an execute as the plain calls would be."""
         unit: Unit | None = result.unit
         if not result.answers:  # the script ran out of calls before this unit
@@ -452,6 +456,9 @@ class VkSpider(scrapy.Spider):
             return
         for n, answer in enumerate(result.answers):
             assert unit is not None
+            if isinstance(answer, VkApiError) and self._token_error(answer, token_tag):
+                self.planner.add(self._requeued(unit))  # for another token
+                return
             if isinstance(answer, VkTransientError) and unit.retries < self.max_retries:
                 delay = backoff_delay(unit.retries, base=self.backoff[0], cap=self.backoff[1])
                 due = time.monotonic() + delay if delay else 0.0
@@ -474,6 +481,14 @@ class VkSpider(scrapy.Spider):
                 return
         if unit is not None:
             self.planner.add(unit)
+
+    def _token_error(self, exc: VkApiError, tag: str | None) -> bool:
+        """An inner call's error concerns the execute's token: the pool drops or parks it."""
+        auth = self.crawler.get_downloader_middleware(VkAuthMiddleware)
+        done = auth.pool.report(tag, exc.code, exc.method, exc.message) if auth else None
+        if done:
+            logger.warning("Token %(tag)s %(done)s", {"tag": tag, "done": done})
+        return done is not None
 
     async def _execute_failed(
         self, units: list[Unit], exc: VkError, meta: Mapping[str, Any]
@@ -512,6 +527,7 @@ class VkSpider(scrapy.Spider):
     async def on_execute_error(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
         self._in_flight -= 1
+        await self._no_token_left(failure, request)
         reason = self._failure_reason(failure, request)
         for unit in request.cb_kwargs["units"]:
             # Worded as the plain request's error: the call, the target, the reason.
@@ -619,6 +635,7 @@ class VkSpider(scrapy.Spider):
 
     async def on_request_error(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
+        await self._no_token_left(failure, request)
         gid = request.meta.get("vk_group_id", 0)
         await self.task.add_error(
             f"{describe_request(request)}: {self._failure_reason(failure, request)}",
@@ -626,6 +643,17 @@ class VkSpider(scrapy.Spider):
             post=request.cb_kwargs.get("post_id"),
         )
         self.task.request_done(request.meta, failed=True)
+
+    async def _no_token_left(self, failure: Failure, request: scrapy.Request) -> None:
+        """Every token is dropped or parked too long: the crawl stops, saying why for each."""
+        if not isinstance(failure.value, NoUsableToken):
+            return
+        for serial in request.meta.get("vk_serials") or [request.meta.get("vk_serial")]:
+            self.task.request_done({"vk_serial": serial}, failed=True)
+        message = str(failure.value)
+        hints = [hint for code, hint in FIX_HINTS.items() if f"VK error {code} " in message]
+        await self.task.add_error(" — ".join([message, *hints]))
+        raise CloseSpider("vk_fatal")
 
     # helpers
 

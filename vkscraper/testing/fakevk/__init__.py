@@ -84,6 +84,7 @@ class FakeVk:
         log_path: str | Path | None = None,
         no_execute_tokens: Iterable[str] = (),
         execute_max_bytes: int | None = None,
+        token_errors: dict[str, tuple[int, str | None]] | None = None,
     ) -> None:
         self._tmp = tempfile.mkdtemp(prefix="fakevk-")
         # The log outlives stop() so tests can inspect it; the directory goes with this object.
@@ -102,6 +103,7 @@ class FakeVk:
         self.drift = drift
         self.no_execute_tokens = tuple(no_execute_tokens)
         self.execute_max_bytes = execute_max_bytes
+        self.token_errors = dict(token_errors or {})
         self.log_path = Path(log_path) if log_path else Path(self._tmp) / "requests.jsonl"
         self.url = ""
         self._proc: subprocess.Popen[str] | None = None
@@ -141,6 +143,12 @@ class FakeVk:
             cmd += ["--no-execute-tokens", ",".join(self.no_execute_tokens)]
         if self.execute_max_bytes is not None:
             cmd += ["--execute-max-bytes", str(self.execute_max_bytes)]
+        if self.token_errors:
+            spec = [
+                f"{token}:{code}" + (f":{method}" if method else "")
+                for token, (code, method) in self.token_errors.items()
+            ]
+            cmd += ["--token-errors", ",".join(spec)]
         return cmd
 
     def start(self) -> FakeVk:

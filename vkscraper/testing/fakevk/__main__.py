@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="tokens for which execute fails with error 28 (as VK does for some token types)",
     )
     p.add_argument(
+        "--token-errors",
+        default="",
+        metavar="T:CODE[:METHOD][,…]",
+        help="token T gets VK error CODE (5, 14, 29 …) for METHOD (default: every method), "
+        "inside execute too",
+    )
+    p.add_argument(
         "--execute-max-bytes",
         type=int,
         default=5 * 1024 * 1024,
@@ -101,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log", metavar="FILE", help="append one JSON line per request")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+def parse_token_errors(spec: str) -> dict[str, tuple[int, str | None]]:
+    """``T:CODE[:METHOD],…`` → {token: (code, method or None)}."""
+    out: dict[str, tuple[int, str | None]] = {}
+    for part in filter(None, spec.split(",")):
+        token, code, *method = part.split(":")
+        out[token] = (int(code), method[0] if method else None)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         log_path=args.log,
         no_execute_tokens=frozenset(t for t in args.no_execute_tokens.split(",") if t),
         execute_max_bytes=args.execute_max_bytes,
+        token_errors=parse_token_errors(args.token_errors),
     )
     server = FakeVkServer((args.host, args.port), data, config)
     stop = threading.Event()

@@ -721,6 +721,9 @@ class ServerConfig:
     # execute: tokens VK refuses it for (error 28), and the answer size limit (error 13)
     no_execute_tokens: frozenset[str] = frozenset()
     execute_max_bytes: int = vkscript.MAX_BYTES
+    # token -> (VK error code, method or None for all): a revoked token (5), a captcha (14),
+    # a spent daily quota (29) …, for that token only, inside execute too
+    token_errors: dict[str, tuple[int, str | None]] = field(default_factory=dict)
 
 
 class FakeVkServer(ThreadingHTTPServer):
@@ -768,6 +771,7 @@ class FakeVkServer(ThreadingHTTPServer):
             raise ApiError(5, "User authorization failed: invalid access_token (4).")
         if not self.limiter.allow(token, now):
             raise ApiError(6, "Too many requests per second")
+        self._token_error(token, method)
         version = _version(params.get("v"))
         if version is None or version < MIN_VERSION:
             raise ApiError(8, _V_MESSAGE)
@@ -777,6 +781,11 @@ class FakeVkServer(ThreadingHTTPServer):
         if handler is None:
             raise ApiError(3, "Unknown method passed")
         return handler(params, version)
+
+    def _token_error(self, token: str, method: str) -> None:
+        code, only = self.config.token_errors.get(token, (0, None))
+        if code and (only is None or only == method):
+            raise ApiError(code, _TOKEN_ERRORS.get(code, "Token error"))
 
     def execute(self, params: dict[str, str], token: str, version: tuple[int, int]) -> Any:
         """Run the VKScript in ``code`` (one request against the rate limit, whatever it
@@ -790,6 +799,7 @@ class FakeVkServer(ThreadingHTTPServer):
         args = {k: v for k, v in params.items() if k not in ("code", "v", "func_v")}
 
         def inner(method: str, inner_params: dict[str, str]) -> Any:
+            self._token_error(token, method)
             handler = self.api.methods.get(method)
             if handler is None:
                 raise ApiError(3, "Unknown method passed")
@@ -803,6 +813,14 @@ class FakeVkServer(ThreadingHTTPServer):
             return vkscript.run(code, args, inner, max_bytes=self.config.execute_max_bytes)
         except vkscript.ScriptError as exc:
             raise ApiError(exc.code, exc.message) from None
+
+
+_TOKEN_ERRORS = {
+    5: "User authorization failed: access_token has expired.",
+    14: "Captcha needed",
+    17: "Validation required: please open redirect_uri in browser",
+    29: "Rate limit reached",
+}
 
 
 def _error_body(code: int, message: str, method: str, params: dict[str, str]) -> dict[str, Any]:
