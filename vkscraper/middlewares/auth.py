@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urlsplit
 
 from scrapy.exceptions import IgnoreRequest
@@ -46,6 +46,7 @@ from vkscraper.tokenpool import TokenPool
 from vkscraper.tokens import load_tokens, token_tag
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
     from typing import Self
     from urllib.parse import ParseResult
 
@@ -86,42 +87,48 @@ class VkAuthMiddleware:
         max_wait = crawler.settings.getfloat("VK_TOKEN_MAX_WAIT", defaults.VK_TOKEN_MAX_WAIT)
         return cls(crawler, load_tokens(), api_url, max_wait)
 
-    async def process_request(self, request: Request) -> None:
+    def process_request(self, request: Request) -> Coroutine[Any, Any, None] | None:
         method = request.meta.get("vk_method")
         if method is None or not self.tokens:
             # Without a token the spider refuses to start; a request without one gets
             # VK's own error 5, which the spider reports as fatal.
-            return
+            return None
         if _request_origin(request) != self.api_origin:
             logger.warning(
                 "Not sending the token with %(request)s: not the origin of VK_API_URL",
                 {"request": request},
             )
-            return
-        token = await self._token_for(request, [method, *request.meta.get("vk_methods", ())])
-        tag = token_tag(token)
-        request.headers[AUTH_HEADER] = f"Bearer {token}"
-        request.meta["vk_token_tag"] = tag
-        request.meta["download_slot"] = f"vk-{tag}"
-        assert self.crawler.stats is not None
-        self.crawler.stats.inc_value(f"vk/requests/{method}")
-        if len(self.tokens) > 1:
-            self.crawler.stats.inc_value(f"vk/requests/token/{tag}")
+            return None
+        methods = [method, *request.meta.get("vk_methods", ())]
+        token = self.pool.pick(methods, self._load)
+        if token is None:  # every token is out for now: Scrapy awaits this
+            return self._wait_for_token(request, methods)
+        self._authorize(request, token)
+        return None
 
-    async def _token_for(self, request: Request, methods: list[str]) -> str:
-        """The least loaded usable token; waits for a parked one up to ``max_wait``."""
+    async def _wait_for_token(self, request: Request, methods: list[str]) -> None:
+        """Wait for a parked token, at most ``max_wait``; else :class:`NoUsableToken`."""
         deadline = time.monotonic() + self.max_wait
         while (token := self.pool.pick(methods, self._load)) is None:
             ready = self.pool.next_ready(methods)
             if ready is None or ready > deadline:
                 raise NoUsableToken(f"no usable access token left: {self.pool.summary()}")
             await sleep(max(0.05, ready - time.monotonic()))
-        return token
+        self._authorize(request, token)
+
+    def _authorize(self, request: Request, token: str) -> None:
+        tag = token_tag(token)
+        request.headers[AUTH_HEADER] = f"Bearer {token}"
+        request.meta["vk_token_tag"] = tag
+        request.meta["download_slot"] = f"vk-{tag}"
+        assert self.crawler.stats is not None
+        self.crawler.stats.inc_value(f"vk/requests/{request.meta['vk_method']}")
+        if len(self.tokens) > 1:
+            self.crawler.stats.inc_value(f"vk/requests/token/{tag}")
 
     def _load(self, tag: str) -> int:
         """Requests in the token's download slot (queued or downloading)."""
-        engine = self.crawler.engine
-        slot = engine.downloader.slots.get(f"vk-{tag}") if engine is not None else None
+        slot = downloader_slots(self.crawler).get(f"vk-{tag}") if len(self.tokens) > 1 else None
         return len(slot.active) if slot is not None else 0
 
     def process_response(self, request: Request, response: Response) -> Response:
@@ -144,6 +151,23 @@ def _request_origin(request: Request) -> Origin | None:
         return origin(urlparse_cached(request))
     except ValueError:
         return None
+
+
+def token_pool(crawler: Crawler) -> TokenPool | None:
+    """The crawl's token pool (None without the auth middleware, or before the engine)."""
+    try:
+        auth = crawler.get_downloader_middleware(VkAuthMiddleware)
+    except RuntimeError:
+        return None
+    return auth.pool if auth is not None else None
+
+
+def downloader_slots(crawler: Crawler) -> dict[str, Any]:
+    """The downloader's slots by key; none before the engine exists (unit tests)."""
+    try:
+        return crawler.engine.downloader.slots if crawler.engine is not None else {}
+    except RuntimeError:  # Crawler.engine before the crawl starts
+        return {}
 
 
 def strip_token(request: Request) -> None:

@@ -36,7 +36,7 @@ from scrapy.utils.asyncio import sleep
 from vkscraper.api import parse_envelope
 from vkscraper.backoff import backoff_delay, parse_retry_after
 from vkscraper.exceptions import VkApiError, VkError, VkMalformedResponse, VkTransientError
-from vkscraper.middlewares.auth import VkAuthMiddleware, strip_token
+from vkscraper.middlewares.auth import downloader_slots, strip_token, token_pool
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -128,9 +128,9 @@ class VkRetryMiddleware(RetryMiddleware):
 
     def _token_error(self, request: Request, exc: VkApiError) -> bool:
         """VK's answer concerns the token (revoked, captcha, quota): tell the pool."""
-        auth = self.crawler.get_downloader_middleware(VkAuthMiddleware)
+        pool = token_pool(self.crawler)
         tag = request.meta.get("vk_token_tag")
-        done = auth.pool.report(tag, exc.code, exc.method, exc.message) if auth else None
+        done = pool.report(tag, exc.code, exc.method, exc.message) if pool else None
         if done is None:
             return False
         if done:
@@ -142,9 +142,8 @@ class VkRetryMiddleware(RetryMiddleware):
     def _slow_down(self, request: Request) -> None:
         """Error 6: this token's requests came too fast for VK; space them out more (its
         delay decays back through AutoThrottle)."""
-        engine = self.crawler.engine
         key = request.meta.get("download_slot")
-        slot = engine.downloader.slots.get(key) if engine is not None and key else None
+        slot = downloader_slots(self.crawler).get(key) if key else None
         if slot is not None:
             slot.delay = min(self.cap or slot.delay * 2, slot.delay * 1.5)
             assert self.crawler.stats is not None

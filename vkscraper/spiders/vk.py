@@ -77,7 +77,7 @@ from vkscraper.execute import (
 from vkscraper.extensions.task import VkTaskExtension, describe_request
 from vkscraper.grouprefs import GroupRef, parse_group_refs
 from vkscraper.items import VkGroup, VkRawPost
-from vkscraper.middlewares.auth import NoUsableToken, VkAuthMiddleware
+from vkscraper.middlewares.auth import NoUsableToken, token_pool
 from vkscraper.normalize import (
     latest_posts,
     parse_groups,
@@ -484,8 +484,8 @@ class VkSpider(scrapy.Spider):
 
     def _token_error(self, exc: VkApiError, tag: str | None) -> bool:
         """An inner call's error concerns the execute's token: the pool drops or parks it."""
-        auth = self.crawler.get_downloader_middleware(VkAuthMiddleware)
-        done = auth.pool.report(tag, exc.code, exc.method, exc.message) if auth else None
+        pool = token_pool(self.crawler)
+        done = pool.report(tag, exc.code, exc.method, exc.message) if pool else None
         if done:
             logger.warning("Token %(tag)s %(done)s", {"tag": tag, "done": done})
         return done is not None

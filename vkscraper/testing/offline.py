@@ -58,6 +58,7 @@ def crawl_offline(
     workdir: Path = Path("."),
     extra_settings: dict[str, str] | None = None,
     extra_groups: Sequence[str] = (),
+    tokens: int = 1,
 ) -> dict[str, Any]:
     """Create a task for every group of the dataset that has a wall (readable or not) and
     ``extra_groups`` (e.g. names VK does not know), crawl it, return the measured figures."""
@@ -65,10 +66,11 @@ def crawl_offline(
         [g["screen_name"] for g in dataset["groups"] if not g.get("author_only")]
         + list(extra_groups)
     )
-    env = {**os.environ, "VK_ACCESS_TOKEN": DEMO_TOKEN}
+    pool = [DEMO_TOKEN] + [f"{DEMO_TOKEN}-{n}" for n in range(2, tokens + 1)]
+    env = {**os.environ, "VK_ACCESS_TOKEN": ",".join(pool)}
     if database_url:
         env["DATABASE_URL"] = database_url
-    with FakeVk(dataset, tokens=[DEMO_TOKEN], rate_limit=rate_limit) as vk:
+    with FakeVk(dataset, tokens=pool, rate_limit=rate_limit) as vk:
         created = subprocess.run(
             [sys.executable, "-m", "vkscraper", "-q", "task", "create", "--groups", refs],
             env=env, cwd=workdir, check=True, capture_output=True, text=True,
@@ -104,9 +106,16 @@ def crawl_offline(
         "requests": len(log),
         "minimum_requests": minimum_requests(dataset),
         "requests_per_second": (len(log) - 1) / span if span else 0.0,
-        "max_in_any_1s_window": max(
-            (sum(1 for t in times if s <= t < s + 1.0) for s in times), default=0
-        ),
+        "max_in_any_1s_window": _max_in_window(times),
+        "per_token": {
+            tag: {
+                "requests": len(ts),
+                "requests_per_second": (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) > 1 else 0.0,
+                "max_in_any_1s_window": _max_in_window(ts),
+            }
+            for tag in sorted({r["token"] for r in log})
+            for ts in [sorted(r["t"] for r in log if r["token"] == tag)]
+        },
         "error_6": sum(1 for r in log if r["outcome"] == "error:6"),
         "errors": sorted({r["outcome"] for r in log if r["outcome"] != "ok"}),
         "expected_comments": len(comments),
@@ -114,6 +123,10 @@ def crawl_offline(
         "span_seconds": span,
         "wall_seconds": wall,
     }
+
+
+def _max_in_window(times: list[float]) -> int:
+    return max((sum(1 for t in times if s <= t < s + 1.0) for s in times), default=0)
 
 
 def _wait_measured(proc: subprocess.Popen[str]) -> tuple[int, int, Any]:
