@@ -45,6 +45,12 @@ COMPONENTS = {
         "vkscraper.pipelines.metrics.VkTaskMetricsPipeline": 900,
     },
     "EXTENSIONS": {"vkscraper.extensions.task.VkTaskExtension": 500},
+    # Scrapy's HTTP/1.1 handler plus the shared per-token limit (VK_SHARED_RATE_LIMIT; a
+    # no-op without it), which must gate the request after the download slot's delay.
+    "DOWNLOAD_HANDLERS": {
+        "http": "vkscraper.ratelimit.VkDownloadHandler",
+        "https": "vkscraper.ratelimit.VkDownloadHandler",
+    },
 }
 
 

@@ -15,6 +15,8 @@ VK_API_VERSION = "5.199"
 # 5 % margin because spacing at exactly 1/3 s still lets 4 requests into some 1-second window.
 VK_REQUESTS_PER_SECOND = 3.0
 VK_RATE_MARGIN = 1.05
+# One limit per token across processes, in Redis (REDIS_URL): for several crawls on one token.
+VK_SHARED_RATE_LIMIT = False
 
 VK_POSTS_PER_GROUP = 10
 VK_COMMENTS_PAGE_SIZE = 100  # VK's maximum for wall.getComments

@@ -1,0 +1,57 @@
+"""Two crawl processes on one token, started as the README says, against the emulator
+enforcing VK's 3 requests/s: with the shared limit in Redis they never put more than 3 of
+its requests into any 1-second window, and both finish."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import redis
+
+from tests.crawl import TOKEN
+from vkscraper.store import open_store
+from vkscraper.testing.fakevk import FakeVk, generate_dataset
+from vkscraper.tokens import token_tag
+
+REDIS_URL = os.environ.get("VK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def test_two_processes_on_one_token_keep_to_its_limit_together(tmp_path):
+    data = generate_dataset(seed=9, groups=4, posts_per_group=8, max_comments=40, max_replies=12)
+    for group in data["groups"]:
+        for post in group["posts"]:
+            post["comments_closed"] = False
+    names = [g["screen_name"] for g in data["groups"] if not g.get("author_only")]
+    with FakeVk(data, tokens=[TOKEN], rate_limit=3) as vk:
+        procs = []
+        for n, half in enumerate((names[:2], names[2:])):
+            env = {**os.environ, "VK_ACCESS_TOKEN": TOKEN, "REDIS_URL": REDIS_URL,
+                   "DATABASE_URL": f"sqlite:///{tmp_path / f'crawl{n}.sqlite3'}"}  # fmt: skip
+            cmd = [sys.executable, "-m", "scrapy", "crawl", "vk", "-a", f"groups={','.join(half)}",
+                   "-s", f"VK_API_URL={vk.url}", "-s", "VK_SHARED_RATE_LIMIT=True",
+                   "-s", "VK_EXECUTE=False", "-s", "LOG_LEVEL=INFO"]  # fmt: skip
+            err = open(tmp_path / f"crawl{n}.log", "w")  # noqa: SIM115
+            procs.append((subprocess.Popen(cmd, env=env, stderr=err, stdout=err), err))
+        for proc, err in procs:
+            assert proc.wait(timeout=120) == 0, (
+                tmp_path / f"crawl{procs.index((proc, err))}.log"
+            ).read_text()[-3000:]
+            err.close()
+        log = vk.requests()
+    times = sorted(r["t"] for r in log)
+    busiest = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
+    assert busiest <= 3
+    assert not [r for r in log if r["outcome"] == "error:6"]
+    assert len(log) > 30
+    # The two together used the token's whole rate, not one process's share of it.
+    assert (len(times) - 1) / (times[-1] - times[0]) > 2.4
+    for n in range(2):
+        with open_store(f"sqlite:///{tmp_path / f'crawl{n}.sqlite3'}") as store:
+            (task,) = store.list_tasks()
+            assert task.status == "completed", task.metrics["errors"]
+    # Redis holds the token's tag, never the token.
+    keys = redis.Redis.from_url(REDIS_URL).keys("vkscraper:*")
+    assert all(TOKEN.encode() not in k for k in keys)
+    assert f"vkscraper:rate:{token_tag(TOKEN)}".encode() in keys or not keys
