@@ -39,13 +39,15 @@ def main() -> None:
         FakeVk(data, tokens=[DEMO_TOKEN], rate_limit=3) as vk,
     ):
         procs = []
+        shared = f"VK_SHARED_RATE_LIMIT={not args.no_shared}"
         for n in range(args.processes):
-            share = names[n :: args.processes]
+            share = ",".join(names[n :: args.processes])
+            database = f"sqlite:///{Path(tmp) / f'p{n}.sqlite3'}"
             env = {**os.environ, "VK_ACCESS_TOKEN": DEMO_TOKEN, "REDIS_URL": redis_url,
-                   "DATABASE_URL": f"sqlite:///{Path(tmp) / f'p{n}.sqlite3'}"}  # fmt: skip
-            cmd = [sys.executable, "-m", "scrapy", "crawl", "vk", "-a", f"groups={','.join(share)}",
-                   "-s", f"VK_API_URL={vk.url}", "-s", "VK_EXECUTE=False",
-                   "-s", f"VK_SHARED_RATE_LIMIT={not args.no_shared}", "-s", "LOG_LEVEL=WARNING"]  # fmt: skip
+                   "DATABASE_URL": database}  # fmt: skip
+            cmd = [sys.executable, "-m", "scrapy", "crawl", "vk", "-a", f"groups={share}",
+                   "-s", f"VK_API_URL={vk.url}", "-s", "VK_EXECUTE=False", "-s", shared,
+                   "-s", "LOG_LEVEL=WARNING"]  # fmt: skip
             procs.append(subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL))
         codes = [p.wait() for p in procs]
         log = vk.requests()
