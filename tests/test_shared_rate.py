@@ -9,8 +9,10 @@ import subprocess
 import sys
 
 import redis
+from scrapy.utils.defer import deferred_f_from_coro_f
 
-from tests.crawl import TOKEN
+from tests.crawl import TOKEN, run_crawl
+from tests.test_spider_vk import last_task, small_dataset
 from vkscraper.store import open_store
 from vkscraper.testing.fakevk import FakeVk, generate_dataset
 from vkscraper.tokens import token_tag
@@ -55,3 +57,35 @@ def test_two_processes_on_one_token_keep_to_its_limit_together(tmp_path):
     keys = redis.Redis.from_url(REDIS_URL).keys("vkscraper:*")
     assert all(TOKEN.encode() not in k for k in keys)
     assert f"vkscraper:rate:{token_tag(TOKEN)}".encode() in keys or not keys
+
+
+def test_the_shared_limit_without_redis_url_is_refused():
+    import pytest
+    from scrapy.settings import Settings
+
+    from vkscraper.addon import check_settings
+
+    settings = Settings()
+    settings.setmodule("vkscraper.settings", priority="project")
+    settings.set("REDIS_URL", None, "cmdline")
+    settings.set("VK_SHARED_RATE_LIMIT", True, "cmdline")
+    with pytest.raises(ValueError, match="VK_SHARED_RATE_LIMIT needs Redis: export REDIS_URL"):
+        check_settings(settings)
+
+
+@deferred_f_from_coro_f
+async def test_with_redis_down_requests_fail_with_the_reason_and_the_crawl_ends(
+    sqlite_url, monkeypatch
+):
+    monkeypatch.setenv("VK_ACCESS_TOKEN", TOKEN)
+    settings = {"VK_SHARED_RATE_LIMIT": True, "REDIS_URL": "redis://127.0.0.1:1/0",
+                "DOWNLOAD_TIMEOUT": 1, "RETRY_TIMES": 0, "VK_EXECUTE": False}  # fmt: skip
+    with FakeVk(small_dataset(), tokens=[TOKEN]) as vk:
+        await run_crawl(vk.url, sqlite_url, settings=settings, groups="threeposts")
+        assert vk.requests() == []  # nothing went out unpaced
+    task = last_task(sqlite_url)
+    assert task.status == "failed"
+    assert any(
+        "the shared rate limit needs Redis, unreachable for 1 s" in e
+        for e in task.metrics["errors"]
+    ), task.metrics["errors"]

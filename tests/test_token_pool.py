@@ -160,3 +160,49 @@ def test_the_pool_picks_the_least_loaded_usable_token():
     assert pool.next_ready(["wall.get"]) == 10
     now[0] = 10
     assert pool.pick(["wall.get"], load.get) == A
+
+
+@deferred_f_from_coro_f
+async def test_a_close_does_not_wait_for_a_parked_token(sqlite_url, monkeypatch):
+    import time
+
+    settings = {"VK_EXECUTE": False, "VK_TOKEN_PARK_SECONDS": 30, "VK_TOKEN_MAX_WAIT": 60,
+                "CLOSESPIDER_TIMEOUT": 2}  # fmt: skip
+    started = time.monotonic()
+    crawler, task, log = await crawl(
+        monkeypatch, sqlite_url, [A], settings, token_errors={A: (14, "wall.getComments")}
+    )
+    assert time.monotonic() - started < 10  # not the 30 s park
+    assert crawler.stats.get_value("finish_reason") == "closespider_timeout"
+    # The close reason is the task's error; the requests that waited went unsent, no error.
+    assert task.status == "failed"
+    assert all("closespider_timeout" in e for e in task.metrics["errors"]), task.metrics
+    assert all(r["outcome"] == "error:14" for r in log if "comment" in r["method"])
+
+
+@deferred_f_from_coro_f
+async def test_a_spent_execute_quota_goes_on_with_plain_calls(sqlite_url, monkeypatch):
+    _, task, log = await crawl(
+        monkeypatch, sqlite_url, [A], {"VK_EXECUTE": True}, token_errors={A: (29, "execute")}
+    )
+    assert task.status == "completed", task.metrics["errors"]
+    assert_stored_equals(sqlite_url, task.id, DATA)
+    assert {"wall.get", "wall.getComments"} <= {r["method"] for r in log}
+
+
+def test_error_6_never_speeds_a_token_up(monkeypatch):
+    from types import SimpleNamespace
+
+    from scrapy import Request
+    from scrapy.utils.test import get_crawler
+
+    import vkscraper.middlewares.retry as retry
+
+    slot = SimpleNamespace(delay=0.35)
+    monkeypatch.setattr(retry, "downloader_slots", lambda crawler: {"vk-x": slot})
+    for cap, expected in ((30.0, 0.525), (0.05, 0.35)):
+        slot.delay = 0.35
+        crawler = get_crawler(settings_dict={"VK_BACKOFF_MAX": cap, "VK_BACKOFF_BASE": 1})
+        mw = retry.VkRetryMiddleware.from_crawler(crawler)
+        mw._slow_down(Request("http://x/", meta={"download_slot": "vk-x"}))
+        assert slot.delay == pytest.approx(expected)

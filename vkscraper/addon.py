@@ -76,7 +76,8 @@ _AT_LEAST: list[tuple[str, type, float]] = [
     ("VK_BACKOFF_BASE", float, 0),
     ("VK_BACKOFF_MAX", float, 0),
     ("VK_TOKEN_PARK_SECONDS", float, 0),
-    ("VK_QUOTA_PARK_SECONDS", float, 0),
+    # a spent quota is asked again after each park: not more than once a minute
+    ("VK_QUOTA_PARK_SECONDS", float, 60),
     ("VK_TOKEN_MAX_WAIT", float, 0),
 ]
 
@@ -92,6 +93,10 @@ def check_settings(settings: BaseSettings) -> None:
         if settings.get(old) is not None:
             raise ValueError(f"{old} is no longer a setting: use Scrapy's {new}")
     request_interval(settings)
+    if settings.getbool("VK_SHARED_RATE_LIMIT") and not settings.get("REDIS_URL"):
+        raise ValueError(
+            "VK_SHARED_RATE_LIMIT needs Redis: export REDIS_URL=redis://host:6379/0 (or -s)"
+        )
     # Values VK would not honour: it answers less than asked, silently.
     for name, (low, high) in defaults.LIMITS.items():
         value = _number(settings, name, int)

@@ -31,8 +31,8 @@ from vkscraper.exceptions import VkApiError, VkError, VkMalformedResponse, api_e
 MAX_CALLS = 25  # API calls VK allows in one execute
 # VK error codes that mean execute cannot be used here (28: the token type may not call it; 3:
 # the method is unknown to this endpoint; 12: VK could not compile the script, which should
-# never happen). The crawl goes on with plain calls.
-REFUSED_CODES = frozenset({3, 12, 28})
+# never happen; 29: the daily quota of execute itself is spent). Plain calls go on.
+REFUSED_CODES = frozenset({3, 12, 28, 29})
 RUNTIME_ERROR = (
     13  # e.g. "Runtime error occurred during code invocation: response size is too big"
 )

@@ -11,17 +11,23 @@ sends them. The process's own delay stays in force as the local floor.
 The gate sits in the download handler (:class:`VkDownloadHandler`), after the download slot's
 delay, so the time the log records is the time the request leaves. Keys are
 ``vkscraper:rate:<tag>``: the token's non-secret tag, never the token. If Redis cannot be
-reached, requests wait (one WARNING per outage) rather than go out unpaced.
+reached, requests wait (one WARNING per outage) rather than go out unpaced, for at most
+``DOWNLOAD_TIMEOUT``; then the request fails like a connection error (retried, then recorded
+with the reason). A wait ends at once when the crawl is closing.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.utils.asyncio import sleep
+
+from vkscraper.middlewares.auth import CrawlStopping, crawl_stopping
 
 if TYPE_CHECKING:
     from typing import Self
@@ -50,6 +56,10 @@ return math.max(1, tonumber(oldest[2]) + window - now)
 """
 
 
+class RedisUnreachable(OSError):
+    """Redis did not answer the shared limit's script for too long."""
+
+
 class SharedRateLimit:
     def __init__(self, redis_url: str, limit: int, window: float) -> None:
         import redis.asyncio  # only this mode needs Redis
@@ -60,10 +70,17 @@ class SharedRateLimit:
         self.window_us = int(window * 1_000_000)
         self._down = False
 
-    async def acquire(self, tag: str) -> float:
-        """Wait until a request of the token ``tag`` may be sent; returns the seconds waited."""
+    async def acquire(self, tag: str, *, give_up: float, stopping: Callable[[], bool]) -> float:
+        """Wait until a request of the token ``tag`` may be sent; returns the seconds waited.
+
+        Raises :class:`RedisUnreachable` (an ``OSError``: Scrapy retries it, then the request
+        fails with that message) when Redis has not answered for ``give_up`` seconds, and
+        :class:`~vkscraper.middlewares.auth.CrawlStopping` when ``stopping()`` turns true."""
         waited = 0.0
+        unreachable_since: float | None = None
         while True:
+            if stopping():
+                raise CrawlStopping("the crawl is stopping")
             try:
                 wait_us = await self.script(
                     keys=[KEY.format(tag=tag)], args=[self.limit, self.window_us, uuid.uuid4().hex]
@@ -76,15 +93,23 @@ class SharedRateLimit:
                         {"error": exc},
                     )
                     self._down = True
-                wait_us = 1_000_000
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since >= give_up:
+                    raise RedisUnreachable(
+                        f"the shared rate limit needs Redis, unreachable for {give_up:g} s "
+                        f"({type(exc).__name__}: {exc})"
+                    ) from None
+                wait_us = 500_000
             else:
                 if self._down:
                     logger.info("Redis back: the shared rate limit goes on")
                     self._down = False
                 if not wait_us:
                     return waited
-            await sleep(int(wait_us) / 1_000_000)
-            waited += int(wait_us) / 1_000_000
+            step = min(int(wait_us), 500_000) / 1_000_000  # check for a close twice a second
+            await sleep(step)
+            waited += step
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -107,6 +132,8 @@ class VkDownloadHandler(HTTP11DownloadHandler):
             count = max(1, int(rate))
             self.limit = SharedRateLimit(url, count, margin * count / rate)
         self.stats = crawler.stats
+        self.crawler = crawler
+        self.give_up = s.getfloat("DOWNLOAD_TIMEOUT")
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -115,7 +142,9 @@ class VkDownloadHandler(HTTP11DownloadHandler):
     async def download_request(self, request: Request) -> Response:
         tag = request.meta.get("vk_token_tag")
         if self.limit is not None and tag:
-            waited = await self.limit.acquire(tag)
+            waited = await self.limit.acquire(
+                tag, give_up=self.give_up, stopping=lambda: crawl_stopping(self.crawler)
+            )
             if waited and self.stats is not None:
                 self.stats.inc_value("vk/shared_limit/waits")
         return await super().download_request(request)

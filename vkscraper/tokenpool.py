@@ -44,9 +44,12 @@ def _due(at: float | None, now: float) -> bool:
 
 
 def is_token_error(code: int, method: str) -> bool:
-    """An error that concerns the token, not the target (28 on execute is the spider's)."""
+    """An error that concerns the token, not the target (28 and 29 on execute itself are the
+    spider's: it goes on with plain calls)."""
+    if code in (28, 29) and method == "execute":
+        return False
     if code == 28:
-        return method != "execute"
+        return True
     return code in DROP_CODES | PARK_CODES | QUOTA_CODES
 
 

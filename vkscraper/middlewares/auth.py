@@ -66,6 +66,24 @@ class NoUsableToken(IgnoreRequest):
     """No token of the pool can take the request (the message names each token's state)."""
 
 
+class CrawlStopping(IgnoreRequest):
+    """The crawl is closing while the request waited (for a token, for the shared limit): it
+    is dropped unsent, and its group stays unfinished for the next run."""
+
+
+def crawl_stopping(crawler: Crawler) -> bool:
+    """The engine is closing the spider (Ctrl-C, cancel, CLOSESPIDER_*, a fatal error): a wait
+    before a download must end now, or the close waits for it."""
+    try:
+        engine = crawler.engine
+    except RuntimeError:
+        return False
+    if engine is None:
+        return False
+    slot = getattr(engine, "_slot", None)  # Scrapy 2.19: the slot's `closing` is set at close
+    return not engine.running or (slot is not None and slot.closing is not None)
+
+
 class VkAuthMiddleware:
     def __init__(
         self, crawler: Crawler, tokens: list[str], api_url: str, max_wait: float = 0.0
@@ -113,7 +131,9 @@ class VkAuthMiddleware:
             ready = self.pool.next_ready(methods)
             if ready is None or ready > deadline:
                 raise NoUsableToken(f"no usable access token left: {self.pool.summary()}")
-            await sleep(max(0.05, ready - time.monotonic()))
+            if crawl_stopping(self.crawler):
+                raise CrawlStopping("the crawl is stopping")
+            await sleep(min(0.5, max(0.05, ready - time.monotonic())))
         self._authorize(request, token)
 
     def _authorize(self, request: Request, token: str) -> None:

@@ -145,7 +145,9 @@ class VkRetryMiddleware(RetryMiddleware):
         key = request.meta.get("download_slot")
         slot = downloader_slots(self.crawler).get(key) if key else None
         if slot is not None:
-            slot.delay = min(self.cap or slot.delay * 2, slot.delay * 1.5)
+            slower = slot.delay * 1.5
+            # VK_BACKOFF_MAX caps the growth, never below the delay the token already has
+            slot.delay = min(slower, max(self.cap, slot.delay)) if self.cap else slower
             assert self.crawler.stats is not None
             self.crawler.stats.inc_value("vk/token_slowed")
 

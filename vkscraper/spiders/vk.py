@@ -77,7 +77,7 @@ from vkscraper.execute import (
 from vkscraper.extensions.task import VkTaskExtension, describe_request
 from vkscraper.grouprefs import GroupRef, parse_group_refs
 from vkscraper.items import VkGroup, VkRawPost
-from vkscraper.middlewares.auth import NoUsableToken, token_pool
+from vkscraper.middlewares.auth import CrawlStopping, NoUsableToken, token_pool
 from vkscraper.normalize import (
     latest_posts,
     parse_groups,
@@ -527,6 +527,8 @@ class VkSpider(scrapy.Spider):
     async def on_execute_error(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
         self._in_flight -= 1
+        if isinstance(failure.value, CrawlStopping):
+            return  # unsent: its units stay open, their groups unfinished for the next run
         await self._no_token_left(failure, request)
         reason = self._failure_reason(failure, request)
         for unit in request.cb_kwargs["units"]:
@@ -635,6 +637,8 @@ class VkSpider(scrapy.Spider):
 
     async def on_request_error(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
+        if isinstance(failure.value, CrawlStopping):
+            return  # unsent: its group stays unfinished for the next run
         await self._no_token_left(failure, request)
         gid = request.meta.get("vk_group_id", 0)
         await self.task.add_error(
