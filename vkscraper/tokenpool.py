@@ -59,23 +59,13 @@ class TokenPool:
         tokens: Iterable[str],
         *,
         park_seconds: float = 600.0,
-        quota_seconds: float = 6 * 3600.0,
+        quota_seconds: float = 86_400.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tokens = [_Token(t, token_tag(t)) for t in tokens]
         self.park_seconds = park_seconds
         self.quota_seconds = quota_seconds
         self.clock = clock
-
-    def __len__(self) -> int:
-        return len(self._tokens)
-
-    @property
-    def tags(self) -> list[str]:
-        return [t.tag for t in self._tokens]
-
-    def token(self, tag: str) -> str | None:
-        return next((t.token for t in self._tokens if t.tag == tag), None)
 
     def _ready_at(self, t: _Token, methods: Iterable[str]) -> float | None:
         """When the token may take a call of ``methods`` (None: never)."""
@@ -99,10 +89,6 @@ class TokenPool:
         """When some token can take ``methods`` (None: no token ever will)."""
         times = [at for t in self._tokens if (at := self._ready_at(t, list(methods))) is not None]
         return min(times) if times else None
-
-    def usable_count(self, methods: Iterable[str] = ()) -> int:
-        now, methods = self.clock(), list(methods)
-        return sum(1 for t in self._tokens if _due(self._ready_at(t, methods), now))
 
     def report(self, tag: str | None, code: int, method: str, message: str) -> str | None:
         """VK answered ``code`` for the token ``tag``: drop or park it. Returns what was
