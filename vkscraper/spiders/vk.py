@@ -23,6 +23,12 @@ Errors: a target error (closed wall, comments closed, deleted group…) or a req
 retries becomes one entry in the task's errors, fails its group, and the crawl goes on; a
 token or configuration error closes the spider at once (reason ``vk_fatal``) and fails the task.
 
+Execute mode (``VK_EXECUTE``, the default): the same calls are *units*
+(:mod:`vkscraper.execute`) that wait in a :class:`~vkscraper.planner.Planner` and travel packed
+into ``execute`` requests; every answer a unit gets is handled by the same code as the plain
+call's (``_on_wall``, ``_on_comments``). A token VK refuses ``execute`` for falls back to plain
+calls.
+
 The spider tells the task extension about every request and item it yields and when each
 request is over, so the extension knows when a group is finished; the task itself (store,
 metrics, status) belongs to :class:`~vkscraper.extensions.task.VkTaskExtension`.
