@@ -54,6 +54,8 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.http import Response
 
+    from vkscraper.exceptions import VkApiError
+
 logger = logging.getLogger(__name__)
 
 AUTH_HEADER = b"Authorization"
@@ -173,13 +175,22 @@ def _request_origin(request: Request) -> Origin | None:
         return None
 
 
-def token_pool(crawler: Crawler) -> TokenPool | None:
-    """The crawl's token pool (None without the auth middleware, or before the engine)."""
+def token_error(crawler: Crawler, tag: str | None, exc: VkApiError) -> bool:
+    """Tell the pool about a VK error answered to the token ``tag`` (a whole request's, or a
+    call's inside an execute). True when it concerns the token (dropped or parked: the work
+    goes to another token), False when it is the target's or the request's."""
     try:
         auth = crawler.get_downloader_middleware(VkAuthMiddleware)
-    except RuntimeError:
-        return None
-    return auth.pool if auth is not None else None
+    except RuntimeError:  # before the engine exists (unit tests)
+        return False
+    done = auth.pool.report(tag, exc.code, exc.method, exc.message) if auth else None
+    if done is None:
+        return False
+    if done:  # "" : already out for this (an answer to a request sent before)
+        logger.warning("Token %(tag)s %(done)s", {"tag": tag, "done": done})
+    assert crawler.stats is not None
+    crawler.stats.inc_value(f"vk/token_errors/{exc.code}")
+    return True
 
 
 def downloader_slots(crawler: Crawler) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from scrapy.utils.asyncio import sleep
 from vkscraper.api import parse_envelope
 from vkscraper.backoff import backoff_delay, parse_retry_after
 from vkscraper.exceptions import VkApiError, VkError, VkMalformedResponse, VkTransientError
-from vkscraper.middlewares.auth import downloader_slots, strip_token, token_pool
+from vkscraper.middlewares.auth import downloader_slots, strip_token, token_error
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -82,7 +82,8 @@ class VkRetryMiddleware(RetryMiddleware):
                 request.meta["vk_execute_errors"] = envelope["execute_errors"]
         except VkError as exc:
             self._count(exc)
-            if isinstance(exc, VkApiError) and self._token_error(request, exc):
+            tag = request.meta.get("vk_token_tag")
+            if isinstance(exc, VkApiError) and token_error(self.crawler, tag, exc):
                 return fresh_copy(request)  # another token takes it (or none can: errback)
             if isinstance(exc, VkApiError) and exc.code == 6:
                 self._slow_down(request)
@@ -125,19 +126,6 @@ class VkRetryMiddleware(RetryMiddleware):
             )
             await sleep(delay)
         return new
-
-    def _token_error(self, request: Request, exc: VkApiError) -> bool:
-        """VK's answer concerns the token (revoked, captcha, quota): tell the pool."""
-        pool = token_pool(self.crawler)
-        tag = request.meta.get("vk_token_tag")
-        done = pool.report(tag, exc.code, exc.method, exc.message) if pool else None
-        if done is None:
-            return False
-        if done:
-            logger.warning("Token %(tag)s %(done)s", {"tag": tag, "done": done})
-        assert self.crawler.stats is not None
-        self.crawler.stats.inc_value(f"vk/token_errors/{exc.code}")
-        return True
 
     def _slow_down(self, request: Request) -> None:
         """Error 6: this token's requests came too fast for VK; space them out more (its

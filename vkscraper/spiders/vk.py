@@ -83,7 +83,7 @@ from vkscraper.execute import (
 from vkscraper.extensions.task import VkTaskExtension, describe_request
 from vkscraper.grouprefs import GroupRef, parse_group_refs
 from vkscraper.items import VkGroup, VkRawPost
-from vkscraper.middlewares.auth import CrawlStopping, NoUsableToken, token_pool
+from vkscraper.middlewares.auth import CrawlStopping, NoUsableToken, token_error
 from vkscraper.normalize import (
     latest_posts,
     parse_groups,
@@ -399,13 +399,8 @@ class VkSpider(scrapy.Spider):
 
     async def parse_wall(self, response: Response) -> AsyncIterator[Any]:
         unit = WallUnit(response.meta["vk_group_id"], response.meta["vk_serial"])
-        async for out in self._on_wall(unit, self._answer(response), response.meta):
-            if isinstance(out, WallUnit | CommentsUnit):
-                for request in self._send(out):
-                    yield request
-            else:
-                yield out
-        self.task.request_done(response.meta)
+        async for out in self._plain_answer(unit, response):
+            yield out
 
     async def parse_comments(
         self,
@@ -425,7 +420,12 @@ class VkSpider(scrapy.Spider):
             first_level_count,
             serial=response.meta["vk_serial"],
         )
-        async for out in self._on_comments(unit, self._answer(response), response.meta):
+        async for out in self._plain_answer(unit, response):
+            yield out
+
+    async def _plain_answer(self, unit: Unit, response: Response) -> AsyncIterator[Any]:
+        """A plain call's answer: its items, and the units it leads to as requests."""
+        async for out in self._on_answer(unit, self._answer(response), response.meta):
             if isinstance(out, WallUnit | CommentsUnit):
                 for request in self._send(out):
                     yield request
@@ -462,7 +462,7 @@ class VkSpider(scrapy.Spider):
             return
         for n, answer in enumerate(result.answers):
             assert unit is not None
-            if isinstance(answer, VkApiError) and self._token_error(answer, token_tag):
+            if isinstance(answer, VkApiError) and token_error(self.crawler, token_tag, answer):
                 self.planner.add(self._requeued(unit))  # for another token
                 return
             if isinstance(answer, VkTransientError) and unit.retries < self.max_retries:
@@ -487,14 +487,6 @@ class VkSpider(scrapy.Spider):
                 return
         if unit is not None:
             self.planner.add(unit)
-
-    def _token_error(self, exc: VkApiError, tag: str | None) -> bool:
-        """An inner call's error concerns the execute's token: the pool drops or parks it."""
-        pool = token_pool(self.crawler)
-        done = pool.report(tag, exc.code, exc.method, exc.message) if pool else None
-        if done:
-            logger.warning("Token %(tag)s %(done)s", {"tag": tag, "done": done})
-        return done is not None
 
     async def _execute_failed(
         self, units: list[Unit], exc: VkError, meta: Mapping[str, Any]
@@ -547,10 +539,12 @@ class VkSpider(scrapy.Spider):
 
     # what one answer means (the same in plain and execute mode)
 
-    def _on_answer(self, unit: Unit, answer: Any) -> AsyncIterator[Any]:
+    def _on_answer(
+        self, unit: Unit, answer: Any, meta: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[Any]:
         if isinstance(unit, WallUnit):
-            return self._on_wall(unit, answer)
-        return self._on_comments(unit, answer)
+            return self._on_wall(unit, answer, meta)
+        return self._on_comments(unit, answer, meta)
 
     async def _on_wall(
         self, unit: WallUnit, answer: Any, meta: Mapping[str, Any] | None = None
