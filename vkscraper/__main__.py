@@ -19,9 +19,9 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from vkscraper import exitcodes, export, watch
+from vkscraper import exitcodes, export, watch, workqueue
 from vkscraper.exceptions import StoreError
 from vkscraper.grouprefs import GroupRefError, parse_group_refs
 from vkscraper.store import Store, Task, open_store
@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--groups", required=True, metavar="REF[,REF…]", help="communities, comma-separated"
     )
+    create.add_argument(
+        "--enqueue",
+        action="store_true",
+        help="put it in the Redis feed ($REDIS_URL) for `worker` processes (PostgreSQL only)",
+    )
     show = task_cmds.add_parser("show", help="status, timestamps and metrics of a task")
     show.add_argument("task_id", type=int, metavar="N")
     listing = task_cmds.add_parser("list", help="the newest tasks")
@@ -146,12 +151,24 @@ def _positive_seconds(text: str) -> float:
 
 
 def add_crawl_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
-    """EXTENSION POINT for crawl-related commands (``crawl``, ``worker``, ``schedule`` …).
-
-    Not implemented here on purpose. Add subparsers on ``commands`` and a matching branch in
-    :func:`run`; call ``store.migrate()`` first and ``store.require_multiprocess(...)`` for
-    anything that runs several processes (scrapy-redis, scrapyd).
-    """
+    """Crawl-related commands: ``worker`` (the crawl itself is ``scrapy crawl vk``)."""
+    work = commands.add_parser(
+        "worker",
+        help="crawl the tasks queued in Redis, with any number of other workers",
+        description="Run until stopped (SIGTERM or Ctrl-C: the groups not finished here go "
+        "back to the queue), crawling every task in the Redis feed ($REDIS_URL) together "
+        "with the other workers; tasks enter the feed with `task create --enqueue`. Needs "
+        "PostgreSQL ($DATABASE_URL) and VK_ACCESS_TOKEN (one token or several, comma-"
+        "separated), shared with the other workers under one rate limit per token.",
+    )
+    work.add_argument(
+        "-s",
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a Scrapy or VK_* setting, as with `scrapy crawl -s` (repeatable)",
+    )
 
 
 def run(args: argparse.Namespace, store: Store) -> int:
@@ -166,6 +183,8 @@ def run(args: argparse.Namespace, store: Store) -> int:
         return _task(args, store)
     if args.command == "export":
         return _export(args, store)
+    if args.command == "worker":
+        return _worker(args, store)
     raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover
 
 
@@ -206,7 +225,13 @@ def _task(args: argparse.Namespace, store: Store) -> int:
     if args.action == "create":
         refs = args.parsed_refs
         values = [r.group_id if r.group_id is not None else str(r.screen_name) for r in refs]
-        print(store.create_task(values))
+        if args.enqueue:
+            store.require_multiprocess("--enqueue (worker mode)")
+            server = _redis()
+        task_id = store.create_task(values)
+        if args.enqueue:
+            workqueue.enqueue(server, task_id)
+        print(task_id)
         return 0
     if args.action == "watch":
         try:
@@ -232,6 +257,41 @@ def _task(args: argparse.Namespace, store: Store) -> int:
             f"errors {len(m.get('errors', []))}"
         )
     return 0
+
+
+def _redis() -> Any:
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        raise UsageError("worker mode needs Redis: export REDIS_URL=redis://host:6379/0")
+    import redis
+
+    server = redis.Redis.from_url(url)
+    try:
+        server.ping()
+    except (redis.RedisError, OSError) as exc:
+        where = workqueue.redis_location(url)
+        raise StoreError(f"Redis at {where} is unreachable: {exc}") from None
+    return server
+
+
+def _worker(args: argparse.Namespace, store: Store) -> int:
+    store.require_multiprocess("worker mode")
+    _redis()
+    os.environ.setdefault("SCRAPY_SETTINGS_MODULE", "vkscraper.settings")
+    from scrapy.utils.project import get_project_settings
+
+    from vkscraper import worker
+
+    settings = get_project_settings()
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"-s takes NAME=VALUE, got {item!r}")
+        settings.set(name, value, priority="cmdline")
+    if args.database_url:
+        settings.set("DATABASE_URL", args.database_url, priority="cmdline")
+    store.close()  # each crawl opens its own
+    return worker.run(settings)
 
 
 def _existing_task(store: Store, task_id: int) -> Task:
@@ -291,9 +351,10 @@ def _parse_input(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
-    logging.basicConfig(
-        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    if args.command != "worker":  # a worker logs as Scrapy does (LOG_LEVEL, LOG_FILE)
+        logging.basicConfig(
+            level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        )
     watching = args.command == "task" and args.action == "watch"
     try:
         _parse_input(args)

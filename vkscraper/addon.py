@@ -44,7 +44,11 @@ COMPONENTS = {
         "vkscraper.pipelines.store.VkStorePipeline": 300,
         "vkscraper.pipelines.metrics.VkTaskMetricsPipeline": 900,
     },
-    "EXTENSIONS": {"vkscraper.extensions.task.VkTaskExtension": 500},
+    "EXTENSIONS": {
+        "vkscraper.extensions.task.VkTaskExtension": 500,
+        # worker mode only (VK_DISTRIBUTED, set by `python -m vkscraper worker`)
+        "vkscraper.extensions.distributed.VkDistributed": 510,
+    },
     # Scrapy's HTTP/1.1 handler plus the shared per-token limit (VK_SHARED_RATE_LIMIT; a
     # no-op without it), which must gate the request after the download slot's delay.
     "DOWNLOAD_HANDLERS": {
@@ -74,6 +78,9 @@ _AT_LEAST: list[tuple[str, type, float]] = [
     ("VK_STORE_FLUSH_INTERVAL", float, 0),
     ("VK_METRICS_INTERVAL", float, 0),
     ("VK_BACKOFF_BASE", float, 0),
+    ("VK_WORKER_GROUPS", int, 1),
+    ("VK_WORKER_TASKS", int, 1),
+    ("VK_WORKER_HEARTBEAT", float, 1),
     ("VK_BACKOFF_MAX", float, 0),
     ("VK_TOKEN_PARK_SECONDS", float, 0),
     # a spent quota is asked again after each park: not more than once a minute
@@ -96,6 +103,10 @@ def check_settings(settings: BaseSettings) -> None:
     if settings.getbool("VK_SHARED_RATE_LIMIT") and not settings.get("REDIS_URL"):
         raise ValueError(
             "VK_SHARED_RATE_LIMIT needs Redis: export REDIS_URL=redis://host:6379/0 (or -s)"
+        )
+    if settings.getbool("VK_DISTRIBUTED") and not settings.get("VK_WORKER_ID"):
+        raise ValueError(
+            "VK_DISTRIBUTED is worker mode: start workers with `python -m vkscraper worker`"
         )
     # Values VK would not honour: it answers less than asked, silently.
     for name, (low, high) in defaults.LIMITS.items():

@@ -39,6 +39,7 @@ from vkscraper import exitcodes
 from vkscraper import signals as vk_signals
 from vkscraper.api import owner_id_for_group
 from vkscraper.exceptions import StoreError
+from vkscraper.extensions.distributed import VkDistributed
 from vkscraper.grouprefs import GroupRef, parse_group_ref
 from vkscraper.periodic import Periodic
 from vkscraper.store import Store, open_store
@@ -80,6 +81,7 @@ class VkTaskExtension:
         self.resuming = False
         self.segment_started: datetime | None = None
         self.tracker = GroupTracker()
+        self.coordinator: VkDistributed | None = None  # worker mode only
         self._settling: set[int] = set()  # groups waiting for their items to be written
         self._background: set[asyncio.Task[Any]] = set()
         self._unsent_errors: list[tuple[str, str | None]] = []
@@ -115,15 +117,21 @@ class VkTaskExtension:
         if problem := check_tokens(self._tokens):
             logger.error("%(error)s", {"error": problem})
             raise CloseSpider("vk_bad_arguments")
+        self.coordinator = self.crawler.get_extension(VkDistributed)
         try:
             self.store = await run_in_thread(open_store, self.database_url)
+            if self.coordinator is not None:
+                self.store.require_multiprocess("worker mode")
             await run_in_thread(self.store.migrate)
-            await run_in_thread(
-                self._open_task,
-                getattr(spider, "task_id_arg", None),
-                getattr(spider, "group_refs", None),
-                getattr(spider, "_job", None),  # scrapyd's job id (`-a _job=…`)
-            )
+            if self.coordinator is not None and not self.coordinator.opener:
+                await run_in_thread(self._join_task, getattr(spider, "task_id_arg", None))
+            else:
+                await run_in_thread(
+                    self._open_task,
+                    getattr(spider, "task_id_arg", None),
+                    getattr(spider, "group_refs", None),
+                    getattr(spider, "_job", None),  # scrapyd's job id (`-a _job=…`)
+                )
         except StoreError as exc:
             logger.error("Cannot use the database: %(error)s", {"error": exc})
             raise CloseSpider("vk_store_unavailable") from exc
@@ -171,6 +179,16 @@ class VkTaskExtension:
         groups = task.metrics.get("groups") or {}
         self.done_groups = {k for k, v in groups.items() if v.get("status") == "done"}
 
+    def _join_task(self, task_id: int | None) -> None:
+        """Worker mode, a task another worker opened: take part without beginning a run."""
+        assert self.store is not None
+        task = self.store.get_task(task_id) if task_id is not None else None
+        if task is None:
+            raise ValueError(f"task {task_id} does not exist")
+        self.task_id = task_id
+        # Comments of a complete post not seen since the run began are gone from VK.
+        self.segment_started = task.started_at or task.updated_at
+
     async def spider_closed(self, spider: Spider, reason: str) -> None:
         await self._progress.stop()
         await self._periodic.stop()
@@ -190,6 +208,9 @@ class VkTaskExtension:
             return
         try:
             await self._finish_settled()  # groups whose rows a last flush may have stored
+            if self.coordinator is not None and not await self.coordinator.task_closing(reason):
+                await self._close_part(reason)  # worker mode: another worker finalizes
+                return
             if not _finished(reason) and reason not in RESUMABLE_REASONS:
                 self._unsent_errors.append((f"crawl stopped early: {reason}", None))
             if reason == "finished" and (unfinished := await self._completeness_errors()):
@@ -226,6 +247,21 @@ class VkTaskExtension:
             )  # fmt: skip
         finally:
             await run_in_thread(self.store.close)
+
+    async def _close_part(self, reason: str) -> None:
+        """Worker mode: this crawl's part of the task is over, the task goes on (or is
+        finalized) elsewhere; what it holds back is written now."""
+        await self._send_errors()
+        await self._send_requests()
+        if self._unsent_errors:
+            self.exit_code = exitcodes.NOT_DONE
+            logger.critical("Errors not recorded in task %(task)s: %(errors)s",
+                            {"task": self.task_id,
+                             "errors": [m for m, _ in self._unsent_errors]})  # fmt: skip
+        elif reason == "finished":
+            self.exit_code = exitcodes.OK
+        logger.info("Task %(task)s: this worker's part is over (%(reason)s)",
+                    {"task": self.task_id, "reason": reason})  # fmt: skip
 
     async def _completeness_errors(self) -> list[str]:
         """A crawl that ran out of requests is only complete if every group finished."""
@@ -319,9 +355,10 @@ class VkTaskExtension:
                 {"ref": ref, "reason": reason},
             )
 
-    async def restart_group(self, group: int | str) -> None:
-        """A group is about to be crawled: forget what an interrupted run recorded for it."""
-        if self.resuming:
+    async def restart_group(self, group: int | str, *, always: bool = False) -> None:
+        """A group is about to be crawled: forget what an interrupted run recorded for it
+        (``always``: a worker's entry, perhaps replayed after another worker died)."""
+        if self.resuming or always:
             assert self.store is not None
             await self._call(self.store.reset_group, self.task_id, group)
 
@@ -378,6 +415,7 @@ class VkTaskExtension:
         )
         if isinstance(group, int):
             await self._call(self.store.refresh_counts, self.task_id, [group])
+            await self.crawler.signals.send_catch_log_async(vk_signals.group_finished, group=group)
 
     async def _flush(self) -> bool:
         results = await self.crawler.signals.send_catch_log_async(vk_signals.flush_requested)
@@ -441,7 +479,11 @@ class VkTaskExtension:
         that one counts requests when they join the download slot's queue, ahead of the
         pace, so a rate computed from it would read above the limit."""
         assert self.crawler.stats is not None and self.task_id is not None
-        total = self.crawler.stats.get_value("downloader/response_count", 0)
+        stats = self.crawler.stats
+        # Worker mode's entries are answered locally (data: URLs), not by VK.
+        total = stats.get_value("downloader/response_count", 0) - stats.get_value(
+            "vk/worker/entries", 0
+        )
         if total > self._requests_sent and self.store is not None:
             delta = total - self._requests_sent
             self._requests_sent = total  # before the await: a concurrent call adds none twice

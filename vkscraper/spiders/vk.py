@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
@@ -80,6 +81,7 @@ from vkscraper.execute import (
     map_answer,
     retried,
 )
+from vkscraper.extensions.distributed import VkDistributed
 from vkscraper.extensions.task import VkTaskExtension, describe_request
 from vkscraper.grouprefs import GroupRef, parse_group_refs
 from vkscraper.items import VkGroup, VkRawPost
@@ -133,6 +135,7 @@ class VkSpider(scrapy.Spider):
     use_execute: bool
     planner: Planner
     page_params: PageParams
+    distributed: VkDistributed | None
 
     def __init__(self, task_id: str | None = None, groups: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
@@ -142,6 +145,10 @@ class VkSpider(scrapy.Spider):
         self._task: VkTaskExtension | None = None
         self._in_flight = 0  # execute requests yielded whose callback has not run yet
         self._wakeup: tuple[float, Any] | None = None  # (due, timer) sending backed-off units
+        # Worker mode (VK_DISTRIBUTED): groups go to Redis as entries; the opener says when
+        # every one is queued (its groups.getById requests are over).
+        self._resolving = 0
+        self._started = False
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
@@ -161,6 +168,7 @@ class VkSpider(scrapy.Spider):
         spider.page_params = PageParams(
             spider.posts_per_group, spider.page_size, spider.thread_items
         )
+        spider.distributed = crawler.get_extension(VkDistributed)
         crawler.signals.connect(spider._spider_idle, signal=signals.spider_idle)
         crawler.signals.connect(spider._request_dropped, signal=signals.request_dropped)
         return spider
@@ -176,10 +184,13 @@ class VkSpider(scrapy.Spider):
         return self._task
 
     async def start(self) -> AsyncIterator[Any]:
+        if self.distributed is not None and not self.distributed.opener:
+            return  # worker mode, joining a task: its groups come from Redis
         # A resume skips what an earlier run finished; failed groups are tried again.
         refs = [r for r in self.task.refs if str(r) not in self.task.done_groups]
         for i in range(0, len(refs), self.groups_per_request):
             batch = refs[i : i + self.groups_per_request]
+            self._resolving += 1
             yield self._call(
                 "groups.getById",
                 groups_get_by_id_params([r.group_id or str(r.screen_name) for r in batch]),
@@ -187,6 +198,15 @@ class VkSpider(scrapy.Spider):
                 group_id=0,
                 refs=[str(r) for r in batch],
             )
+        self._started = True
+        self._resolved(0)
+
+    def _resolved(self, batches: int) -> None:
+        """Worker mode: once every groups.getById batch is over, every entry is queued."""
+        self._resolving -= batches
+        if self.distributed is not None and self._started and self._resolving == 0:
+            self._started = False  # once
+            self.distributed.opened()
 
     # requests
 
@@ -349,12 +369,14 @@ class VkSpider(scrapy.Spider):
             if exc.code != 100:  # 100: none of the batch exists, each is reported below
                 await self._record(exc, f"groups {', '.join(refs)}", meta=response.meta)
                 self.task.request_done(response.meta)
+                self._resolved(1)
                 return
             found = []
         except VkError as exc:
             # The refs stay in the task unresolved: unfinished now, tried again by a re-run.
             await self._record(exc, f"groups {', '.join(refs)}", meta=response.meta)
             self.task.request_done(response.meta)
+            self._resolved(1)
             return
         by_key: dict[str, VkGroup] = {}
         for group in found:
@@ -390,10 +412,32 @@ class VkSpider(scrapy.Spider):
                 )
                 await self.task.deactivate(str(group.id), f"community is {group.deactivated}")
                 await self.task.group_over(group.id, "failed")
+            elif self.distributed is not None:
+                yield self._entry(group.id)  # crawled by whichever worker takes it
             else:
                 for request in self._send(self._unit(WallUnit(group.id))):
                     yield request
         self.task.request_done(response.meta)
+        for request in self._flush():
+            yield request
+        self._resolved(1)  # after the last yield: every entry is in the queue
+
+    def _entry(self, group_id: int) -> scrapy.Request:
+        """Worker mode: a group's crawl, queued in Redis for any worker (no token in it)."""
+        return scrapy.Request(
+            f"data:,vk-group-{group_id}",
+            callback=self.start_group,
+            meta={"vk_entry": f"{group_id}:{secrets.token_hex(4)}", "vk_group_id": group_id},
+            dont_filter=True,
+        )
+
+    async def start_group(self, response: Response) -> AsyncIterator[Any]:
+        """Worker mode: this worker took the group's entry and crawls the whole group."""
+        gid = response.meta["vk_group_id"]
+        # The group may have been begun by a worker that died: count it once.
+        await self.task.restart_group(gid, always=True)
+        for request in self._send(self._unit(WallUnit(gid))):
+            yield request
         for request in self._flush():
             yield request
 
@@ -637,6 +681,8 @@ class VkSpider(scrapy.Spider):
 
     async def on_request_error(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
+        if request.meta.get("vk_method") == "groups.getById":
+            self._resolved(1)
         if isinstance(failure.value, CrawlStopping):
             return  # unsent: its group stays unfinished for the next run
         await self._no_token_left(failure, request)

@@ -1,0 +1,153 @@
+"""VkDistributed: one worker's part of a task in worker mode (``VK_DISTRIBUTED``).
+
+Built for every crawl the worker runs (:mod:`vkscraper.worker`), one per task. It takes the
+task's entries (one per group, see :mod:`vkscraper.workqueue`) while it holds fewer than
+``VK_WORKER_GROUPS`` unfinished groups, acks an entry when the task extension reports its group
+finished (rows written, status recorded), and keeps the crawl open while the task runs
+elsewhere: idle, it waits for an entry in a blocking Redis call (``BLMOVE``, 2 s at a time)
+— quiet, and a new entry starts within moments.
+
+At close it tells the task extension whether this crawl finalizes the task: after its last
+group (the ack that emptied ``pending``), or when the crawl stops early for a reason that ends
+the task (a fatal token error); a stop (SIGTERM, Ctrl-C) puts its entries back instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+from scrapy.exceptions import DontCloseSpider, NotConfigured
+from scrapy.utils.asyncio import run_in_thread
+
+from vkscraper import signals as vk_signals
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+
+    from vkscraper.workqueue import EntryQueue
+
+logger = logging.getLogger(__name__)
+
+WAIT_SECONDS = 2  # one blocking take at a time while idle
+
+
+class VkDistributed:
+    queue: EntryQueue  # set by VkScheduler when it opens
+
+    def __init__(self, crawler: Crawler) -> None:
+        s = crawler.settings
+        if not s.getbool("VK_DISTRIBUTED"):
+            raise NotConfigured
+        self.crawler = crawler
+        self.worker: str = s.get("VK_WORKER_ID")
+        self.opener = s.get("VK_WORKER_ROLE") == "open"
+        self.max_groups = max(1, s.getint("VK_WORKER_GROUPS"))
+        self.held: dict[int, list[tuple[str, bytes]]] = {}  # group -> its entries taken
+        self.finalizer = False  # this crawl finalizes the task
+        self.closing = False
+        self._waiter: asyncio.Task[Any] | None = None
+        crawler.signals.connect(self._spider_idle, signal=signals.spider_idle)
+        crawler.signals.connect(self._group_finished, signal=vk_signals.group_finished)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(crawler)
+
+    # taking entries
+
+    def take(self) -> Request | None:
+        """The next entry, if this worker has room for another group."""
+        if self.closing or len(self.held) >= self.max_groups:
+            return None
+        request = self.queue.pop()
+        if request is not None:
+            self._taken(request)
+        return request
+
+    def _taken(self, request: Request) -> None:
+        meta = request.meta
+        self.held.setdefault(meta["vk_group_id"], []).append(
+            (meta["vk_entry"], meta["vk_entry_data"])
+        )
+        assert self.crawler.stats is not None
+        self.crawler.stats.inc_value("vk/worker/entries")
+        logger.info(
+            "Task %(task)s: took group %(group)s", {"task": self.queue.tasks.task_id,
+                                                     "group": meta["vk_group_id"]}
+        )  # fmt: skip
+
+    def _refill(self) -> int:
+        """Take entries up to the limit and hand them to the engine (outside the scheduler's
+        own pull: after an ack, or when one arrived during an idle wait)."""
+        engine = self.crawler.engine
+        taken = 0
+        while engine is not None and engine.running and (request := self.take()) is not None:
+            engine.crawl(request)
+            taken += 1
+        return taken
+
+    def _spider_idle(self) -> None:
+        if self.finalizer or self.closing or self.queue.tasks.done():
+            return  # the task is over: let the crawl close
+        if not self._refill() and (self._waiter is None or self._waiter.done()):
+            self._waiter = asyncio.ensure_future(self._wait())
+        raise DontCloseSpider
+
+    async def _wait(self) -> None:
+        """Idle: block in Redis (in a thread) until an entry comes or the task ends."""
+        tasks = self.queue.tasks
+        while not self.closing and len(self.held) < self.max_groups:
+            data = await run_in_thread(tasks.take, WAIT_SECONDS)
+            if data is not None:
+                request = self.queue.entry(data)
+                self._taken(request)
+                engine = self.crawler.engine
+                if engine is not None and engine.running and not self.closing:
+                    engine.crawl(request)
+                else:  # closing meanwhile: it goes back with the rest
+                    await run_in_thread(tasks.release)
+                self._refill()
+                return
+            if await run_in_thread(tasks.done):
+                return
+
+    # the task's progress
+
+    def _group_finished(self, group: int) -> None:
+        for entry_id, data in self.held.pop(group, ()):
+            if self.queue.tasks.ack(entry_id, data):
+                self.finalizer = True
+                logger.info(
+                    "Task %(task)s: its last group is done here; this worker finalizes it",
+                    {"task": self.queue.tasks.task_id},
+                )
+        self._refill()
+
+    def opened(self) -> None:
+        """The opener queued an entry for every group to crawl."""
+        if self.queue.tasks.opened():
+            self.finalizer = True  # nothing to crawl (every group done or unresolvable)
+
+    async def task_closing(self, reason: str) -> bool:
+        """The crawl is closing: whether it finalizes the task."""
+        self.closing = True
+        tasks = self.queue.tasks
+        if self._waiter is not None:
+            await asyncio.wait([self._waiter])
+        if reason == "finished":
+            return self.finalizer
+        released = await run_in_thread(tasks.release)
+        if released:
+            logger.info(
+                "Task %(task)s: %(n)d group(s) not finished here went back to the queue",
+                {"task": tasks.task_id, "n": released},
+            )
+        if reason == "shutdown":
+            return False
+        return self.finalizer or await run_in_thread(tasks.claim)

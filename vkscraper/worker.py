@@ -1,0 +1,176 @@
+"""Worker mode: ``python -m vkscraper worker`` runs until stopped, crawling the tasks in Redis.
+
+Any number of workers, on any machines that reach the same Redis (``REDIS_URL``) and
+PostgreSQL (``DATABASE_URL``), share every task: one Scrapy crawl of the ``vk`` spider per
+task per worker, with scrapy-redis's scheduler (:mod:`vkscraper.scheduler`) and the shared
+per-token rate limit (``VK_SHARED_RATE_LIMIT``, forced on). How the work is shared, replayed
+after a dead worker and finalized exactly once: :mod:`vkscraper.workqueue`.
+
+The loop: beat the heartbeat; put back the work of dead workers; join every open task it does
+not run yet; wait up to 2 s on the feed for a new task (a blocking Redis call in a thread: an
+idle worker logs nothing and sends Redis one command per wait). SIGTERM or Ctrl-C: take no
+more tasks, close every crawl (each puts back the groups it had not finished, after writing
+what it holds) and exit; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from typing import TYPE_CHECKING, Any
+
+from scrapy.crawler import Crawler, CrawlerProcess
+from scrapy.utils.asyncio import run_in_thread
+from scrapy.utils.defer import deferred_from_coro
+from scrapy.utils.reactor import install_reactor
+
+from vkscraper import workqueue
+from vkscraper.spiders.vk import VkSpider
+
+if TYPE_CHECKING:
+    import redis
+    from scrapy.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+FEED_WAIT = 2  # seconds one blocking wait on the feed lasts
+
+
+def worker_settings(settings: Settings, task_id: int, worker: str, role: str) -> Settings:
+    """The settings of one task's crawl in this worker."""
+    task_settings = settings.copy()
+    prefix = workqueue.task_prefix(task_id)
+    for name, value in {
+        "VK_DISTRIBUTED": True,
+        "VK_WORKER_ID": worker,
+        "VK_WORKER_ROLE": role,
+        "VK_SHARED_RATE_LIMIT": True,
+        "SCHEDULER": "vkscraper.scheduler.VkScheduler",
+        "SCHEDULER_QUEUE_CLASS": "vkscraper.workqueue.EntryQueue",
+        "SCHEDULER_QUEUE_KEY": f"{prefix}:queue",
+        "SCHEDULER_PERSIST": True,  # never delete the queue every worker shares
+        "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",
+        "SCHEDULER_DUPEFILTER_KEY": f"{prefix}:dupefilter",  # entries are dont_filter
+    }.items():
+        task_settings.set(name, value, priority="cmdline")
+    return task_settings
+
+
+class Worker(CrawlerProcess):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+        import redis  # only worker mode needs it here
+
+        self.redis: redis.Redis = redis.Redis.from_url(settings["REDIS_URL"])
+        self.heartbeat_ttl = settings.getfloat("VK_WORKER_HEARTBEAT")
+        self.max_tasks = max(1, settings.getint("VK_WORKER_TASKS"))
+        self.running: dict[Crawler, int] = {}  # crawl -> its task
+        self.stopping = False
+
+    # the process
+
+    def run(self) -> None:
+        from twisted.internet import reactor, task
+
+        self.redis.ping()  # fails here, before anything starts, when Redis is unreachable
+        beat = task.LoopingCall(self._beat)
+        beat.start(max(0.5, self.heartbeat_ttl / 3))
+        reactor.callWhenRunning(lambda: deferred_from_coro(self._loop()))
+        logger.info("Worker %(id)s waiting for tasks in Redis", {"id": self.id})
+        self.start(stop_after_crawl=False)
+        self._give_back(self.id)  # a task taken from the feed as it stopped
+        self.redis.delete(workqueue.heartbeat_key(self.id))
+        logger.info("Worker %(id)s stopped", {"id": self.id})
+
+    def _signal_shutdown(self, signum: int, frame: Any) -> None:
+        self.stopping = True  # no new task; the crawls close and put back what they hold
+        super()._signal_shutdown(signum, frame)
+
+    def _beat(self) -> None:
+        try:
+            self.redis.set(workqueue.heartbeat_key(self.id), 1, px=int(self.heartbeat_ttl * 1000))
+        except Exception as exc:  # redis.RedisError, OSError: the next beat tries again
+            logger.warning("Worker heartbeat failed: %(error)s", {"error": exc})
+
+    # the loop
+
+    async def _loop(self) -> None:
+        while not self.stopping:
+            try:
+                await run_in_thread(self._reap)
+                for task_id in await run_in_thread(self._active_tasks):
+                    if task_id not in self.running.values() and len(self.running) < self.max_tasks:
+                        self._start(task_id, begin=False)
+                if len(self.running) < self.max_tasks:
+                    if (task_id := await run_in_thread(self._next_task)) and not self.stopping:
+                        self._start(task_id, begin=True)
+                else:
+                    await run_in_thread(self._sleep)
+            except Exception as exc:  # Redis away: say so, wait, try again
+                logger.error("Worker loop: %(error)s", {"error": exc})
+                await run_in_thread(self._sleep)
+
+    def _sleep(self) -> None:
+        import time
+
+        time.sleep(FEED_WAIT)
+
+    def _next_task(self) -> int:
+        """A task id from the feed (0: none came), kept under this worker until opened."""
+        raw = self.redis.blmove(
+            workqueue.FEED, workqueue.opening_key(self.id), FEED_WAIT, "RIGHT", "LEFT"
+        )
+        return int(raw) if raw is not None else 0
+
+    def _active_tasks(self) -> list[int]:
+        return sorted(int(t) for t in self.redis.smembers(workqueue.ACTIVE))
+
+    def _reap(self) -> None:
+        for task_id in self._active_tasks():
+            if moved := workqueue.TaskQueue(self.redis, task_id, self.id).reap():
+                logger.warning(
+                    "Task %(task)s: %(n)d group(s) of a worker that stopped beating went back "
+                    "to the queue",
+                    {"task": task_id, "n": moved},
+                )
+        prefix = workqueue.opening_key("")
+        for key in self.redis.scan_iter(prefix + "*"):
+            worker = key.decode()[len(prefix) :]
+            if worker != self.id and not self.redis.exists(workqueue.heartbeat_key(worker)):
+                self._give_back(worker)
+
+    def _give_back(self, worker: str) -> None:
+        while self.redis.lmove(workqueue.opening_key(worker), workqueue.FEED, "LEFT", "RIGHT"):
+            logger.warning("A task worker %(w)s was opening went back to the feed", {"w": worker})
+
+    def _start(self, task_id: int, *, begin: bool) -> None:
+        role = "join"
+        if begin:
+            queue = workqueue.TaskQueue(self.redis, task_id, self.id)
+            if queue.begin():
+                role = "open"  # (even if this worker runs it already: it must be opened)
+            else:  # another live worker opens it: this one joins
+                self.redis.lrem(workqueue.opening_key(self.id), 0, str(task_id))
+                if task_id in self.running.values():
+                    return
+        elif workqueue.TaskQueue(self.redis, task_id, self.id).done():
+            return
+        crawler = Crawler(VkSpider, worker_settings(self.settings, task_id, self.id, role))
+        self.running[crawler] = task_id
+        logger.info("Task %(task)s: %(role)s", {"task": task_id,
+                    "role": "opening it" if role == "open" else "joining it"})  # fmt: skip
+        d = self.crawl(crawler, task_id=str(task_id))
+        d.addBoth(self._ended, crawler)
+
+    def _ended(self, result: Any, crawler: Crawler) -> Any:
+        self.running.pop(crawler, None)
+        return result
+
+
+def run(settings: Settings) -> int:
+    install_reactor(settings["TWISTED_REACTOR"], settings["ASYNCIO_EVENT_LOOP"])
+    Worker(settings).run()
+    return 0
