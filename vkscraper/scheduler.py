@@ -56,6 +56,7 @@ class VkScheduler(Scheduler):
     def enqueue_request(self, request: Request) -> bool:
         if "vk_entry" in request.meta and "vk_entry_data" not in request.meta:
             self.queue.push(request)  # a new entry, for any worker
+            self.distributed.entry_queued()
             self._inc("scheduler/enqueued/redis")
         else:
             self.local.append(request)

@@ -163,10 +163,18 @@ class Worker(CrawlerProcess):
         logger.info("Task %(task)s: %(role)s", {"task": task_id,
                     "role": "opening it" if role == "open" else "joining it"})  # fmt: skip
         d = self.crawl(crawler, task_id=str(task_id))
-        d.addBoth(self._ended, crawler)
+        d.addBoth(self._ended, crawler, role)
 
-    def _ended(self, result: Any, crawler: Crawler) -> Any:
-        self.running.pop(crawler, None)
+    def _ended(self, result: Any, crawler: Crawler, role: str) -> Any:
+        task_id = self.running.pop(crawler)
+        if role == "open" and not self.stopping:
+            # An opener that ended before queueing every group (the task does not exist, the
+            # database refused…; its log says why) ends the task: joiners stop waiting.
+            self.redis.lrem(workqueue.opening_key(self.id), 0, str(task_id))
+            state = self.redis.get(workqueue.task_prefix(task_id) + ":state")
+            if state == f"opening:{self.id}".encode():
+                workqueue.TaskQueue(self.redis, task_id, self.id).claim()
+                logger.error("Task %(task)s could not be opened (see above)", {"task": task_id})
         return result
 
 

@@ -52,6 +52,8 @@ class VkDistributed:
         self.finalizer = False  # this crawl finalizes the task
         self.closing = False
         self._waiter: asyncio.Task[Any] | None = None
+        self._entries_made = self._entries_queued = 0
+        self._resolved = self._opened = False
         crawler.signals.connect(self._spider_idle, signal=signals.spider_idle)
         crawler.signals.connect(self._group_finished, signal=vk_signals.group_finished)
 
@@ -129,10 +131,29 @@ class VkDistributed:
                 )
         self._refill()
 
-    def opened(self) -> None:
-        """The opener queued an entry for every group to crawl."""
-        if self.queue.tasks.opened():
-            self.finalizer = True  # nothing to crawl (every group done or unresolvable)
+    # opening the task (the opener only)
+
+    def entry_made(self) -> None:
+        """The spider yielded an entry (it reaches Redis a little later)."""
+        self._entries_made += 1
+
+    def entry_queued(self) -> None:
+        """The scheduler pushed an entry into Redis."""
+        self._entries_queued += 1
+        self._maybe_opened()
+
+    def resolved(self) -> None:
+        """The spider resolved every group: every entry it will make is made."""
+        self._resolved = True
+        self._maybe_opened()
+
+    def _maybe_opened(self) -> None:
+        # Scrapy handles a callback's output concurrently: the spider's generator runs ahead
+        # of the scheduler, so "every entry made" is not yet "every entry queued".
+        if self._resolved and self._entries_queued >= self._entries_made and not self._opened:
+            self._opened = True
+            if self.queue.tasks.opened():
+                self.finalizer = True  # nothing to crawl (every group done or unresolvable)
 
     async def task_closing(self, reason: str) -> bool:
         """The crawl is closing: whether it finalizes the task."""

@@ -138,6 +138,14 @@ class VkTaskExtension:
         except ValueError as exc:  # unknown task id and the like
             logger.error("%(error)s", {"error": exc})
             raise CloseSpider("vk_bad_arguments") from exc
+        if self.coordinator is not None and not self.coordinator.opener:
+            logger.info("Task %(task)s: joined (worker mode)", {"task": self.task_id})
+        else:
+            self._log_opened()
+        self._periodic.start()
+        self._progress.start()
+
+    def _log_opened(self) -> None:
         logger.info(
             "Task %(task)s in progress: %(n)d group reference(s)%(resume)s",
             {
@@ -146,8 +154,6 @@ class VkTaskExtension:
                 "resume": f", {len(self.done_groups)} done earlier" if self.resuming else "",
             },
         )
-        self._periodic.start()
-        self._progress.start()
 
     def _open_task(
         self, task_id: int | None, refs: list[GroupRef] | None, job_id: str | None = None

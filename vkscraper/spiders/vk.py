@@ -135,7 +135,6 @@ class VkSpider(scrapy.Spider):
     use_execute: bool
     planner: Planner
     page_params: PageParams
-    distributed: VkDistributed | None
 
     def __init__(self, task_id: str | None = None, groups: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
@@ -168,7 +167,6 @@ class VkSpider(scrapy.Spider):
         spider.page_params = PageParams(
             spider.posts_per_group, spider.page_size, spider.thread_items
         )
-        spider.distributed = crawler.get_extension(VkDistributed)
         crawler.signals.connect(spider._spider_idle, signal=signals.spider_idle)
         crawler.signals.connect(spider._request_dropped, signal=signals.request_dropped)
         return spider
@@ -182,6 +180,11 @@ class VkSpider(scrapy.Spider):
             if self._task is None:
                 raise RuntimeError("the vk spider needs VkTaskExtension (EXTENSIONS)")
         return self._task
+
+    @property
+    def distributed(self) -> VkDistributed | None:
+        """Worker mode's coordinator, or None (built after the spider: looked up when used)."""
+        return self.crawler.get_extension(VkDistributed)
 
     async def start(self) -> AsyncIterator[Any]:
         if self.distributed is not None and not self.distributed.opener:
@@ -202,11 +205,11 @@ class VkSpider(scrapy.Spider):
         self._resolved(0)
 
     def _resolved(self, batches: int) -> None:
-        """Worker mode: once every groups.getById batch is over, every entry is queued."""
+        """Worker mode: once every groups.getById batch is over, every entry is made."""
         self._resolving -= batches
         if self.distributed is not None and self._started and self._resolving == 0:
             self._started = False  # once
-            self.distributed.opened()
+            self.distributed.resolved()
 
     # requests
 
@@ -413,6 +416,7 @@ class VkSpider(scrapy.Spider):
                 await self.task.deactivate(str(group.id), f"community is {group.deactivated}")
                 await self.task.group_over(group.id, "failed")
             elif self.distributed is not None:
+                self.distributed.entry_made()
                 yield self._entry(group.id)  # crawled by whichever worker takes it
             else:
                 for request in self._send(self._unit(WallUnit(group.id))):
@@ -420,7 +424,7 @@ class VkSpider(scrapy.Spider):
         self.task.request_done(response.meta)
         for request in self._flush():
             yield request
-        self._resolved(1)  # after the last yield: every entry is in the queue
+        self._resolved(1)
 
     def _entry(self, group_id: int) -> scrapy.Request:
         """Worker mode: a group's crawl, queued in Redis for any worker (no token in it)."""
