@@ -1,0 +1,318 @@
+"""Worker mode: real `python -m vkscraper worker` processes, started as the README says, on
+real Redis and PostgreSQL, against the emulator enforcing VK's 3 requests/s per token."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.crawl import COMMENT_KEYS, POST_KEYS, comparable, stored_rows
+from tests.test_spider_vk import assert_stored_equals, task_of
+from tests.test_token_pool import windows
+from vkscraper import workqueue
+from vkscraper.testing.fakevk import FakeVk, generate_dataset
+
+A = "token-a-5f2b9c-0123456789"
+B = "token-b-77aa31-0123456789"
+# A Redis database of its own: the tests empty it.
+REDIS_URL = os.environ.get("VK_TEST_WORKER_REDIS_URL", "redis://127.0.0.1:6379/7")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def dataset(seed: int, groups: int = 6, **kw):
+    data = generate_dataset(seed=seed, groups=groups, posts_per_group=6, max_comments=30,
+                            max_replies=12, author_groups=0, **kw)  # fmt: skip
+    for group in data["groups"]:
+        for post in group["posts"]:
+            post["comments_closed"] = False  # so a complete crawl ends "completed"
+    return data
+
+
+def refs(data, only=None):
+    groups = [g for g in data["groups"] if only is None or g["id"] in only]
+    return ",".join(g["screen_name"] for g in groups)
+
+
+@pytest.fixture
+def server():
+    r = redis.Redis.from_url(REDIS_URL)
+    r.flushdb()
+    yield r
+    r.flushdb()
+
+
+class Workers:
+    """Worker processes and their logs."""
+
+    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+        self.tmp, self.env, self.procs, self.files = tmp, env, [], []
+
+    def start(self, n: int, *settings: str) -> None:
+        for _ in range(n):
+            i = len(self.procs)
+            log = open(self.tmp / f"worker{i}.log", "w")  # noqa: SIM115
+            self.files.append(log)
+            cmd = [sys.executable, "-m", "vkscraper", "worker", *settings]
+            self.procs.append(subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=log,
+                                               stderr=subprocess.STDOUT))  # fmt: skip
+
+    def log(self, i: int) -> str:
+        return (self.tmp / f"worker{i}.log").read_text()
+
+    def logs(self) -> str:
+        return "\n".join(self.log(i) for i in range(len(self.procs)))
+
+    def wait_started(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not all("waiting for tasks" in self.log(i) for i in range(len(self.procs))):
+            assert time.monotonic() < deadline, self.logs()[-3000:]
+            for p in self.procs:
+                assert p.poll() is None, self.logs()[-3000:]
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for f in self.files:
+            f.close()
+
+
+@pytest.fixture
+def workers(tmp_path, pg_url, server):
+    def make(tokens, vk_url):
+        env = {**os.environ, "VK_ACCESS_TOKEN": ",".join(tokens), "REDIS_URL": REDIS_URL,
+               "DATABASE_URL": pg_url}  # fmt: skip
+        made.append(Workers(tmp_path, env))
+        made[-1].vk_url = vk_url
+        return made[-1]
+
+    made: list[Workers] = []
+    yield make
+    for w in made:
+        w.stop()
+
+
+def cli(env, *args, check=True):
+    out = subprocess.run([sys.executable, "-m", "vkscraper", *args], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def wait_done(url, task_id, timeout, workers=None):
+    deadline = time.monotonic() + timeout
+    while (task := task_of(url, task_id)).status not in ("completed", "failed"):
+        assert time.monotonic() < deadline, (task.status, workers.logs()[-4000:] if workers else "")
+        time.sleep(0.25)
+    return task
+
+
+def dump(server) -> bytes:
+    """Every key and value in the Redis database, as bytes."""
+    out = []
+    for key in server.scan_iter("*"):
+        kind = server.type(key)
+        out.append(key)
+        if kind == b"string":
+            out.append(server.get(key) or b"")
+        elif kind == b"list":
+            out.extend(server.lrange(key, 0, -1))
+        elif kind == b"set":
+            out.extend(server.smembers(key))
+        elif kind == b"zset":
+            out.extend(m for m, _ in server.zrange(key, 0, -1, withscores=True))
+        elif kind == b"hash":
+            for k, v in server.hgetall(key).items():
+                out.extend((k, v))
+    return b"\n".join(out)
+
+
+def finalized(workers: Workers, task_id: int) -> int:
+    return len(re.findall(rf"Task {task_id} (?:completed|failed)\b", workers.logs()))
+
+
+def took(workers: Workers) -> list[int]:
+    """How many groups each worker took."""
+    return [workers.log(i).count("took group") for i in range(len(workers.procs))]
+
+
+@pytest.mark.parametrize("tokens", [[A], [A, B]], ids=["1 token", "2 tokens"])
+def test_three_workers_share_a_task_under_one_limit_per_token(workers, pg_url, server, tokens):
+    data = dataset(seed=21)
+    with FakeVk(data, tokens=[A, B], rate_limit=3) as vk:
+        w = workers(tokens, vk.url)
+        w.start(3, "-s", f"VK_API_URL={vk.url}", "-s", "VK_EXECUTE=False")
+        w.wait_started()
+        task_id = int(cli(w.env, "task", "create", "--groups", refs(data), "--enqueue").stdout)
+        # Redis during the crawl: the task's queue, entries, rate keys — never a token.
+        dumps = []
+        while task_of(pg_url, task_id).status not in ("completed", "failed"):
+            dumps.append(dump(server))
+            time.sleep(0.5)
+            assert len(dumps) < 240, w.logs()[-4000:]
+        task = task_of(pg_url, task_id)
+        log = vk.requests()
+    assert task.status == "completed", task.metrics["errors"]
+    assert_stored_equals(pg_url, task_id, data, posts_per_group=10)
+    posts, comments = stored_rows(pg_url, task_id)
+    assert len(comparable(comments, COMMENT_KEYS)) == len(comments)  # no duplicate
+    assert len(comparable(posts, POST_KEYS)) == len(posts)
+    assert finalized(w, task_id) == 1  # one worker finalized it, once
+    assert sum(1 for n in took(w) if n) >= 2, took(w)  # the work was shared
+    assert sum(took(w)) >= 6
+    # The emulator's log: per token, never above 3 requests in any 1-second window.
+    for tag in {r["token"] for r in log}:
+        assert windows([r["t"] for r in log if r["token"] == tag]) <= 3
+    assert not [r for r in log if r["outcome"] == "error:6"]
+    if len(tokens) == 2:
+        assert len({r["token"] for r in log}) == 2
+    assert len(dumps) > 2 and b"vkscraper:{task:" in b"".join(dumps)
+    for token in tokens:
+        assert all(token.encode() not in d for d in dumps)
+
+
+def test_a_killed_and_a_stopped_worker_lose_nothing(workers, pg_url):
+    data = dataset(seed=22)
+    with FakeVk(data, tokens=[A], rate_limit=3) as vk:
+        w = workers([A], vk.url)
+        w.start(3, "-s", f"VK_API_URL={vk.url}", "-s", "VK_EXECUTE=False",
+                "-s", "VK_WORKER_HEARTBEAT=3")  # fmt: skip
+        w.wait_started()
+        task_id = int(cli(w.env, "task", "create", "--groups", refs(data), "--enqueue").stdout)
+        # Each of two workers holds groups in the middle of the crawl: one is killed, the
+        # other stopped (SIGTERM).
+        deadline = time.monotonic() + 30
+        while sum(1 for n in took(w) if n) < 2:
+            assert time.monotonic() < deadline, w.logs()[-3000:]
+            time.sleep(0.1)
+        time.sleep(1.5)
+        holders = [i for i, n in enumerate(took(w)) if n]
+        killed, stopped = holders[0], holders[1]
+        w.procs[killed].kill()
+        w.procs[stopped].send_signal(signal.SIGTERM)
+        assert w.procs[stopped].wait(timeout=30) == 0
+        task = wait_done(pg_url, task_id, 120, w)
+    assert task.status == "completed", task.metrics["errors"]
+    assert_stored_equals(pg_url, task_id, data, posts_per_group=10)
+    assert "went back to the queue" in w.log(stopped)
+    assert re.search(r"group\(s\) of a worker that stopped beating went back", w.logs())
+    assert re.search(r"Worker \S+ stopped", w.log(stopped))
+    assert task.metrics["groups_done"] == 6
+
+
+def test_two_tasks_enqueued_at_once_complete_with_their_own_metrics(workers, pg_url):
+    data = dataset(seed=23)
+    ids = [g["id"] for g in data["groups"]]
+    halves = ids[:3], ids[3:]
+    with FakeVk(data, tokens=[A], rate_limit=0) as vk:
+        w = workers([A], vk.url)
+        w.start(2, "-s", f"VK_API_URL={vk.url}")
+        w.wait_started()
+        tasks = [
+            int(cli(w.env, "task", "create", "--groups", refs(data, h), "--enqueue").stdout)
+            for h in halves
+        ]
+        done = [wait_done(pg_url, t, 90, w) for t in tasks]
+    for task, half in zip(done, halves, strict=True):
+        assert task.status == "completed", task.metrics["errors"]
+        assert_stored_equals(pg_url, task.id, data, posts_per_group=10, only=half)
+        posts, comments = stored_rows(pg_url, task.id)
+        assert task.metrics["posts"] == len(posts) > 0
+        assert task.metrics["comments"] == len(comments) > 0
+        assert task.metrics["groups_done"] == 3
+        assert finalized(w, task.id) == 1
+
+
+def test_an_idle_worker_is_quiet_and_takes_a_new_task_at_once(workers, pg_url, server):
+    data = dataset(seed=24, groups=1)
+    with FakeVk(data, tokens=[A], rate_limit=0) as vk:
+        w = workers([A], vk.url)
+        w.start(1, "-s", f"VK_API_URL={vk.url}")
+        w.wait_started()
+        lines = len(w.log(0).splitlines())
+        before = int(server.info("stats")["total_commands_processed"])
+        time.sleep(6)
+        commands = int(server.info("stats")["total_commands_processed"]) - before
+        assert len(w.log(0).splitlines()) == lines  # nothing logged while idle
+        assert commands <= 30  # a blocking wait every 2 s, a heartbeat: no busy polling
+        sent = time.monotonic()
+        task_id = int(cli(w.env, "task", "create", "--groups", refs(data), "--enqueue").stdout)
+        while "opening it" not in w.log(0):
+            assert time.monotonic() - sent < 5, w.log(0)[-2000:]
+            time.sleep(0.05)
+        assert wait_done(pg_url, task_id, 60, w).status == "completed"
+
+
+def test_worker_mode_refuses_sqlite_and_a_missing_redis(tmp_path, server):
+    env = {**os.environ, "VK_ACCESS_TOKEN": A, "REDIS_URL": REDIS_URL,
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}"}  # fmt: skip
+    out = cli(env, "worker", check=False)
+    assert out.returncode == 1
+    assert "worker mode needs PostgreSQL: set DATABASE_URL=postgresql://" in out.stderr
+    out = cli(env, "task", "create", "--groups", "club1", "--enqueue", check=False)
+    assert out.returncode == 1 and "needs PostgreSQL" in out.stderr
+    env = {**env, "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/postgres"}
+    env.pop("REDIS_URL")
+    out = cli(env, "worker", check=False)
+    assert out.returncode == 2 and "export REDIS_URL=" in out.stderr
+    assert not server.keys("*")
+
+
+# The task's queue in Redis, two workers interleaved (real Redis, no crawl).
+
+
+def test_the_ack_that_empties_an_open_task_finalizes_it_once(server):
+    a = workqueue.TaskQueue(server, 5, "wa")
+    b = workqueue.TaskQueue(server, 5, "wb")
+    server.set(workqueue.heartbeat_key("wa"), 1)
+    server.set(workqueue.heartbeat_key("wb"), 1)
+    assert a.begin() is True  # a opens it
+    assert b.begin() is False  # b joins
+    for n in range(3):
+        a.push(f"e{n}", f"data{n}".encode())
+    da, db = a.take(), b.take()
+    assert (da, db) == (b"data0", b"data1")
+    assert a.ack("e0", da) is False  # not open yet: the opener may queue more
+    dc = b.take()
+    assert b.ack("e1", db) is False
+    assert a.opened() is False  # e2 still pending
+    assert b.ack("e2", dc) is True  # the last ack finalizes
+    assert a.done() and b.done()
+    assert a.claim() is False  # finished once: nobody else ends it
+    assert not server.sismember(workqueue.ACTIVE, 5)
+
+
+def test_a_dead_workers_entries_go_back_and_a_stopping_worker_gives_its_own_back(server):
+    a = workqueue.TaskQueue(server, 6, "wa")
+    b = workqueue.TaskQueue(server, 6, "wb")
+    server.set(workqueue.heartbeat_key("wb"), 1)  # wa has no heartbeat: dead
+    a.begin()
+    for n in range(3):
+        a.push(f"e{n}", f"data{n}".encode())
+    a.opened()
+    assert a.take() == b"data0"
+    assert b.take() == b"data1"
+    assert b.reap() == 1  # wa's entry, back at the head of the queue
+    assert b.take() == b"data0"
+    assert b.release() == 2  # b stops: both back
+    assert b.waiting() == 3 and not a.done()
+    # A stale opener: the feed gives the task to another worker, which takes it over.
+    server.set(a.state, "opening:wdead")
+    assert b.begin() is True
+    assert b.waiting() == 3  # nothing lost: the run resumes
