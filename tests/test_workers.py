@@ -118,7 +118,7 @@ def cli(env, *args, check=True):
 def wait_done(url, task_id, timeout, workers=None):
     deadline = time.monotonic() + timeout
     while (task := task_of(url, task_id)).status not in ("completed", "failed"):
-        assert time.monotonic() < deadline, (task.status, workers.logs()[-4000:] if workers else "")
+        assert time.monotonic() < deadline, (task.status, workers and workers.logs()[-4000:])
         time.sleep(0.25)
     return task
 
