@@ -214,6 +214,9 @@ def test_a_killed_and_a_stopped_worker_lose_nothing(workers, pg_url):
     assert re.search(r"group\(s\) of a worker that stopped beating went back", w.logs())
     assert re.search(r"Worker \S+ stopped", w.log(stopped))
     assert task.metrics["groups_done"] == 6
+    # Groups begun by the killed worker and crawled again are counted once.
+    posts, _ = stored_rows(pg_url, task_id)
+    assert task.metrics["posts_expected"] == task.metrics["posts"] == len(posts)
 
 
 def test_two_tasks_enqueued_at_once_complete_with_their_own_metrics(workers, pg_url):
