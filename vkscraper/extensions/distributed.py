@@ -9,7 +9,9 @@ elsewhere: idle, it waits for an entry in a blocking Redis call (``BLMOVE``, 2 s
 
 At close it tells the task extension whether this crawl finalizes the task: after its last
 group (the ack that emptied ``pending``), or when the crawl stops early for a reason that ends
-the task (a fatal token error); a stop (SIGTERM, Ctrl-C) puts its entries back instead.
+the task (a fatal token error); a stop (SIGTERM, Ctrl-C) puts its entries back instead. A task
+ended elsewhere (cancelled through the HTTP service, a fatal error in another worker) closes
+this crawl within ``WAIT_SECONDS``, its unfinished groups put back (a later run resumes).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from scrapy.exceptions import DontCloseSpider, NotConfigured
 from scrapy.utils.asyncio import run_in_thread
 
 from vkscraper import signals as vk_signals
+from vkscraper.periodic import Periodic
 
 if TYPE_CHECKING:
     from typing import Self
@@ -52,8 +55,12 @@ class VkDistributed:
         self.finalizer = False  # this crawl finalizes the task
         self.closing = False
         self._waiter: asyncio.Task[Any] | None = None
+        self._closer: asyncio.Future[Any] | None = None
         self._entries_made = self._entries_queued = 0
         self._resolved = self._opened = False
+        # A task ended elsewhere (cancelled, a fatal error) stops this crawl within moments.
+        self._watch = Periodic(self._check_ended, WAIT_SECONDS)
+        crawler.signals.connect(self._watch.start, signal=signals.spider_opened)
         crawler.signals.connect(self._spider_idle, signal=signals.spider_idle)
         crawler.signals.connect(self._group_finished, signal=vk_signals.group_finished)
 
@@ -119,6 +126,18 @@ class VkDistributed:
             if await run_in_thread(tasks.done):
                 return
 
+    async def _check_ended(self) -> None:
+        if self.closing or self.finalizer or not self.held:
+            return  # idle, it closes by itself once the task is done
+        engine = self.crawler.engine
+        if await run_in_thread(self.queue.tasks.done) and engine is not None:
+            logger.info(
+                "Task %(task)s was ended elsewhere (cancelled, or a fatal error): closing",
+                {"task": self.queue.tasks.task_id},
+            )
+            # Not awaited here: closing stops this very check and waits for it.
+            self._closer = asyncio.ensure_future(engine.close_spider_async(reason="cancelled"))
+
     # the task's progress
 
     def _group_finished(self, group: int) -> None:
@@ -159,6 +178,7 @@ class VkDistributed:
         """The crawl is closing: whether it finalizes the task."""
         self.closing = True
         tasks = self.queue.tasks
+        await self._watch.stop()
         if self._waiter is not None:
             await asyncio.wait([self._waiter])
         if reason == "finished":

@@ -7,6 +7,12 @@ the environment, else the SQLite file in the directory scrapyd was started from 
 processes inherit both. A task is scheduled as the ``vk`` spider with ``-a task_id=N`` and a
 job id of ours, recorded in ``tasks.job_id`` so its state can be shown and the job cancelled.
 
+Distributed mode (``VK_DISTRIBUTED=1`` in the scrapyd process's environment, with
+``REDIS_URL`` and a PostgreSQL ``DATABASE_URL``): a collected task goes into the Redis feed of
+``python -m vkscraper worker`` processes instead of scrapyd's queue, as job ``workers:N``;
+its state is read from Redis (``pending`` in the feed, ``running`` while workers crawl it), and
+a cancel takes it out of the feed or ends it for every worker (the task stays resumable).
+
 Every refusal is a :class:`RequestError` carrying its HTTP status; the routes turn it into
 ``{"status": "error", "message": …}``. Nothing is created when a request is refused.
 """
@@ -26,7 +32,7 @@ from scrapy.settings import Settings
 from twisted.internet import reactor, threads
 from twisted.python.threadable import isInIOThread
 
-from vkscraper import defaults
+from vkscraper import defaults, workqueue
 from vkscraper.addon import check_settings
 from vkscraper.exceptions import StoreError, VkscraperError
 from vkscraper.export import json_record
@@ -59,6 +65,7 @@ API_URLS_ENV = "VKSCRAPER_API_URLS"  # comma-separated VK_API_URL values a task 
 _SETTING_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 ACTIVE_STATES = ("pending", "running", "stopping")
+DISTRIBUTED_ENV = "VK_DISTRIBUTED"  # "1": collect feeds the workers' Redis queue
 T = TypeVar("T")
 
 
@@ -115,6 +122,8 @@ class TaskService:
         # must not interleave for one task.
         self._queueing = threading.Lock()
         self._opening = threading.Lock()
+        self.distributed = os.environ.get(DISTRIBUTED_ENV, "").lower() in ("1", "true", "yes")
+        self._redis: Any = None
 
     @classmethod
     def of(cls, root: Any) -> TaskService:
@@ -156,8 +165,42 @@ class TaskService:
     # ------------------------------------------------------------------ scrapyd jobs
     def job_states(self) -> dict[str, str]:
         """Every job scrapyd knows: ``pending`` (queued), ``running``, ``stopping``,
-        ``finished``."""
+        ``finished``; in distributed mode, the workers' tasks."""
+        if self.distributed:
+            return self._worker_states()
         return on_reactor(self._job_states)
+
+    # ------------------------------------------------------------------ workers (Redis)
+    def _workers(self) -> Any:
+        """The workers' Redis (distributed mode)."""
+        if self._redis is None:
+            url = os.environ.get("REDIS_URL")
+            if not url:
+                raise RequestError(503, f"{DISTRIBUTED_ENV}=1 needs REDIS_URL in the environment")
+            import redis
+
+            self._redis = redis.Redis.from_url(url)
+        return self._redis
+
+    def _worker_states(self) -> dict[str, str]:
+        try:
+            server = self._workers()
+            queued = server.lrange(workqueue.FEED, 0, -1)
+            for key in server.scan_iter(workqueue.opening_key("*")):
+                queued += server.lrange(key, 0, -1)
+            active = server.smembers(workqueue.ACTIVE)
+        except Exception as exc:  # redis.RedisError, OSError
+            raise RequestError(503, f"the workers' Redis is unreachable: {exc}") from None
+        states = {worker_job(int(t)): "pending" for t in queued}
+        states.update({worker_job(int(t)): "running" for t in active})
+        return states
+
+    def _enqueue(self, task_id: int) -> dict[str, Any]:
+        job = worker_job(task_id)
+        self._call(lambda s: s.set_job(task_id, job, {}))
+        workqueue.enqueue(self._workers(), task_id)
+        logger.info("task service: task %s queued for the workers", task_id)
+        return {"task_id": task_id, "jobid": job}
 
     def _job_states(self) -> dict[str, str]:
         states: dict[str, str] = {job.job: "finished" for job in self.root.launcher.finished}
@@ -194,10 +237,22 @@ class TaskService:
         the crawl starts."""
         given = bool(settings)
         overrides = check_task_settings(settings)
-        self._queue()
+        if self.distributed:
+            if given:
+                raise bad_request(
+                    "settings cannot be sent in distributed mode: the workers' own apply "
+                    "(python -m vkscraper worker -s NAME=VALUE)"
+                )
+            self._call(lambda s: s.require_multiprocess("distributed mode"))
+            self._worker_states()  # Redis answers, before a task is created
+        else:
+            self._queue()
         if task_id is None:
             values = self._group_values(groups)
-            return self._schedule(self._call(lambda s: s.create_task(values)), overrides)
+            created = self._call(lambda s: s.create_task(values))
+            if self.distributed:
+                return self._enqueue(created)
+            return self._schedule(created, overrides)
         if groups is not None:
             raise bad_request("give either 'groups' or 'task_id', not both")
         tid = parse_int("task_id", task_id)
@@ -206,6 +261,8 @@ class TaskService:
             state = self.job_states().get(task.job_id or "")
             if state in ACTIVE_STATES:
                 raise RequestError(409, f"task {task.id} is already {state} as job {task.job_id}")
+            if self.distributed:
+                return self._enqueue(task.id)
             if not given and task.job_settings:
                 # Run it as it was queued last (the emulator's URL, a page size…), checked
                 # again: the operator's rules may have changed since.
@@ -297,6 +354,8 @@ class TaskService:
         crawl stops gracefully and the task stays resumable: collect it again)."""
         task = self._task(parse_int("task_id", task_id))
         job = task.job_id
+        if self.distributed:
+            return self._cancel_workers(task)
 
         def stop() -> str | None:  # in the reactor thread: look and act in one step
             state = self._job_states().get(job or "")
@@ -317,6 +376,24 @@ class TaskService:
                 409, f"task {task.id} has no pending or running job (status {task.status})"
             )
         logger.info("task service: task %s job %s cancelled (%s)", task.id, job, state)
+        return {"task_id": task.id, "jobid": job, "prevstate": state}
+
+    def _cancel_workers(self, task: Task) -> dict[str, Any]:
+        """Out of the feed if no worker took it yet, else ended for every worker: each closes
+        its crawl of it and puts back the groups it had not finished (resumable)."""
+        server = self._workers()
+        job = worker_job(task.id)
+        state = self._worker_states().get(job)
+        if state == "pending" and server.lrem(workqueue.FEED, 0, task.id):
+            pass
+        elif state in ("pending", "running"):  # opening or crawled
+            workqueue.TaskQueue(server, task.id, "service").claim()
+            state = "running"
+        else:
+            raise RequestError(
+                409, f"task {task.id} is not queued or running (status {task.status})"
+            )
+        logger.info("task service: task %s cancelled for the workers (%s)", task.id, state)
         return {"task_id": task.id, "jobid": job, "prevstate": state}
 
 
@@ -384,6 +461,11 @@ def check_task_settings(settings: Sequence[str] | Mapping[str, Any]) -> dict[str
     except ValueError as exc:
         raise bad_request(str(exc)) from None
     return out
+
+
+def worker_job(task_id: int) -> str:
+    """The job id of a task run by workers (distributed mode)."""
+    return f"workers:{task_id}"
 
 
 def task_view(task: Task, states: Mapping[str, str]) -> dict[str, Any]:
