@@ -322,3 +322,15 @@ def test_a_dead_workers_entries_go_back_and_a_stopping_worker_gives_its_own_back
     server.set(a.state, "opening:wdead")
     assert b.begin() is True
     assert b.waiting() == 3  # nothing lost: the run resumes
+
+
+def test_worker_mode_is_started_with_the_worker_command_only():
+    from scrapy.settings import Settings
+
+    from vkscraper.addon import check_settings
+
+    settings = Settings()
+    settings.setmodule("vkscraper.settings", priority="project")
+    settings.set("VK_DISTRIBUTED", True, "cmdline")
+    with pytest.raises(ValueError, match="start workers with `python -m vkscraper worker`"):
+        check_settings(settings)
