@@ -285,8 +285,8 @@ def test_the_ack_that_empties_an_open_task_finalizes_it_once(server):
     b = workqueue.TaskQueue(server, 5, "wb")
     server.set(workqueue.heartbeat_key("wa"), 1)
     server.set(workqueue.heartbeat_key("wb"), 1)
-    assert a.begin() is True  # a opens it
-    assert b.begin() is False  # b joins
+    assert a.begin() == 1  # a opens it
+    assert b.begin() == 0  # b joins
     a.push("e0", b"data0")
     assert a.take() == b"data0"
     # Nothing pending, but the task is still opening: the opener queues more.
@@ -298,30 +298,58 @@ def test_the_ack_that_empties_an_open_task_finalizes_it_once(server):
     dc = b.take()
     assert b.ack("e1", db) is False
     assert a.opened() is False  # e2 still pending
-    assert b.ack("e2", dc) is True  # the last ack finalizes
-    assert a.done() and b.done()
-    assert a.claim() is False  # finished once: nobody else ends it
-    assert not server.sismember(workqueue.ACTIVE, 5)
+    assert b.ack("e2", dc) is True  # the last ack: b finalizes
+    assert a.done() and b.done() and a.status() == "done"
+    assert a.claim() is False  # nobody else ends it
+    assert a.take_over() is False  # b is alive: nobody takes its finalizing over
+    assert server.sismember(workqueue.ACTIVE, 5)  # until it is finalized
+    b.finalized()
+    assert a.status() == "final" and not server.sismember(workqueue.ACTIVE, 5)
+
+
+def test_a_dead_finalizer_is_taken_over_and_a_dead_opener_too(server):
+    a = workqueue.TaskQueue(server, 8, "wa")
+    b = workqueue.TaskQueue(server, 8, "wb")
+    server.set(workqueue.heartbeat_key("wb"), 1)  # wa has no heartbeat: dead
+    assert a.begin() == 1
+    assert b.begin() == 1  # its opener is dead: b opens it afresh
+    b.push("e0", b"data0")
+    assert b.take() == b"data0"
+    b.opened()
+    assert b.ack("e0", b"data0") is True
+    server.delete(workqueue.heartbeat_key("wb"))  # b dies before it finalized
+    server.set(workqueue.heartbeat_key("wa"), 1)
+    assert a.take_over() is True and a.take_over() is False
+    a.finalized()
+    assert a.status() == "final"
 
 
 def test_a_dead_workers_entries_go_back_and_a_stopping_worker_gives_its_own_back(server):
     a = workqueue.TaskQueue(server, 6, "wa")
     b = workqueue.TaskQueue(server, 6, "wb")
-    server.set(workqueue.heartbeat_key("wb"), 1)  # wa has no heartbeat: dead
     a.begin()
     for n in range(3):
         a.push(f"e{n}", f"data{n}".encode())
     a.opened()
     assert a.take() == b"data0"
     assert b.take() == b"data1"
-    assert b.reap() == 1  # wa's entry, back at the head of the queue
+    assert a.reap() == 1  # b has no heartbeat either, but a never reaps itself
+    assert a.take() == b"data1"
+    server.set(workqueue.heartbeat_key("wb"), 1)
+    assert b.reap() == 2  # a's entries, back at the head of the queue, in their order
     assert b.take() == b"data0"
-    assert b.release() == 2  # b stops: both back
+    assert b.release() == 1  # b stops: its entry back
     assert b.waiting() == 3 and not a.done()
-    # A stale opener: the feed gives the task to another worker, which takes it over.
-    server.set(a.state, "opening:wdead")
-    assert b.begin() is True
-    assert b.waiting() == 3  # nothing lost: the run resumes
+
+
+def test_a_cancelled_task_is_dropped_until_it_is_collected_again(server):
+    a = workqueue.TaskQueue(server, 7, "wa")
+    workqueue.enqueue(server, 7)
+    a.cancel()  # out of the feed, and a worker that took it already drops it
+    assert server.llen(workqueue.FEED) == 0
+    assert a.begin() == -1 and a.done()
+    workqueue.enqueue(server, 7)
+    assert a.begin() == 1
 
 
 def test_worker_mode_is_started_with_the_worker_command_only():

@@ -81,8 +81,9 @@ class Worker(CrawlerProcess):
         reactor.callWhenRunning(lambda: deferred_from_coro(self._loop()))
         logger.info("Worker %(id)s waiting for tasks in Redis", {"id": self.id})
         self.start(stop_after_crawl=False)
-        self._give_back(self.id)  # a task taken from the feed as it stopped
+        # Dead first, then a task it was opening goes back: whoever takes it takes it over.
         self.redis.delete(workqueue.heartbeat_key(self.id))
+        self._give_back(self.id)
         logger.info("Worker %(id)s stopped", {"id": self.id})
 
     def _signal_shutdown(self, signum: int, frame: Any) -> None:
@@ -130,12 +131,19 @@ class Worker(CrawlerProcess):
 
     def _reap(self) -> None:
         for task_id in self._active_tasks():
-            if moved := workqueue.TaskQueue(self.redis, task_id, self.id).reap():
+            queue = workqueue.TaskQueue(self.redis, task_id, self.id)
+            if moved := queue.reap():
                 logger.warning(
                     "Task %(task)s: %(n)d group(s) of a worker that stopped beating went back "
                     "to the queue",
                     {"task": task_id, "n": moved},
                 )
+            if queue.take_over():
+                logger.warning(
+                    "Task %(task)s: the worker finalizing it stopped beating; finalizing it here",
+                    {"task": task_id},
+                )
+                self._run(task_id, "finalize")
         prefix = workqueue.opening_key("")
         for key in self.redis.scan_iter(prefix + "*"):
             worker = key.decode()[len(prefix) :]
@@ -148,20 +156,24 @@ class Worker(CrawlerProcess):
 
     def _start(self, task_id: int, *, begin: bool) -> None:
         role = "join"
+        queue = workqueue.TaskQueue(self.redis, task_id, self.id)
         if begin:
-            queue = workqueue.TaskQueue(self.redis, task_id, self.id)
-            if queue.begin():
+            opened = queue.begin()
+            if opened == 1:
                 role = "open"  # (even if this worker runs it already: it must be opened)
-            else:  # another live worker opens it: this one joins
+            else:  # another live worker opens it (this one joins), or it was cancelled
                 self.redis.lrem(workqueue.opening_key(self.id), 0, str(task_id))
-                if task_id in self.running.values():
+                if opened < 0 or task_id in self.running.values():
                     return
-        elif workqueue.TaskQueue(self.redis, task_id, self.id).done():
+        elif queue.done():
             return
+        self._run(task_id, role)
+
+    def _run(self, task_id: int, role: str) -> None:
         crawler = Crawler(VkSpider, worker_settings(self.settings, task_id, self.id, role))
         self.running[crawler] = task_id
-        logger.info("Task %(task)s: %(role)s", {"task": task_id,
-                    "role": "opening it" if role == "open" else "joining it"})  # fmt: skip
+        what = {"open": "opening it", "join": "joining it", "finalize": "finalizing it"}[role]
+        logger.info("Task %(task)s: %(what)s", {"task": task_id, "what": what})
         d = self.crawl(crawler, task_id=str(task_id))
         d.addBoth(self._ended, crawler, role)
 
@@ -173,7 +185,9 @@ class Worker(CrawlerProcess):
             self.redis.lrem(workqueue.opening_key(self.id), 0, str(task_id))
             state = self.redis.get(workqueue.task_prefix(task_id) + ":state")
             if state == f"opening:{self.id}".encode():
-                workqueue.TaskQueue(self.redis, task_id, self.id).claim()
+                queue = workqueue.TaskQueue(self.redis, task_id, self.id)
+                queue.claim()
+                queue.finalized()  # off the active tasks: nobody waits for it
                 logger.error("Task %(task)s could not be opened (see above)", {"task": task_id})
         return result
 

@@ -50,9 +50,11 @@ class VkDistributed:
         self.crawler = crawler
         self.worker: str = s.get("VK_WORKER_ID")
         self.opener = s.get("VK_WORKER_ROLE") == "open"
+        # "finalize": the worker that was to finalize the task died; this crawl only does that.
+        self.finalizer = s.get("VK_WORKER_ROLE") == "finalize"
         self.max_groups = max(1, s.getint("VK_WORKER_GROUPS"))
         self.held: dict[int, list[tuple[str, bytes]]] = {}  # group -> its entries taken
-        self.finalizer = False  # this crawl finalizes the task
+        self._unacked: list[tuple[str, bytes]] = []  # entries of finished groups
         self.closing = False
         self._waiter: asyncio.Task[Any] | None = None
         self._closer: asyncio.Future[Any] | None = None
@@ -67,6 +69,10 @@ class VkDistributed:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
+
+    @property
+    def task_id(self) -> int:
+        return self.queue.tasks.task_id
 
     # taking entries
 
@@ -87,7 +93,7 @@ class VkDistributed:
         assert self.crawler.stats is not None
         self.crawler.stats.inc_value("vk/worker/entries")
         logger.info(
-            "Task %(task)s: took group %(group)s", {"task": self.queue.tasks.task_id,
+            "Task %(task)s: took group %(group)s", {"task": self.task_id,
                                                      "group": meta["vk_group_id"]}
         )  # fmt: skip
 
@@ -102,11 +108,19 @@ class VkDistributed:
         return taken
 
     def _spider_idle(self) -> None:
-        if self.finalizer or self.closing or self.queue.tasks.done():
-            return  # the task is over: let the crawl close
-        if not self._refill() and (self._waiter is None or self._waiter.done()):
-            self._waiter = asyncio.ensure_future(self._wait())
-        raise DontCloseSpider
+        try:
+            self._ack_all()
+            over = not self._unacked and (
+                self.finalizer or self.closing or self.queue.tasks.done()
+            )
+            if not over and not self._refill() and (self._waiter is None or self._waiter.done()):
+                self._waiter = asyncio.ensure_future(self._wait())
+        except Exception as exc:  # redis.RedisError, OSError: keep waiting, try again
+            logger.warning("Task %(task)s: Redis: %(error)s", {"task": self.task_id,
+                                                               "error": exc})  # fmt: skip
+            over = False
+        if not over:
+            raise DontCloseSpider
 
     async def _wait(self) -> None:
         """Idle: block in Redis (in a thread) until an entry comes or the task ends."""
@@ -127,13 +141,14 @@ class VkDistributed:
                 return
 
     async def _check_ended(self) -> None:
+        self._ack_all()  # acks a Redis error held back
         if self.closing or self.finalizer or not self.held:
             return  # idle, it closes by itself once the task is done
         engine = self.crawler.engine
         if await run_in_thread(self.queue.tasks.done) and engine is not None:
             logger.info(
                 "Task %(task)s was ended elsewhere (cancelled, or a fatal error): closing",
-                {"task": self.queue.tasks.task_id},
+                {"task": self.task_id},
             )
             # Not awaited here: closing stops this very check and waits for it.
             self._closer = asyncio.ensure_future(engine.close_spider_async(reason="cancelled"))
@@ -141,14 +156,34 @@ class VkDistributed:
     # the task's progress
 
     def _group_finished(self, group: int) -> None:
-        for entry_id, data in self.held.pop(group, ()):
-            if self.queue.tasks.ack(entry_id, data):
+        self._unacked.extend(self.held.pop(group, ()))
+        self._ack_all()
+        self._refill()
+
+    def _ack_all(self) -> None:
+        """Ack the entries of finished groups; one Redis cannot take now is tried again (on
+        the next tick or idle), never dropped: unacked, it would hold the task open."""
+        while self._unacked:
+            entry_id, data = self._unacked[0]
+            try:
+                last = self.queue.tasks.ack(entry_id, data)
+            except Exception as exc:  # redis.RedisError, OSError
+                logger.warning(
+                    "Task %(task)s: could not acknowledge a finished group yet: %(error)s",
+                    {"task": self.task_id, "error": exc},
+                )
+                return
+            self._unacked.pop(0)
+            if last:
                 self.finalizer = True
                 logger.info(
                     "Task %(task)s: its last group is done here; this worker finalizes it",
-                    {"task": self.queue.tasks.task_id},
+                    {"task": self.task_id},
                 )
-        self._refill()
+
+    def finalized(self) -> None:
+        """The task extension finalized the task."""
+        self.queue.tasks.finalized()
 
     # opening the task (the opener only)
 
@@ -174,21 +209,24 @@ class VkDistributed:
             if self.queue.tasks.opened():
                 self.finalizer = True  # nothing to crawl (every group done or unresolvable)
 
-    async def task_closing(self, reason: str) -> bool:
-        """The crawl is closing: whether it finalizes the task."""
+    async def task_closing(self, reason: str) -> str | None:
+        """The crawl is closing. Returns the reason to finalize the task with when this crawl
+        finalizes it, else None (its part is over; the task goes on or ends elsewhere)."""
         self.closing = True
         tasks = self.queue.tasks
         await self._watch.stop()
         if self._waiter is not None:
             await asyncio.wait([self._waiter])
-        if reason == "finished":
-            return self.finalizer
+        self._ack_all()
+        if self.finalizer:
+            return "finished"  # every group is done, whatever stops this crawl now
         released = await run_in_thread(tasks.release)
         if released:
             logger.info(
                 "Task %(task)s: %(n)d group(s) not finished here went back to the queue",
                 {"task": tasks.task_id, "n": released},
             )
-        if reason == "shutdown":
-            return False
-        return self.finalizer or await run_in_thread(tasks.claim)
+        if reason in ("finished", "shutdown"):
+            return None
+        # Any other end (a fatal token error…) ends the task for every worker.
+        return reason if await run_in_thread(tasks.claim) else None

@@ -214,9 +214,13 @@ class VkTaskExtension:
             return
         try:
             await self._finish_settled()  # groups whose rows a last flush may have stored
-            if self.coordinator is not None and not await self.coordinator.task_closing(reason):
-                await self._close_part(reason)  # worker mode: another worker finalizes
-                return
+            if self.coordinator is not None:
+                final = await self.coordinator.task_closing(reason)
+                if final is None:
+                    await self._close_part(reason)  # worker mode: not this crawl's to finalize
+                    return
+                if final == "finished":  # every group is done, whatever stopped this crawl
+                    reason, self.incomplete = final, False
             if not _finished(reason) and reason not in RESUMABLE_REASONS:
                 self._unsent_errors.append((f"crawl stopped early: {reason}", None))
             if reason == "finished" and (unfinished := await self._completeness_errors()):
@@ -236,6 +240,8 @@ class VkTaskExtension:
                 )
             else:
                 status = await run_in_thread(self.store.finish_task, self.task_id)
+                if self.coordinator is not None:
+                    await self._call_quietly(self.coordinator.finalized)
                 logger.info("Task %(task)s %(status)s", {"task": self.task_id, "status": status})
                 if self.incomplete:
                     self.exit_code = exitcodes.NOT_DONE
@@ -268,6 +274,13 @@ class VkTaskExtension:
             self.exit_code = exitcodes.OK
         logger.info("Task %(task)s: this worker's part is over (%(reason)s)",
                     {"task": self.task_id, "reason": reason})  # fmt: skip
+
+    @staticmethod
+    async def _call_quietly(func: Any) -> None:
+        try:
+            await run_in_thread(func)
+        except Exception as exc:  # redis.RedisError, OSError: the task row is what counts
+            logger.error("Could not mark the task finalized in Redis: %(error)s", {"error": exc})
 
     async def _completeness_errors(self) -> list[str]:
         """A crawl that ran out of requests is only complete if every group finished."""

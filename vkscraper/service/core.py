@@ -381,14 +381,11 @@ class TaskService:
     def _cancel_workers(self, task: Task) -> dict[str, Any]:
         """Out of the feed if no worker took it yet, else ended for every worker: each closes
         its crawl of it and puts back the groups it had not finished (resumable)."""
-        server = self._workers()
         job = worker_job(task.id)
         state = self._worker_states().get(job)
-        if state == "pending" and server.lrem(workqueue.FEED, 0, task.id):
-            pass
-        elif state in ("pending", "running"):  # opening or crawled
-            workqueue.TaskQueue(server, task.id, "service").claim()
-            state = "running"
+        if state in ("pending", "running"):
+            # A worker taking it from the feed meanwhile drops it (BEGIN sees "cancelled").
+            workqueue.TaskQueue(self._workers(), task.id, "service").cancel()
         else:
             raise RequestError(
                 409, f"task {task.id} is not queued or running (status {task.status})"
