@@ -219,6 +219,53 @@ def test_a_killed_and_a_stopped_worker_lose_nothing(workers, pg_url):
     assert task.metrics["posts_expected"] == task.metrics["posts"] == len(posts)
 
 
+def test_a_finalizer_stopped_as_it_finishes_still_finalizes(workers, pg_url):
+    data = dataset(seed=26, groups=2)
+    with FakeVk(data, tokens=[A], rate_limit=0) as vk:
+        w = workers([A], vk.url)
+        w.start(1, "-s", f"VK_API_URL={vk.url}")
+        w.wait_started()
+        task_id = int(cli(w.env, "task", "create", "--groups", refs(data), "--enqueue").stdout)
+        deadline = time.monotonic() + 60
+        while "this worker finalizes it" not in w.log(0):
+            assert time.monotonic() < deadline, w.log(0)[-3000:]
+            time.sleep(0.02)
+        w.procs[0].send_signal(signal.SIGTERM)  # before its crawl closes by itself
+        assert w.procs[0].wait(timeout=30) == 0
+    assert "Closing spider (shutdown)" in w.log(0)
+    task = task_of(pg_url, task_id)
+    assert task.status == "completed", (task.status, w.log(0)[-3000:])
+    assert_stored_equals(pg_url, task_id, data, posts_per_group=10)
+
+
+def test_an_opener_stopped_while_opening_is_taken_over(workers, pg_url, tmp_path):
+    import socket
+
+    data = dataset(seed=27, groups=3)
+    hole = socket.socket()  # accepts connections, never answers: the opener stays opening
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(50)
+    with FakeVk(data, tokens=[A], rate_limit=0) as vk:
+        w = workers([A], vk.url)
+        w.start(1, "-s", f"VK_API_URL=http://127.0.0.1:{hole.getsockname()[1]}/method/",
+                "-s", "DOWNLOAD_TIMEOUT=8", "-s", "RETRY_TIMES=0")  # fmt: skip
+        w.wait_started()
+        task_id = int(cli(w.env, "task", "create", "--groups", refs(data), "--enqueue").stdout)
+        deadline = time.monotonic() + 30
+        while "opening it" not in w.log(0):
+            assert time.monotonic() < deadline, w.log(0)[-3000:]
+            time.sleep(0.05)
+        w.start(1, "-s", f"VK_API_URL={vk.url}")
+        w.wait_started()
+        w.procs[0].send_signal(signal.SIGTERM)
+        assert w.procs[0].wait(timeout=30) == 0
+        task = wait_done(pg_url, task_id, 60, w)
+    hole.close()
+    assert task.status == "completed", task.metrics["errors"]
+    assert "opening it" in w.log(1)
+    assert_stored_equals(pg_url, task_id, data, posts_per_group=10)
+
+
 def test_two_tasks_enqueued_at_once_complete_with_their_own_metrics(workers, pg_url):
     data = dataset(seed=23)
     ids = [g["id"] for g in data["groups"]]

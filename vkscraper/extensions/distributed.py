@@ -25,6 +25,7 @@ from scrapy.exceptions import DontCloseSpider, NotConfigured
 from scrapy.utils.asyncio import run_in_thread
 
 from vkscraper import signals as vk_signals
+from vkscraper.middlewares.auth import crawl_stopping
 from vkscraper.periodic import Periodic
 
 if TYPE_CHECKING:
@@ -204,6 +205,8 @@ class VkDistributed:
     def _maybe_opened(self) -> None:
         # Scrapy handles a callback's output concurrently: the spider's generator runs ahead
         # of the scheduler, so "every entry made" is not yet "every entry queued".
+        if crawl_stopping(self.crawler):
+            return  # stopped while opening: the next worker to take the task opens it
         if self._resolved and self._entries_queued >= self._entries_made and not self._opened:
             self._opened = True
             if self.queue.tasks.opened():

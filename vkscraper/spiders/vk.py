@@ -85,7 +85,12 @@ from vkscraper.extensions.distributed import VkDistributed
 from vkscraper.extensions.task import VkTaskExtension, describe_request
 from vkscraper.grouprefs import GroupRef, parse_group_refs
 from vkscraper.items import VkGroup, VkRawPost
-from vkscraper.middlewares.auth import CrawlStopping, NoUsableToken, token_error
+from vkscraper.middlewares.auth import (
+    CrawlStopping,
+    NoUsableToken,
+    crawl_stopping,
+    token_error,
+)
 from vkscraper.normalize import (
     latest_posts,
     parse_groups,
@@ -573,8 +578,8 @@ class VkSpider(scrapy.Spider):
     async def on_execute_error(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
         self._in_flight -= 1
-        if isinstance(failure.value, CrawlStopping):
-            return  # unsent: its units stay open, their groups unfinished for the next run
+        if self._unsent(failure):
+            return  # its units stay open, their groups unfinished for the next run
         await self._no_token_left(failure, request)
         reason = self._failure_reason(failure, request)
         for unit in request.cb_kwargs["units"]:
@@ -687,8 +692,8 @@ class VkSpider(scrapy.Spider):
         request = failure.request  # type: ignore[attr-defined]
         if request.meta.get("vk_method") == "groups.getById":
             self._resolved(1)
-        if isinstance(failure.value, CrawlStopping):
-            return  # unsent: its group stays unfinished for the next run
+        if self._unsent(failure):
+            return  # its group stays unfinished for the next run
         await self._no_token_left(failure, request)
         gid = request.meta.get("vk_group_id", 0)
         await self.task.add_error(
@@ -697,6 +702,14 @@ class VkSpider(scrapy.Spider):
             post=request.cb_kwargs.get("post_id"),
         )
         self.task.request_done(request.meta, failed=True)
+
+    def _unsent(self, failure: Failure) -> bool:
+        """Never sent (the crawl is closing), or lost to the close itself: a download cut
+        while the crawl stops is no finding about VK, so it is left for the next run."""
+        if isinstance(failure.value, CrawlStopping):
+            return True
+        real_answer = isinstance(failure.value, HttpError | IgnoreRequest)
+        return not real_answer and crawl_stopping(self.crawler)
 
     async def _no_token_left(self, failure: Failure, request: scrapy.Request) -> None:
         """Every token is dropped or parked too long: the crawl stops, saying why for each."""
