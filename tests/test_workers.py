@@ -238,6 +238,24 @@ def test_a_finalizer_stopped_as_it_finishes_still_finalizes(workers, pg_url):
     assert_stored_equals(pg_url, task_id, data, posts_per_group=10)
 
 
+def test_a_finalizer_killed_as_it_finishes_is_taken_over(workers, pg_url):
+    data = dataset(seed=28, groups=2)
+    with FakeVk(data, tokens=[A], rate_limit=0) as vk:
+        w = workers([A], vk.url)
+        w.start(2, "-s", f"VK_API_URL={vk.url}", "-s", "VK_WORKER_HEARTBEAT=2")
+        w.wait_started()
+        task_id = int(cli(w.env, "task", "create", "--groups", refs(data), "--enqueue").stdout)
+        deadline = time.monotonic() + 60
+        while not (ours := [i for i in (0, 1) if "this worker finalizes it" in w.log(i)]):
+            assert time.monotonic() < deadline, w.logs()[-3000:]
+            time.sleep(0.02)
+        w.procs[ours[0]].kill()
+        task = wait_done(pg_url, task_id, 60, w)
+    assert task.status == "completed", task.metrics["errors"]
+    assert "finalizing it here" in w.log(1 - ours[0])
+    assert_stored_equals(pg_url, task_id, data, posts_per_group=10)
+
+
 def test_an_opener_stopped_while_opening_is_taken_over(workers, pg_url, tmp_path):
     import socket
 
