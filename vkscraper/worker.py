@@ -101,7 +101,8 @@ class Worker(CrawlerProcess):
     async def _loop(self) -> None:
         while not self.stopping:
             try:
-                await run_in_thread(self._reap)
+                for task_id in await run_in_thread(self._reap):
+                    self._run(task_id, "finalize")
                 for task_id in await run_in_thread(self._active_tasks):
                     if task_id not in self.running.values() and len(self.running) < self.max_tasks:
                         self._start(task_id, begin=False)
@@ -129,7 +130,10 @@ class Worker(CrawlerProcess):
     def _active_tasks(self) -> list[int]:
         return sorted(int(t) for t in self.redis.smembers(workqueue.ACTIVE))
 
-    def _reap(self) -> None:
+    def _reap(self) -> list[int]:
+        """Put back the work of dead workers; returns the tasks a dead worker was to
+        finalize, now this worker's (in a thread: the crawls start in the reactor's)."""
+        to_finalize = []
         for task_id in self._active_tasks():
             queue = workqueue.TaskQueue(self.redis, task_id, self.id)
             if moved := queue.reap():
@@ -143,12 +147,13 @@ class Worker(CrawlerProcess):
                     "Task %(task)s: the worker finalizing it stopped beating; finalizing it here",
                     {"task": task_id},
                 )
-                self._run(task_id, "finalize")
+                to_finalize.append(task_id)
         prefix = workqueue.opening_key("")
         for key in self.redis.scan_iter(prefix + "*"):
             worker = key.decode()[len(prefix) :]
             if worker != self.id and not self.redis.exists(workqueue.heartbeat_key(worker)):
                 self._give_back(worker)
+        return to_finalize
 
     def _give_back(self, worker: str) -> None:
         while self.redis.lmove(workqueue.opening_key(worker), workqueue.FEED, "LEFT", "RIGHT"):
