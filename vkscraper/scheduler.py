@@ -8,9 +8,8 @@ crawled where its entry was taken, so its batching and bookkeeping never cross p
 a killed worker's groups are replayed whole from their entries.
 
 Entries are taken only while the worker holds fewer than ``VK_WORKER_GROUPS`` unfinished
-groups, so one worker cannot hoard a task's groups (scrapy-redis pops up to
-``CONCURRENT_REQUESTS`` at once); :class:`~vkscraper.extensions.distributed.VkDistributed`
-decides.
+groups, so one worker cannot hoard a task's groups (scrapy-redis alone pops whatever the
+engine asks for); :class:`~vkscraper.extensions.distributed.VkDistributed` decides.
 """
 
 from __future__ import annotations

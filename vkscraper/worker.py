@@ -8,7 +8,7 @@ after a dead worker and finalized exactly once: :mod:`vkscraper.workqueue`.
 
 The loop: beat the heartbeat; put back the work of dead workers; join every open task it does
 not run yet; wait up to 2 s on the feed for a new task (a blocking Redis call in a thread: an
-idle worker logs nothing and sends Redis one command per wait). SIGTERM or Ctrl-C: take no
+idle worker logs nothing and sends Redis a few commands per wait). SIGTERM or Ctrl-C: take no
 more tasks, close every crawl (each puts back the groups it had not finished, after writing
 what it holds) and exit; a second signal exits at once.
 """

@@ -92,7 +92,7 @@ class VkDistributed:
             (meta["vk_entry"], meta["vk_entry_data"])
         )
         assert self.crawler.stats is not None
-        self.crawler.stats.inc_value("vk/worker/entries")
+        self.crawler.stats.inc_value("vk/worker/entries_taken")
         logger.info(
             "Task %(task)s: took group %(group)s", {"task": self.task_id,
                                                      "group": meta["vk_group_id"]}

@@ -16,6 +16,10 @@ whole task is recounted once at close. On ``spider_closed`` it marks the task ``
 or ``failed`` (failed iff it has errors) — except after a shutdown (Ctrl-C), which leaves
 it ``in_progress`` and resumable.
 
+In worker mode (:class:`~vkscraper.extensions.distributed.VkDistributed`) the same happens per
+worker for the groups it crawls; only the crawl the coordinator names finalizes the task (the
+other crawls write their errors and request counts and leave).
+
 Every database call runs in a thread: the reactor never waits on the database. Errors that
 cannot be written (database down) are kept and written later; at close they go to the log.
 

@@ -29,6 +29,10 @@ into ``execute`` requests; every answer a unit gets is handled by the same code 
 call's (``_on_wall``, ``_on_comments``). A token VK refuses ``execute`` for falls back to plain
 calls.
 
+Worker mode (``python -m vkscraper worker``, :mod:`vkscraper.workqueue`): the worker that opens
+a task resolves its groups and yields one *entry* per group (a ``data:`` request, queued in
+Redis); whichever worker takes an entry crawls that group (``start_group``) as above.
+
 The spider tells the task extension about every request and item it yields and when each
 request is over, so the extension knows when a group is finished; the task itself (store,
 metrics, status) belongs to :class:`~vkscraper.extensions.task.VkTaskExtension`.
@@ -443,6 +447,8 @@ class VkSpider(scrapy.Spider):
     async def start_group(self, response: Response) -> AsyncIterator[Any]:
         """Worker mode: this worker took the group's entry and crawls the whole group."""
         gid = response.meta["vk_group_id"]
+        assert self.crawler.stats is not None
+        self.crawler.stats.inc_value("vk/worker/entries")  # answered here, not by VK
         # The group may have been begun by a worker that died: count it once.
         await self.task.restart_group(gid, always=True)
         for request in self._send(self._unit(WallUnit(gid))):
