@@ -60,6 +60,8 @@ def drive(base: str, task_id: int) -> dict:
                 page.screenshot(path=str(ARTIFACTS / "task-page-running.png"), full_page=True)
                 shot_mid = True
             if page.locator(".badge.completed, .badge.failed").count():
+                # The refresh may have landed between the two reads: the bar as it ends.
+                seen.append(float(bar.get_attribute("value") or 0))
                 break
             time.sleep(0.4)
         badge = page.locator("h1 .badge").inner_text()
