@@ -49,10 +49,8 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=12)
     parser.add_argument("--execute", action="store_true", help="execute batching (default off)")
     args = parser.parse_args()
-    data = generate_dataset(seed=42, groups=args.groups, posts_per_group=10, max_comments=40)
-    for group in data["groups"]:
-        for post in group["posts"]:
-            post["comments_closed"] = False
+    data = generate_dataset(seed=42, groups=args.groups, posts_per_group=10, max_comments=40,
+                            closed_comments=False)  # fmt: skip
     names = [g["screen_name"] for g in data["groups"] if not g.get("author_only")]
     tokens = [f"bench-token-{n}-0123456789abcdef" for n in range(args.tokens)]
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/8")

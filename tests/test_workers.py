@@ -28,12 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def dataset(seed: int, groups: int = 6, **kw):
-    data = generate_dataset(seed=seed, groups=groups, posts_per_group=6, max_comments=30,
-                            max_replies=12, author_groups=0, **kw)  # fmt: skip
-    for group in data["groups"]:
-        for post in group["posts"]:
-            post["comments_closed"] = False  # so a complete crawl ends "completed"
-    return data
+    # Comments open everywhere: a complete crawl ends "completed".
+    return generate_dataset(seed=seed, groups=groups, posts_per_group=6, max_comments=30,
+                            max_replies=12, author_groups=0, closed_comments=False,
+                            **kw)  # fmt: skip
 
 
 def refs(data, only=None):
@@ -69,6 +67,15 @@ class Workers:
 
     def logs(self) -> str:
         return "\n".join(self.log(i) for i in range(len(self.procs)))
+
+    def wait_until(self, condition, timeout: float, poll: float = 0.05):
+        """Poll ``condition()`` until it is truthy (returned); fail with the logs after
+        ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not (result := condition()):
+            assert time.monotonic() < deadline, self.logs()[-3000:]
+            time.sleep(poll)
+        return result
 
     def wait_started(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -185,6 +192,7 @@ def test_three_workers_share_a_task_under_one_limit_per_token(workers, pg_url, s
     assert len(dumps) > 2 and b"vkscraper:{task:" in b"".join(dumps)
     for token in tokens:
         assert all(token.encode() not in d for d in dumps)
+        assert token not in w.logs()
 
 
 def test_a_killed_and_a_stopped_worker_lose_nothing(workers, pg_url):
@@ -197,10 +205,7 @@ def test_a_killed_and_a_stopped_worker_lose_nothing(workers, pg_url):
         task_id = int(cli(w.env, "task", "create", "--groups", refs(data), "--enqueue").stdout)
         # Each of two workers holds groups in the middle of the crawl: one is killed, the
         # other stopped (SIGTERM).
-        deadline = time.monotonic() + 30
-        while sum(1 for n in took(w) if n) < 2:
-            assert time.monotonic() < deadline, w.logs()[-3000:]
-            time.sleep(0.1)
+        w.wait_until(lambda: sum(1 for n in took(w) if n) >= 2, 30)
         time.sleep(1.5)
         holders = [i for i, n in enumerate(took(w)) if n]
         killed, stopped = holders[0], holders[1]
@@ -226,10 +231,7 @@ def test_a_finalizer_stopped_as_it_finishes_still_finalizes(workers, pg_url):
         w.start(1, "-s", f"VK_API_URL={vk.url}")
         w.wait_started()
         task_id = int(cli(w.env, "task", "create", "--groups", refs(data), "--enqueue").stdout)
-        deadline = time.monotonic() + 60
-        while "this worker finalizes it" not in w.log(0):
-            assert time.monotonic() < deadline, w.log(0)[-3000:]
-            time.sleep(0.02)
+        w.wait_until(lambda: "this worker finalizes it" in w.log(0), 60, poll=0.02)
         w.procs[0].send_signal(signal.SIGTERM)  # before its crawl closes by itself
         assert w.procs[0].wait(timeout=30) == 0
     assert "Closing spider (shutdown)" in w.log(0)
@@ -245,10 +247,9 @@ def test_a_finalizer_killed_as_it_finishes_is_taken_over(workers, pg_url):
         w.start(2, "-s", f"VK_API_URL={vk.url}", "-s", "VK_WORKER_HEARTBEAT=2")
         w.wait_started()
         task_id = int(cli(w.env, "task", "create", "--groups", refs(data), "--enqueue").stdout)
-        deadline = time.monotonic() + 60
-        while not (ours := [i for i in (0, 1) if "this worker finalizes it" in w.log(i)]):
-            assert time.monotonic() < deadline, w.logs()[-3000:]
-            time.sleep(0.02)
+        ours = w.wait_until(
+            lambda: [i for i in (0, 1) if "this worker finalizes it" in w.log(i)], 60, poll=0.02
+        )
         w.procs[ours[0]].kill()
         task = wait_done(pg_url, task_id, 60, w)
     assert task.status == "completed", task.metrics["errors"]
@@ -269,10 +270,7 @@ def test_an_opener_stopped_while_opening_is_taken_over(workers, pg_url, tmp_path
                 "-s", "DOWNLOAD_TIMEOUT=8", "-s", "RETRY_TIMES=0")  # fmt: skip
         w.wait_started()
         task_id = int(cli(w.env, "task", "create", "--groups", refs(data), "--enqueue").stdout)
-        deadline = time.monotonic() + 30
-        while "opening it" not in w.log(0):
-            assert time.monotonic() < deadline, w.log(0)[-3000:]
-            time.sleep(0.05)
+        w.wait_until(lambda: "opening it" in w.log(0), 30)
         w.start(1, "-s", f"VK_API_URL={vk.url}")
         w.wait_started()
         w.procs[0].send_signal(signal.SIGTERM)

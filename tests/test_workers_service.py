@@ -4,8 +4,6 @@ the task API follows them; cancel works for a queued and for a running task."""
 
 from __future__ import annotations
 
-import time
-
 from tests.scrapyd import Scrapyd
 from tests.test_spider_vk import assert_stored_equals, task_of
 from tests.test_workers import REDIS_URL, A, dataset, refs, server, workers  # noqa: F401
@@ -46,10 +44,7 @@ def test_collect_feeds_the_workers_and_cancel_ends_a_task_for_all(
         w.wait_started()
         status, answer = svc.call("POST", "/collect.json", data=[("task_id", str(first))])
         assert status == 200, answer
-        deadline = time.monotonic() + 30
-        while not all("took group" in w.log(i) for i in (0, 1)):  # both crawl it
-            assert time.monotonic() < deadline, w.logs()[-3000:]
-            time.sleep(0.1)
+        w.wait_until(lambda: all("took group" in w.log(i) for i in (0, 1)), 30)  # both crawl it
         status, answer = svc.call("GET", f"/task.json?task_id={first}")
         assert answer["task"]["job"]["state"] == "running"
         status, answer = svc.call("POST", "/cancel-task.json", data=[("task_id", str(first))])
@@ -57,10 +52,7 @@ def test_collect_feeds_the_workers_and_cancel_ends_a_task_for_all(
         task = svc.wait_task(first, until=("in_progress",), timeout=30)
         assert task["resumable"] is True
         # Each worker's crawl of it closes within moments, its groups put back.
-        deadline = time.monotonic() + 15
-        while w.logs().count("this worker's part is over (cancelled)") < 2:
-            assert time.monotonic() < deadline, w.logs()[-3000:]
-            time.sleep(0.1)
+        w.wait_until(lambda: w.logs().count("this worker's part is over (cancelled)") == 2, 15)
         assert task_of(pg_url, first).status == "in_progress"
 
         # Collected once more: it resumes and completes with every row.

@@ -46,6 +46,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import scrapy
@@ -190,9 +191,10 @@ class VkSpider(scrapy.Spider):
                 raise RuntimeError("the vk spider needs VkTaskExtension (EXTENSIONS)")
         return self._task
 
-    @property
+    @cached_property
     def distributed(self) -> VkDistributed | None:
-        """Worker mode's coordinator, or None (built after the spider: looked up when used)."""
+        """Worker mode's coordinator, or None (built after the spider: looked up when first
+        used, once)."""
         return self.crawler.get_extension(VkDistributed)
 
     async def start(self) -> AsyncIterator[Any]:

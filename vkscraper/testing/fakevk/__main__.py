@@ -140,11 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             big_post=args.big_post,
             closed_groups=args.closed_groups,
             nul=not args.no_nul,
+            closed_comments=args.closed_comments,
         )
-        if not args.closed_comments:
-            for group in data["groups"]:
-                for post in group["posts"]:
-                    post["comments_closed"] = False
     if args.save_dataset:
         save_dataset(data, args.save_dataset)
     tokens = list(dict.fromkeys(t.strip() for t in args.tokens.split(",") if t.strip()))

@@ -257,6 +257,7 @@ def generate_dataset(
     author_groups: int = 2,
     closed_groups: int = 0,
     nul: bool = True,
+    closed_comments: bool = True,
     start_date: int = 1_700_000_000,
 ) -> Dataset:
     """Generate a deterministic dataset (same arguments, same dict).
@@ -272,13 +273,16 @@ def generate_dataset(
       comment; ``closed_groups``: extra unreadable communities (cycling wall disabled,
       members-only, deactivated), each with a few posts.
     * ``nul``: put a NUL byte into one visible comment of the first group.
+    * ``closed_comments``: False leaves every post's comments open (a complete crawl of the
+      dataset then ends "completed").
 
     Guaranteed variety (needs ``groups >= 1`` and ``posts_per_group >= 4``): the first group's
     oldest post is pinned; its newest post has a branch of 13 replies (one of them deleted, one
     answering an earlier reply), a deleted top-level stub with replies and a deleted top-level
     comment without replies, and is signed and edited; its second-newest post is by a user
     (``from_id`` > 0); its fourth-newest has no view count; each group has a post with no
-    comments; the last group's second-newest post has comments closed; community authors,
+    comments; the last group's second-newest post has comments closed (unless
+    ``closed_comments`` is False); community authors,
     emoji, Cyrillic, newlines and texts longer than 90 characters appear. Other posts are
     signed or edited at random.
     """
@@ -371,7 +375,7 @@ def generate_dataset(
                 post["from_id"], post["signer_id"] = extra.randint(1, profiles), None
             if first and from_newest == 3:
                 post["views"] = None  # VK counts no views for this one
-            if gid == readable_ids[-1] and from_newest == 1:
+            if closed_comments and gid == readable_ids[-1] and from_newest == 1:
                 post["comments_closed"] = True
             group["posts"].append(post)
     return normalize_dataset(data)
