@@ -539,6 +539,39 @@ def test_rate_limiter_counts_refused_arrivals() -> None:
     assert limiter.allow("a", 1.75) is True
 
 
+def test_rate_limiter_judges_each_arrival_by_its_own_time() -> None:
+    """Handler threads may check arrivals out of order: each is judged on its own window."""
+    limiter = RateLimiter(3)
+    assert [limiter.allow("a", t) for t in (0.0, 0.4, 0.8)] == [True, True, True]
+    assert limiter.allow("a", 1.3) is True  # (0.3, 1.3] holds 0.4 and 0.8
+    # checked late, an arrival at 1.05 finds only 0.4 and 0.8 before it in (0.05, 1.05]
+    assert limiter.allow("a", 1.05) is True
+
+
+def test_an_arrival_is_timed_when_its_bytes_reached_the_server(data: dict[str, Any]) -> None:
+    """Not when a handler thread got to it: a second request sent on the same connection while
+    the first is answered slowly (1 s) is timed when it was sent."""
+    import socket
+
+    def get(count: int) -> bytes:
+        query = urllib.parse.urlencode({"owner_id": -BIG_WALL_ID, "count": count, "v": "5.199",
+                                        "access_token": "test-token"})  # fmt: skip
+        return f"GET /method/wall.get?{query} HTTP/1.1\r\nHost: vk\r\n\r\n".encode()
+
+    with FakeVk(data, faults={"slow": 1.0}, slow_seconds=1) as vk:
+        host, port = urllib.parse.urlsplit(vk.url).netloc.split(":")
+        with socket.create_connection((host, int(port))) as conn:
+            conn.sendall(get(1))
+            time.sleep(0.2)
+            sent = time.time()
+            conn.sendall(get(2))  # waits in the kernel while the first answer sleeps
+            answers = b""
+            while answers.count(b"HTTP/1.1 200") < 2:
+                answers += conn.recv(65536)
+        (second,) = [e for e in vk.requests() if e["params"]["count"] == "2"]
+    assert abs(second["t"] - sent) < 0.2, second["t"] - sent
+
+
 def _wall_get_code(vk: FakeVk) -> int | None:
     """One quick wall.get; its error code, or None when it was answered."""
     body = call(vk, "wall.get", owner_id=-BIG_WALL_ID, count=1)

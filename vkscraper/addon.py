@@ -49,8 +49,8 @@ COMPONENTS = {
         # worker mode only (VK_DISTRIBUTED, set by `python -m vkscraper worker`)
         "vkscraper.extensions.distributed.VkDistributed": 510,
     },
-    # Scrapy's HTTP/1.1 handler plus the shared per-token limit (VK_SHARED_RATE_LIMIT; a
-    # no-op without it), which must gate the request after the download slot's delay.
+    # Scrapy's HTTP/1.1 handler plus the per-token limit (in Redis with VK_SHARED_RATE_LIMIT),
+    # which must gate the request after the download slot's delay.
     "DOWNLOAD_HANDLERS": {
         "http": "vkscraper.ratelimit.VkDownloadHandler",
         "https": "vkscraper.ratelimit.VkDownloadHandler",

@@ -17,6 +17,9 @@ Request handling, in this order (each step can end the request):
    ``no access_token passed.``; unknown → 5 ``invalid access_token (4).``
 3. Rate limit per token (sliding 1.0 s window): an arrival that finds ``rate_limit`` arrivals
    of the same token in the preceding second gets 6. Every arrival counts, refused ones too.
+   An arrival's time is when the kernel received the request (``SO_TIMESTAMPNS``, Linux), as
+   a real front end would see it, not when a handler thread got the GIL: a thread waiting
+   behind another one's JSON encoding would otherwise see requests bunched that were not.
 4. ``v``: missing, unparsable or below 5.81 → 8. Versions compare as (major, minor) integer
    pairs, so "5.9" is older than "5.81" as in VK's own numbering.
 5. Method name (case-sensitive) → 3 when unknown; then the method's own param checks → 100.
@@ -63,11 +66,15 @@ Behaviour choices (unverified against live VK unless VK's documentation says so)
 
 from __future__ import annotations
 
+import bisect
 import collections
 import hashlib
+import io
 import json
 import logging
 import random
+import socket
+import struct
 import threading
 import time
 import urllib.parse
@@ -654,14 +661,14 @@ class Api:
 
 
 class RateLimiter:
-    """Sliding one-second window per token; every arrival is recorded, refused ones too."""
+    """Sliding one-second window per token; every arrival is recorded, refused ones too.
+
+    Arrivals are kept sorted: handler threads may check them slightly out of order."""
 
     def __init__(self, limit: int, window: float = 1.0) -> None:
         self.limit = limit
         self.window = window
-        self._arrivals: dict[str, collections.deque[float]] = collections.defaultdict(
-            collections.deque
-        )
+        self._arrivals: dict[str, list[float]] = collections.defaultdict(list)
         self._lock = threading.Lock()
 
     def allow(self, token: str, now: float) -> bool:
@@ -669,11 +676,12 @@ class RateLimiter:
             return True
         with self._lock:
             arrivals = self._arrivals[token]
-            while arrivals and arrivals[0] <= now - self.window:
-                arrivals.popleft()
-            allowed = len(arrivals) < self.limit
-            arrivals.append(now)
-            return allowed
+            del arrivals[: bisect.bisect_right(arrivals, now - 2 * self.window)]
+            earlier = bisect.bisect_right(arrivals, now) - bisect.bisect_right(
+                arrivals, now - self.window
+            )
+            bisect.insort(arrivals, now)
+            return earlier < self.limit
 
 
 class FaultInjector:
@@ -829,9 +837,50 @@ def _error_body(code: int, message: str, method: str, params: dict[str, str]) ->
     return {"error": {"error_code": code, "error_msg": message, "request_params": echoed}}
 
 
+# Linux's values; the socket module does not name them.
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_CMSG_SPACE = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 0
+
+
+class _StampedSocketReader(io.RawIOBase):
+    """The connection's raw reader: ``recvmsg`` instead of ``recv``, keeping the kernel's
+    receive time of the latest bytes read (``stamp``; None where the kernel gives none)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.stamp: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        size, ancillary, _flags, _addr = self.sock.recvmsg_into([buffer], _CMSG_SPACE)
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= 16:
+                seconds, nanoseconds = struct.unpack("qq", data[:16])
+                self.stamp = seconds + nanoseconds / 1e9
+        return size
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: FakeVkServer
     protocol_version = "HTTP/1.1"  # keep-alive, as the real API; every answer has a length
+
+    def setup(self) -> None:
+        super().setup()
+        self._reader: _StampedSocketReader | None = None
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        except OSError:  # not Linux: arrivals are timed when read
+            return
+        self._reader = _StampedSocketReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def parse_request(self) -> bool:
+        # The request line was just read: its bytes' receive time is the arrival.
+        stamp = self._reader.stamp if self._reader is not None else None
+        self._arrived = time.time() if stamp is None else stamp
+        return super().parse_request()
     server_version = "nginx"
     sys_version = ""
 
@@ -846,7 +895,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve(self.rfile.read(length) if length > 0 else b"")
 
     def _serve(self, body: bytes) -> None:
-        arrived = time.time()
+        arrived = self._arrived
         url = urllib.parse.urlsplit(self.path)
         if not url.path.startswith("/method/"):
             self._send(404, _html(404), "text/html")
