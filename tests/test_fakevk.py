@@ -539,13 +539,21 @@ def test_rate_limiter_counts_refused_arrivals() -> None:
     assert limiter.allow("a", 1.75) is True
 
 
-def test_rate_limiter_judges_each_arrival_by_its_own_time() -> None:
-    """Handler threads may check arrivals out of order: each is judged on its own window."""
+def test_rate_limiter_judges_arrivals_checked_out_of_order() -> None:
+    """Handler threads may check arrivals late: 4 arrivals within 1 s are refused one, and
+    arrivals in different seconds are not, whatever the order they are checked in."""
     limiter = RateLimiter(3)
-    assert [limiter.allow("a", t) for t in (0.0, 0.4, 0.8)] == [True, True, True]
-    assert limiter.allow("a", 1.3) is True  # (0.3, 1.3] holds 0.4 and 0.8
-    # checked late, an arrival at 1.05 finds only 0.4 and 0.8 before it in (0.05, 1.05]
-    assert limiter.allow("a", 1.05) is True
+    assert [limiter.allow("a", t) for t in (0.1, 0.2, 1.5)] == [True, True, True]
+    assert limiter.allow("a", 0.3) is True  # 0.1, 0.2, 0.3: three; 1.5 is another second
+    assert limiter.allow("a", 0.35) is False  # 0.1 … 0.35: four within 0.25 s
+    late = RateLimiter(3)
+    assert [late.allow("a", t) for t in (0.0, 0.5, 0.52)] == [True, True, True]
+    # checked last but not the last to arrive: 0.0, 0.5, 0.51, 0.52 are four within 1 s
+    assert late.allow("a", 0.51) is False
+    also = RateLimiter(3)
+    assert [also.allow("a", t) for t in (0.2, 0.6, 0.9, 1.25)] == [True, True, True, True]
+    # 0.6, 0.9, 1.1, 1.25 are four within 1 s, though only 0.2 … 1.1 was judged before
+    assert also.allow("a", 1.1) is False
 
 
 def test_an_arrival_is_timed_when_its_bytes_reached_the_server(data: dict[str, Any]) -> None:

@@ -1,5 +1,5 @@
-"""The per-token limit at the moment a request leaves (``vkscraper.ratelimit``), in one
-process: the log in memory, and a request that opened a connection logged again once answered."""
+"""The per-token limit at the moment a request leaves (``vkscraper.ratelimit``): the log in
+memory and in Redis, and a request that opened a connection logged again."""
 
 from __future__ import annotations
 
@@ -12,9 +12,18 @@ from scrapy import Request
 from scrapy.utils.asyncio import sleep
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
+from twisted.internet.defer import succeed
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Protocol
 
 from vkscraper.middlewares.auth import CrawlStopping
-from vkscraper.ratelimit import LocalRateLimit, VkDownloadHandler
+from vkscraper.ratelimit import (
+    LocalRateLimit,
+    SharedRateLimit,
+    VkDownloadHandler,
+    _Opening,
+    _WatchedEndpoint,
+)
 from vkscraper.testing.fakevk import FakeVk, generate_dataset
 
 REDIS_URL = os.environ.get("VK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -38,15 +47,44 @@ async def test_the_log_lets_limit_requests_of_a_token_into_any_window():
     assert waited >= 0.25
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["memory", "redis"])
 @deferred_f_from_coro_f
-async def test_a_restamped_request_counts_from_its_new_time():
-    limit = LocalRateLimit(1, 0.3)
-    _, member = await limit.acquire("a", give_up=1, stopping=never)
-    await sleep(0.2)
-    await limit.restamp("a", member)
-    start = time.monotonic()
-    await limit.acquire("a", give_up=1, stopping=never)
-    assert time.monotonic() - start >= 0.28  # 0.3 after the restamp, not after the first time
+async def test_a_restamped_request_counts_once_from_its_new_time(shared):
+    limit = SharedRateLimit(REDIS_URL, 2, 0.6) if shared else LocalRateLimit(2, 0.6)
+    tag = uuid.uuid4().hex[:8]
+    try:
+        _, member = await limit.acquire(tag, give_up=1, stopping=never)
+        await sleep(0.2)
+        limit.restamp(tag, member)
+        await sleep(0.05)  # Redis's restamp runs in the background
+        start = time.monotonic()
+        await limit.acquire(tag, give_up=1, stopping=never)
+        assert time.monotonic() - start < 0.1  # moved, not added: one entry in the log
+        await limit.acquire(tag, give_up=1, stopping=never)
+        # 0.6 after the restamp (0.2), not after the first time (0): 0.55 after `start`
+        assert time.monotonic() - start >= 0.45
+    finally:
+        await limit.close()
+
+
+def test_a_new_connection_logs_its_request_again_when_up_and_when_tls_is():
+    stamps: list[str] = []
+    opening = _Opening(lambda: stamps.append("stamp"))
+    protocol = Protocol()
+
+    class Endpoint:
+        def connect(self, factory):
+            stamps.append("connect")
+            return succeed(protocol)
+
+    connected = []
+    _WatchedEndpoint(Endpoint(), opening).connect(object()).addCallback(connected.append)
+    assert connected == [protocol]
+    assert opening.opened
+    assert stamps == ["connect", "stamp"]
+    assert IHandshakeListener.providedBy(protocol)  # what TLS checks before calling it
+    protocol.handshakeCompleted()
+    assert stamps == ["connect", "stamp", "stamp"]
 
 
 @deferred_f_from_coro_f
@@ -62,9 +100,9 @@ async def test_a_wait_ends_when_the_crawl_stops():
 @pytest.mark.parametrize("shared", [False, True], ids=["memory", "redis"])
 @deferred_f_from_coro_f
 async def test_a_request_that_opened_a_connection_is_logged_when_answered(shared):
-    """In memory and in Redis: 1 request per 1.0 s, every answer 0.5 s late. The first request opens the connection:
-    it counts from its answer, so the second leaves 1.5 s after it. The second reuses the
-    connection: the third leaves 1.0 s after it."""
+    """In memory and in Redis: 1 request per 1.0 s, every answer 0.5 s late. The first request
+    opens the connection: it counts from its answer, so the second leaves 1.5 s after it. The
+    second reuses the connection: the third leaves 1.0 s after it."""
     data = generate_dataset(seed=3, groups=1, posts_per_group=3)
     owner = -data["groups"][0]["id"]
     tag = uuid.uuid4().hex[:8]  # a fresh log in Redis

@@ -25,6 +25,7 @@ A wait ends at once when the crawl is closing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -35,7 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.utils.asyncio import sleep
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.web.client import HTTPConnectionPool
+from zope.interface import alsoProvides
 
 from vkscraper.middlewares.auth import CrawlStopping, crawl_stopping
 
@@ -50,6 +53,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 KEY = "vkscraper:rate:{tag}"
+REDIS_TIMEOUT = 5.0  # seconds for one script call
 # KEYS[1] the token's log; ARGV: limit, window (µs), a unique member. Returns 0 when the
 # request may go (and logs it), else the µs until the oldest entry leaves the window.
 SCRIPT = """
@@ -111,7 +115,7 @@ class LocalRateLimit:
             await sleep(step)
             waited += step
 
-    async def restamp(self, tag: str, member: str) -> None:
+    def restamp(self, tag: str, member: str) -> None:
         """Log the request ``member`` as sent now (see :class:`VkDownloadHandler`)."""
         sent = self._sent[tag]
         kept = [entry for entry in sent if entry[1] != member]
@@ -127,9 +131,14 @@ class SharedRateLimit:
     def __init__(self, redis_url: str, limit: int, window: float) -> None:
         import redis.asyncio  # only this mode needs Redis
 
-        self.redis = redis.asyncio.from_url(redis_url)
+        # A Redis that accepts connections but never answers must not hold requests forever.
+        self.redis = redis.asyncio.from_url(
+            redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+        )
         self.script = self.redis.register_script(SCRIPT)
         self.restamp_script = self.redis.register_script(RESTAMP)
+        self._restamps: set[asyncio.Future[None]] = set()
+        self._closed = False
         self.limit = limit
         self.window_us = int(window * 1_000_000)
         self._down = False
@@ -179,44 +188,74 @@ class SharedRateLimit:
             await sleep(step)
             waited += step
 
-    async def restamp(self, tag: str, member: str) -> None:
-        """Log the request ``member`` as sent now (see :class:`VkDownloadHandler`); if Redis
-        fails, its first time stays."""
+    def restamp(self, tag: str, member: str) -> None:
+        """Log the request ``member`` as sent now (see :class:`VkDownloadHandler`), in the
+        background: nothing waits for Redis. If Redis fails, its earlier time stays."""
+        if self._closed:
+            return
+        task = asyncio.ensure_future(self._restamp(tag, member))
+        self._restamps.add(task)
+        task.add_done_callback(self._restamps.discard)
+
+    async def _restamp(self, tag: str, member: str) -> None:
         try:
             await self.restamp_script(keys=[KEY.format(tag=tag)], args=[member, self.window_us])
         except Exception as exc:  # redis.exceptions.RedisError, OSError …
             logger.debug("could not restamp a request in the shared rate limit: %s", exc)
 
     async def close(self) -> None:
+        self._closed = True
+        for task in list(self._restamps):
+            task.cancel()
         await self.redis.aclose()
 
 
-# The list a request's download appends to when the pool opens a connection for it.
-_OPENED: ContextVar[list[bool] | None] = ContextVar("vkscraper_opened", default=None)
+class _Opening:
+    """What a download tells the limit when it opens a connection: ``stamp`` logs its request
+    again, as sent now."""
+
+    __slots__ = ("opened", "stamp")
+
+    def __init__(self, stamp: Callable[[], None]) -> None:
+        self.opened = False
+        self.stamp = stamp
+
+
+# The current download's _Opening, read by the pool when it picks a connection.
+_OPENING: ContextVar[_Opening | None] = ContextVar("vkscraper_opening", default=None)
 
 
 class _WatchedEndpoint:
-    """An endpoint the pool calls ``connect`` on only when it opens a new connection."""
+    """An endpoint the pool calls ``connect`` on only when it opens a new connection: the
+    request is logged again once the connection is up, and once TLS is."""
 
-    def __init__(self, endpoint: IStreamClientEndpoint, opened: list[bool]) -> None:
+    def __init__(self, endpoint: Any, opening: _Opening) -> None:  # an IStreamClientEndpoint
         self.endpoint = endpoint
-        self.opened = opened
+        self.opening = opening
 
     def connect(self, factory: Any) -> Any:
-        self.opened.append(True)
-        return self.endpoint.connect(factory)
+        self.opening.opened = True
+
+        def connected(protocol: Any) -> Any:
+            self.opening.stamp()
+            # TLS calls this on its protocol when the handshake is done (checked then).
+            alsoProvides(protocol, IHandshakeListener)
+            protocol.handshakeCompleted = self.opening.stamp
+            return protocol
+
+        return self.endpoint.connect(factory).addCallback(connected)
 
     def __repr__(self) -> str:
         return repr(self.endpoint)
 
 
 class _WatchedPool(HTTPConnectionPool):
-    """Twisted's pool, telling the current download whether it opened a connection."""
+    """Twisted's pool, telling the current download when it opens a connection for it."""
 
     def getConnection(self, key: Any, endpoint: IStreamClientEndpoint) -> Any:  # noqa: N802
-        opened = _OPENED.get()
-        if opened is not None:
-            endpoint = _WatchedEndpoint(endpoint, opened)  # type: ignore[assignment]
+        opening = _OPENING.get()
+        if opening is not None:
+            endpoint = _WatchedEndpoint(endpoint, opening)  # type: ignore[assignment]
         return super().getConnection(key, endpoint)
 
 
@@ -229,7 +268,8 @@ class VkDownloadHandler(HTTP11DownloadHandler):
     (and TLS) handshake, which was measured at up to 19 ms on a loaded machine against the
     emulator and is a round trip or two to VK. Requests after it on warm connections arrive
     sooner, so four could reach VK within one second. Such a request is logged again, as sent,
-    once its answer has come (the latest it can have arrived)."""
+    when its connection is up, when TLS is, and when its answer has come (the latest it can
+    have arrived)."""
 
     def __init__(self, crawler: Crawler) -> None:
         super().__init__(crawler)
@@ -259,22 +299,26 @@ class VkDownloadHandler(HTTP11DownloadHandler):
     async def download_request(self, request: Request) -> Response:
         tag = request.meta.get("vk_token_tag")
         if not tag:
-            return await super().download_request(request)
+            reset = _OPENING.set(None)  # not another download's, whatever the context holds
+            try:
+                return await super().download_request(request)
+            finally:
+                _OPENING.reset(reset)
         waited, member = await self.limit.acquire(
             tag, give_up=self.give_up, stopping=lambda: crawl_stopping(self.crawler)
         )
         if waited and self.stats is not None:
             self.stats.inc_value("vk/rate_limit/waits")
-        opened: list[bool] = []
-        reset = _OPENED.set(opened)
+        opening = _Opening(lambda: self.limit.restamp(tag, member))
+        reset = _OPENING.set(opening)
         try:
             return await super().download_request(request)
         finally:
-            _OPENED.reset(reset)
-            if opened:  # also when it failed: it may have arrived
-                await self.limit.restamp(tag, member)
+            _OPENING.reset(reset)
+            if opening.opened:  # also when it failed: it may have arrived
+                opening.stamp()
                 if self.stats is not None:
-                    self.stats.inc_value("vk/rate_limit/restamped")
+                    self.stats.inc_value("vk/rate_limit/connections_opened")
 
     async def close(self) -> None:
         await self.limit.close()

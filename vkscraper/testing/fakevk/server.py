@@ -75,6 +75,7 @@ import logging
 import random
 import socket
 import struct
+import sys
 import threading
 import time
 import urllib.parse
@@ -663,7 +664,10 @@ class Api:
 class RateLimiter:
     """Sliding one-second window per token; every arrival is recorded, refused ones too.
 
-    Arrivals are kept sorted: handler threads may check them slightly out of order."""
+    Handler threads may check arrivals out of order (each is timed when its bytes came), so an
+    arrival is refused when it makes ``limit + 1`` arrivals within one window, whichever of
+    them came last: in order, that is the arrival finding ``limit`` in the second before it;
+    checked late, it may complete a run an arrival already answered had started."""
 
     def __init__(self, limit: int, window: float = 1.0) -> None:
         self.limit = limit
@@ -677,11 +681,14 @@ class RateLimiter:
         with self._lock:
             arrivals = self._arrivals[token]
             del arrivals[: bisect.bisect_right(arrivals, now - 2 * self.window)]
-            earlier = bisect.bisect_right(arrivals, now) - bisect.bisect_right(
-                arrivals, now - self.window
+            i = bisect.bisect_right(arrivals, now)
+            arrivals.insert(i, now)
+            n = self.limit
+            # every run of n + 1 consecutive arrivals that holds this one
+            return all(
+                arrivals[start + n] - arrivals[start] >= self.window
+                for start in range(max(0, i - n), min(i, len(arrivals) - n - 1) + 1)
             )
-            bisect.insort(arrivals, now)
-            return earlier < self.limit
 
 
 class FaultInjector:
@@ -837,9 +844,8 @@ def _error_body(code: int, message: str, method: str, params: dict[str, str]) ->
     return {"error": {"error_code": code, "error_msg": message, "request_params": echoed}}
 
 
-# Linux's values; the socket module does not name them.
+# Linux's value (x86, ARM); the socket module does not name it.
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-_CMSG_SPACE = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 0
 
 
 class _StampedSocketReader(io.RawIOBase):
@@ -854,7 +860,7 @@ class _StampedSocketReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        size, ancillary, _flags, _addr = self.sock.recvmsg_into([buffer], _CMSG_SPACE)
+        size, ancillary, _flags, _addr = self.sock.recvmsg_into([buffer], socket.CMSG_SPACE(16))
         for level, kind, data in ancillary:
             if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= 16:
                 seconds, nanoseconds = struct.unpack("qq", data[:16])
@@ -865,24 +871,27 @@ class _StampedSocketReader(io.RawIOBase):
 class _Handler(BaseHTTPRequestHandler):
     server: FakeVkServer
     protocol_version = "HTTP/1.1"  # keep-alive, as the real API; every answer has a length
+    server_version = "nginx"
+    sys_version = ""
 
     def setup(self) -> None:
         super().setup()
         self._reader: _StampedSocketReader | None = None
-        try:
-            self.connection.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-        except OSError:  # not Linux: arrivals are timed when read
+        if sys.platform != "linux":  # elsewhere arrivals are timed when read
             return
+        self.connection.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         self._reader = _StampedSocketReader(self.connection)
         self.rfile = io.BufferedReader(self._reader)
 
     def parse_request(self) -> bool:
-        # The request line was just read: its bytes' receive time is the arrival.
+        # The request line was just read: its bytes' receive time is the arrival. (Requests
+        # a client sends back to back without waiting for answers, which Scrapy does not, may
+        # come in one read and share the time of its last bytes.)
         stamp = self._reader.stamp if self._reader is not None else None
+        if self._reader is not None:
+            self._reader.stamp = None  # not the next request's, if its read has no stamp
         self._arrived = time.time() if stamp is None else stamp
         return super().parse_request()
-    server_version = "nginx"
-    sys_version = ""
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         logger.debug("%s %s", self.address_string(), format % args)
