@@ -16,9 +16,9 @@ jitter). The slot's delay stays in force as the floor.
   and VK answers error 6 above 3. :data:`SCRIPT` keeps the log in a sorted set, on Redis's
   own clock, atomic because Redis runs one script at a time. Keys are
   ``vkscraper:rate:<tag>``: the token's non-secret tag, never the token. If Redis cannot be
-  reached, requests wait (one WARNING per outage) rather than go out unpaced, for at most
-  ``DOWNLOAD_TIMEOUT``; then the request fails like a connection error (retried, then recorded
-  with the reason).
+  reached or does not answer within 5 s, requests wait (one WARNING per outage) rather than
+  go out unpaced, for at most ``DOWNLOAD_TIMEOUT``; then the request fails like a connection
+  error (retried, then recorded with the reason).
 
 A wait ends at once when the crawl is closing.
 """
