@@ -881,15 +881,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.connection.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         self._reader = _StampedSocketReader(self.connection)
+        self.rfile.close()  # the makefile() reader it replaces; the socket stays open
         self.rfile = io.BufferedReader(self._reader)
 
     def parse_request(self) -> bool:
         # The request line was just read: its bytes' receive time is the arrival. (Requests
         # a client sends back to back without waiting for answers, which Scrapy does not, may
         # come in one read and share the time of its last bytes.)
-        stamp = self._reader.stamp if self._reader is not None else None
-        if self._reader is not None:
-            self._reader.stamp = None  # not the next request's, if its read has no stamp
+        stamp = None
+        if self._reader is not None:  # taken, so a later read without one cannot reuse it
+            stamp, self._reader.stamp = self._reader.stamp, None
         self._arrived = time.time() if stamp is None else stamp
         return super().parse_request()
 
