@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import time
 import urllib.error
 import urllib.parse
@@ -578,6 +579,34 @@ def test_an_arrival_is_timed_when_its_bytes_reached_the_server(data: dict[str, A
                 answers += conn.recv(65536)
         (second,) = [e for e in vk.requests() if e["params"]["count"] == "2"]
     assert abs(second["t"] - sent) < 0.2, second["t"] - sent
+
+
+def test_a_request_sent_before_its_connection_is_accepted_is_timed_when_sent(
+    data: dict[str, Any],
+) -> None:
+    """The first request of a connection may come before the server has a thread for it
+    (here 0.5 s before: the emulator's process is stopped meanwhile): it is still timed when
+    its bytes came."""
+    import signal
+    import socket
+
+    query = urllib.parse.urlencode({"owner_id": -BIG_WALL_ID, "count": 1, "v": "5.199",
+                                    "access_token": "test-token"})  # fmt: skip
+    with FakeVk(data) as vk:
+        host, port = urllib.parse.urlsplit(vk.url).netloc.split(":")
+        pid = vk._proc.pid  # type: ignore[union-attr]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            conn = socket.create_connection((host, int(port)))  # the kernel accepts it
+            conn.sendall(f"GET /method/wall.get?{query} HTTP/1.1\r\nHost: vk\r\n\r\n".encode())
+            sent = time.time()
+            time.sleep(0.5)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        with conn:
+            assert b"HTTP/1.1 200" in conn.recv(65536)
+        (entry,) = vk.requests()
+    assert abs(entry["t"] - sent) < 0.2, entry["t"] - sent
 
 
 def _wall_get_code(vk: FakeVk) -> int | None:

@@ -1,30 +1,26 @@
 """The per-token limit at the moment a request leaves (``vkscraper.ratelimit``): the log in
-memory and in Redis, and a request that opened a connection logged again."""
+memory and in Redis, and a request logged again when its bytes go to the socket."""
 
 from __future__ import annotations
 
+import datetime
+import http.server
+import ipaddress
 import os
+import ssl
+import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from scrapy import Request
 from scrapy.utils.asyncio import sleep
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
-from twisted.internet.defer import succeed
-from twisted.internet.interfaces import IHandshakeListener
-from twisted.internet.protocol import Protocol
 
 from vkscraper.middlewares.auth import CrawlStopping
-from vkscraper.ratelimit import (
-    LocalRateLimit,
-    SharedRateLimit,
-    VkDownloadHandler,
-    _Opening,
-    _WatchedEndpoint,
-)
-from vkscraper.testing.fakevk import FakeVk, generate_dataset
+from vkscraper.ratelimit import LocalRateLimit, SharedRateLimit, VkDownloadHandler
 
 REDIS_URL = os.environ.get("VK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -67,26 +63,6 @@ async def test_a_restamped_request_counts_once_from_its_new_time(shared):
         await limit.close()
 
 
-def test_a_new_connection_logs_its_request_again_when_up_and_when_tls_is():
-    stamps: list[str] = []
-    opening = _Opening(lambda: stamps.append("stamp"))
-    protocol = Protocol()
-
-    class Endpoint:
-        def connect(self, factory):
-            stamps.append("connect")
-            return succeed(protocol)
-
-    connected = []
-    _WatchedEndpoint(Endpoint(), opening).connect(object()).addCallback(connected.append)
-    assert connected == [protocol]
-    assert opening.opened
-    assert stamps == ["connect", "stamp"]
-    assert IHandshakeListener.providedBy(protocol)  # what TLS checks before calling it
-    protocol.handshakeCompleted()
-    assert stamps == ["connect", "stamp", "stamp"]
-
-
 @deferred_f_from_coro_f
 async def test_a_wait_ends_when_the_crawl_stops():
     limit = LocalRateLimit(1, 60)
@@ -97,32 +73,103 @@ async def test_a_wait_ends_when_the_crawl_stops():
     assert time.monotonic() < stop_at + 1
 
 
-@pytest.mark.parametrize("shared", [False, True], ids=["memory", "redis"])
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as VK
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.server.arrivals.append(time.time())  # type: ignore[attr-defined]
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        time.sleep(0.5)  # a slow answer
+        body = b'{"response": []}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _certificate(tmp: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (Scrapy does not verify it)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(san, critical=False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))  # fmt: skip
+    return cert_file, key_file
+
+
+@pytest.fixture
+def slow_server(request, tmp_path):
+    """A keep-alive server answering every POST 0.5 s late, in plain HTTP or TLS; its
+    ``arrivals`` are the times requests came."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.arrivals = []  # type: ignore[attr-defined]
+    if request.param == "https":
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*_certificate(tmp_path))
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.url = f"{request.param}://127.0.0.1:{server.server_address[1]}/"  # type: ignore[attr-defined]
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("slow_server", "shared"),
+    [("http", False), ("http", True), ("https", True)],
+    ids=["http-memory", "http-redis", "https-redis"],
+    indirect=["slow_server"],
+)
 @deferred_f_from_coro_f
-async def test_a_request_that_opened_a_connection_is_logged_when_answered(shared):
-    """In memory and in Redis: 1 request per 1.0 s, every answer 0.5 s late. The first request
-    opens the connection: it counts from its answer, so the second leaves 1.5 s after it. The
-    second reuses the connection: the third leaves 1.0 s after it."""
-    data = generate_dataset(seed=3, groups=1, posts_per_group=3)
-    owner = -data["groups"][0]["id"]
+async def test_a_request_counts_from_when_its_bytes_go_to_the_socket(shared, slow_server):
+    """1 request per 1.0 s; answers come 0.5 s late.
+
+    - The first request opens the connection: it counts from its answer (0.5 s), so the second
+      goes 1.5 s after it.
+    - The second is logged, then the loop is blocked for 0.3 s before it is sent (as in a busy
+      process): the third goes 1.0 s after the second was sent — not 1.0 s after it was
+      logged (0.7 s after it was sent), nor 1.0 s after it was answered (1.5 s)."""
     tag = uuid.uuid4().hex[:8]  # a fresh log in Redis
-    with FakeVk(data, faults={"slow": 1.0}, slow_seconds=0.5) as vk:
-        settings = {"VK_REQUESTS_PER_SECOND": 1, "VK_RATE_MARGIN": 1,
-                    "VK_SHARED_RATE_LIMIT": shared, "REDIS_URL": REDIS_URL}  # fmt: skip
-        crawler = get_crawler(settings_dict=settings)
-        handler = VkDownloadHandler.from_crawler(crawler)
-        try:
-            for count in (1, 2, 3):
-                request = Request(
-                    f"{vk.url}wall.get?owner_id={owner}&count={count}&v=5.199",
-                    headers={"Authorization": "Bearer test-token"},
-                    meta={"vk_token_tag": tag},
-                )
-                response = await handler.download_request(request)
-                assert response.status == 200
-        finally:
-            await handler.close()
-        arrivals = [e["t"] for e in vk.requests()]
-    assert len(arrivals) == 3
-    assert arrivals[1] - arrivals[0] >= 1.45, arrivals
-    assert arrivals[2] - arrivals[1] < 1.3, arrivals
+    settings = {"VK_REQUESTS_PER_SECOND": 1, "VK_RATE_MARGIN": 1,
+                "VK_SHARED_RATE_LIMIT": shared, "REDIS_URL": REDIS_URL}  # fmt: skip
+    handler = VkDownloadHandler.from_crawler(get_crawler(settings_dict=settings))
+    acquire = handler.limit.acquire
+
+    async def late_acquire(*args, **kwargs):
+        logged = await acquire(*args, **kwargs)
+        if len(slow_server.arrivals) == 1:
+            time.sleep(0.3)  # blocks the loop: nothing is sent meanwhile
+        return logged
+
+    handler.limit.acquire = late_acquire  # type: ignore[method-assign]
+    try:
+        for _ in range(3):
+            request = Request(slow_server.url, method="POST", body=b"owner_id=-1",
+                              meta={"vk_token_tag": tag})  # fmt: skip
+            response = await handler.download_request(request)
+            assert response.status == 200
+    finally:
+        await handler.close()
+    first, second, third = slow_server.arrivals
+    assert second - first >= 1.45, second - first
+    assert 0.95 <= third - second < 1.3, third - second

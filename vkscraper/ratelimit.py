@@ -5,10 +5,11 @@ Scrapy's download delay spaces the moments the download slot lets a request go, 
 moments it is sent: the middlewares in between take longer for some requests than for others,
 and four requests were measured leaving within 1.045 s with the delay at 0.35 s (a limit of 3
 in any 1.05 s). So every VK request also passes a sliding-window log of its token in the
-download handler (:class:`VkDownloadHandler`), after the slot's delay, where the time it
-records is the time the request leaves. At most ``VK_REQUESTS_PER_SECOND`` requests of a token
-go in any window of ``VK_RATE_MARGIN`` seconds (1.05: the margin absorbs the network's
-jitter). The slot's delay stays in force as the floor.
+download handler (:class:`VkDownloadHandler`), after the slot's delay: at most
+``VK_REQUESTS_PER_SECOND`` requests of a token go in any window of ``VK_RATE_MARGIN`` seconds
+(1.05: the margin absorbs the network's jitter). A request is logged when it passes, and again,
+as sent then, each time the socket sends its bytes. The slot's delay stays in force as the
+floor.
 
 - :class:`LocalRateLimit` (the default): the log in this process's memory.
 - :class:`SharedRateLimit` (``VK_SHARED_RATE_LIMIT = True`` and ``REDIS_URL``): the log of
@@ -36,9 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.utils.asyncio import sleep
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.abstract import FileDescriptor
 from twisted.web.client import HTTPConnectionPool
-from zope.interface import alsoProvides
 
 from vkscraper.middlewares.auth import CrawlStopping, crawl_stopping
 
@@ -210,53 +210,69 @@ class SharedRateLimit:
         await self.redis.aclose()
 
 
-class _Opening:
-    """What a download tells the limit when it opens a connection: ``stamp`` logs its request
-    again, as sent now."""
+class _Sending:
+    """A download in flight: ``stamp`` logs its request as sent now. ``transport`` is the
+    socket's transport once the pool has given the download a connection; ``opened`` tells
+    whether that connection is new."""
 
-    __slots__ = ("opened", "stamp")
+    __slots__ = ("opened", "stamp", "transport")
 
     def __init__(self, stamp: Callable[[], None]) -> None:
-        self.opened = False
         self.stamp = stamp
+        self.transport: Any = None
+        self.opened = False
 
 
-# The current download's _Opening, read by the pool when it picks a connection.
-_OPENING: ContextVar[_Opening | None] = ContextVar("vkscraper_opening", default=None)
+# The current download's _Sending, read by the pool when it hands out a connection.
+_SENDING: ContextVar[_Sending | None] = ContextVar("vkscraper_sending", default=None)
+_ATTR = "_vkscraper_sending"  # on a socket's transport: the _Sending whose bytes it writes
 
 
-class _WatchedEndpoint:
-    """An endpoint the pool calls ``connect`` on only when it opens a new connection: the
-    request is logged again once the connection is up, and once TLS is."""
+def _socket_transport(protocol: Any) -> FileDescriptor | None:
+    """The transport that writes ``protocol``'s bytes to the socket (under TLS's, if any), or
+    None if there is none to be found."""
+    # A reused connection comes wrapped in the pool's retrying protocol.
+    protocol = getattr(protocol, "_clientProtocol", protocol)
+    # By type: TLS's wrapper answers for its transport's attributes (ProtocolWrapper.__getattr__).
+    transport = getattr(protocol, "transport", None)
+    while transport is not None and not isinstance(transport, FileDescriptor):
+        transport = getattr(transport, "transport", None)
+    return transport
 
-    def __init__(self, endpoint: Any, opening: _Opening) -> None:  # an IStreamClientEndpoint
-        self.endpoint = endpoint
-        self.opening = opening
 
-    def connect(self, factory: Any) -> Any:
-        self.opening.opened = True
+def _watch(connection: Any, sending: _Sending) -> Any:
+    """Make the socket under ``connection`` stamp ``sending`` each time it sends bytes."""
+    transport = _socket_transport(connection)
+    if transport is None:
+        return connection  # the download stamps when it ends instead
+    if not hasattr(transport, _ATTR):  # a new connection: no download has used it
+        sending.opened = True
+        send = transport.writeSomeData
 
-        def connected(protocol: Any) -> Any:
-            self.opening.stamp()
-            # TLS calls this on its protocol when the handshake is done (checked then).
-            alsoProvides(protocol, IHandshakeListener)
-            protocol.handshakeCompleted = self.opening.stamp
-            return protocol
+        # Twisted buffers a write and sends it on a later turn of the loop (doWrite): this
+        # is the moment the bytes go to the socket.
+        def write_some_data(data: bytes) -> Any:
+            result = send(data)
+            current = getattr(transport, _ATTR)
+            if current is not None:
+                current.stamp()
+            return result
 
-        return self.endpoint.connect(factory).addCallback(connected)
-
-    def __repr__(self) -> str:
-        return repr(self.endpoint)
+        transport.writeSomeData = write_some_data  # type: ignore[method-assign]
+    setattr(transport, _ATTR, sending)
+    sending.transport = transport
+    return connection
 
 
 class _WatchedPool(HTTPConnectionPool):
-    """Twisted's pool, telling the current download when it opens a connection for it."""
+    """Twisted's pool, telling the connection it hands out which download it carries."""
 
     def getConnection(self, key: Any, endpoint: IStreamClientEndpoint) -> Any:  # noqa: N802
-        opening = _OPENING.get()
-        if opening is not None:
-            endpoint = _WatchedEndpoint(endpoint, opening)  # type: ignore[assignment]
-        return super().getConnection(key, endpoint)
+        sending = _SENDING.get()
+        connection = super().getConnection(key, endpoint)
+        if sending is not None:  # runs before the request is written on the connection
+            connection.addCallback(_watch, sending)
+        return connection
 
 
 class VkDownloadHandler(HTTP11DownloadHandler):
@@ -264,12 +280,14 @@ class VkDownloadHandler(HTTP11DownloadHandler):
     (``DOWNLOAD_HANDLERS`` for http and https): in Redis with ``VK_SHARED_RATE_LIMIT``, else in
     memory.
 
-    A request that opens a connection leaves later than the limit logged it: after the TCP
-    (and TLS) handshake, which was measured at up to 19 ms on a loaded machine against the
-    emulator and is a round trip or two to VK. Requests after it on warm connections arrive
-    sooner, so four could reach VK within one second. Such a request is logged again, as sent,
-    when its connection is up, when TLS is, and when its answer has come (the latest it can
-    have arrived)."""
+    A request goes to the socket later than the limit logged it: after the rest of the download
+    path and the loop's other work (Twisted sends a write on a later turn of the loop), after
+    the TCP and TLS handshakes when it opens a connection, and, in shared mode, after Redis's
+    answer came back, on a machine that may not run the process at once. On a loaded machine
+    that was measured at over 50 ms, the margin's worth: four requests then reached VK within
+    one second. So each time the socket sends bytes of the request, it is logged again, as sent
+    then. A request that opened a connection is logged again when answered too: a delay beyond
+    the socket (a proxy that connects onwards only then) would otherwise go unseen."""
 
     def __init__(self, crawler: Crawler) -> None:
         super().__init__(crawler)
@@ -299,26 +317,31 @@ class VkDownloadHandler(HTTP11DownloadHandler):
     async def download_request(self, request: Request) -> Response:
         tag = request.meta.get("vk_token_tag")
         if not tag:
-            reset = _OPENING.set(None)  # not another download's, whatever the context holds
+            reset = _SENDING.set(None)  # not another download's, whatever the context holds
             try:
                 return await super().download_request(request)
             finally:
-                _OPENING.reset(reset)
+                _SENDING.reset(reset)
         waited, member = await self.limit.acquire(
             tag, give_up=self.give_up, stopping=lambda: crawl_stopping(self.crawler)
         )
         if waited and self.stats is not None:
             self.stats.inc_value("vk/rate_limit/waits")
-        opening = _Opening(lambda: self.limit.restamp(tag, member))
-        reset = _OPENING.set(opening)
+        sending = _Sending(lambda: self.limit.restamp(tag, member))
+        reset = _SENDING.set(sending)
         try:
             return await super().download_request(request)
         finally:
-            _OPENING.reset(reset)
-            if opening.opened:  # also when it failed: it may have arrived
-                opening.stamp()
-                if self.stats is not None:
-                    self.stats.inc_value("vk/rate_limit/connections_opened")
+            _SENDING.reset(reset)
+            transport = sending.transport
+            # No socket seen: the answer is the latest it can have left. A new connection may
+            # have been held up beyond the socket (a proxy connecting onwards): likewise.
+            if transport is None or sending.opened:
+                sending.stamp()
+            if sending.opened and self.stats is not None:
+                self.stats.inc_value("vk/rate_limit/connections_opened")
+            if transport is not None and getattr(transport, _ATTR, None) is sending:
+                setattr(transport, _ATTR, None)  # the connection goes back to the pool
 
     async def close(self) -> None:
         await self.limit.close()

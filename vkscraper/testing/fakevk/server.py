@@ -759,6 +759,14 @@ class FakeVkServer(ThreadingHTTPServer):
             # line-buffered appends; one JSON object per line, flushed after each request
             self._log = open(config.log_path, "a", encoding="utf-8")  # noqa: SIM115
 
+    def server_bind(self) -> None:
+        super().server_bind()
+        if sys.platform == "linux":
+            # Connections inherit it, so the kernel times a request that comes before the
+            # handler thread is up (with it set only per connection, such bytes carry no
+            # time unless another socket has asked for times).
+            self.socket.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+
     @property
     def url(self) -> str:
         host, port = self.socket.getsockname()[:2]
@@ -879,7 +887,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._reader: _StampedSocketReader | None = None
         if sys.platform != "linux":  # elsewhere arrivals are timed when read
             return
-        self.connection.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        self.connection.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)  # as inherited
         self._reader = _StampedSocketReader(self.connection)
         self.rfile.close()  # the makefile() reader it replaces; the socket stays open
         self.rfile = io.BufferedReader(self._reader)
