@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from scrapy import Request
+from scrapy.exceptions import DownloadFailedError
 from scrapy.utils.asyncio import sleep
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
@@ -155,13 +156,22 @@ async def test_a_request_counts_from_when_its_bytes_go_to_the_socket(shared, slo
     handler = VkDownloadHandler.from_crawler(get_crawler(settings_dict=settings))
     acquire = handler.limit.acquire
 
+    restamp = handler.limit.restamp
+    logged, restamped = [], []
+
     async def late_acquire(*args, **kwargs):
-        logged = await acquire(*args, **kwargs)
+        waited, member = await acquire(*args, **kwargs)
+        logged.append(member)
         if len(slow_server.arrivals) == 1:
             time.sleep(0.3)  # blocks the loop: nothing is sent meanwhile
-        return logged
+        return waited, member
+
+    def restamp_of(tag, member):
+        restamped.append(member)
+        restamp(tag, member)
 
     handler.limit.acquire = late_acquire  # type: ignore[method-assign]
+    handler.limit.restamp = restamp_of  # type: ignore[method-assign]
     try:
         for _ in range(3):
             request = Request(slow_server.url, method="POST", body=b"owner_id=-1",
@@ -173,3 +183,43 @@ async def test_a_request_counts_from_when_its_bytes_go_to_the_socket(shared, slo
     first, second, third = slow_server.arrivals
     assert second - first >= 1.45, second - first
     assert 0.95 <= third - second < 1.3, third - second
+    assert set(restamped) == set(logged)  # each send moved its own request's entry
+
+
+@deferred_f_from_coro_f
+async def test_a_request_on_a_dropped_connection_is_not_resent_behind_the_log():
+    """Twisted would resend a GET whose kept-alive connection died on a connection it opens
+    itself, which the log never sees; Scrapy's retry (through the handler again) does it."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: list[str] = []
+
+    def serve() -> None:
+        for n in (1, 2):
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                for r in (1, 2):
+                    if not conn.recv(65536):
+                        break
+                    seen.append(f"connection {n} request {r}")
+                    if (n, r) == (1, 2):
+                        break  # hang up without an answer
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    settings = {"VK_REQUESTS_PER_SECOND": 3, "VK_RATE_MARGIN": 1.05}
+    handler = VkDownloadHandler.from_crawler(get_crawler(settings_dict=settings))
+    try:
+        response = await handler.download_request(Request(url, meta={"vk_token_tag": "t"}))
+        assert response.status == 200
+        with pytest.raises(DownloadFailedError):  # Twisted's ResponseNeverReceived
+            await handler.download_request(Request(url, meta={"vk_token_tag": "t"}))
+    finally:
+        await handler.close()
+        listener.close()
+    assert seen == ["connection 1 request 1", "connection 1 request 2"]
