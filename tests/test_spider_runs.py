@@ -171,6 +171,47 @@ async def test_resume_skips_done_groups_and_counts_each_error_once(store_url):
     assert m["posts_expected"] == len(posts) == m["posts"]
 
 
+def two_group_dataset(wall_of_31=1):
+    """Group 30 (one post, 250 comments: three pages) and group 31 (one post), whose wall
+    is closed with ``wall_of_31=0``."""
+    data = one_post_dataset([comment(i) for i in range(1, 251)])
+    data["groups"].append({"id": 31, "screen_name": "other", "name": "Other", "wall": wall_of_31,
+                           "posts": [{"id": 5, "date": T0, "text": "q", "comments": []}]})  # fmt: skip
+    return data
+
+
+def failed_while_30_runs(crawler) -> bool:
+    tracker = crawler.get_extension(VkTaskExtension).tracker
+    finished = tracker.finished_groups()
+    return 31 in finished and tracker.failed(31) and 30 not in finished
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@deferred_f_from_coro_f
+async def test_a_resume_crawls_again_the_groups_that_failed(store_url):
+    """A group that failed (its entry is ``done``, status ``failed``) is retried by the resume,
+    not skipped as if it were done."""
+    with FakeVk(two_group_dataset(wall_of_31=0), tokens=[TOKEN]) as vk:
+        await run_crawl(vk.url, store_url, groups="paging,other",
+                        settings={"CONCURRENT_REQUESTS": 1, "VK_REQUESTS_PER_SECOND": 5},
+                        when=(failed_while_30_runs, close_as("shutdown")))  # fmt: skip
+    task = last_task(store_url)
+    assert task.status == "in_progress"
+    entry = task.metrics["groups"]["31"]
+    assert entry["status"] == "failed" and entry["done"], entry
+    assert task.metrics["groups"]["30"].get("status") != "done"
+
+    fixed = two_group_dataset()  # the cause is gone
+    with FakeVk(fixed, tokens=[TOKEN]) as vk:
+        await run_crawl(vk.url, store_url, task_id=str(task.id))
+        walls = {-int(r["params"]["owner_id"]) for r in vk.requests() if r["method"] == "wall.get"}
+    assert walls == {30, 31}  # the failed group is crawled again
+    task = task_of(store_url, task.id)
+    assert task.status == "completed", task.metrics["errors"]
+    assert task.metrics["groups"]["31"]["status"] == "done"
+    assert_stored_equals(store_url, task.id, fixed)
+
+
 # Point 4: comments that vanish between runs
 
 
