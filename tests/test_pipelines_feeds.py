@@ -11,8 +11,9 @@ from scrapy.exceptions import DropItem
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from tests.crawl import TOKEN, run_crawl, stored_rows
-from tests.test_spider_vk import last_task, small_dataset
+from tests.test_spider_vk import T0, last_task, small_dataset
 from vkscraper.items import VkComment, VkPost
+from vkscraper.store import open_store
 from vkscraper.testing.fakevk import FakeVk
 
 
@@ -92,6 +93,32 @@ async def test_one_malformed_comment_is_dropped_and_named_the_page_is_kept(store
     ]
     _, comments = stored_rows(store_url, task.id)
     assert sorted(c["vk_comment_id"] for c in comments) == [11, 12, 13]
+
+
+@deferred_f_from_coro_f
+async def test_a_malformed_comment_fails_its_own_group_and_leaves_its_post_incomplete(store_url):
+    """The error goes to the real group (11, owner -11): the group fails, and its post is not
+    complete, so a comment an earlier run stored is not marked deleted for being unread."""
+    data = small_dataset()
+    comments = data["groups"][1]["posts"][1]["comments"]
+    comments.append({"id": 30, "from_id": 1, "date": T0, "text": "ok", "likes": 0, "replies": []})
+    with FakeVk(data, tokens=[TOKEN]) as vk:
+        await run_crawl(vk.url, store_url, groups="threeposts")
+    assert last_task(store_url).status == "completed"
+
+    comments[-1]["date"] = 10**30  # the same comment, now sent malformed
+    with FakeVk(data, tokens=[TOKEN]) as vk:
+        await run_crawl(vk.url, store_url, groups="threeposts")
+    task = last_task(store_url)
+    assert task.status == "failed"
+    assert set(task.metrics["groups"]) == {"11"}
+    assert task.metrics["groups"]["11"]["status"] == "failed"
+    assert task.metrics["groups"]["11"]["errors"] == task.metrics["errors"]
+    with open_store(store_url) as store:
+        deleted = store._run("read", lambda cur: (
+            cur.execute("SELECT vk_comment_id, deleted FROM comments WHERE owner_id = -11"),
+            {r[0]: bool(r[1]) for r in cur.fetchall()})[1])  # fmt: skip
+    assert deleted == {11: False, 12: False, 13: False, 30: False}
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
