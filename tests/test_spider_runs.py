@@ -331,6 +331,23 @@ async def test_paging_stops_exactly_when_the_level_is_read(store_url, top, repli
     assert len(comment_requests(log)) == requests
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("execute", [False, True])
+@deferred_f_from_coro_f
+async def test_paging_reads_on_when_the_count_moved_during_the_crawl(store_url, execute):
+    """25 comments, pages of 10; 5 of page 1 vanish once it is served. Page 2 then reads 10
+    more and VK announces 20, which "seen" has reached: only the count having moved since page
+    1 (25) says that 5 comments are still unread."""
+    data = one_post_dataset([comment(i) for i in range(1, 26)])
+    settings = {"VK_COMMENTS_PAGE_SIZE": 10, "VK_EXECUTE": execute}
+    with FakeVk(data, tokens=[TOKEN], drift=5) as vk:
+        await run_crawl(vk.url, store_url, groups="paging", settings=settings)
+    task = last_task(store_url)
+    assert task.status == "completed", task.metrics["errors"]
+    _, comments = stored_rows(store_url, task.id)
+    assert sorted(c["vk_comment_id"] for c in comments) == list(range(1, 26))
+
+
 # Point 7: requests that something else drops
 
 
