@@ -175,8 +175,10 @@ def two_group_dataset(wall_of_31=1):
     """Group 30 (one post, 250 comments: three pages) and group 31 (one post), whose wall
     is closed with ``wall_of_31=0``."""
     data = one_post_dataset([comment(i) for i in range(1, 251)])
-    data["groups"].append({"id": 31, "screen_name": "other", "name": "Other", "wall": wall_of_31,
-                           "posts": [{"id": 5, "date": T0, "text": "q", "comments": []}]})  # fmt: skip
+    post = {"id": 5, "date": T0, "text": "q", "comments": []}
+    data["groups"].append(
+        {"id": 31, "screen_name": "other", "name": "Other", "wall": wall_of_31, "posts": [post]}
+    )
     return data
 
 

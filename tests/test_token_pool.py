@@ -11,6 +11,8 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 
 from tests.crawl import run_crawl
 from tests.test_spider_vk import assert_stored_equals, last_task, small_dataset
+from vkscraper import exitcodes
+from vkscraper.extensions.task import VkTaskExtension
 from vkscraper.testing.fakevk import FakeVk, generate_dataset
 from vkscraper.tokenpool import TokenPool
 from vkscraper.tokens import token_tag
@@ -81,8 +83,8 @@ async def test_no_usable_token_left_stops_the_crawl_naming_each(sqlite_url, monk
     crawler, task, log = await crawl(
         monkeypatch, sqlite_url, [A, B], settings, token_errors={A: (5, None), B: (14, None)}
     )
-    assert crawler.stats.get_value("finish_reason") == "vk_fatal"
-    assert task.status == "failed"
+    assert crawler.stats.get_value("finish_reason") == "vk_no_token"
+    assert task.status == "in_progress"  # resumable
     (error,) = task.metrics["errors"]
     assert error.startswith("no usable access token left: ")
     assert f"token {token_tag(A)}: dropped (VK error 5 in groups.getById" in error
@@ -93,12 +95,43 @@ async def test_no_usable_token_left_stops_the_crawl_naming_each(sqlite_url, monk
 
 
 @deferred_f_from_coro_f
+async def test_a_crawl_stopped_for_want_of_a_token_is_resumed(sqlite_url, monkeypatch):
+    """The token is parked (captcha on comment reads) longer than VK_TOKEN_MAX_WAIT: the crawl
+    stops with the task resumable; the next run crawls only the groups not done, and the
+    stop's error goes with the run it stopped."""
+    monkeypatch.setenv("VK_ACCESS_TOKEN", A)
+    data = small_dataset()
+    settings = {"VK_EXECUTE": False, "VK_TOKEN_MAX_WAIT": 0.2, "CONCURRENT_REQUESTS": 1}
+    with FakeVk(data, tokens=[A], token_errors={A: (14, "wall.getComments")}) as vk:
+        crawler = await run_crawl(vk.url, sqlite_url, settings=settings,
+                                  groups="pinnedold,threeposts")  # fmt: skip
+    assert crawler.stats.get_value("finish_reason") == "vk_no_token"
+    assert crawler.get_extension(VkTaskExtension).exit_code == exitcodes.NOT_DONE
+    task = last_task(sqlite_url)
+    assert task.status == "in_progress"
+    (error,) = task.metrics["errors"]
+    assert error.startswith(f"no usable access token left: token {token_tag(A)}: parked")
+    groups = task.metrics["groups"]
+    assert groups["12"]["status"] == "done"  # no comments to read: done before the stop
+    assert groups["11"]["status"] != "done"
+
+    with FakeVk(data, tokens=[A]) as vk:
+        await run_crawl(vk.url, sqlite_url, settings=settings, task_id=str(task.id))
+        walls = [-int(r["params"]["owner_id"]) for r in vk.requests() if r["method"] == "wall.get"]
+    assert walls == [11]  # the done group is not crawled again
+    task = last_task(sqlite_url)
+    assert task.status == "completed", task.metrics["errors"]
+    assert task.metrics["run"] == 1 and "history" not in task.metrics
+    assert_stored_equals(sqlite_url, task.id, data, only={11, 12})
+
+
+@deferred_f_from_coro_f
 async def test_a_captcha_parks_the_token_then_a_second_one_drops_it(sqlite_url, monkeypatch):
     settings = {"VK_EXECUTE": False, "VK_TOKEN_PARK_SECONDS": 0.5, "VK_TOKEN_MAX_WAIT": 5}
     _, task, log = await crawl(
         monkeypatch, sqlite_url, [A], settings, token_errors={A: (14, None)}
     )
-    assert task.status == "failed"
+    assert task.status == "in_progress"  # resumable with another token
     (error,) = task.metrics["errors"]
     assert "dropped (VK error 14 in groups.getById: Captcha needed, again after waiting)" in error
     first, second = log

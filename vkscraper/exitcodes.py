@@ -6,8 +6,9 @@ cron, scrapyd and CI see whether a crawl did its job:
 * ``TARGET_ERRORS`` (1): every group was handled, but some target could not be read (a closed
   wall, comments closed, an unknown or deleted community): the task ended ``failed``;
 * ``BAD_ARGUMENTS`` (2): bad ``-a``/``-s`` values or token; nothing was written;
-* ``NOT_DONE`` (3): the crawl could not do its job: a fatal VK error (bad token …), the
-  database unavailable, groups left unfinished, or a stop for another reason;
+* ``NOT_DONE`` (3): the crawl could not do its job: a fatal VK error, no usable token (the
+  task stays resumable), the database unavailable, groups left unfinished, or a stop for
+  another reason;
 * ``INTERRUPTED`` (4): stopped by Ctrl-C or SIGTERM; the task stays resumable.
 """
 

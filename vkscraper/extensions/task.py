@@ -64,9 +64,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # After these close reasons the task is finished: "finished", and our own "vk_*" reasons, which
-# come with a task error saying why. "shutdown" (Ctrl-C) leaves it resumable; any other reason
-# (closespider_*, cancelled …) finishes it with an error naming the reason.
-RESUMABLE_REASONS = {"shutdown"}
+# come with a task error saying why. "shutdown" (Ctrl-C) leaves it resumable, and so does
+# "vk_no_token" (no token usable: the operator fixes the tokens and resumes; in worker mode it
+# ends the task for every worker, see _resumable); any other reason (closespider_*,
+# cancelled …) finishes it with an error naming the reason.
+RESUMABLE_REASONS = {"shutdown", "vk_no_token"}
 
 
 def _finished(reason: str) -> bool:
@@ -205,7 +207,7 @@ class VkTaskExtension:
         await self._drain()
         if reason == "vk_bad_arguments":
             self.exit_code = exitcodes.BAD_ARGUMENTS
-        elif reason in RESUMABLE_REASONS:
+        elif reason == "shutdown":
             self.exit_code = exitcodes.INTERRUPTED
         elif reason != "finished":
             self.incomplete = True
@@ -225,7 +227,7 @@ class VkTaskExtension:
                     return
                 if final == "finished":  # every group is done, whatever stopped this crawl
                     reason, self.incomplete = final, False
-            if not _finished(reason) and reason not in RESUMABLE_REASONS:
+            if not _finished(reason) and not self._resumable(reason):
                 self._unsent_errors.append((f"crawl stopped early: {reason}", None))
             if reason == "finished" and (unfinished := await self._completeness_errors()):
                 self.incomplete = True
@@ -236,7 +238,7 @@ class VkTaskExtension:
             await self._send_errors()
             await self._send_requests()
             await run_in_thread(self.store.refresh_counts, self.task_id)
-            if reason in RESUMABLE_REASONS:
+            if self._resumable(reason):
                 logger.warning(
                     "Task %(task)s left in_progress (%(reason)s); resume it with "
                     "`scrapy crawl vk -a task_id=%(task)s`",
@@ -263,6 +265,11 @@ class VkTaskExtension:
             )  # fmt: skip
         finally:
             await run_in_thread(self.store.close)
+
+    def _resumable(self, reason: str) -> bool:
+        """The task stays ``in_progress`` after this close. A worker out of tokens has ended
+        the task for every worker (VkDistributed.task_closing): that end is final."""
+        return reason == "shutdown" or (reason in RESUMABLE_REASONS and self.coordinator is None)
 
     async def _close_part(self, reason: str) -> None:
         """Worker mode: this crawl's part of the task is over, the task goes on (or is

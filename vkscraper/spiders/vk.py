@@ -21,7 +21,9 @@ fewer comments than VK announced is a task error (the coverage check), never a s
 
 Errors: a target error (closed wall, comments closed, deleted group…) or a request out of
 retries becomes one entry in the task's errors, fails its group, and the crawl goes on; a
-token or configuration error closes the spider at once (reason ``vk_fatal``) and fails the task.
+configuration error closes the spider at once (reason ``vk_fatal``) and fails the task; a token
+error takes that token out of the pool, and with none left the spider closes (reason
+``vk_no_token``) leaving the task resumable.
 
 Execute mode (``VK_EXECUTE``, the default): the same calls are *units*
 (:mod:`vkscraper.execute`) that wait in a :class:`~vkscraper.planner.Planner` and travel packed
@@ -720,7 +722,8 @@ class VkSpider(scrapy.Spider):
         return not real_answer and crawl_stopping(self.crawler)
 
     async def _no_token_left(self, failure: Failure, request: scrapy.Request) -> None:
-        """Every token is dropped or parked too long: the crawl stops, saying why for each."""
+        """Every token is dropped or parked too long: the crawl stops, saying why for each,
+        and the task stays resumable (a run with usable tokens skips the groups done)."""
         if not isinstance(failure.value, NoUsableToken):
             return
         for serial in request.meta.get("vk_serials") or [request.meta.get("vk_serial")]:
@@ -728,7 +731,7 @@ class VkSpider(scrapy.Spider):
         message = str(failure.value)
         hints = [hint for code, hint in FIX_HINTS.items() if f"VK error {code} " in message]
         await self.task.add_error(" — ".join([message, *hints]))
-        raise CloseSpider("vk_fatal")
+        raise CloseSpider("vk_no_token")
 
     # helpers
 
@@ -773,7 +776,7 @@ class VkSpider(scrapy.Spider):
         if isinstance(exc, VkFatalError | VkCaptchaError | VkQuotaError):
             hint = FIX_HINTS.get(exc.code, "check the token and the VK_* settings")
             await self.task.add_error(f"{exc} — {hint}")
-            raise CloseSpider("vk_fatal")
+            raise CloseSpider("vk_no_token")
         if isinstance(exc, VkTransientError):
             # Retries of a plain request are Scrapy's (meta); of a call inside execute, ours.
             retries = meta.get("retry_times", 0) if meta else 0

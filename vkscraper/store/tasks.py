@@ -19,7 +19,8 @@ Metrics layout (the key of a group is its id, or the reference as given while un
 
 A run of an existing task: a task that never finished (``created``, ``in_progress``) resumes —
 groups already done are skipped, the others start over and their earlier errors and expected
-counts are replaced. A finished task (``completed``, ``failed``) starts a fresh run: its metrics
+counts are replaced; the errors of no group (why the run stopped, a failed lookup) are
+dropped. A finished task (``completed``, ``failed``) starts a fresh run: its metrics
 and errors start empty, the previous run's move to ``history`` and the task's results are those
 of the new run only.
 """
@@ -192,10 +193,29 @@ def begin_run(db: Backend, cur: Any, task_id: int, job_id: str | None = None) ->
         # The new run's results are what it sees; the old rows stay in posts/comments.
         cur.execute(db.sql("DELETE FROM task_posts WHERE task_id = %s"), (task_id,))
         cur.execute(db.sql("UPDATE tasks SET started_at = NULL WHERE id = %s"), (task_id,))
+    elif stale := _task_wide_errors(task.metrics):
+        # A resume redoes whatever the stopped run had not done, lookups included; its errors
+        # of no group (no usable token, a failed lookup) are found again if they still hold.
+        metrics = dict(task.metrics)
+        errors = list(metrics.get("errors") or [])
+        for message in stale:
+            errors.remove(message)
+        metrics["errors"] = errors
+        _write_task(db, cur, task_id, task.groups, metrics)
     start_task(db, cur, task_id)
     if job_id is not None:
         set_job(db, cur, task_id, job_id)
     return _lock_task(db, cur, task_id)
+
+
+def _task_wide_errors(metrics: dict[str, Any]) -> list[str]:
+    """The task's errors that no group's entry holds."""
+    errors = list(metrics.get("errors") or [])
+    for entry in (metrics.get("groups") or {}).values():
+        for message in entry.get("errors") or []:
+            if message in errors:
+                errors.remove(message)
+    return errors
 
 
 def set_job(
