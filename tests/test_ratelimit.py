@@ -64,6 +64,25 @@ async def test_a_restamped_request_counts_once_from_its_new_time(shared):
         await limit.close()
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["memory", "redis"])
+@deferred_f_from_coro_f
+async def test_a_hold_keeps_every_request_of_the_token_back_until_it_ends(shared):
+    """Retry-After: nothing of the token passes before the hold ends, whatever the log says;
+    a shorter hold asked for later does not shorten it; other tokens go on."""
+    limit = SharedRateLimit(REDIS_URL, 3, 0.3) if shared else LocalRateLimit(3, 0.3)
+    tag, other = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
+    try:
+        start = time.monotonic()
+        await limit.hold(tag, 0.6)
+        await limit.hold(tag, 0.1)
+        await limit.acquire(other, give_up=1, stopping=never)
+        assert time.monotonic() - start < 0.2
+        await limit.acquire(tag, give_up=1, stopping=never)
+        assert time.monotonic() - start >= 0.55
+    finally:
+        await limit.close()
+
+
 @deferred_f_from_coro_f
 async def test_a_wait_ends_when_the_crawl_stops():
     limit = LocalRateLimit(1, 60)

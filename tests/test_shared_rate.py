@@ -59,6 +59,58 @@ def test_two_processes_on_one_token_keep_to_its_limit_together(tmp_path):
     assert f"vkscraper:rate:{token_tag(TOKEN)}".encode() in keys or not keys
 
 
+def test_a_retry_after_holds_the_token_in_every_process(tmp_path):
+    """VK answers some requests 429 with Retry-After: 2. Whichever process gets it, neither
+    sends anything on the token until the 2 s are over (requests already on their way when
+    the 429 came may still arrive in its first 0.5 s)."""
+    data = generate_dataset(seed=4, groups=4, posts_per_group=4, max_comments=20, max_replies=5)
+    for group in data["groups"]:
+        for post in group["posts"]:
+            post["comments_closed"] = False
+    crawled = [g for g in data["groups"] if not g.get("author_only")]
+    halves = (crawled[:2], crawled[2:])
+    with FakeVk(data, tokens=[TOKEN], rate_limit=3, faults={"429": 0.1}, retry_after=2,
+                seed=3) as vk:  # fmt: skip
+        procs = []
+        for n, half in enumerate(halves):
+            env = {**os.environ, "VK_ACCESS_TOKEN": TOKEN, "REDIS_URL": REDIS_URL,
+                   "DATABASE_URL": f"sqlite:///{tmp_path / f'crawl{n}.sqlite3'}"}  # fmt: skip
+            names = ",".join(g["screen_name"] for g in half)
+            cmd = [sys.executable, "-m", "scrapy", "crawl", "vk", "-a", f"groups={names}",
+                   "-s", f"VK_API_URL={vk.url}", "-s", "VK_SHARED_RATE_LIMIT=True",
+                   "-s", "VK_EXECUTE=False", "-s", "LOG_LEVEL=INFO"]  # fmt: skip
+            err = open(tmp_path / f"crawl{n}.log", "w")  # noqa: SIM115
+            procs.append((subprocess.Popen(cmd, env=env, stderr=err, stdout=err), err))
+        for n, (proc, err) in enumerate(procs):
+            assert proc.wait(timeout=180) == 0, (tmp_path / f"crawl{n}.log").read_text()[-3000:]
+            err.close()
+        log = vk.requests()
+    process_of = {g["id"]: n for n, half in enumerate(halves) for g in half}
+
+    def process(r):
+        owner = r["params"].get("owner_id")
+        if owner is not None:
+            return process_of[-int(owner)]
+        return process_of[next(g["id"] for g in crawled if g["screen_name"] in r["params"]
+                               .get("group_ids", ""))]  # fmt: skip
+
+    held = [r["t"] for r in log if r["status"] == 429]
+    assert held, "no 429 drawn: change the emulator's seed"
+    for t0 in held:
+        during = [
+            (round(r["t"] - t0, 3), process(r)) for r in log if t0 + 0.5 <= r["t"] < t0 + 1.95
+        ]
+        assert not during, (t0, during)
+    # Both processes were at work after the first 429: each one's requests waited.
+    assert {process(r) for r in log if r["t"] > held[0]} == {0, 1}
+    for n in range(2):
+        with open_store(f"sqlite:///{tmp_path / f'crawl{n}.sqlite3'}") as store:
+            (task,) = store.list_tasks()
+            assert task.status == "completed", task.metrics["errors"]
+    keys = redis.Redis.from_url(REDIS_URL).keys("vkscraper:rate:*")
+    assert all(TOKEN.encode() not in k for k in keys)
+
+
 def test_the_shared_limit_without_redis_url_is_refused():
     import pytest
     from scrapy.settings import Settings

@@ -11,12 +11,16 @@ download handler (:class:`VkDownloadHandler`), after the slot's delay: at most
 as sent then, each time the socket sends its bytes. The slot's delay stays in force as the
 floor.
 
+A 429 or 503 answer with ``Retry-After`` holds the token: none of its requests passes the
+limit before that time, in this process or (shared) in any other; the retry included.
+
 - :class:`LocalRateLimit` (the default): the log in this process's memory.
 - :class:`SharedRateLimit` (``VK_SHARED_RATE_LIMIT = True`` and ``REDIS_URL``): the log of
   every process using the token. Two processes on one token were measured at 4.6 requests/s,
   and VK answers error 6 above 3. :data:`SCRIPT` keeps the log in a sorted set, on Redis's
   own clock, atomic because Redis runs one script at a time. Keys are
-  ``vkscraper:rate:<tag>``: the token's non-secret tag, never the token. If Redis cannot be
+  ``vkscraper:rate:<tag>`` (and ``vkscraper:rate:<tag>:hold``, the time ``Retry-After``
+  asked for): the token's non-secret tag, never the token. If Redis cannot be
   reached or does not answer within 5 s, requests wait (one WARNING per outage) rather than
   go out unpaced, for at most ``DOWNLOAD_TIMEOUT``; then the request fails like a connection
   error (retried, then recorded with the reason).
@@ -40,6 +44,7 @@ from scrapy.utils.asyncio import sleep
 from twisted.internet.abstract import FileDescriptor
 from twisted.web.client import HTTPConnectionPool
 
+from vkscraper.backoff import parse_retry_after
 from vkscraper.middlewares.auth import CrawlStopping, crawl_stopping
 
 if TYPE_CHECKING:
@@ -53,12 +58,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 KEY = "vkscraper:rate:{tag}"
+HOLD_KEY = "vkscraper:rate:{tag}:hold"
 REDIS_TIMEOUT = 5.0  # seconds for one script call
-# KEYS[1] the token's log; ARGV: limit, window (µs), a unique member. Returns 0 when the
-# request may go (and logs it), else the µs until the oldest entry leaves the window.
+HELD_STATUSES = (429, 503)  # the answers whose Retry-After holds the token
+# KEYS[1] the token's log, KEYS[2] its hold; ARGV: limit, window (µs), a unique member.
+# Returns 0 when the request may go (and logs it), else the µs until the hold ends or the
+# oldest entry leaves the window.
 SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local held = tonumber(redis.call('GET', KEYS[2]) or '0')
+if held > now then
+  return math.ceil(held - now)
+end
 local window = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
@@ -79,6 +91,18 @@ return 0
 """
 
 
+# KEYS[1] the token's hold; ARGV[1] the µs it lasts from now. Never shortens a longer hold.
+HOLD = """
+local t = redis.call('TIME')
+local hold = tonumber(ARGV[1])
+local til = tonumber(t[1]) * 1000000 + tonumber(t[2]) + hold
+if til > tonumber(redis.call('GET', KEYS[1]) or '0') then
+  redis.call('SET', KEYS[1], string.format('%.0f', til), 'PX', math.ceil(hold / 1000) + 1000)
+end
+return 0
+"""
+
+
 class RedisUnreachable(OSError):
     """Redis did not answer the shared limit's script for too long."""
 
@@ -91,6 +115,7 @@ class LocalRateLimit:
         self.limit = limit
         self.window = window
         self._sent: dict[str, deque[tuple[float, str]]] = defaultdict(deque)
+        self._held: dict[str, float] = {}  # tag -> monotonic time its hold ends
 
     async def acquire(
         self, tag: str, *, give_up: float, stopping: Callable[[], bool]
@@ -108,12 +133,17 @@ class LocalRateLimit:
             now = time.monotonic()
             while sent and sent[0][0] <= now - self.window:
                 sent.popleft()
-            if len(sent) < self.limit:
+            held = self._held.get(tag, 0.0) - now
+            if held <= 0 and len(sent) < self.limit:
                 sent.append((now, member))
                 return waited, member
-            step = min(sent[0][0] + self.window - now, 0.5)
+            step = min(max(held, sent[0][0] + self.window - now if sent else 0.0), 0.5)
             await sleep(step)
             waited += step
+
+    async def hold(self, tag: str, seconds: float) -> None:
+        """No request of the token ``tag`` passes for ``seconds`` (VK's ``Retry-After``)."""
+        self._held[tag] = max(self._held.get(tag, 0.0), time.monotonic() + seconds)
 
     def restamp(self, tag: str, member: str) -> None:
         """Log the request ``member`` as sent now (see :class:`VkDownloadHandler`)."""
@@ -137,6 +167,7 @@ class SharedRateLimit:
         )
         self.script = self.redis.register_script(SCRIPT)
         self.restamp_script = self.redis.register_script(RESTAMP)
+        self.hold_script = self.redis.register_script(HOLD)
         self._restamps: set[asyncio.Future[None]] = set()
         self._closed = False
         self.limit = limit
@@ -160,7 +191,8 @@ class SharedRateLimit:
                 raise CrawlStopping("the crawl is stopping")
             try:
                 wait_us = await self.script(
-                    keys=[KEY.format(tag=tag)], args=[self.limit, self.window_us, member]
+                    keys=[KEY.format(tag=tag), HOLD_KEY.format(tag=tag)],
+                    args=[self.limit, self.window_us, member],
                 )
             except Exception as exc:  # redis.exceptions.RedisError, OSError …
                 if not self._down:
@@ -187,6 +219,19 @@ class SharedRateLimit:
             step = min(int(wait_us), 500_000) / 1_000_000  # check for a close twice a second
             await sleep(step)
             waited += step
+
+    async def hold(self, tag: str, seconds: float) -> None:
+        """No request of the token ``tag`` passes for ``seconds`` (VK's ``Retry-After``), in
+        any process: awaited, so the retry of the answer that asked for it waits too."""
+        try:
+            await self.hold_script(
+                keys=[HOLD_KEY.format(tag=tag)], args=[int(seconds * 1_000_000)]
+            )
+        except Exception as exc:  # redis.exceptions.RedisError, OSError …
+            logger.warning(
+                "Could not hold token %(tag)s in Redis for Retry-After: %(error)s",
+                {"tag": tag, "error": exc},
+            )
 
     def restamp(self, tag: str, member: str) -> None:
         """Log the request ``member`` as sent now (see :class:`VkDownloadHandler`), in the
@@ -336,7 +381,7 @@ class VkDownloadHandler(HTTP11DownloadHandler):
         sending = _Sending(lambda: self.limit.restamp(tag, member))
         reset = _SENDING.set(sending)
         try:
-            return await super().download_request(request)
+            response = await super().download_request(request)
         finally:
             _SENDING.reset(reset)
             transport = sending.transport
@@ -350,6 +395,23 @@ class VkDownloadHandler(HTTP11DownloadHandler):
                 setattr(transport, _ATTR, None)  # the connection goes back to the pool
             # Cancelled timers keep this context, and with it `sending`, until they are due.
             sending.transport = None
+        await self._honour_retry_after(tag, response)
+        return response
+
+    async def _honour_retry_after(self, tag: str, response: Response) -> None:
+        """VK asked the token to come back later: hold it (every process, when shared)."""
+        if response.status not in HELD_STATUSES:
+            return
+        seconds = parse_retry_after(response.headers.get(b"Retry-After"))
+        if not seconds:
+            return
+        logger.info(
+            "Token %(tag)s: HTTP %(status)d with Retry-After %(seconds)g s; its requests wait",
+            {"tag": tag, "status": response.status, "seconds": seconds},
+        )
+        if self.stats is not None:
+            self.stats.inc_value("vk/rate_limit/retry_after")
+        await self.limit.hold(tag, seconds)
 
     async def close(self) -> None:
         await self.limit.close()

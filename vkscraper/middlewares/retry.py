@@ -18,7 +18,9 @@ What it adds for VK API calls (meta ``vk_method``):
 * Each retry waits ``backoff_delay()`` — exponential with jitter, capped, at least the
   server's ``Retry-After`` — by awaiting in ``process_response``: only that request waits,
   and its download slot is free meanwhile. The new request goes back through the scheduler,
-  so it is still paced by the per-token delay; the token is stripped from it first.
+  so it is still paced by the per-token delay; the token is stripped from it first. (The
+  ``Retry-After`` of a 429 or 503 also holds the whole token, in every process when the
+  limit is shared: :mod:`vkscraper.ratelimit`.)
 
 Settings of its own: ``VK_BACKOFF_BASE``, ``VK_BACKOFF_MAX``. Stats: ``vk/api_error/<code>``,
 ``vk/malformed``.
