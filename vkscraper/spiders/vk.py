@@ -776,7 +776,9 @@ class VkSpider(scrapy.Spider):
         if isinstance(exc, VkFatalError | VkCaptchaError | VkQuotaError):
             hint = FIX_HINTS.get(exc.code, "check the token and the VK_* settings")
             await self.task.add_error(f"{exc} — {hint}")
-            raise CloseSpider("vk_no_token")
+            # What reaches here is not the token's (the pool takes those): the configuration
+            # is wrong, and the task fails.
+            raise CloseSpider("vk_fatal")
         if isinstance(exc, VkTransientError):
             # Retries of a plain request are Scrapy's (meta); of a call inside execute, ours.
             retries = meta.get("retry_times", 0) if meta else 0
