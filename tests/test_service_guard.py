@@ -179,3 +179,12 @@ def test_scrapyd_refuses_to_listen_beyond_loopback_without_credentials(tmp_path)
                  env={"SCRAPYD_BIND_ADDRESS": "0.0.0.0"}) as guarded:  # fmt: skip
         assert guarded.call("GET", "/daemonstatus.json")[0] == 200
         assert guarded.call("GET", "/daemonstatus.json", auth=None)[0] == 401
+
+
+def test_a_page_of_another_origin_cannot_read_scrapyds_routes(server):
+    """scrapyd answers `Access-Control-Allow-Origin: *`: a cross-origin read names its Origin
+    and is refused; the same read without one (curl, ScrapydWeb) passes."""
+    for path in ("/listjobs.json?project=vkscraper", "/daemonstatus.json", "/tasks.json"):
+        status, _ = send(server, "GET", path, Origin="http://evil.example")
+        assert status == 403, path
+        assert send(server, "GET", path)[0] == 200, path

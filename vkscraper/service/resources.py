@@ -127,13 +127,14 @@ def check_host(txrequest: Request) -> tuple[str, int | None]:
 
 def check_origin(txrequest: Request) -> None:
     """Refuse a request to a name the service does not answer to (:func:`check_host`, DNS
-    rebinding), and a POST sent by a page of another origin (a browser always names its
-    Origin on one): it would start or cancel crawls with the operator's token (cross-site
-    request forgery). Origin and Host must agree on host AND port: another port of the same
-    host is another site. Clients that are not browsers send no Origin and pass."""
+    rebinding), and one sent by a page of another origin (a browser names its Origin on
+    every POST and cross-origin read): it would start or cancel crawls with the operator's
+    token (cross-site request forgery), or read what scrapyd's own routes let any origin
+    read. Origin and Host must agree on host AND port: another port of the same host is
+    another site. Clients that are not browsers send no Origin and pass."""
     name, port = check_host(txrequest)
     origin = txrequest.getHeader("Origin")
-    if txrequest.method != b"POST" or origin is None:
+    if origin is None:
         return
     parts = urlsplit(origin)
     default = {"http": 80, "https": 443}.get(parts.scheme.lower())
