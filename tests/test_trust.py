@@ -3,6 +3,7 @@ use of it, and a real ``scrapy crawl`` that must refuse before sending anything.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -158,8 +159,6 @@ def crawl(tmp_path, *args: str, env: dict[str, str]) -> subprocess.CompletedProc
 def test_scrapy_crawl_refuses_an_api_url_the_operator_did_not_allow(
     tmp_path, listener, monkeypatch
 ):
-    import os
-
     monkeypatch.delenv("VKSCRAPER_API_URLS")
     result = crawl(tmp_path, "-s", f"VK_API_URL={listener.url}", env=dict(os.environ))
     assert result.returncode != 0
@@ -174,8 +173,6 @@ def test_scrapy_crawl_refuses_an_api_url_the_operator_did_not_allow(
 
 
 def test_scrapy_crawl_refuses_a_rate_above_the_operators_ceiling(tmp_path, monkeypatch):
-    import os
-
     monkeypatch.delenv("VKSCRAPER_MAX_RPS")
     result = crawl(tmp_path, "-s", "VK_REQUESTS_PER_SECOND=20", env=dict(os.environ))
     assert result.returncode != 0
