@@ -36,6 +36,8 @@ demo-errors: venv
 # scrapyd with the task services and the page on http://127.0.0.1:6800 (scrapyd.conf); jobs
 # and logs under var/scrapyd/. The crawls inherit this environment: export VK_ACCESS_TOKEN
 # (and DATABASE_URL for PostgreSQL; else the SQLite file vkscraper.sqlite3 here) first.
+# Without username/password in scrapyd.conf it listens on 127.0.0.1 only (it refuses
+# another bind_address); README "Security" says what is protected.
 serve: venv
 	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(VENV)/bin/scrapyd
 

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from vkscraper.testing.fakevk import FakeVk, generate_dataset
-from vkscraper.testing.offline import DEMO_TOKEN
+from vkscraper.testing.offline import DEMO_TOKEN, operator_env
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
             share = ",".join(names[n :: args.processes])
             database = f"sqlite:///{Path(tmp) / f'p{n}.sqlite3'}"
             env = {**os.environ, "VK_ACCESS_TOKEN": DEMO_TOKEN, "REDIS_URL": redis_url,
-                   "DATABASE_URL": database}  # fmt: skip
+                   "DATABASE_URL": database, **operator_env(vk.url)}  # fmt: skip
             cmd = [sys.executable, "-m", "scrapy", "crawl", "vk", "-a", f"groups={share}",
                    "-s", f"VK_API_URL={vk.url}", "-s", "VK_EXECUTE=False", "-s", shared,
                    "-s", "LOG_LEVEL=WARNING"]  # fmt: skip

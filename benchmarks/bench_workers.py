@@ -25,6 +25,7 @@ import redis
 
 from vkscraper.store import open_store
 from vkscraper.testing.fakevk import FakeVk, generate_dataset
+from vkscraper.testing.offline import operator_env
 from vkscraper.testing.pg import temporary_database
 from vkscraper.tokens import token_tag
 
@@ -62,7 +63,7 @@ def main() -> None:
         FakeVk(data, tokens=tokens, rate_limit=3) as vk,
     ):
         env = {**os.environ, "VK_ACCESS_TOKEN": ",".join(tokens), "REDIS_URL": redis_url,
-               "DATABASE_URL": db}  # fmt: skip
+               "DATABASE_URL": db, **operator_env(vk.url)}  # fmt: skip
         cmd = [sys.executable, "-m", "vkscraper", "worker", "-s", f"VK_API_URL={vk.url}",
                "-s", f"VK_EXECUTE={args.execute}", "-s", "LOG_LEVEL=INFO"]  # fmt: skip
         logs = [Path(tmp) / f"w{n}.log" for n in range(args.workers)]

@@ -19,6 +19,21 @@ from vkscraper.items import VkComment, VkPost
 from vkscraper.store import Store, open_store
 from vkscraper.testing.pg import admin_execute, temporary_database
 
+# ----------------------------------------------------------------------------- trust
+
+LOCAL_API_URLS = "http://127.0.0.1:*"  # the emulators, on whatever port each one got
+TEST_MAX_RPS = "1000"  # the tests' crawls run unpaced against them
+
+
+@pytest.fixture(autouse=True)
+def operator_trusts_the_emulators(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator's environment of every crawl a test starts, in-process or a child
+    process: the token may go to a local emulator, at any rate (vkscraper.trust). A test
+    of the rule itself sets or deletes these variables."""
+    monkeypatch.setenv("VKSCRAPER_API_URLS", LOCAL_API_URLS)
+    monkeypatch.setenv("VKSCRAPER_MAX_RPS", TEST_MAX_RPS)
+
+
 # ----------------------------------------------------------------------------- store
 
 PG_ADMIN_URL = os.environ.get("VK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -43,6 +43,8 @@ class Scrapyd:
         auth: tuple[str, str] | None = None,
         poll_interval: float = 0.2,
         project_dir: bool = True,
+        services: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.port = free_port()
@@ -58,6 +60,7 @@ class Scrapyd:
             section[name] = str(workdir / name)
         if auth:
             section["username"], section["password"] = auth
+        conf["services"].update(services or {})
         with open(workdir / "scrapyd.conf", "w") as f:
             conf.write(f)
         if project_dir:  # else, like a remote scrapyd, it knows only deployed eggs
@@ -65,8 +68,11 @@ class Scrapyd:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("VK_", "SCRAPY"))}
         self.env.update(
             PYTHONPATH=str(REPO), VK_ACCESS_TOKEN=token, DATABASE_URL=database_url,
-            PYTHONUNBUFFERED="1", VKSCRAPER_API_URLS="http://127.0.0.1:*",
+            PYTHONUNBUFFERED="1",
+            # the operator's trust: the emulators on local ports, at the tests' fast rate
+            VKSCRAPER_API_URLS="http://127.0.0.1:*", VKSCRAPER_MAX_RPS="1000",
         )  # fmt: skip
+        self.env.update(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Scrapyd:

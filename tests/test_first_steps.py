@@ -61,7 +61,9 @@ def with_port_zero(argv: list[str]) -> list[str]:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    drop = ("VK_ACCESS_TOKEN", "DATABASE_URL", "VK_API_URL")
+    # a newcomer's shell: only what the emulator prints (the tests' trust is not theirs)
+    drop = ("VK_ACCESS_TOKEN", "DATABASE_URL", "VK_API_URL", "VKSCRAPER_API_URLS",
+            "VKSCRAPER_MAX_RPS")  # fmt: skip
     return {**{k: v for k, v in os.environ.items() if k not in drop}, **extra}
 
 
@@ -143,6 +145,8 @@ def test_the_printed_first_crawl_completes(tmp_path):
     with emulator(with_port_zero(readme_emulator_command()) + SMALL) as out:
         url = out[0]
         export = next(x.strip() for x in out if x.strip().startswith("export VK_ACCESS_TOKEN="))
+        trusted = next(x.strip() for x in out if x.strip().startswith("export VKSCRAPER_API_"))
+        assert trusted == f"export VKSCRAPER_API_URLS={url}"
         crawl = next(x.strip() for x in out if x.strip().startswith(".venv/bin/scrapy crawl"))
         assert f"-s VK_API_URL={url} " in crawl
         token = export.split("=", 1)[1]
@@ -152,7 +156,7 @@ def test_the_printed_first_crawl_completes(tmp_path):
         result = subprocess.run(
             [sys.executable, "-m", "scrapy", *argv[1:]],
             cwd=REPO,
-            env=clean_env(VK_ACCESS_TOKEN=token, DATABASE_URL=database),
+            env=clean_env(VK_ACCESS_TOKEN=token, DATABASE_URL=database, VKSCRAPER_API_URLS=url),
             capture_output=True,
             text=True,
             timeout=60,

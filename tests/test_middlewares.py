@@ -86,6 +86,8 @@ def test_auth_leaves_other_requests_alone(crawler):
         "https://127.0.0.1:1/method/wall.get",  # another scheme
         "http://127.0.0.1:2/method/wall.get",  # another port
         "http://127.0.0.1/method/wall.get",  # the default port, 80
+        "http://127.0.0.1:1@evil.example/method/wall.get",  # user-info: the host is evil
+        "http://127.0.0.1:1:@evil.example/method/wall.get",
     ],
 )
 def test_auth_sends_the_token_only_to_the_api_origin(crawler, url):
@@ -479,3 +481,13 @@ async def test_retry_disabled_also_leaves_other_requests_alone(crawler):
     r = HtmlResponse(req.url, status=503, body=b"<html></html>", request=req)
     assert await mw.process_response(req, r) is r
     assert await mw.process_exception(req, TimeoutError()) is None
+
+
+def test_auth_refuses_an_api_url_the_operator_did_not_allow(crawler, monkeypatch):
+    """Also without the add-on (whose settings check says the same): the middleware never
+    starts with a VK_API_URL outside VK's API and VKSCRAPER_API_URLS."""
+    monkeypatch.setenv("VKSCRAPER_API_URLS", "http://127.0.0.1:2")
+    with pytest.raises(ValueError, match="VKSCRAPER_API_URLS environment variable"):
+        build_from_crawler(VkAuthMiddleware, crawler)
+    monkeypatch.setenv("VKSCRAPER_API_URLS", "http://127.0.0.1:1")
+    assert build_from_crawler(VkAuthMiddleware, crawler).api_origin == ("http", "127.0.0.1", 1)

@@ -406,7 +406,8 @@ def test_the_token_never_reaches_the_client_or_scrapyd_logs(pg_server, fakevk):
 
 def test_an_egg_deployed_with_scrapyd_deploy_runs_tasks(tmp_path, pg_admin_url, fakevk):
     """A remote scrapyd: no scrapy.cfg of ours beside it, the project arrives as an egg built
-    and uploaded by `scrapyd-deploy` (the migrations and page assets travel inside it)."""
+    and uploaded by `scrapyd-deploy` (the migrations and page assets travel inside it) —
+    with `addversion.json` switched back on and credentials, as the README says."""
     project = tmp_path / "project"
     project.mkdir()
     for name in ("scrapy.cfg", "setup.py", "pyproject.toml"):
@@ -415,12 +416,22 @@ def test_an_egg_deployed_with_scrapyd_deploy_runs_tasks(tmp_path, pg_admin_url, 
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     with (
         temporary_database(pg_admin_url, "vkegg") as url,
-        Scrapyd(tmp_path / "remote", database_url=url, token=TOKEN, project_dir=False) as server,
+        Scrapyd(
+            tmp_path / "remote",
+            database_url=url,
+            token=TOKEN,
+            project_dir=False,
+            auth=("deployer", "s3cret"),
+            services={"addversion.json": "scrapyd.webservice.AddVersion"},
+        ) as server,
     ):
         status, answer = server.call("POST", "/collect.json", data={"groups": "11"})
         assert status == 503 and "no project 'vkscraper'" in answer["message"], answer
         with open(project / "scrapy.cfg", "a") as cfg:
-            cfg.write(f"\n[deploy:test]\nurl = {server.url}/\nproject = vkscraper\n")
+            cfg.write(
+                f"\n[deploy:test]\nurl = {server.url}/\nproject = vkscraper\n"
+                "username = deployer\npassword = s3cret\n"
+            )
         deploy = subprocess.run(
             [str(Path(sys.executable).with_name("scrapyd-deploy")), "test", "--version", "1"],
             cwd=project, capture_output=True, text=True, timeout=120,

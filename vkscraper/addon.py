@@ -24,6 +24,7 @@ from vkscraper import defaults
 from vkscraper.items import VkComment, VkPost
 from vkscraper.logscrub import install_log_scrubber
 from vkscraper.tokens import load_tokens
+from vkscraper.trust import MAX_RPS_ENV, check_api_url, max_rps
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -62,6 +63,13 @@ def request_interval(settings: BaseSettings) -> float:
     rps = _number(settings, "VK_REQUESTS_PER_SECOND", float)
     if not rps > 0:
         raise ValueError(f"VK_REQUESTS_PER_SECOND must be positive, got {rps}")
+    # A setting may come from any client of scrapyd: only the operator's environment lifts
+    # the ceiling (VK answers error 6 above 3/s per token).
+    if rps > (ceiling := max_rps()):
+        raise ValueError(
+            f"VK_REQUESTS_PER_SECOND {rps:g} is above {ceiling:g} per token: the operator "
+            f"allows more with the {MAX_RPS_ENV} environment variable"
+        )
     margin = _number(settings, "VK_RATE_MARGIN", float)
     if not margin >= 1:
         raise ValueError(f"VK_RATE_MARGIN below 1 ({margin}) would exceed the rate limit")
@@ -99,6 +107,7 @@ def check_settings(settings: BaseSettings) -> None:
     for old, new in defaults.RENAMED.items():
         if settings.get(old) is not None:
             raise ValueError(f"{old} is no longer a setting: use Scrapy's {new}")
+    check_api_url(settings.get("VK_API_URL") or defaults.VK_API_URL)
     request_interval(settings)
     if settings.getbool("VK_SHARED_RATE_LIMIT") and not settings.get("REDIS_URL"):
         raise ValueError(

@@ -1,5 +1,6 @@
 """``scrapy crawl``, refined for the vk spider: arguments are checked before anything starts
-(one line naming the problem, exit status 2, nothing written) and the exit status tells
+(one line naming the problem, exit status 2, nothing written but that line, also to
+``LOG_FILE`` when set) and the exit status tells
 whether the crawl did its job (:mod:`vkscraper.exitcodes`). Other spiders run as usual."""
 
 from __future__ import annotations
@@ -28,7 +29,19 @@ class Command(ScrapyCrawl):
         # Before Scrapy starts (and logs anything): one line, exit status 2, nothing written.
         if args == [VkSpider.name] and (problem := self._problem(opts)):
             print(f"error: {problem}", file=sys.stderr)
+            self._log_refusal(problem)
             raise SystemExit(exitcodes.BAD_ARGUMENTS)
+
+    def _log_refusal(self, problem: str) -> None:
+        """Also into ``LOG_FILE`` when one is set: scrapyd's job log is where its users (and
+        ScrapydWeb) look for why a job ended at once; the stderr line goes to scrapyd's own."""
+        path = self.settings.get("LOG_FILE") if self.settings is not None else None
+        if path:
+            try:
+                with open(path, "a", encoding="utf-8") as log:
+                    log.write(f"[vkscraper] ERROR: crawl refused: {problem}\n")
+            except OSError:
+                pass  # stderr has it
 
     def _problem(self, opts: argparse.Namespace) -> str | None:
         if problem := check_tokens(load_tokens()):

@@ -12,7 +12,9 @@ redirect) comes back through here and gets the token again only if it qualifies.
 
 The token goes only to the origin of ``VK_API_URL`` (scheme, host and port), whatever the meta
 says: a redirect keeps ``vk_method`` in its meta, and a request carrying it to another host
-must not carry the token too.
+must not carry the token too. And ``VK_API_URL`` itself must be VK's API or an origin the
+operator allows in the environment (:mod:`vkscraper.trust`), checked when the crawl starts:
+a setting can come from anyone who can reach scrapyd, the environment only from the operator.
 
 Several tokens (``VK_ACCESS_TOKEN=t1,t2,…``) form a pool (:mod:`vkscraper.tokenpool`): each
 request goes to the usable token with the least work in its download slot. When none can take
@@ -35,20 +37,18 @@ from __future__ import annotations
 import logging
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import SplitResult, urlsplit
 
 from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.asyncio import sleep
-from scrapy.utils.httpobj import urlparse_cached
 
 from vkscraper import defaults
 from vkscraper.tokenpool import TokenPool
 from vkscraper.tokens import load_tokens, token_tag
+from vkscraper.trust import Origin, check_api_url, parse_origin
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
     from typing import Self
-    from urllib.parse import ParseResult
 
     from scrapy import Request
     from scrapy.crawler import Crawler
@@ -59,9 +59,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 AUTH_HEADER = b"Authorization"
-DEFAULT_PORTS = {"http": 80, "https": 443}
-
-Origin = tuple[str, str, int | None]
 
 
 class NoUsableToken(IgnoreRequest):
@@ -92,7 +89,8 @@ class VkAuthMiddleware:
     ) -> None:
         self.crawler = crawler
         self.tokens = tokens
-        self.api_origin = origin(urlsplit(api_url))
+        check_api_url(api_url)  # also refused by the add-on; this holds without it
+        self.api_origin: Origin = parse_origin(api_url)
         s = crawler.settings
         self.pool = TokenPool(
             tokens,
@@ -161,17 +159,10 @@ class VkAuthMiddleware:
         strip_token(request)
 
 
-def origin(url: SplitResult | ParseResult) -> Origin:
-    """(scheme, host, port) with the scheme's default port filled in; raises ValueError on a
-    malformed port."""
-    scheme = url.scheme.lower()
-    return scheme, url.hostname or "", url.port or DEFAULT_PORTS.get(scheme)
-
-
 def _request_origin(request: Request) -> Origin | None:
     try:
-        return origin(urlparse_cached(request))
-    except ValueError:
+        return parse_origin(request.url)
+    except ValueError:  # user-info, an odd host or port: never trusted
         return None
 
 

@@ -40,6 +40,7 @@ from vkscraper.grouprefs import GroupRefError, parse_group_refs
 from vkscraper.store import Store, open_store
 from vkscraper.store.tasks import Task
 from vkscraper.tokens import load_tokens
+from vkscraper.trust import API_URLS_ENV, MAX_RPS_ENV, api_url_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +53,10 @@ MAX_GROUPS = 50_000  # references in one request
 # secrets or say where the crawl writes, and belong to the scrapyd process's environment.
 ENVIRONMENT_ONLY = ("VK_ACCESS_TOKEN", "DATABASE_URL", "REDIS_URL")
 # What an HTTP client may tune. Anything else could run code (pipelines, middlewares), write
-# files (LOG_FILE, FEEDS) or send the token elsewhere (VK_API_URL: only the URLs the operator
-# lists in API_URLS_ENV), so it is refused.
+# files (LOG_FILE, FEEDS) or send the token elsewhere (VK_API_URL: only VK's API or the origins
+# the operator allows, vkscraper.trust), so it is refused. The rate (SLOWER_ONLY) may only be
+# made slower: the limit is the operator's (VKSCRAPER_MAX_RPS), and the crawl checks it too.
+SLOWER_ONLY = ("VK_REQUESTS_PER_SECOND", "VK_RATE_MARGIN")
 CLIENT_SETTINGS = frozenset(
     {n for n in dir(defaults) if n.startswith("VK_")} - {"VK_API_URL", "VK_UNSAVED_DIR"}
 ) | {
@@ -61,7 +64,6 @@ CLIENT_SETTINGS = frozenset(
     "AUTOTHROTTLE_ENABLED", "AUTOTHROTTLE_TARGET_CONCURRENCY", "AUTOTHROTTLE_MAX_DELAY",
     "CLOSESPIDER_TIMEOUT",
 }  # fmt: skip
-API_URLS_ENV = "VKSCRAPER_API_URLS"  # comma-separated VK_API_URL values a task may choose
 _SETTING_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 ACTIVE_STATES = ("pending", "running", "stopping")
@@ -394,18 +396,6 @@ class TaskService:
         return {"task_id": task.id, "jobid": job, "prevstate": state}
 
 
-def api_url_allowed(url: str) -> bool:
-    """Whether a task may send the token to ``url``: VK's own URL, or one the operator lists
-    in ``VKSCRAPER_API_URLS`` (comma-separated; an entry ending in ``*`` is a prefix, e.g.
-    ``http://127.0.0.1:*`` for emulators on any local port)."""
-    if url == defaults.VK_API_URL:
-        return True
-    for entry in (e.strip() for e in os.environ.get(API_URLS_ENV, "").split(",")):
-        if entry and (url == entry or (entry.endswith("*") and url.startswith(entry[:-1]))):
-            return True
-    return False
-
-
 def check_task_settings(settings: Sequence[str] | Mapping[str, Any]) -> dict[str, str]:
     """``NAME=value`` pairs (or a mapping) as settings for the crawl, refused with a 400 that
     names the problem: a name not in :data:`CLIENT_SETTINGS`, a value the crawl would refuse
@@ -440,6 +430,8 @@ def check_task_settings(settings: Sequence[str] | Mapping[str, Any]) -> dict[str
                     f"VK_API_URL: not an allowed URL (the token is sent there); the operator "
                     f"lists the allowed ones in {API_URLS_ENV} of the scrapyd process"
                 )
+        elif name in SLOWER_ONLY:
+            _check_slower(name, text)
         elif name not in CLIENT_SETTINGS:
             raise bad_request(
                 f"setting {name} cannot be sent with a task (allowed: VK_API_URL, "
@@ -458,6 +450,26 @@ def check_task_settings(settings: Sequence[str] | Mapping[str, Any]) -> dict[str
     except ValueError as exc:
         raise bad_request(str(exc)) from None
     return out
+
+
+def _check_slower(name: str, text: str) -> None:
+    """A client may lower the rate (``VK_REQUESTS_PER_SECOND`` up to the operator's
+    ``VKSCRAPER_MAX_RPS``, checked with the crawl's own rules) or widen the margin, never
+    narrow it below the project's."""
+    if name != "VK_RATE_MARGIN":
+        return
+    project = Settings()
+    project.setmodule("vkscraper.settings", priority="project")
+    floor = project.getfloat(name, defaults.VK_RATE_MARGIN)
+    try:
+        slower = float(text) >= floor
+    except ValueError:
+        return  # the crawl's own check names a malformed number
+    if not slower:
+        raise bad_request(
+            f"{name} below {floor:g} would speed the crawl up: only the operator sets the rate "
+            f"limit ({MAX_RPS_ENV} in the environment of the scrapyd process)"
+        )
 
 
 def worker_job(task_id: int) -> str:

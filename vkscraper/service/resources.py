@@ -18,6 +18,8 @@ unknown task, 405 wrong method, 409 conflicting job, 503 database unavailable â€
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -80,15 +82,65 @@ def answer(txrequest: Request, check: Callable[[], Work], **extra: Any) -> bytes
     return NOT_DONE_YET
 
 
+ALLOWED_HOSTS_ENV = "VKSCRAPER_ALLOWED_HOSTS"  # names (host or host:port) a proxy uses for us
+LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]")
+_HOST = re.compile(r"(?P<name>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
+
+
+def _host_port(value: str) -> tuple[str, int | None] | None:
+    """``(name, port or None)`` of a ``Host`` header, an Origin's netloc or an allowlist
+    entry; None when malformed (user-info included)."""
+    match = _HOST.fullmatch(value.strip())
+    if match is None:
+        return None
+    port = match["port"]
+    return match["name"].lower().rstrip("."), int(port) if port else None
+
+
+def check_host(txrequest: Request) -> tuple[str, int | None]:
+    """Refuse a request whose ``Host`` is not a name this service answers to: the bind
+    address, localhost, 127.0.0.1 or [::1] with the port it listens on, or an entry of
+    ``VKSCRAPER_ALLOWED_HOSTS`` (comma-separated ``host`` or ``host:port``). A browser sends
+    the name it resolved, so a DNS-rebinding page (its own name now pointing at us) is
+    refused, reads included. Returns the Host's ``(name, port or None)``."""
+    raw = (txrequest.getHeader("Host") or "").strip()
+    host = _host_port(raw)
+    local = txrequest.getHost()
+    listening = getattr(local, "port", None)
+    if listening is None and host is not None:  # a Unix socket: no browser reaches it
+        return host
+    if host is not None:
+        address = getattr(local, "host", "")
+        names = {*LOCAL_NAMES, f"[{address}]" if ":" in address else address}
+        if host[0] in names and (host[1] or 80) == listening:
+            return host
+        for entry in os.environ.get(ALLOWED_HOSTS_ENV, "").split(","):
+            allowed = _host_port(entry) if entry.strip() else None
+            if allowed is not None and allowed[0] == host[0] and allowed[1] in (None, host[1]):
+                return host
+    raise RequestError(
+        403,
+        f"Host {raw[:80]!r} is not a name of this service (the operator adds names with "
+        f"{ALLOWED_HOSTS_ENV})",
+    )
+
+
 def check_origin(txrequest: Request) -> None:
-    """Refuse a POST sent by a page of another site (a browser always names its Origin on
-    one): it would start or cancel crawls with the operator's token (cross-site request
-    forgery). Clients that are not browsers send no Origin and are not concerned."""
+    """Refuse a request to a name the service does not answer to (:func:`check_host`, DNS
+    rebinding), and one sent by a page of another origin (a browser names its Origin on
+    every POST and cross-origin read): it would start or cancel crawls with the operator's
+    token (cross-site request forgery), or read what scrapyd's own routes let any origin
+    read. Origin and Host must agree on host AND port: another port of the same host is
+    another site. Clients that are not browsers send no Origin and pass."""
+    name, port = check_host(txrequest)
     origin = txrequest.getHeader("Origin")
-    if txrequest.method != b"POST" or origin is None:
+    if origin is None:
         return
-    host = txrequest.getHeader("Host") or ""
-    if urlsplit(origin).netloc != host:
+    parts = urlsplit(origin)
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    seen = _host_port(parts.netloc) if default else None
+    # A Host without a port (behind a TLS proxy) means the default port of the Origin's scheme.
+    if seen is None or (seen[0], seen[1] or default) != (name, port or default):
         raise RequestError(403, f"cross-site request refused (Origin {origin[:80]})")
 
 

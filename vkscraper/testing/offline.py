@@ -1,7 +1,8 @@
 """Run a real ``scrapy crawl vk`` against the emulator and measure it (demo and benchmark).
 
 The crawl is a subprocess exactly as a user runs it; only ``VK_API_URL`` points at the
-emulator. The numbers come from the emulator's request log, i.e. what the "server" saw.
+emulator, which the operator's environment allows (:func:`operator_env`). The numbers come
+from the emulator's request log, i.e. what the "server" saw.
 """
 
 from __future__ import annotations
@@ -18,9 +19,21 @@ from pathlib import Path
 from typing import Any
 
 from vkscraper.testing.fakevk import FakeVk, expected_rows, wall_readable
+from vkscraper.trust import API_URLS_ENV, MAX_RPS_ENV, VK_RPS
 
 # Long enough for the crawler's token check (vkscraper.tokens.MIN_TOKEN_LENGTH).
 DEMO_TOKEN = "demo-token-0123456789abcdef"
+
+
+def operator_env(api_url: str, settings: dict[str, Any] | None = None) -> dict[str, str]:
+    """What an operator exports for a crawl of the emulator (vkscraper.trust): the token may
+    go to ``api_url``, and at the ``VK_REQUESTS_PER_SECOND`` of ``settings`` if it asks for
+    more than VK's 3/s (the fast runs)."""
+    env = {API_URLS_ENV: api_url}
+    rps = (settings or {}).get("VK_REQUESTS_PER_SECOND")
+    if rps is not None and float(rps) > VK_RPS:
+        env[MAX_RPS_ENV] = str(rps)
+    return env
 
 
 def minimum_requests(dataset: dict[str, Any], posts_per_group: int = 10) -> int:
@@ -78,6 +91,7 @@ def crawl_offline(
         task_id = int(created.stdout.split()[-1])
         cmd = [sys.executable, "-m", "scrapy", "crawl", "vk", "-a", f"task_id={task_id}"]
         cmd += ["-s", "LOG_LEVEL=INFO", "-s", f"VK_API_URL={vk.url}"]
+        env.update(operator_env(vk.url, extra_settings))
         for name, value in (extra_settings or {}).items():
             cmd += ["-s", f"{name}={value}"]
         started = time.monotonic()

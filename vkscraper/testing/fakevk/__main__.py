@@ -205,7 +205,8 @@ def start_message(
     left_out = [g for g in readable if g not in clean] if clean else []
     lines = [
         "  ^ the emulator's URL: the crawler's VK_API_URL setting, -s VK_API_URL=<url>",
-        "    (a setting given with -s: VK_API_URL is not read from the environment)",
+        "    (a setting given with -s: VK_API_URL is not read from the environment); the",
+        "    token goes there only if the environment allows it: VKSCRAPER_API_URLS=<url>",
         f"token{'s' if len(tokens) > 1 else ''} it accepts (--tokens; any other gets VK error "
         f"5): {', '.join(tokens) if tokens else '(none)'}",
     ]
@@ -233,6 +234,7 @@ def start_message(
             "First crawl: in another terminal, at the root of the repository:",
             "",
             f"  export VK_ACCESS_TOKEN={usable[0]}",
+            f"  export VKSCRAPER_API_URLS={url}",
             f"  .venv/bin/scrapy crawl vk -s VK_API_URL={url} -a groups={names}",
             "",
             "It stores into DATABASE_URL (default: vkscraper.sqlite3 in that directory);",
