@@ -258,6 +258,10 @@ BAD_REQUESTS = [
     refused_setting("LOG_FILE=/tmp/x", "LOG_FILE cannot be sent"),
     refused_setting("ITEM_PIPELINES={}", "ITEM_PIPELINES cannot be sent"),
     refused_setting("VK_API_URL=http://evil.example/", "VK_API_URL: not an allowed URL"),
+    # The shared limit and the workers' settings are the operator's (two processes on one
+    # token would add up past VK's limit without the shared one).
+    refused_setting("VK_SHARED_RATE_LIMIT=False", "VK_SHARED_RATE_LIMIT cannot be sent"),
+    refused_setting("VK_WORKER_GROUPS=5", "VK_WORKER_GROUPS cannot be sent"),
     # A NUL in a value would stop scrapyd's launcher for good (spawnProcess refuses it).
     refused_setting("VK_BACKOFF_BASE=1\x00", "control character"),
     ("POST", "/collect.json", [("groups", "10"), ("groups", "11")], 400, "more than once"),

@@ -57,8 +57,12 @@ ENVIRONMENT_ONLY = ("VK_ACCESS_TOKEN", "DATABASE_URL", "REDIS_URL")
 # the operator allows, vkscraper.trust), so it is refused. The rate (SLOWER_ONLY) may only be
 # made slower: the limit is the operator's (VKSCRAPER_MAX_RPS), and the crawl checks it too.
 SLOWER_ONLY = ("VK_REQUESTS_PER_SECOND", "VK_RATE_MARGIN")
+# The shared limit and the workers' settings are the operator's too: a client turning the
+# shared limit off would let two processes on one token add up past VK's limit.
+OPERATOR_ONLY = {"VK_API_URL", "VK_UNSAVED_DIR", "VK_SHARED_RATE_LIMIT"}
 CLIENT_SETTINGS = frozenset(
-    {n for n in dir(defaults) if n.startswith("VK_")} - {"VK_API_URL", "VK_UNSAVED_DIR"}
+    {n for n in dir(defaults) if n.startswith("VK_") and not n.startswith("VK_WORKER_")}
+    - OPERATOR_ONLY
 ) | {
     "LOG_LEVEL", "RETRY_ENABLED", "RETRY_TIMES", "DOWNLOAD_TIMEOUT", "DOWNLOAD_DELAY",
     "AUTOTHROTTLE_ENABLED", "AUTOTHROTTLE_TARGET_CONCURRENCY", "AUTOTHROTTLE_MAX_DELAY",
