@@ -148,7 +148,12 @@ class VkDistributed:
         if self.closing or self.finalizer or not self.held:
             return  # idle, it closes by itself once the task is done
         engine = self.crawler.engine
-        status = await run_in_thread(self.queue.tasks.status)
+        try:
+            status = await run_in_thread(self.queue.tasks.status)
+        except Exception as exc:  # redis.RedisError, OSError: the next check tries again
+            logger.warning("Task %(task)s: Redis: %(error)s", {"task": self.task_id,
+                                                               "error": exc})  # fmt: skip
+            return
         if status in ("opening", "open") or engine is None:
             return
         if status == "lost":
