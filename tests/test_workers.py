@@ -364,7 +364,8 @@ def test_the_ack_that_empties_an_open_task_finalizes_it_once(server):
     assert b.ack("e2", dc) is True  # the last ack: b finalizes
     assert a.done() and b.done() and a.status() == "done"
     assert a.claim() is False  # nobody else ends it
-    assert a.take_over() is False  # b is alive: nobody takes its finalizing over
+    assert a.finalizing() == "wb"
+    assert a.take_over("wb") is False  # b is alive: nobody takes its finalizing over
     assert server.sismember(workqueue.ACTIVE, 5)  # until it is finalized
     b.finalized()
     assert a.status() == "final" and not server.sismember(workqueue.ACTIVE, 5)
@@ -382,7 +383,7 @@ def test_a_dead_finalizer_is_taken_over_and_a_dead_opener_too(server):
     assert b.ack("e0", b"data0") is True
     server.delete(workqueue.heartbeat_key("wb"))  # b dies before it finalized
     server.set(workqueue.heartbeat_key("wa"), 1)
-    assert a.take_over() is True and a.take_over() is False
+    assert a.take_over("wb") is True and a.take_over("wb") is False
     a.finalized()
     assert a.status() == "final"
 
@@ -391,15 +392,18 @@ def test_a_dead_workers_entries_go_back_and_a_stopping_worker_gives_its_own_back
     a = workqueue.TaskQueue(server, 6, "wa")
     b = workqueue.TaskQueue(server, 6, "wb")
     a.begin()
+    assert b.join()
     for n in range(3):
         a.push(f"e{n}", f"data{n}".encode())
     a.opened()
     assert a.take() == b"data0"
     assert b.take() == b"data1"
-    assert a.reap() == 1  # b has no heartbeat either, but a never reaps itself
+    assert a.holders() == ["wa", "wb"]
+    assert a.reap(["wa", "wb"]) == 1  # b has no heartbeat either, but a never reaps itself
     assert a.take() == b"data1"
     server.set(workqueue.heartbeat_key("wb"), 1)
-    assert b.reap() == 2  # a's entries, back at the head of the queue, in their order
+    assert a.reap(["wb"]) == 0  # b beats again: not dead
+    assert b.reap(["wa"]) == 2  # a's entries, back at the head of the queue, in their order
     assert b.take() == b"data0"
     assert b.release() == 1  # b stops: its entry back
     assert b.waiting() == 3 and not a.done()

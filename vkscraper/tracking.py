@@ -114,6 +114,16 @@ class GroupTracker:
     def finish(self, group: int) -> None:
         self._groups[group].finished = True
 
+    def restart(self, group: int) -> None:
+        """The group is crawled again from its start (worker mode: a second entry for it,
+        replayed after a worker was taken for dead). A finished group opens afresh, so it can
+        finish again; one still being crawled stays as it is and settles once both crawls'
+        requests and items are over."""
+        g = self._groups.get(group)
+        if g is not None and g.finished:
+            self._groups[group] = _Group()
+            self._dropped.pop(group, None)
+
     def finished_groups(self) -> list[int]:
         return sorted(gid for gid, g in self._groups.items() if g.finished)
 

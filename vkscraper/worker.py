@@ -19,6 +19,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from typing import TYPE_CHECKING, Any
 
 from scrapy.crawler import Crawler, CrawlerProcess
@@ -38,14 +39,17 @@ logger = logging.getLogger(__name__)
 FEED_WAIT = 2  # seconds one blocking wait on the feed lasts
 
 
-def worker_settings(settings: Settings, task_id: int, worker: str, role: str) -> Settings:
-    """The settings of one task's crawl in this worker."""
+def worker_settings(
+    settings: Settings, task_id: int, worker: str, role: str, run: str = ""
+) -> Settings:
+    """The settings of one task's crawl in this worker (``run``: the run it takes part in)."""
     task_settings = settings.copy()
     prefix = workqueue.task_prefix(task_id)
     for name, value in {
         "VK_DISTRIBUTED": True,
         "VK_WORKER_ID": worker,
         "VK_WORKER_ROLE": role,
+        "VK_WORKER_RUN": run,
         "VK_SHARED_RATE_LIMIT": True,
         "SCHEDULER": "vkscraper.scheduler.VkScheduler",
         "SCHEDULER_QUEUE_CLASS": "vkscraper.workqueue.EntryQueue",
@@ -68,6 +72,13 @@ class Worker(CrawlerProcess):
         self.heartbeat_ttl = settings.getfloat("VK_WORKER_HEARTBEAT")
         self.max_tasks = max(1, settings.getint("VK_WORKER_TASKS"))
         self.running: dict[Crawler, int] = {}  # crawl -> its task
+        # One crawl per task here: what to start once the crawl of the task closes.
+        self._after: dict[int, tuple[str, str]] = {}  # task -> (role, run)
+        # Workers seen without a heartbeat, since when (monotonic): dead only after a
+        # whole VK_WORKER_HEARTBEAT of it, as this worker sees it. A Redis outage longer
+        # than that lets every heartbeat expire; the live workers beat again within a third
+        # of it once Redis is back, and none is taken for dead meanwhile.
+        self._missing: dict[str, float] = {}
         self.stopping = False
 
     # the process
@@ -116,8 +127,6 @@ class Worker(CrawlerProcess):
                 await run_in_thread(self._sleep)
 
     def _sleep(self) -> None:
-        import time
-
         time.sleep(FEED_WAIT)
 
     def _next_task(self) -> int:
@@ -130,19 +139,30 @@ class Worker(CrawlerProcess):
     def _active_tasks(self) -> list[int]:
         return sorted(int(t) for t in self.redis.smembers(workqueue.ACTIVE))
 
+    def _dead(self, worker: str) -> bool:
+        """No heartbeat from ``worker`` for ``VK_WORKER_HEARTBEAT`` s, as this worker saw it
+        (an expired key alone is not enough: Redis may just have come back)."""
+        if worker == self.id or self.redis.exists(workqueue.heartbeat_key(worker)):
+            self._missing.pop(worker, None)
+            return False
+        since = self._missing.setdefault(worker, time.monotonic())
+        return time.monotonic() - since >= self.heartbeat_ttl
+
     def _reap(self) -> list[int]:
         """Put back the work of dead workers; returns the tasks a dead worker was to
         finalize, now this worker's (in a thread: the crawls start in the reactor's)."""
         to_finalize = []
         for task_id in self._active_tasks():
             queue = workqueue.TaskQueue(self.redis, task_id, self.id)
-            if moved := queue.reap():
+            dead = [w for w in queue.holders() if self._dead(w)]
+            if dead and (moved := queue.reap(dead)):
                 logger.warning(
                     "Task %(task)s: %(n)d group(s) of a worker that stopped beating went back "
                     "to the queue",
                     {"task": task_id, "n": moved},
                 )
-            if queue.take_over():
+            finalizer = queue.finalizing()
+            if finalizer is not None and self._dead(finalizer) and queue.take_over(finalizer):
                 logger.warning(
                     "Task %(task)s: the worker finalizing it stopped beating; finalizing it here",
                     {"task": task_id},
@@ -151,7 +171,7 @@ class Worker(CrawlerProcess):
         prefix = workqueue.opening_key("")
         for key in self.redis.scan_iter(prefix + "*"):
             worker = key.decode()[len(prefix) :]
-            if worker != self.id and not self.redis.exists(workqueue.heartbeat_key(worker)):
+            if self._dead(worker):
                 self._give_back(worker)
         return to_finalize
 
@@ -160,40 +180,55 @@ class Worker(CrawlerProcess):
             logger.warning("A task worker %(w)s was opening went back to the feed", {"w": worker})
 
     def _start(self, task_id: int, *, begin: bool) -> None:
-        role = "join"
         queue = workqueue.TaskQueue(self.redis, task_id, self.id)
         if begin:
             opened = queue.begin()
             if opened == 1:
-                role = "open"  # (even if this worker runs it already: it must be opened)
-            else:  # another live worker opens it (this one joins), or it was cancelled
-                self.redis.lrem(workqueue.opening_key(self.id), 0, str(task_id))
-                if opened < 0 or task_id in self.running.values():
-                    return
-        elif queue.done():
+                # A new run, this worker opens it (after its crawl of an earlier run, if one
+                # is still closing here: see _run).
+                self._run(task_id, "open", queue.run)
+                return
+            # Another live worker opens it (this one joins), or it was cancelled.
+            self.redis.lrem(workqueue.opening_key(self.id), 0, str(task_id))
+            if opened < 0 or task_id in self.running.values():
+                return
+        elif not queue.join():
             return
-        self._run(task_id, role)
+        self._run(task_id, "join", queue.run)
 
-    def _run(self, task_id: int, role: str) -> None:
-        crawler = Crawler(VkSpider, worker_settings(self.settings, task_id, self.id, role))
+    def _run(self, task_id: int, role: str, run: str = "") -> None:
+        if task_id in self.running.values():
+            # Never two crawls of one task in a worker: they would share its owner list and
+            # bookkeeping. The one here is of an ended run (it sees so and closes within
+            # moments) or is done with the task (a finalizing taken over): this one waits.
+            if role != "join" or task_id not in self._after:
+                self._after[task_id] = (role, run)
+            logger.info(
+                "Task %(task)s: %(role)s it once its crawl here has closed",
+                {"task": task_id, "role": role},
+            )
+            return
+        crawler = Crawler(VkSpider, worker_settings(self.settings, task_id, self.id, role, run))
         self.running[crawler] = task_id
         what = {"open": "opening it", "join": "joining it", "finalize": "finalizing it"}[role]
         logger.info("Task %(task)s: %(what)s", {"task": task_id, "what": what})
         d = self.crawl(crawler, task_id=str(task_id))
-        d.addBoth(self._ended, crawler, role)
+        d.addBoth(self._ended, crawler, role, run)
 
-    def _ended(self, result: Any, crawler: Crawler, role: str) -> Any:
+    def _ended(self, result: Any, crawler: Crawler, role: str, run: str) -> Any:
         task_id = self.running.pop(crawler)
-        if role == "open" and not self.stopping:
+        after = self._after.pop(task_id, None)
+        if role == "open" and not self.stopping and after is None:
             # An opener that ended before queueing every group (the task does not exist, the
             # database refused…; its log says why) ends the task: joiners stop waiting.
             self.redis.lrem(workqueue.opening_key(self.id), 0, str(task_id))
-            state = self.redis.get(workqueue.task_prefix(task_id) + ":state")
-            if state == f"opening:{self.id}".encode():
-                queue = workqueue.TaskQueue(self.redis, task_id, self.id)
-                queue.claim()
+            queue = workqueue.TaskQueue(self.redis, task_id, self.id, run)
+            state = self.redis.get(queue.state)
+            if state == f"opening:{self.id}".encode() and queue.claim():  # (of its run)
                 queue.finalized()  # off the active tasks: nobody waits for it
                 logger.error("Task %(task)s could not be opened (see above)", {"task": task_id})
+        if after is not None and not self.stopping:
+            self._run(task_id, *after)
         return result
 
 

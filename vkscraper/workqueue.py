@@ -37,12 +37,15 @@ Keys (a task's share one Redis Cluster slot through ``{task:N}``); nothing holds
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from scrapy_redis.queue import Base
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import redis
     from scrapy import Request, Spider
 
@@ -51,6 +54,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "vkscraper"
 FEED = f"{PREFIX}:tasks"
 ACTIVE = f"{PREFIX}:active"
+ENDED_TTL = 86400  # seconds a task's keys stay in Redis after it ended (final or cancelled)
 
 
 def task_prefix(task_id: int) -> str:
@@ -84,23 +88,30 @@ def redis_location(url: str) -> str:
 
 
 # A task's state: opening:<worker> → open → done:<worker> (that worker finalizes it) → final;
-# or cancelled (by the HTTP service) at any point.
+# or cancelled (by the HTTP service) at any point. ``run`` names the run the state is about:
+# a crawl of another run (cancelled and collected again, or an opener taken over) takes and
+# acks nothing of this one and closes. A missing state is a task Redis lost (a restart
+# without persistence): nobody finalizes it, it stays resumable from the database.
 
-# KEYS: state, pending, queue, active; ARGV: task, worker, heartbeat prefix.
-# 1: open it (a new run, or one whose opener died: afresh, its entries are queued again);
-# 0: it is open or opening elsewhere, join it; -1: cancelled, drop it.
+# KEYS: state, pending, queue, active, owners, run; ARGV: task, worker, heartbeat prefix,
+# new run id, owner-list prefix. {1, run}: open it (a new run, or one whose opener died:
+# afresh, whatever an earlier run queued or handed out is void); {0, run}: it is open or
+# opening elsewhere, join it; {-1, ''}: cancelled, drop it.
 _BEGIN = """
 local s = redis.call('GET', KEYS[1])
-if s == 'cancelled' then return -1 end
-if s == 'open' or (s and string.sub(s, 1, 5) == 'done:') then return 0 end
+if s == 'cancelled' then return {-1, ''} end
+local run = redis.call('GET', KEYS[6]) or ''
+if s == 'open' or (s and string.sub(s, 1, 5) == 'done:') then return {0, run} end
 if s and string.sub(s, 1, 8) == 'opening:' and
     redis.call('EXISTS', ARGV[3] .. string.sub(s, 9)) == 1 then
-  return 0
+  return {0, run}
 end
-redis.call('DEL', KEYS[2], KEYS[3])
+for _, w in ipairs(redis.call('SMEMBERS', KEYS[5])) do redis.call('DEL', ARGV[5] .. w) end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[5])
 redis.call('SET', KEYS[1], 'opening:' .. ARGV[2])
+redis.call('SET', KEYS[6], ARGV[4])
 redis.call('SADD', KEYS[4], ARGV[1])
-return 1
+return {1, ARGV[4]}
 """
 
 # Open with nothing pending: the caller finalizes. KEYS: state, pending; ARGV: task, worker.
@@ -123,60 +134,129 @@ redis.call('LREM', KEYS[3], 0, ARGV[1])
     + _FINISH_IF_DONE
 )
 
-# KEYS: state, pending, owner; ARGV: task, worker, entry id, entry data.
+# Take the oldest entry, for a crawl of the current run only.
+# KEYS: run, queue, owner, owners; ARGV: run, worker.
+_TAKE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+redis.call('SADD', KEYS[4], ARGV[2])
+return redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT')
+"""
+
+# An entry a blocking take moved: kept (1) by a crawl of the current run, else put back at
+# the head of the queue (0). KEYS: run, owner, queue, owners; ARGV: run, data, worker.
+_KEEP = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SADD', KEYS[4], ARGV[3])
+  return 1
+end
+if redis.call('LREM', KEYS[2], -1, ARGV[2]) == 1 then redis.call('LPUSH', KEYS[3], ARGV[2]) end
+return 0
+"""
+
+# KEYS: state, pending, owner, queue, run; ARGV: task, worker, entry id, entry data, run.
+# Counted only when the entry is still this worker's (or waiting, put back after this worker
+# was taken for dead): one another worker took again is acked by that worker, when its crawl
+# of the group is over, so the task is not finalized while a group is still being crawled.
 _ACK = (
     """
-redis.call('LREM', KEYS[3], 1, ARGV[4])
+if redis.call('GET', KEYS[5]) ~= ARGV[5] then
+  redis.call('LREM', KEYS[3], 1, ARGV[4])
+  return 0
+end
+if redis.call('LREM', KEYS[3], 1, ARGV[4]) == 0 and
+    redis.call('LREM', KEYS[4], 1, ARGV[4]) == 0 then
+  return 0
+end
 redis.call('SREM', KEYS[2], ARGV[3])
 """
     + _FINISH_IF_DONE
 )
 
-# End the task now (a fatal error): 1 if this worker finalizes it. KEYS: state; ARGV: worker.
+# End the task now (a fatal error): 1 if this worker finalizes it. Never a task of another
+# run, nor one whose state Redis lost (the database keeps it resumable).
+# KEYS: state, run; ARGV: worker, run.
 _CLAIM = """
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
 local s = redis.call('GET', KEYS[1])
-if s == 'final' or s == 'cancelled' or (s and string.sub(s, 1, 5) == 'done:') then
+if not s or s == 'final' or s == 'cancelled' or string.sub(s, 1, 5) == 'done:' then
   return 0
 end
 redis.call('SET', KEYS[1], 'done:' .. ARGV[1])
 return 1
 """
 
-# A finalizer that died before it finished: this worker takes the finalizing over.
-# KEYS: state; ARGV: worker, heartbeat prefix.
+# A finalizer found dead (ARGV[3]) before it finished: this worker takes the finalizing over.
+# KEYS: state; ARGV: worker, heartbeat prefix, the dead finalizer.
 _TAKE_OVER = """
-local s = redis.call('GET', KEYS[1])
-if s and string.sub(s, 1, 5) == 'done:' and string.sub(s, 6) ~= ARGV[1] and
-    redis.call('EXISTS', ARGV[2] .. string.sub(s, 6)) == 0 then
+if ARGV[3] ~= ARGV[1] and redis.call('GET', KEYS[1]) == 'done:' .. ARGV[3] and
+    redis.call('EXISTS', ARGV[2] .. ARGV[3]) == 0 then
   redis.call('SET', KEYS[1], 'done:' .. ARGV[1])
   return 1
 end
 return 0
 """
 
-# The finalizer finished it. KEYS: state, active; ARGV: task, worker.
-_FINALIZED = """
-if redis.call('GET', KEYS[1]) == 'done:' .. ARGV[2] then
-  redis.call('SET', KEYS[1], 'final')
+# The task's keys expire ENDED_TTL s after it ended (final or cancelled).
+# KEYS: state, pending, queue, owners, run; ARGV: owner-list prefix, ttl.
+_EXPIRE = """
+for _, w in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  redis.call('EXPIRE', ARGV[1] .. w, ARGV[2])
 end
-redis.call('SREM', KEYS[2], ARGV[1])
+for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ARGV[2]) end
 """
 
-# The HTTP service cancels it. KEYS: state, active, feed; ARGV: task.
+# The finalizer finished it. KEYS: state, active, pending, queue, owners, run;
+# ARGV: task, worker, owner-list prefix, ttl.
+_FINALIZED = """
+local s = redis.call('GET', KEYS[1])
+if s == 'done:' .. ARGV[2] then
+  redis.call('SET', KEYS[1], 'final')
+  s = 'final'
+end
+redis.call('SREM', KEYS[2], ARGV[1])
+if s == 'final' then
+  for _, w in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+    redis.call('EXPIRE', ARGV[3] .. w, ARGV[4])
+  end
+  for _, key in ipairs({KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}) do
+    redis.call('EXPIRE', key, ARGV[4])
+  end
+end
+"""
+
+# The HTTP service cancels it. KEYS: state, active, feed, pending, queue, owners, run;
+# ARGV: task, owner-list prefix, ttl.
 _CANCEL = """
 redis.call('LREM', KEYS[3], 0, ARGV[1])
 redis.call('SET', KEYS[1], 'cancelled')
 redis.call('SREM', KEYS[2], ARGV[1])
+for _, w in ipairs(redis.call('SMEMBERS', KEYS[6])) do
+  redis.call('EXPIRE', ARGV[2] .. w, ARGV[3])
+end
+for _, key in ipairs({KEYS[1], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}) do
+  redis.call('EXPIRE', key, ARGV[3])
+end
 """
 
-# Put back the entries of dead workers (or of ARGV[2] itself). KEYS: owners, queue;
-# ARGV: owner-list prefix, the worker releasing its own ('' when reaping), heartbeat prefix,
-# the worker reaping (never reaped by itself).
-_REQUEUE = """
+# A worker stops: its entries go back at the head of the queue (an ended run's are void).
+# KEYS: owners, queue, run, owner; ARGV: worker, run.
+_RELEASE = """
 local moved = 0
-for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if w == ARGV[2] or (ARGV[2] == '' and w ~= ARGV[4] and
-                      redis.call('EXISTS', ARGV[3] .. w) == 0) then
+if redis.call('GET', KEYS[3]) == ARGV[2] then
+  while redis.call('LMOVE', KEYS[4], KEYS[2], 'RIGHT', 'LEFT') do moved = moved + 1 end
+end
+redis.call('DEL', KEYS[4])
+redis.call('SREM', KEYS[1], ARGV[1])
+return moved
+"""
+
+# Put back the entries of workers found dead (ARGV[3]…), unless they beat again meanwhile.
+# KEYS: owners, queue; ARGV: owner-list prefix, heartbeat prefix, dead workers.
+_REAP = """
+local moved = 0
+for i = 3, #ARGV do
+  local w = ARGV[i]
+  if redis.call('SISMEMBER', KEYS[1], w) == 1 and redis.call('EXISTS', ARGV[2] .. w) == 0 then
     while redis.call('LMOVE', ARGV[1] .. w, KEYS[2], 'RIGHT', 'LEFT') do
       moved = moved + 1
     end
@@ -188,29 +268,47 @@ return moved
 
 
 class TaskQueue:
-    """The Redis side of one task's entries, for one worker (see the module docstring)."""
+    """The Redis side of one task's entries, for one worker (see the module docstring);
+    ``run``: the run its crawl takes part in (set by :meth:`begin` or :meth:`join`)."""
 
-    def __init__(self, server: redis.Redis, task_id: int, worker: str) -> None:
+    def __init__(self, server: redis.Redis, task_id: int, worker: str, run: str = "") -> None:
         self.server = server
         self.task_id = task_id
         self.worker = worker
+        self.run = run
         p = task_prefix(task_id)
         self.state, self.pending, self.queue = f"{p}:state", f"{p}:pending", f"{p}:queue"
         self.owners, self.owner_prefix = f"{p}:owners", f"{p}:owner:"
         self.owner = self.owner_prefix + worker
+        self.run_key = f"{p}:run"
         self.scripts = {
             name: server.register_script(code)
             for name, code in (
-                ("begin", _BEGIN), ("opened", _OPENED), ("ack", _ACK), ("claim", _CLAIM),
-                ("take_over", _TAKE_OVER), ("finalized", _FINALIZED), ("cancel", _CANCEL),
-                ("requeue", _REQUEUE),
+                ("begin", _BEGIN), ("opened", _OPENED), ("take", _TAKE), ("keep", _KEEP),
+                ("ack", _ACK), ("claim", _CLAIM), ("take_over", _TAKE_OVER),
+                ("finalized", _FINALIZED), ("cancel", _CANCEL), ("release", _RELEASE),
+                ("reap", _REAP),
             )
         }  # fmt: skip
 
     def begin(self) -> int:
-        """Taken from the feed: 1 open it (this worker), 0 join it, -1 drop it (cancelled)."""
-        keys = [self.state, self.pending, self.queue, ACTIVE]
-        return int(self.scripts["begin"](keys, [self.task_id, self.worker, heartbeat_key("")]))
+        """Taken from the feed: 1 open it (this worker, a new run), 0 join it, -1 drop it
+        (cancelled)."""
+        keys = [self.state, self.pending, self.queue, ACTIVE, self.owners, self.run_key]
+        argv: list[str | int] = [self.task_id, self.worker, heartbeat_key(""),
+                                 secrets.token_hex(6), self.owner_prefix]  # fmt: skip
+        code, run = self.scripts["begin"](keys, argv)
+        self.run = run.decode() if isinstance(run, bytes) else str(run)
+        return int(code)
+
+    def join(self) -> bool:
+        """Take part in the current run; False: nothing to join (no run open or opening)."""
+        with self.server.pipeline(transaction=True) as pipe:
+            pipe.get(self.state)
+            pipe.get(self.run_key)
+            state, run = pipe.execute()
+        self.run = run.decode() if run is not None else ""
+        return state is not None and state.decode().split(":", 1)[0] in ("open", "opening")
 
     def push(self, entry_id: str, data: bytes) -> None:
         with self.server.pipeline(transaction=True) as pipe:
@@ -219,13 +317,23 @@ class TaskQueue:
             pipe.execute()
 
     def take(self, timeout: int = 0) -> bytes | None:
-        """The oldest entry, moved into this worker's owner list; waits up to ``timeout``."""
+        """The oldest entry, moved into this worker's owner list; waits up to ``timeout``.
+        None when none came, or when the run this crawl is part of has ended."""
+        if timeout <= 0:
+            keys = [self.run_key, self.queue, self.owner, self.owners]
+            taken: bytes | None = self.scripts["take"](keys, [self.run, self.worker])
+            return taken  # bytes: the client does not decode
+        if not self.current():
+            return None
         self.server.sadd(self.owners, self.worker)  # before the move: a reaper must see it
-        if timeout > 0:
-            data = self.server.blmove(self.queue, self.owner, timeout, "LEFT", "RIGHT")
-        else:
-            data = self.server.lmove(self.queue, self.owner, "LEFT", "RIGHT")
-        return data  # type: ignore[return-value]  # bytes: the client does not decode
+        data: bytes | None = self.server.blmove(  # type: ignore[assignment]
+            self.queue, self.owner, timeout, "LEFT", "RIGHT"
+        )
+        if data is None:
+            return None
+        keys = [self.run_key, self.owner, self.queue, self.owners]
+        kept = self.scripts["keep"](keys, [self.run, data, self.worker])
+        return data if kept else None
 
     def opened(self) -> bool:
         """Every entry is queued. True: nothing was pending, this worker finalizes."""
@@ -235,43 +343,80 @@ class TaskQueue:
     def ack(self, entry_id: str, data: bytes) -> bool:
         """The entry's group is finished. True: it was the task's last, this worker
         finalizes."""
-        keys = [self.state, self.pending, self.owner]
-        return bool(self.scripts["ack"](keys, [self.task_id, self.worker, entry_id, data]))
+        keys = [self.state, self.pending, self.owner, self.queue, self.run_key]
+        argv: list[str | int | bytes] = [self.task_id, self.worker, entry_id, data, self.run]
+        return bool(self.scripts["ack"](keys, argv))
 
     def claim(self) -> bool:
         """End the task now (the crawl cannot go on); True: this worker finalizes it."""
-        return bool(self.scripts["claim"]([self.state], [self.worker]))
+        return bool(self.scripts["claim"]([self.state, self.run_key], [self.worker, self.run]))
 
-    def take_over(self) -> bool:
-        """True: the worker that was to finalize the task died first; this one does."""
-        return bool(self.scripts["take_over"]([self.state], [self.worker, heartbeat_key("")]))
+    def finalizing(self) -> str | None:
+        """The worker finalizing the task (state ``done:<worker>``), if any."""
+        state: bytes | None = self.server.get(self.state)  # type: ignore[assignment]
+        if state is None or not state.startswith(b"done:"):
+            return None
+        return state[5:].decode()
+
+    def take_over(self, dead: str) -> bool:
+        """True: ``dead``, found dead, was to finalize the task and had not; this worker
+        does."""
+        argv = [self.worker, heartbeat_key(""), dead]
+        return bool(self.scripts["take_over"]([self.state], argv))
 
     def finalized(self) -> None:
-        self.scripts["finalized"]([self.state, ACTIVE], [self.task_id, self.worker])
+        """Finalized: off the active tasks; its keys expire after ``ENDED_TTL``."""
+        keys = [self.state, ACTIVE, self.pending, self.queue, self.owners, self.run_key]
+        argv: list[str | int] = [self.task_id, self.worker, self.owner_prefix, ENDED_TTL]
+        self.scripts["finalized"](keys, argv)
 
     def cancel(self) -> None:
         """Out of the feed and of every worker: their crawls of it close (resumable)."""
-        self.scripts["cancel"]([self.state, ACTIVE, FEED], [self.task_id])
+        keys = [self.state, ACTIVE, FEED, self.pending, self.queue, self.owners, self.run_key]
+        self.scripts["cancel"](keys, [self.task_id, self.owner_prefix, ENDED_TTL])
 
     def release(self) -> int:
         """Put back every entry this worker holds (it stops); returns how many."""
-        argv = [self.owner_prefix, self.worker, heartbeat_key(""), self.worker]
-        return int(self.scripts["requeue"]([self.owners, self.queue], argv))
+        keys = [self.owners, self.queue, self.run_key, self.owner]
+        return int(self.scripts["release"](keys, [self.worker, self.run]))
 
-    def reap(self) -> int:
-        """Put back the entries of workers whose heartbeat expired; returns how many."""
-        argv = [self.owner_prefix, "", heartbeat_key(""), self.worker]
-        return int(self.scripts["requeue"]([self.owners, self.queue], argv))
+    def holders(self) -> list[str]:
+        """The workers holding entries of the task."""
+        members: set[bytes] = self.server.smembers(self.owners)  # type: ignore[assignment]
+        return sorted(w.decode() for w in members)
+
+    def reap(self, dead: Iterable[str]) -> int:
+        """Put back the entries of the workers ``dead`` (found dead by the caller: no
+        heartbeat for ``VK_WORKER_HEARTBEAT``; never this worker); returns how many."""
+        dead = [w for w in dead if w != self.worker]
+        if not dead:
+            return 0
+        argv = [self.owner_prefix, heartbeat_key(""), *dead]
+        return int(self.scripts["reap"]([self.owners, self.queue], argv))
 
     def status(self) -> str:
-        """``opening``, ``open``, ``done`` (being finalized), ``final``, ``cancelled`` or
-        ``none``."""
-        state: bytes | None = self.server.get(self.state)  # type: ignore[assignment]
-        return "none" if state is None else state.decode().split(":", 1)[0]
+        """``opening``, ``open``, ``done`` (being finalized), ``final``, ``cancelled``,
+        ``ended`` (a crawl of a run that has ended) or ``lost`` (Redis lost the task's state:
+        its data went away with a restart; or the keys of an old task expired)."""
+        with self.server.pipeline(transaction=True) as pipe:
+            pipe.get(self.state)
+            pipe.get(self.run_key)
+            state, run = pipe.execute()
+        if state is None:
+            return "lost"
+        status: str = state.decode().split(":", 1)[0]
+        if self.run and status in ("opening", "open", "done") and run != self.run.encode():
+            return "ended"
+        return status
+
+    def current(self) -> bool:
+        """The run this crawl takes part in goes on (others may still take its entries)."""
+        return self.status() in ("opening", "open")
 
     def done(self) -> bool:
-        """No more work for anyone: finished (or being finalized), or cancelled."""
-        return self.status() in ("none", "done", "final", "cancelled")
+        """No more work for this crawl: the task is finished (or being finalized),
+        cancelled, its run ended, or Redis lost it."""
+        return not self.current()
 
     def waiting(self) -> int:
         return int(self.server.llen(self.queue))
@@ -286,7 +431,8 @@ class EntryQueue(Base):
         super().__init__(server, spider, key, serializer)
         settings = spider.crawler.settings
         task_id = spider.task_id_arg  # type: ignore[attr-defined]  # the vk spider's
-        self.tasks = TaskQueue(server, task_id, settings.get("VK_WORKER_ID"))
+        worker, run = settings.get("VK_WORKER_ID"), settings.get("VK_WORKER_RUN", "")
+        self.tasks = TaskQueue(server, task_id, worker, run)
 
     def __len__(self) -> int:
         return self.tasks.waiting()

@@ -10,8 +10,10 @@ elsewhere: idle, it waits for an entry in a blocking Redis call (``BLMOVE``, 2 s
 At close it tells the task extension whether this crawl finalizes the task: after its last
 group (the ack that emptied ``pending``), or when the crawl stops early for a reason that ends
 the task (a fatal token error); a stop (SIGTERM, Ctrl-C) puts its entries back instead. A task
-ended elsewhere (cancelled through the HTTP service, a fatal error in another worker) closes
-this crawl within ``WAIT_SECONDS``, its unfinished groups put back (a later run resumes).
+ended elsewhere (cancelled through the HTTP service, collected again — a new run —, a fatal
+error in another worker) closes this crawl within ``WAIT_SECONDS``, its unfinished groups put
+back (a later run resumes); so does a task whose state Redis lost, which nobody finalizes:
+the database keeps it ``in_progress``, resumable.
 """
 
 from __future__ import annotations
@@ -146,13 +148,32 @@ class VkDistributed:
         if self.closing or self.finalizer or not self.held:
             return  # idle, it closes by itself once the task is done
         engine = self.crawler.engine
-        if await run_in_thread(self.queue.tasks.done) and engine is not None:
-            logger.info(
-                "Task %(task)s was ended elsewhere (cancelled, or a fatal error): closing",
+        try:
+            status = await run_in_thread(self.queue.tasks.status)
+        except Exception as exc:  # redis.RedisError, OSError: the next check tries again
+            logger.warning("Task %(task)s: Redis: %(error)s", {"task": self.task_id,
+                                                               "error": exc})  # fmt: skip
+            return
+        if status in ("opening", "open") or engine is None:
+            return
+        if status == "lost":
+            # Not a cancel, not an end: the database keeps the task in_progress, resumable
+            # (collected again, it resumes from the groups recorded done).
+            logger.warning(
+                "Task %(task)s: its state in Redis is gone (Redis restarted without its data?): "
+                "closing; the task stays in_progress, collect it again to resume it",
                 {"task": self.task_id},
             )
-            # Not awaited here: closing stops this very check and waits for it.
-            self._closer = asyncio.ensure_future(engine.close_spider_async(reason="cancelled"))
+            reason = "redis_state_lost"
+        else:
+            logger.info(
+                "Task %(task)s was ended elsewhere (cancelled, collected again, or a fatal "
+                "error): closing",
+                {"task": self.task_id},
+            )
+            reason = "cancelled"
+        # Not awaited here: closing stops this very check and waits for it.
+        self._closer = asyncio.ensure_future(engine.close_spider_async(reason=reason))
 
     # the task's progress
 

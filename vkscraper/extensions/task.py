@@ -388,6 +388,8 @@ class VkTaskExtension:
     async def restart_group(self, group: int | str, *, always: bool = False) -> None:
         """A group is about to be crawled: forget what an interrupted run recorded for it
         (``always``: a worker's entry, perhaps replayed after another worker died)."""
+        if isinstance(group, int):
+            self.tracker.restart(group)  # a group finished here before can finish again
         if self.resuming or always:
             assert self.store is not None
             await self._call(self.store.reset_group, self.task_id, group)
@@ -426,6 +428,8 @@ class VkTaskExtension:
             if group not in self._settling:
                 continue  # another run of this method got it
             self._settling.discard(group)
+            if not self.tracker.settled(group):
+                continue  # restarted meanwhile (worker mode): it settles again later
             self.tracker.finish(group)
             status = "failed" if self.tracker.failed(group) else "done"
             complete = self.tracker.complete_posts(group)
