@@ -303,6 +303,34 @@ BAD_REQUESTS = [
     ("GET", "/api/tasks/999999", None, 404, "task 999999"),
     ("GET", "/api/tasks/abc", None, 400, "whole number"),
     ("GET", "/api/nothing/here", None, 404, "no such route"),
+    # An empty value is malformed, not the default.
+    ("GET", "/results.json?task_id=1&kind=", None, 400, "'kind'"),
+    ("GET", "/results.json?task_id=1&after=", None, 400, "'after'"),
+    ("GET", "/results.json?task_id=1&limit=", None, 400, "'limit'"),
+    ("GET", "/tasks.json?limit=", None, 400, "'limit'"),
+    ("GET", "/api/tasks/1/results?after=&kind=", None, 400, "'kind'"),
+    ("GET", "/api/tasks/1/results?after=", None, 400, "'after'"),
+    # The REST body's types are those documented: a list and an integer.
+    ("POST", "/api/tasks/collect", {"groups": "AAA"}, 400, "'groups' must be a list"),
+    ("POST", "/api/tasks/collect", {"taskId": "1"}, 400, "'taskId' must be a whole number"),
+    ("POST", "/api/tasks/collect", {"taskId": True}, 400, "'taskId' must be a whole number"),
+    # 413: too many references (however short), or a body over 1 MiB.
+    (
+        "POST",
+        "/collect.json",
+        {"groups": ",".join(str(i) for i in range(1, 50_002))},
+        413,
+        "more than 50000 group references",
+    ),
+    ("POST", "/collect.json", {"groups": "1," * 600_000}, 413, "larger than 1 MiB"),
+    (
+        "POST",
+        "/api/tasks/collect",
+        {"groups": list(range(1, 50_002))},
+        413,
+        "more than 50000 group references",
+    ),
+    ("POST", "/api/tasks/collect", {"groups": ["1"] * 300_000}, 413, "larger than 1 MiB"),
 ]
 
 
@@ -339,6 +367,112 @@ def test_cancel_of_a_task_without_a_job_is_a_conflict(pg_server):
     task_id = create_task(pg_server, [10])  # created by the CLI: never queued
     status, answer = pg_server.call("POST", "/cancel-task.json", data={"task_id": task_id})
     assert status == 409 and "no pending or running job" in answer["message"], answer
+
+
+def test_a_form_body_on_the_rest_collect_is_415_not_a_parameter_error(pg_server):
+    before = count_tasks(pg_server)
+    request = urllib.request.Request(
+        pg_server.url + "/api/tasks/collect", b"groups=10",
+        {"Content-Type": "application/x-www-form-urlencoded"}, method="POST",
+    )  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    answer = json.loads(refused.value.read())
+    assert refused.value.code == 415, answer
+    assert "Content-Type: application/json" in answer["message"]
+    assert count_tasks(pg_server) == before
+
+
+def test_bad_group_references_are_echoed_truncated(pg_server):
+    status, answer = pg_server.call("POST", "/collect.json", data={"groups": "x" * 500_000})
+    assert status == 400 and "bad group reference" in answer["message"], answer
+    assert len(answer["message"]) < 300, len(answer["message"])
+    many = [f"bad[{i}" for i in range(5000)]
+    status, answer = pg_server.call("POST", "/api/tasks/collect", json_body={"groups": many})
+    assert status == 400 and "and 4990 more bad reference(s)" in answer["message"], answer
+    assert len(answer["message"]) < 2000, len(answer["message"])
+
+
+def test_head_on_get_routes_answers_like_get_without_a_body(pg_server):
+    task_id = create_task(pg_server, [10])
+    for path in (
+        "/tasks.json",
+        f"/task.json?task_id={task_id}",
+        f"/results.json?task_id={task_id}",
+        "/api/tasks",
+        f"/api/tasks/{task_id}",
+        f"/api/tasks/{task_id}/results",
+    ):
+        request = urllib.request.Request(pg_server.url + path, method="HEAD")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200, path
+            assert response.headers["Content-Type"].startswith("application/json"), path
+            assert response.read() == b"", path
+    status, answer = pg_server.call("HEAD", "/task.json")  # HEAD of a refusal: no body either
+    assert status == 400 and answer == ""
+    status, _ = pg_server.call("HEAD", "/collect.json")
+    assert status == 405
+
+
+def test_a_task_without_a_known_job_says_so_in_every_view(pg_server):
+    """``job.state`` is never null: ``none`` for a task that never had a job (the CLI made
+    it), ``unknown`` for a job this scrapyd does not know (it restarted since)."""
+    never = create_task(pg_server, [10])
+    forgotten = create_task(pg_server, [11])
+    with open_store(pg_server.database_url) as store:
+        store.set_job(forgotten, "0123456789abcdef0123456789abcdef")  # a previous scrapyd's
+    expected = {
+        never: {"jobid": None, "state": "none"},
+        forgotten: {"jobid": "0123456789abcdef0123456789abcdef", "state": "unknown"},
+    }
+    _, listed = pg_server.call("GET", "/tasks.json?limit=500")
+    _, rest_listed = pg_server.call("GET", "/api/tasks?limit=500")
+    for task_id, job in expected.items():
+        _, one = pg_server.call("GET", f"/task.json?task_id={task_id}")
+        _, rest_one = pg_server.call("GET", f"/api/tasks/{task_id}")
+        views = [one["task"], rest_one]
+        views += [t for t in listed["tasks"] + rest_listed["tasks"] if t["task_id"] == task_id]
+        assert len(views) == 4
+        for view in views:
+            assert view["job"] == job and view["resumable"], view
+
+
+@pytest.fixture(scope="module")
+def idle_server(tmp_path_factory, pg_admin_url):
+    """A scrapyd that never polls its queue: every job it is given stays pending."""
+    with temporary_database(pg_admin_url, "vkidle") as url:
+        work = tmp_path_factory.mktemp("scrapyd-idle")
+        with Scrapyd(work, database_url=url, token=TOKEN, poll_interval=3600) as s:
+            s.database_url = url
+            yield s
+
+
+def test_a_job_cancelled_before_it_started_reads_unknown(idle_server):
+    status, queued = idle_server.call("POST", "/collect.json", data={"groups": "10"})
+    assert status == 200, queued
+    _, task = idle_server.call("GET", f"/task.json?task_id={queued['task_id']}")
+    assert task["task"]["job"] == {"jobid": queued["jobid"], "state": "pending"}
+    status, cancelled = idle_server.call(
+        "POST", "/cancel-task.json", data={"task_id": queued["task_id"]}
+    )
+    assert status == 200 and cancelled["prevstate"] == "pending", cancelled
+    _, task = idle_server.call("GET", f"/task.json?task_id={queued['task_id']}")
+    assert task["task"]["job"] == {"jobid": queued["jobid"], "state": "unknown"}
+    assert task["task"]["resumable"]
+
+
+def test_a_collect_of_50000_groups_answers_within_seconds(idle_server):
+    """Group lists are deduplicated in linear time (a list scan took 18 s for 50,000)."""
+    names = ",".join(f"name{i}" for i in range(50_000))
+    started = time.monotonic()
+    status, answer = idle_server.call("POST", "/collect.json", data={"groups": names})
+    took = time.monotonic() - started
+    assert status == 200, answer
+    assert took < 5, f"collect of 50,000 groups took {took:.1f} s"
+    started = time.monotonic()
+    _, task = idle_server.call("GET", f"/task.json?task_id={answer['task_id']}")
+    assert task["task"]["counts"]["groups_total"] == 50_000
+    assert time.monotonic() - started < 5
 
 
 def test_the_database_down_is_a_503_with_a_clear_message(tmp_path):

@@ -92,9 +92,8 @@ def parse_group_refs(raw: str | list[str] | tuple[str, ...]) -> list[GroupRef]:
         refs.setdefault(ref)
     if bad:
         more = len(bad) - SHOWN_ERRORS
-        raise GroupRefError(
-            "; ".join(bad[:SHOWN_ERRORS]) + (f"; and {more} more bad reference(s)" if more > 0 else "")
-        )
+        tail = f"; and {more} more bad reference(s)" if more > 0 else ""
+        raise GroupRefError("; ".join(bad[:SHOWN_ERRORS]) + tail)
     return list(refs)
 
 
@@ -118,7 +117,9 @@ def _path_of(text: str) -> str:
     if host in _VK_HOSTS:
         segments = [s for s in parts.path.split("/") if s]
         if len(segments) != 1:
-            raise GroupRefError(f"{_shown(text)}: a VK URL must name one community, like vk.com/apiclub")
+            raise GroupRefError(
+                f"{_shown(text)}: a VK URL must name one community, like vk.com/apiclub"
+            )
         return segments[0]
     if has_scheme or "/" in text:
         raise GroupRefError(f"{_shown(text)} is not a vk.com or vk.ru URL")

@@ -48,6 +48,7 @@ SPIDER = "vk"
 RESULTS_LIMIT = (1, 1000, 100)  # lowest, highest, default
 TASKS_LIMIT = (1, 500, 20)
 MAX_GROUPS = 50_000  # references in one request
+MAX_BODY = 1 << 20  # bytes of a request body (form or JSON)
 # Never accepted as setting=: scrapyd writes settings to its queue and its log; these are
 # secrets or say where the crawl writes, and belong to the scrapyd process's environment.
 ENVIRONMENT_ONLY = ("VK_ACCESS_TOKEN", "DATABASE_URL", "REDIS_URL")
