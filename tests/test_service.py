@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -493,6 +494,55 @@ def test_the_database_down_is_a_503_with_a_clear_message(tmp_path):
         assert "Traceback" not in page
         _, jobs = server.call("GET", "/listjobs.json?project=vkscraper")
         assert jobs["pending"] == [] and jobs["running"] == [], "nothing was queued"
+
+
+def test_a_database_that_never_answers_costs_one_timeout_not_one_per_request(tmp_path):
+    """A server that accepts connections and never answers: requests do not queue behind
+    one connect timeout each (12 parallel requests took 100-120 s); after a failed open
+    the service answers 503 at once for a few seconds."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(silent.accept()[0])  # kept open, never written to
+            except OSError:
+                continue
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    port = silent.getsockname()[1]
+    answers: list[tuple[int, str]] = []
+    try:
+        url = f"postgresql://postgres@127.0.0.1:{port}/nothing?connect_timeout=3"
+        with Scrapyd(tmp_path, database_url=url, token=TOKEN) as server:
+
+            def ask() -> None:
+                status, answer = server.call("GET", "/tasks.json", timeout=120)
+                answers.append((status, answer["message"]))
+
+            started = time.monotonic()
+            askers = [threading.Thread(target=ask) for _ in range(12)]
+            for t in askers:
+                t.start()
+            for t in askers:
+                t.join(120)
+            took = time.monotonic() - started
+            assert server.call("GET", "/daemonstatus.json")[0] == 200
+    finally:
+        stop.set()
+        acceptor.join(5)
+        silent.close()
+        for conn in held:
+            conn.close()
+    assert len(answers) == 12 and {a[0] for a in answers} == {503}, answers
+    assert all(a[1].startswith("the database is unavailable: PostgreSQL") for a in answers)
+    assert took < 10, f"12 requests took {took:.1f} s behind a 3 s connect timeout"
 
 
 def test_with_credentials_configured_every_route_needs_them(tmp_path, pg_admin_url):

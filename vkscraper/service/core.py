@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -67,6 +68,7 @@ _SETTING_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 ACTIVE_STATES = ("pending", "running", "stopping")
 JOB_STATES = (*ACTIVE_STATES, "finished", "unknown", "none")  # see job_state()
+REOPEN_AFTER = 5.0  # seconds a failed database open is answered from memory (503)
 DISTRIBUTED_ENV = "VK_DISTRIBUTED"  # "1": collect feeds the workers' Redis queue
 T = TypeVar("T")
 
@@ -125,6 +127,7 @@ class TaskService:
         # must not interleave for one task.
         self._queueing = threading.Lock()
         self._opening = threading.Lock()
+        self._open_failed: tuple[float, str] | None = None  # (monotonic time, the 503's text)
         self.distributed = os.environ.get(DISTRIBUTED_ENV, "").lower() in ("1", "true", "yes")
         self._redis: Any = None
 
@@ -141,13 +144,27 @@ class TaskService:
     def _call(self, fn: Callable[[Store], T]) -> T:
         """Run ``fn`` with the store (thread-safe, shared by the request threads), opened and
         migrated on first use; a database error is a 503 that names it, and the next request
-        opens and migrates afresh (a database recreated meanwhile has no tables)."""
+        opens and migrates afresh (a database recreated meanwhile has no tables).
+
+        After a failed open, requests answer that 503 at once for :data:`REOPEN_AFTER`
+        seconds: a server that accepts connections but never answers costs one connect
+        timeout, not one per request queued behind it."""
         store = None
         try:
             with self._opening:
                 if self._store is None:
-                    opened = self._store_factory()
-                    opened.migrate()
+                    failed = self._open_failed
+                    if failed is not None and time.monotonic() - failed[0] < REOPEN_AFTER:
+                        raise RequestError(503, failed[1])
+                    try:
+                        opened = self._store_factory()
+                        opened.migrate()
+                    except StoreError as exc:
+                        message = f"the database is unavailable: {exc}"
+                        self._open_failed = (time.monotonic(), message)
+                        logger.warning("task service: database unavailable: %s", exc)
+                        raise RequestError(503, message) from None
+                    self._open_failed = None
                     self._store = opened
                 store = self._store
             return fn(store)
