@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
@@ -28,6 +29,7 @@ from tests.crawl import TOKEN
 from tests.scrapyd import REPO, Scrapyd
 from tests.test_spider_vk import small_dataset
 from vkscraper.export import json_record
+from vkscraper.items import VkComment, VkPost
 from vkscraper.store import open_store
 from vkscraper.testing.fakevk import FakeVk, expected_rows, generate_dataset
 from vkscraper.testing.pg import admin_execute, temporary_database
@@ -413,6 +415,27 @@ def test_head_on_get_routes_answers_like_get_without_a_body(pg_server):
     assert status == 400 and answer == ""
     status, _ = pg_server.call("HEAD", "/collect.json")
     assert status == 405
+
+
+def test_the_csv_download_neutralises_formulas(pg_server):
+    task_id = create_task(pg_server, [10])
+    when = datetime(2024, 5, 1, tzinfo=UTC)
+    with open_store(pg_server.database_url) as store:
+        store.begin_run(task_id)
+        store.upsert_posts(task_id, [VkPost(vk_post_id=1, owner_id=-10, group_id=10,
+                                            text="+1", date=when)])  # fmt: skip
+        comment = VkComment(
+            vk_comment_id=1, post_vk_id=1, owner_id=-10, parent_id=None, thread_count=0,
+            author_id=5, author_name="@evil", text='=HYPERLINK("http://x")', date=when,
+        )  # fmt: skip
+        store.upsert_comments(task_id, [comment])
+    status, text = pg_server.call("GET", f"/tasks/{task_id}/comments.csv", raw=True)
+    assert status == 200
+    (row,) = csv.DictReader(io.StringIO(text))
+    assert row["text"] == '\'=HYPERLINK("http://x")' and row["author_name"] == "'@evil"
+    assert row["owner_id"] == "-10"
+    status, text = pg_server.call("GET", f"/tasks/{task_id}/posts.csv", raw=True)
+    assert next(csv.DictReader(io.StringIO(text)))["text"] == "'+1"
 
 
 def test_a_task_without_a_known_job_says_so_in_every_view(pg_server):
