@@ -82,8 +82,10 @@ def all_pages(server: Scrapyd, path: str, limit: int) -> tuple[list[dict], int]:
         sep = "&" if "?" in path else "?"
         status, page = server.call("GET", f"{path}{sep}limit={limit}&after={after}")
         assert status == 200, page
+        assert all(r["id"] > after for r in page["rows"]), "a page repeats a row"
         rows += page["rows"]
         pages += 1
+        assert pages <= 10_000, "paging does not end"
         if not page["has_more"]:
             return rows, pages
         assert page["next_after"] > after
