@@ -7,6 +7,7 @@
     GET  /api/tasks/N              → the task (as task.json's "task")
     GET  /api/tasks/N/results?kind=posts|comments&limit=&after=
     POST /api/tasks/N/cancel
+    GET  /api/openapi.json         → the OpenAPI 3.1 document of these routes and the *.json
 
 Thin adapters over :class:`~vkscraper.service.core.TaskService`, the code behind the ``*.json``
 services; errors are the same ``{"status": "error", "message": …}`` with the same statuses.
@@ -21,6 +22,7 @@ from twisted.web import resource
 from twisted.web.server import Request
 
 from vkscraper.service.core import MAX_BODY, RequestError, TaskService, bad_request
+from vkscraper.service.openapi import DOCUMENT
 from vkscraper.service.resources import (
     Work,
     answer,
@@ -29,6 +31,8 @@ from vkscraper.service.resources import (
     check_method,
     check_origin,
     check_params,
+    json_response,
+    outcome,
 )
 
 
@@ -42,7 +46,22 @@ class Api(resource.Resource):
     def render(self, txrequest: Request) -> bytes | int:
         service = TaskService.of(self.root)
         path = [p.decode("utf-8", "replace") for p in txrequest.postpath or [] if p]
+        if path == ["openapi.json"]:
+            return self.contract(txrequest)
         return answer(txrequest, lambda: self.route(service, txrequest, path))
+
+    def contract(self, txrequest: Request) -> bytes | int:
+        """The OpenAPI document itself (not wrapped in ``{"status": "ok"}``)."""
+
+        def check() -> Work:
+            check_method(txrequest, "GET")
+            check_params(txrequest, ())
+            return dict
+
+        ok, refused = outcome(txrequest, check, {})
+        return (
+            json_response(txrequest, 200, DOCUMENT) if ok else json_response(txrequest, *refused)
+        )
 
     def route(self, service: TaskService, txrequest: Request, path: list[str]) -> Work:
         """Check the request now; return the work to run in a thread (see ``answer``)."""
