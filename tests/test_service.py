@@ -672,6 +672,32 @@ def test_a_task_scheduled_with_scrapyds_own_schedule_json_shows_its_job(pg_serve
     assert task["job"] == {"jobid": answer["jobid"], "state": "finished"}
 
 
+def test_a_task_started_by_schedule_json_runs_again_with_that_jobs_settings(pg_server):
+    """schedule.json (ScrapydWeb, scrapyd clients) passes `setting=` to the crawl as `-s`:
+    the crawl records them, so a re-run through collect.json goes to the same emulator."""
+    with FakeVk(small_dataset(), tokens=[TOKEN]) as vk:
+        task_id = create_task(pg_server, [11])
+        status, answer = pg_server.call(
+            "POST", "/schedule.json",
+            data=[("project", "vkscraper"), ("spider", "vk"), ("task_id", str(task_id)),
+                  ("setting", f"VK_API_URL={vk.url}"), *FAST, ("setting", "LOG_LEVEL=INFO")],
+        )  # fmt: skip
+        assert status == 200 and answer["status"] == "ok", answer
+        assert pg_server.wait_task(task_id)["status"] == "completed"
+        with open_store(pg_server.database_url) as store:
+            recorded = store.get_task(task_id).job_settings
+        assert recorded == {"VK_API_URL": vk.url, "VK_REQUESTS_PER_SECOND": "1000",
+                            "VK_BACKOFF_BASE": "0", "LOG_LEVEL": "INFO"}  # fmt: skip
+        first = len(vk.requests())
+        status, again = pg_server.call("POST", "/collect.json", data={"task_id": task_id})
+        assert status == 200, again
+        task = pg_server.wait_task(task_id)
+        assert task["status"] == "completed", task["metrics"]["errors"]
+        assert task["metrics"]["run"] == 2
+        assert len(vk.requests()) > first, "the re-run went elsewhere than the job's emulator"
+    assert TOKEN not in json.dumps(recorded)
+
+
 def test_cross_site_requests_are_refused(pg_server):
     """A page of another site must not start or cancel crawls with the operator's token."""
     before = count_tasks(pg_server)

@@ -169,9 +169,16 @@ def _write_task(db: Backend, cur: Any, task_id: int, groups: list[Any], metrics:
     )  # fmt: skip
 
 
-def begin_run(db: Backend, cur: Any, task_id: int, job_id: str | None = None) -> Task:
+def begin_run(
+    db: Backend,
+    cur: Any,
+    task_id: int,
+    job_id: str | None = None,
+    job_settings: dict[str, str] | None = None,
+) -> Task:
     """Start a run of the task (status ``in_progress``) by the rule in the module docstring;
-    ``job_id`` is the scrapyd job running it, when there is one."""
+    ``job_id`` is the scrapyd job running it, when there is one, and ``job_settings`` the
+    settings that job was started with (recorded when given)."""
     task = _lock_task(db, cur, task_id)
     if task.status in ("completed", "failed"):
         old = dict(task.metrics)
@@ -194,7 +201,7 @@ def begin_run(db: Backend, cur: Any, task_id: int, job_id: str | None = None) ->
         cur.execute(db.sql("UPDATE tasks SET started_at = NULL WHERE id = %s"), (task_id,))
     start_task(db, cur, task_id)
     if job_id is not None:
-        set_job(db, cur, task_id, job_id)
+        set_job(db, cur, task_id, job_id, job_settings)
     return _lock_task(db, cur, task_id)
 
 
