@@ -91,6 +91,7 @@ def stored_rows(database_url: str, task_id: int) -> tuple[list[dict], list[dict]
                 page = store.task_results(task_id, kind, limit=500, after_id=after)
                 if not page:
                     break
+                assert page[0]["id"] > after, "the results cursor repeated a row"
                 rows.extend(page)
                 after = page[-1]["id"]
             out.append(rows)

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
@@ -27,6 +29,7 @@ from tests.crawl import TOKEN
 from tests.scrapyd import REPO, Scrapyd
 from tests.test_spider_vk import small_dataset
 from vkscraper.export import json_record
+from vkscraper.items import VkComment, VkPost
 from vkscraper.store import open_store
 from vkscraper.testing.fakevk import FakeVk, expected_rows, generate_dataset
 from vkscraper.testing.pg import admin_execute, temporary_database
@@ -79,8 +82,10 @@ def all_pages(server: Scrapyd, path: str, limit: int) -> tuple[list[dict], int]:
         sep = "&" if "?" in path else "?"
         status, page = server.call("GET", f"{path}{sep}limit={limit}&after={after}")
         assert status == 200, page
+        assert all(r["id"] > after for r in page["rows"]), "a page repeats a row"
         rows += page["rows"]
         pages += 1
+        assert pages <= 10_000, "paging does not end"
         if not page["has_more"]:
             return rows, pages
         assert page["next_after"] > after
@@ -307,6 +312,34 @@ BAD_REQUESTS = [
     ("GET", "/api/tasks/999999", None, 404, "task 999999"),
     ("GET", "/api/tasks/abc", None, 400, "whole number"),
     ("GET", "/api/nothing/here", None, 404, "no such route"),
+    # An empty value is malformed, not the default.
+    ("GET", "/results.json?task_id=1&kind=", None, 400, "'kind'"),
+    ("GET", "/results.json?task_id=1&after=", None, 400, "'after'"),
+    ("GET", "/results.json?task_id=1&limit=", None, 400, "'limit'"),
+    ("GET", "/tasks.json?limit=", None, 400, "'limit'"),
+    ("GET", "/api/tasks/1/results?after=&kind=", None, 400, "'kind'"),
+    ("GET", "/api/tasks/1/results?after=", None, 400, "'after'"),
+    # The REST body's types are those documented: a list and an integer.
+    ("POST", "/api/tasks/collect", {"groups": "AAA"}, 400, "'groups' must be a list"),
+    ("POST", "/api/tasks/collect", {"taskId": "1"}, 400, "'taskId' must be a whole number"),
+    ("POST", "/api/tasks/collect", {"taskId": True}, 400, "'taskId' must be a whole number"),
+    # 413: too many references (however short), or a body over 1 MiB.
+    (
+        "POST",
+        "/collect.json",
+        {"groups": ",".join(str(i) for i in range(1, 50_002))},
+        413,
+        "more than 50000 group references",
+    ),
+    ("POST", "/collect.json", {"groups": "1," * 600_000}, 413, "larger than 1 MiB"),
+    (
+        "POST",
+        "/api/tasks/collect",
+        {"groups": list(range(1, 50_002))},
+        413,
+        "more than 50000 group references",
+    ),
+    ("POST", "/api/tasks/collect", {"groups": ["1"] * 300_000}, 413, "larger than 1 MiB"),
 ]
 
 
@@ -345,6 +378,133 @@ def test_cancel_of_a_task_without_a_job_is_a_conflict(pg_server):
     assert status == 409 and "no pending or running job" in answer["message"], answer
 
 
+def test_a_form_body_on_the_rest_collect_is_415_not_a_parameter_error(pg_server):
+    before = count_tasks(pg_server)
+    request = urllib.request.Request(
+        pg_server.url + "/api/tasks/collect", b"groups=10",
+        {"Content-Type": "application/x-www-form-urlencoded"}, method="POST",
+    )  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    answer = json.loads(refused.value.read())
+    assert refused.value.code == 415, answer
+    assert "Content-Type: application/json" in answer["message"]
+    assert count_tasks(pg_server) == before
+
+
+def test_bad_group_references_are_echoed_truncated(pg_server):
+    status, answer = pg_server.call("POST", "/collect.json", data={"groups": "x" * 500_000})
+    assert status == 400 and "bad group reference" in answer["message"], answer
+    assert len(answer["message"]) < 300, len(answer["message"])
+    many = [f"bad[{i}" for i in range(5000)]
+    status, answer = pg_server.call("POST", "/api/tasks/collect", json_body={"groups": many})
+    assert status == 400 and "and 4990 more bad reference(s)" in answer["message"], answer
+    assert len(answer["message"]) < 2000, len(answer["message"])
+
+
+def test_head_on_get_routes_answers_like_get_without_a_body(pg_server):
+    task_id = create_task(pg_server, [10])
+    for path in (
+        "/tasks.json",
+        f"/task.json?task_id={task_id}",
+        f"/results.json?task_id={task_id}",
+        "/api/tasks",
+        f"/api/tasks/{task_id}",
+        f"/api/tasks/{task_id}/results",
+    ):
+        request = urllib.request.Request(pg_server.url + path, method="HEAD")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200, path
+            assert response.headers["Content-Type"].startswith("application/json"), path
+            assert response.read() == b"", path
+    status, answer = pg_server.call("HEAD", "/task.json")  # HEAD of a refusal: no body either
+    assert status == 400 and answer == ""
+    status, _ = pg_server.call("HEAD", "/collect.json")
+    assert status == 405
+
+
+def test_the_csv_download_neutralises_formulas(pg_server):
+    task_id = create_task(pg_server, [10])
+    when = datetime(2024, 5, 1, tzinfo=UTC)
+    with open_store(pg_server.database_url) as store:
+        store.begin_run(task_id)
+        store.upsert_posts(task_id, [VkPost(vk_post_id=1, owner_id=-10, group_id=10,
+                                            text="+1", date=when)])  # fmt: skip
+        comment = VkComment(
+            vk_comment_id=1, post_vk_id=1, owner_id=-10, parent_id=None, thread_count=0,
+            author_id=5, author_name="@evil", text='=HYPERLINK("http://x")', date=when,
+        )  # fmt: skip
+        store.upsert_comments(task_id, [comment])
+    status, text = pg_server.call("GET", f"/tasks/{task_id}/comments.csv", raw=True)
+    assert status == 200
+    (row,) = csv.DictReader(io.StringIO(text))
+    assert row["text"] == '\'=HYPERLINK("http://x")' and row["author_name"] == "'@evil"
+    assert row["owner_id"] == "-10"
+    status, text = pg_server.call("GET", f"/tasks/{task_id}/posts.csv", raw=True)
+    assert next(csv.DictReader(io.StringIO(text)))["text"] == "'+1"
+
+
+def test_a_task_without_a_known_job_says_so_in_every_view(pg_server):
+    """``job.state`` is never null: ``none`` for a task that never had a job (the CLI made
+    it), ``unknown`` for a job this scrapyd does not know (it restarted since)."""
+    never = create_task(pg_server, [10])
+    forgotten = create_task(pg_server, [11])
+    with open_store(pg_server.database_url) as store:
+        store.set_job(forgotten, "0123456789abcdef0123456789abcdef")  # a previous scrapyd's
+    expected = {
+        never: {"jobid": None, "state": "none"},
+        forgotten: {"jobid": "0123456789abcdef0123456789abcdef", "state": "unknown"},
+    }
+    _, listed = pg_server.call("GET", "/tasks.json?limit=500")
+    _, rest_listed = pg_server.call("GET", "/api/tasks?limit=500")
+    for task_id, job in expected.items():
+        _, one = pg_server.call("GET", f"/task.json?task_id={task_id}")
+        _, rest_one = pg_server.call("GET", f"/api/tasks/{task_id}")
+        views = [one["task"], rest_one]
+        views += [t for t in listed["tasks"] + rest_listed["tasks"] if t["task_id"] == task_id]
+        assert len(views) == 4
+        for view in views:
+            assert view["job"] == job and view["resumable"], view
+
+
+@pytest.fixture(scope="module")
+def idle_server(tmp_path_factory, pg_admin_url):
+    """A scrapyd that never polls its queue: every job it is given stays pending."""
+    with temporary_database(pg_admin_url, "vkidle") as url:
+        work = tmp_path_factory.mktemp("scrapyd-idle")
+        with Scrapyd(work, database_url=url, token=TOKEN, poll_interval=3600) as s:
+            s.database_url = url
+            yield s
+
+
+def test_a_job_cancelled_before_it_started_reads_unknown(idle_server):
+    status, queued = idle_server.call("POST", "/collect.json", data={"groups": "10"})
+    assert status == 200, queued
+    _, task = idle_server.call("GET", f"/task.json?task_id={queued['task_id']}")
+    assert task["task"]["job"] == {"jobid": queued["jobid"], "state": "pending"}
+    status, cancelled = idle_server.call(
+        "POST", "/cancel-task.json", data={"task_id": queued["task_id"]}
+    )
+    assert status == 200 and cancelled["prevstate"] == "pending", cancelled
+    _, task = idle_server.call("GET", f"/task.json?task_id={queued['task_id']}")
+    assert task["task"]["job"] == {"jobid": queued["jobid"], "state": "unknown"}
+    assert task["task"]["resumable"]
+
+
+def test_a_collect_of_50000_groups_answers_within_seconds(idle_server):
+    """Group lists are deduplicated in linear time (a list scan took 18 s for 50,000)."""
+    names = ",".join(f"name{i}" for i in range(50_000))
+    started = time.monotonic()
+    status, answer = idle_server.call("POST", "/collect.json", data={"groups": names})
+    took = time.monotonic() - started
+    assert status == 200, answer
+    assert took < 5, f"collect of 50,000 groups took {took:.1f} s"
+    started = time.monotonic()
+    _, task = idle_server.call("GET", f"/task.json?task_id={answer['task_id']}")
+    assert task["task"]["counts"]["groups_total"] == 50_000
+    assert time.monotonic() - started < 5
+
+
 def test_the_database_down_is_a_503_with_a_clear_message(tmp_path):
     dead = "postgresql://postgres@127.0.0.1:1/nothing"
     with Scrapyd(tmp_path, database_url=dead, token=TOKEN) as server:
@@ -363,6 +523,55 @@ def test_the_database_down_is_a_503_with_a_clear_message(tmp_path):
         assert "Traceback" not in page
         _, jobs = server.call("GET", "/listjobs.json?project=vkscraper")
         assert jobs["pending"] == [] and jobs["running"] == [], "nothing was queued"
+
+
+def test_a_database_that_never_answers_costs_one_timeout_not_one_per_request(tmp_path):
+    """A server that accepts connections and never answers: requests do not queue behind
+    one connect timeout each (12 parallel requests took 100-120 s); after a failed open
+    the service answers 503 at once for a few seconds."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(silent.accept()[0])  # kept open, never written to
+            except OSError:
+                continue
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    port = silent.getsockname()[1]
+    answers: list[tuple[int, str]] = []
+    try:
+        url = f"postgresql://postgres@127.0.0.1:{port}/nothing?connect_timeout=3"
+        with Scrapyd(tmp_path, database_url=url, token=TOKEN) as server:
+
+            def ask() -> None:
+                status, answer = server.call("GET", "/tasks.json", timeout=120)
+                answers.append((status, answer["message"]))
+
+            started = time.monotonic()
+            askers = [threading.Thread(target=ask) for _ in range(12)]
+            for t in askers:
+                t.start()
+            for t in askers:
+                t.join(120)
+            took = time.monotonic() - started
+            assert server.call("GET", "/daemonstatus.json")[0] == 200
+    finally:
+        stop.set()
+        acceptor.join(5)
+        silent.close()
+        for conn in held:
+            conn.close()
+    assert len(answers) == 12 and {a[0] for a in answers} == {503}, answers
+    assert all(a[1].startswith("the database is unavailable: PostgreSQL") for a in answers)
+    assert took < 10, f"12 requests took {took:.1f} s behind a 3 s connect timeout"
 
 
 def test_with_credentials_configured_every_route_needs_them(tmp_path, pg_admin_url):
@@ -476,6 +685,57 @@ def test_a_task_scheduled_with_scrapyds_own_schedule_json_shows_its_job(pg_serve
     task = pg_server.wait_task(task_id)
     assert task["status"] == "completed"
     assert task["job"] == {"jobid": answer["jobid"], "state": "finished"}
+
+
+def test_a_task_started_by_schedule_json_runs_again_with_that_jobs_settings(pg_server):
+    """schedule.json (ScrapydWeb, scrapyd clients) passes `setting=` to the crawl as `-s`:
+    the crawl records them, so a re-run through collect.json goes to the same emulator."""
+    with FakeVk(small_dataset(), tokens=[TOKEN]) as vk:
+        task_id = create_task(pg_server, [11])
+        status, answer = pg_server.call(
+            "POST", "/schedule.json",
+            data=[("project", "vkscraper"), ("spider", "vk"), ("task_id", str(task_id)),
+                  ("setting", f"VK_API_URL={vk.url}"), *FAST, ("setting", "LOG_LEVEL=INFO")],
+        )  # fmt: skip
+        assert status == 200 and answer["status"] == "ok", answer
+        assert pg_server.wait_task(task_id)["status"] == "completed"
+        with open_store(pg_server.database_url) as store:
+            recorded = store.get_task(task_id).job_settings
+        assert recorded == {"VK_API_URL": vk.url, "VK_REQUESTS_PER_SECOND": "1000",
+                            "VK_BACKOFF_BASE": "0", "LOG_LEVEL": "INFO"}  # fmt: skip
+        first = len(vk.requests())
+        status, again = pg_server.call("POST", "/collect.json", data={"task_id": task_id})
+        assert status == 200, again
+        task = pg_server.wait_task(task_id)
+        assert task["status"] == "completed", task["metrics"]["errors"]
+        assert task["metrics"]["run"] == 2
+        assert len(vk.requests()) > first, "the re-run went elsewhere than the job's emulator"
+    assert TOKEN not in json.dumps(recorded)
+
+
+def test_cancel_stops_a_crawl_resolving_thousands_of_unknown_groups(tmp_path, pg_admin_url):
+    """Each unknown name costs several writes while the engine waits for the callback: a
+    cancel stopped after 281 s for 5,000 names (over 6 minutes for 50,000)."""
+    names = ",".join(f"nosuch{i}" for i in range(5000))
+    with (
+        FakeVk(small_dataset(), tokens=[TOKEN]) as vk,
+        temporary_database(pg_admin_url, "vkcancel") as url,
+        Scrapyd(tmp_path, database_url=url, token=TOKEN) as server,
+    ):
+        _, answer = server.call("POST", "/collect.json", data=[
+            ("groups", names), ("setting", f"VK_API_URL={vk.url}"), *FAST])  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            _, task = server.call("GET", f"/task.json?task_id={answer['task_id']}")
+            if task["task"]["counts"]["errors"]:
+                break
+            time.sleep(0.2)
+        status, cancelled = server.call(
+            "POST", "/cancel-task.json", data={"task_id": answer["task_id"]}
+        )
+        assert status == 200 and cancelled["prevstate"] == "running", cancelled
+        stopped = server.wait_task(answer["task_id"], until=("in_progress",), timeout=30)
+    assert stopped["resumable"] and stopped["counts"]["errors"] < 5000
 
 
 def test_cross_site_requests_are_refused(pg_server):

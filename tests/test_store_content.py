@@ -192,10 +192,16 @@ def test_task_results_paging(store, make_post, make_comment):
     store.upsert_posts(task, [make_post(i) for i in range(1, 8)])
     store.upsert_comments(task, [make_comment(i, post_vk_id=1 + i % 7) for i in range(1, 6)])
     seen, after = [], 0
-    while page := store.task_results(task, "posts", limit=3, after_id=after):
+    for _ in range(4):  # 7 rows in pages of 3: a cursor that repeats a row fails, not hangs
+        page = store.task_results(task, "posts", limit=3, after_id=after)
+        if not page:
+            break
         assert len(page) <= 3
+        assert all(p["id"] > after for p in page), "a page repeats a row before the cursor"
         seen += [p["vk_post_id"] for p in page]
         after = page[-1]["id"]
+    else:
+        raise AssertionError(f"paging did not end: {seen}")
     assert seen == list(range(1, 8))
     ids = [c["id"] for c in store.task_results(task, "comments", limit=2)]
     rest = [c["id"] for c in store.task_results(task, "comments", limit=10, after_id=ids[-1])]

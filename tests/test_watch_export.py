@@ -578,3 +578,31 @@ def test_export_of_a_running_task_warns(store, store_url, make_post):
     assert result.stderr.decode() == (
         f"vkscraper: warning: task {task} is in progress: exporting the rows stored so far\n"
     )
+
+
+FORMULAS = ["=HYPERLINK(\"http://evil.example\",\"x\")", "+1+1", "-2+3", "@SUM(A1)",
+            "\tTAB", "\rCR", "plain = text", " =leading space"]  # fmt: skip
+
+
+def test_export_csv_neutralises_formulas(store, make_post, make_comment):
+    """A text cell a spreadsheet would run as a formula gets a leading ' (OWASP); numbers,
+    like the negative owner_id, stay numbers; the JSON lines keep the text as it is."""
+    task = store.create_task([1])
+    store.begin_run(task)
+    store.upsert_posts(task, [make_post(1, text="=1+1")])
+    store.upsert_comments(
+        task, [make_comment(10 + i, text=t, author_name="@me") for i, t in enumerate(FORMULAS)]
+    )
+    store.finish_task(task)
+    out = io.StringIO(newline="")
+    export.export(store, task, fmt="csv", kind="comments", out=out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue(), newline="")))
+    assert [r["text"] for r in rows] == ["'" + t if t[0] in "=+-@\t\r" else t for t in FORMULAS]
+    assert {r["author_name"] for r in rows} == {"'@me"}
+    assert {r["owner_id"] for r in rows} == {"-1"}
+    out = io.StringIO(newline="")
+    export.export(store, task, fmt="csv", kind="posts", out=out)
+    assert next(csv.DictReader(io.StringIO(out.getvalue(), newline="")))["text"] == "'=1+1"
+    out = io.StringIO()
+    export.export(store, task, fmt="jsonl", kind="comments", out=out)
+    assert [json.loads(line)["text"] for line in out.getvalue().splitlines()] == FORMULAS

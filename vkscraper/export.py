@@ -15,7 +15,10 @@ Formats (text is UTF-8, non-ASCII characters as they are):
 * ``csv``: one kind per file, so ``--kind posts`` or ``--kind comments`` is required: a
   header row of :data:`FIELDS` of that kind, then one row per record; Excel dialect (RFC 4180:
   comma, fields with commas, quotes or line breaks quoted, rows end with CRLF), no BOM.
-  NULL is an empty field, booleans are ``true``/``false``.
+  NULL is an empty field, booleans are ``true``/``false``. A text cell starting with ``=``,
+  ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'`` (OWASP's "CSV
+  injection" advice): a spreadsheet would otherwise run a comment such as
+  ``=HYPERLINK(…)`` as a formula. Numbers (``owner_id`` -1) are written as they are.
 
 Timestamps are ISO 8601 in UTC with ``Z``: ``date`` and ``edited`` (VK's, whole seconds) as
 ``2024-05-01T12:00:00Z``, the database's own times (``created_at``, ``updated_at``,
@@ -127,13 +130,23 @@ def _json_rows(rows: Iterator[dict[str, Any]], kind: Kind) -> Iterator[str]:
         yield line + "\n"
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula
+
+
+def csv_cell(value: Any) -> Any:
+    """A text value made inert for spreadsheets (see the module docstring)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv_rows(rows: Iterator[dict[str, Any]], kind: Kind) -> Iterator[list[Any]]:
     # csv writes None as an empty field already; booleans and times need spelling out.
     fields = FIELDS[kind]
     stamps = [(i, f) for i, f in enumerate(fields) if f in _TIMESTAMPS]
     flags = [i for i, f in enumerate(fields) if f in _BOOLEANS]
     for row in rows:
-        values = [row[f] for f in fields]
+        values = [csv_cell(row[f]) for f in fields]
         for i, f in stamps:
             if values[i] is not None:
                 values[i] = iso(f, values[i])

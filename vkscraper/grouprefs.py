@@ -21,6 +21,15 @@ _SCREEN_NAME = re.compile(r"[A-Za-z0-9_.]{2,32}")
 _VK_HOSTS = {"vk.com", "vk.ru", "m.vk.com", "m.vk.ru", "www.vk.com", "www.vk.ru", "new.vk.com"}
 
 
+SHOWN_CHARS = 80  # of a bad reference in an error message (a client may send megabytes)
+SHOWN_ERRORS = 10  # bad references named in one message; the rest are counted
+
+
+def _shown(raw: object) -> str:
+    text = repr(raw)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
+
+
 class GroupRefError(ValueError):
     """A group reference that is neither an id nor a screen name nor a VK community URL."""
 
@@ -50,13 +59,18 @@ def parse_group_ref(raw: str | int) -> GroupRef:
     if m:
         return _from_id(int(m.group(1)), raw)
     if re.fullmatch(r"id[0-9]+", path.lower()):
-        raise GroupRefError(f"{raw!r} is a user page, not a community")
+        raise GroupRefError(f"{_shown(raw)} is a user page, not a community")
     if _SCREEN_NAME.fullmatch(path):
         return GroupRef(screen_name=path.lower())
     raise GroupRefError(
-        f"{raw!r} is not a VK community: expected an id, club123/public123/event123, "
+        f"{_shown(raw)} is not a VK community: expected an id, club123/public123/event123, "
         "a screen name or a vk.com/vk.ru URL"
     )
+
+
+def split_group_refs(raw: str) -> list[str]:
+    """The references of a comma/whitespace separated list, empty ones dropped."""
+    return [item for item in re.split(r"[,\s]+", raw) if item]
 
 
 def parse_group_refs(raw: str | list[str] | tuple[str, ...]) -> list[GroupRef]:
@@ -64,7 +78,7 @@ def parse_group_refs(raw: str | list[str] | tuple[str, ...]) -> list[GroupRef]:
 
     One malformed reference refuses the list: the :class:`GroupRefError` names every bad one.
     """
-    items = re.split(r"[,\s]+", raw) if isinstance(raw, str) else list(raw)
+    items = split_group_refs(raw) if isinstance(raw, str) else list(raw)
     refs: dict[GroupRef, None] = {}  # ordered and O(1) per lookup (lists of 10⁵ refs)
     bad: list[str] = []
     for item in items:
@@ -77,15 +91,17 @@ def parse_group_refs(raw: str | list[str] | tuple[str, ...]) -> list[GroupRef]:
             continue
         refs.setdefault(ref)
     if bad:
-        raise GroupRefError("; ".join(bad))
+        more = len(bad) - SHOWN_ERRORS
+        tail = f"; and {more} more bad reference(s)" if more > 0 else ""
+        raise GroupRefError("; ".join(bad[:SHOWN_ERRORS]) + tail)
     return list(refs)
 
 
 def _from_id(group_id: int, raw: object) -> GroupRef:
     if group_id <= 0:
-        raise GroupRefError(f"{raw!r}: a group id must be a positive number")
+        raise GroupRefError(f"{_shown(raw)}: a group id must be a positive number")
     if group_id > _MAX_ID:
-        raise GroupRefError(f"{raw!r}: too large to be a group id")
+        raise GroupRefError(f"{_shown(raw)}: too large to be a group id")
     return GroupRef(group_id=group_id)
 
 
@@ -96,13 +112,15 @@ def _path_of(text: str) -> str:
     try:
         parts = urlsplit(candidate)
     except ValueError:  # e.g. an unbalanced "[" taken for an IPv6 host
-        raise GroupRefError(f"{text!r} is not a VK community or URL") from None
+        raise GroupRefError(f"{_shown(text)} is not a VK community or URL") from None
     host = (parts.hostname or "").lower()
     if host in _VK_HOSTS:
         segments = [s for s in parts.path.split("/") if s]
         if len(segments) != 1:
-            raise GroupRefError(f"{text!r}: a VK URL must name one community, like vk.com/apiclub")
+            raise GroupRefError(
+                f"{_shown(text)}: a VK URL must name one community, like vk.com/apiclub"
+            )
         return segments[0]
     if has_scheme or "/" in text:
-        raise GroupRefError(f"{text!r} is not a vk.com or vk.ru URL")
+        raise GroupRefError(f"{_shown(text)} is not a vk.com or vk.ru URL")
     return text

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,35 @@ RESUMABLE_REASONS = {"shutdown", "vk_no_token"}
 
 def _finished(reason: str) -> bool:
     return reason == "finished" or reason.startswith("vk_")
+
+
+def job_settings(argv: Sequence[str], tokens: Sequence[str]) -> dict[str, str]:
+    """The ``-s NAME=VALUE`` settings of this scrapyd job's command line (``setting=`` of
+    scrapyd's own ``schedule.json`` as much as of our ``collect.json``) that a task may carry,
+    recorded in ``tasks.job_settings``: a later run of the task without settings of its own
+    runs as this job did. The command line, not cmdline-priority settings: the add-on sets
+    some of those itself. Never a secret: names the service refuses and values holding the
+    token are left out (the service checks the others again when it reuses them)."""
+    # The service's own rule (imported here: the service module imports the reactor, and
+    # this function runs once the crawl's reactor is installed).
+    from vkscraper.service.core import CLIENT_SETTINGS, ENVIRONMENT_ONLY
+
+    allowed = (CLIENT_SETTINGS | {"VK_API_URL"}) - set(ENVIRONMENT_ONLY)
+    out: dict[str, str] = {}
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-s", "--set"):
+            pair = next(args, "")
+        elif arg.startswith("--set="):
+            pair = arg[len("--set=") :]
+        elif arg.startswith("-s") and len(arg) > 2 and not arg.startswith("--"):
+            pair = arg[2:]
+        else:
+            continue
+        name, sep, value = pair.partition("=")
+        if sep and name in allowed and not any(t and t in value for t in tokens):
+            out[name] = value
+    return out
 
 
 class VkTaskExtension:
@@ -178,7 +208,8 @@ class VkTaskExtension:
             raise ValueError(f"task {task_id} does not exist")
         elif not existing.groups:
             raise ValueError(f"task {task_id} has no groups to crawl")
-        task = store.begin_run(task_id, job_id)
+        settings = job_settings(sys.argv, self._tokens) if job_id is not None else None
+        task = store.begin_run(task_id, job_id, settings)
         self.task_id = task_id
         # When this process's part of the run began (database clock): a post it crawls
         # completely has lost the comments not seen since, also on a resume.

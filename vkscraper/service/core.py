@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -36,7 +37,7 @@ from vkscraper import defaults, workqueue
 from vkscraper.addon import check_settings
 from vkscraper.exceptions import StoreError, VkscraperError
 from vkscraper.export import json_record
-from vkscraper.grouprefs import GroupRefError, parse_group_refs
+from vkscraper.grouprefs import GroupRefError, parse_group_refs, split_group_refs
 from vkscraper.store import Store, open_store
 from vkscraper.store.tasks import Task
 from vkscraper.tokens import load_tokens
@@ -49,6 +50,7 @@ SPIDER = "vk"
 RESULTS_LIMIT = (1, 1000, 100)  # lowest, highest, default
 TASKS_LIMIT = (1, 500, 20)
 MAX_GROUPS = 50_000  # references in one request
+MAX_BODY = 1 << 20  # bytes of a request body (form or JSON)
 # Never accepted as setting=: scrapyd writes settings to its queue and its log; these are
 # secrets or say where the crawl writes, and belong to the scrapyd process's environment.
 ENVIRONMENT_ONLY = ("VK_ACCESS_TOKEN", "DATABASE_URL", "REDIS_URL")
@@ -71,6 +73,8 @@ CLIENT_SETTINGS = frozenset(
 _SETTING_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 ACTIVE_STATES = ("pending", "running", "stopping")
+JOB_STATES = (*ACTIVE_STATES, "finished", "unknown", "none")  # see job_state()
+REOPEN_AFTER = 5.0  # seconds a failed database open is answered from memory (503)
 DISTRIBUTED_ENV = "VK_DISTRIBUTED"  # "1": collect feeds the workers' Redis queue
 T = TypeVar("T")
 
@@ -89,8 +93,9 @@ def bad_request(message: str) -> RequestError:
 
 
 def parse_int(name: str, raw: str | int | None, bounds: tuple[int, int, int] | None = None) -> int:
-    """A whole-number parameter: 400 naming it when missing, malformed or out of range."""
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
+    """A whole-number parameter: 400 naming it when missing, malformed or out of range. Only
+    an absent one (None) takes the default: an empty value (``after=``) is malformed."""
+    if raw is None:
         if bounds is None:
             raise bad_request(f"'{name}' parameter is required")
         return bounds[2]
@@ -128,6 +133,7 @@ class TaskService:
         # must not interleave for one task.
         self._queueing = threading.Lock()
         self._opening = threading.Lock()
+        self._open_failed: tuple[float, str] | None = None  # (monotonic time, the 503's text)
         self.distributed = os.environ.get(DISTRIBUTED_ENV, "").lower() in ("1", "true", "yes")
         self._redis: Any = None
 
@@ -144,13 +150,27 @@ class TaskService:
     def _call(self, fn: Callable[[Store], T]) -> T:
         """Run ``fn`` with the store (thread-safe, shared by the request threads), opened and
         migrated on first use; a database error is a 503 that names it, and the next request
-        opens and migrates afresh (a database recreated meanwhile has no tables)."""
+        opens and migrates afresh (a database recreated meanwhile has no tables).
+
+        After a failed open, requests answer that 503 at once for :data:`REOPEN_AFTER`
+        seconds: a server that accepts connections but never answers costs one connect
+        timeout, not one per request queued behind it."""
         store = None
         try:
             with self._opening:
                 if self._store is None:
-                    opened = self._store_factory()
-                    opened.migrate()
+                    failed = self._open_failed
+                    if failed is not None and time.monotonic() - failed[0] < REOPEN_AFTER:
+                        raise RequestError(503, failed[1])
+                    try:
+                        opened = self._store_factory()
+                        opened.migrate()
+                    except StoreError as exc:
+                        message = f"the database is unavailable: {exc}"
+                        self._open_failed = (time.monotonic(), message)
+                        logger.warning("task service: database unavailable: %s", exc)
+                        raise RequestError(503, message) from None
+                    self._open_failed = None
                     self._store = opened
                 store = self._store
             return fn(store)
@@ -300,12 +320,11 @@ class TaskService:
                 and all(isinstance(g, str | int) and not isinstance(g, bool) for g in groups)
             ):
                 raise bad_request("'groups' must be a list of ids, names or URLs")
-            if len(groups) > (40 * MAX_GROUPS if isinstance(groups, str) else MAX_GROUPS):
+            items = split_group_refs(groups) if isinstance(groups, str) else groups
+            if len(items) > MAX_GROUPS:
                 raise RequestError(413, f"more than {MAX_GROUPS} group references")
             try:
-                refs = parse_group_refs(
-                    groups if isinstance(groups, str) else [str(g) for g in groups]
-                )
+                refs = parse_group_refs([str(g) for g in items])
             except GroupRefError as exc:
                 raise bad_request(f"bad group reference: {exc}") from None
             if not refs:
@@ -339,7 +358,7 @@ class TaskService:
         older row it sees again keeps its lower id and joins behind the cursor, so the full
         set is read once the task has ended."""
         tid = parse_int("task_id", task_id)
-        kind = kind or "posts"
+        kind = "posts" if kind is None else kind
         if kind not in ("posts", "comments"):
             raise bad_request(f"'kind' must be 'posts' or 'comments', got {kind[:40]!r}")
         n = parse_int("limit", limit, RESULTS_LIMIT)
@@ -481,10 +500,21 @@ def worker_job(task_id: int) -> str:
     return f"workers:{task_id}"
 
 
+def job_state(task: Task, states: Mapping[str, str]) -> str:
+    """The state of the task's job (:data:`JOB_STATES`): scrapyd's (or the workers') own,
+    ``none`` when the task never had a job (created by the CLI or ``scrapy crawl``), and
+    ``unknown`` when its job is no longer known — removed from the queue before it started,
+    forgotten by a scrapyd restarted since (scrapyd keeps jobs in memory only) or beyond its
+    ``finished_to_keep``, or, in distributed mode, out of the workers' Redis."""
+    if not task.job_id:
+        return "none"
+    return states.get(task.job_id, "unknown")
+
+
 def task_view(task: Task, states: Mapping[str, str]) -> dict[str, Any]:
     """A task for the API and the page, without the per-group detail."""
     m = task.metrics
-    state = states.get(task.job_id or "")
+    state = job_state(task, states)
     finished = task.status in ("completed", "failed")
     end = task.finished_at or datetime.now(UTC)
     elapsed = (end - task.started_at).total_seconds() if task.started_at else None

@@ -49,6 +49,10 @@ MAX_DOWNLOADS = 4  # at once: each holds a thread of the reactor's pool while it
 STALL_SECONDS = 120.0  # a client that reads nothing for this long is cut off
 
 
+# How the page words the job states that are not scrapyd's own (see core.job_state).
+JOB_STATE_TEXT = {"unknown": "not known to this scrapyd", "none": "never queued"}
+
+
 def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
@@ -284,7 +288,7 @@ class TasksPage(resource.Resource):
         when = (
             f"created {esc(t['created_at'])} · started {esc(t['started_at'] or '–')} · "
             f"finished {esc(t['finished_at'] or '–')} · job {esc(job['jobid'] or '–')} "
-            f"({esc(job['state'] or 'not known to this scrapyd')})"
+            f"({esc(JOB_STATE_TEXT.get(job['state'], job['state']))})"
         )
         resume = (
             f'<p class="muted">Stopped before the end: resume with <code>curl -d task_id={tid} '

@@ -10,7 +10,8 @@
 
 Answers are ``{"status": "ok", "node_name": …, …}`` like scrapyd's own. Unlike scrapyd's (HTTP 200
 for every error), a refusal carries its HTTP status — 400 bad or missing parameter, 404
-unknown task, 405 wrong method, 409 conflicting job, 503 database unavailable — with
+unknown task, 405 wrong method, 409 conflicting job, 413 body over 1 MiB or more than
+50,000 groups, 503 database unavailable — with
 ``{"status": "error", "message": …}``, and an unexpected failure is a 500 with a short message
 (the traceback goes to scrapyd's log, never to the client).
 """
@@ -29,7 +30,7 @@ from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 
-from vkscraper.service.core import RequestError, TaskService, bad_request
+from vkscraper.service.core import MAX_BODY, RequestError, TaskService, bad_request
 
 log = Logger()
 
@@ -144,6 +145,29 @@ def check_origin(txrequest: Request) -> None:
         raise RequestError(403, f"cross-site request refused (Origin {origin[:80]})")
 
 
+def check_body_size(txrequest: Request) -> None:
+    """Refuse a body over :data:`MAX_BODY` (413): by its announced ``Content-Length`` first,
+    before anything reads it, else (chunked) by what Twisted stored."""
+    announced = txrequest.getHeader("Content-Length")
+    if announced is not None and announced.strip().isdigit() and int(announced) > MAX_BODY:
+        raise RequestError(413, f"the body is larger than {MAX_BODY // (1 << 20)} MiB")
+    content = txrequest.content
+    if content is not None:
+        here = content.tell()
+        size = content.seek(0, 2)
+        content.seek(here)
+        if size > MAX_BODY:
+            raise RequestError(413, f"the body is larger than {MAX_BODY // (1 << 20)} MiB")
+
+
+def check_method(txrequest: Request, allowed: str) -> None:
+    """405 unless the request's method is ``allowed``; HEAD is a GET without the body
+    (Twisted drops the body of a HEAD answer)."""
+    method = txrequest.method.decode("latin-1")
+    if method != allowed and not (allowed == "GET" and method == "HEAD"):
+        raise method_not_allowed(txrequest, "GET, HEAD" if allowed == "GET" else allowed)
+
+
 def check_params(
     txrequest: Request, accepted: tuple[str, ...], repeatable: tuple[str, ...] = ()
 ) -> None:
@@ -192,8 +216,8 @@ class TaskResource(WsResource):
         def check() -> Work:
             if txrequest.postpath:
                 raise RequestError(404, f"no such route: {txrequest.path.decode('latin-1')}")
-            if txrequest.method.decode("latin-1") != self.method:
-                raise method_not_allowed(txrequest, self.method)
+            check_method(txrequest, self.method)
+            check_body_size(txrequest)
             check_origin(txrequest)
             check_params(txrequest, self.params, repeatable=("setting",))
             return lambda: self.handle(service, txrequest)

@@ -7,6 +7,7 @@
     GET  /api/tasks/N              → the task (as task.json's "task")
     GET  /api/tasks/N/results?kind=posts|comments&limit=&after=
     POST /api/tasks/N/cancel
+    GET  /api/openapi.json         → the OpenAPI 3.1 document of these routes and the *.json
 
 Thin adapters over :class:`~vkscraper.service.core.TaskService`, the code behind the ``*.json``
 services; errors are the same ``{"status": "error", "message": …}`` with the same statuses.
@@ -20,17 +21,19 @@ from typing import Any
 from twisted.web import resource
 from twisted.web.server import Request
 
-from vkscraper.service.core import RequestError, TaskService, bad_request
+from vkscraper.service.core import MAX_BODY, RequestError, TaskService, bad_request
+from vkscraper.service.openapi import DOCUMENT
 from vkscraper.service.resources import (
     Work,
     answer,
     arg,
+    check_body_size,
+    check_method,
     check_origin,
     check_params,
-    method_not_allowed,
+    json_response,
+    outcome,
 )
-
-MAX_BODY = 1 << 20  # a JSON body larger than 1 MiB is refused
 
 
 class Api(resource.Resource):
@@ -43,16 +46,32 @@ class Api(resource.Resource):
     def render(self, txrequest: Request) -> bytes | int:
         service = TaskService.of(self.root)
         path = [p.decode("utf-8", "replace") for p in txrequest.postpath or [] if p]
+        if path == ["openapi.json"]:
+            return self.contract(txrequest)
         return answer(txrequest, lambda: self.route(service, txrequest, path))
+
+    def contract(self, txrequest: Request) -> bytes | int:
+        """The OpenAPI document itself (not wrapped in ``{"status": "ok"}``)."""
+
+        def check() -> Work:
+            check_method(txrequest, "GET")
+            check_params(txrequest, ())
+            return dict
+
+        ok, refused = outcome(txrequest, check, {})
+        return (
+            json_response(txrequest, 200, DOCUMENT) if ok else json_response(txrequest, *refused)
+        )
 
     def route(self, service: TaskService, txrequest: Request, path: list[str]) -> Work:
         """Check the request now; return the work to run in a thread (see ``answer``)."""
-        method = txrequest.method.decode("latin-1")
 
-        def need(expected: str, *params: str) -> None:
-            if method != expected:
-                raise method_not_allowed(txrequest, expected)
+        def need(expected: str, *params: str, json_body: bool = False) -> None:
+            check_method(txrequest, expected)
             check_origin(txrequest)
+            if json_body:  # before the parameters: Twisted reads a form body as parameters
+                _check_json_type(txrequest)
+            check_body_size(txrequest)
             check_params(txrequest, params)
 
         match path:
@@ -61,7 +80,7 @@ class Api(resource.Resource):
                 limit = arg(txrequest, "limit")
                 return lambda: {"tasks": service.tasks(limit)}
             case ["tasks", "collect"]:
-                need("POST")
+                need("POST", json_body=True)
                 body = _json_body(txrequest)
                 unknown = sorted(set(body) - {"groups", "settings", "taskId"})
                 if unknown:
@@ -69,6 +88,11 @@ class Api(resource.Resource):
                 settings = body.get("settings", {})
                 if not isinstance(settings, dict):
                     raise bad_request("'settings' must be an object of NAME: value")
+                if "groups" in body and not isinstance(body["groups"], list):
+                    raise bad_request("'groups' must be a list of ids, names or URLs")
+                task = body.get("taskId")
+                if "taskId" in body and (not isinstance(task, int) or isinstance(task, bool)):
+                    raise bad_request("'taskId' must be a whole number (a JSON integer)")
 
                 def collect() -> dict[str, Any]:
                     done = service.collect(body.get("groups"), settings, body.get("taskId"))
@@ -88,12 +112,15 @@ class Api(resource.Resource):
         raise RequestError(404, f"no such route: /api/{'/'.join(path)}")
 
 
-def _json_body(txrequest: Request) -> dict[str, Any]:
+def _check_json_type(txrequest: Request) -> None:
     # A JSON content type also makes a cross-site browser request ask first (CORS preflight),
     # which this service never grants.
     kind = (txrequest.getHeader("Content-Type") or "").split(";")[0].strip().lower()
     if kind != "application/json":
         raise RequestError(415, "send the body as JSON with Content-Type: application/json")
+
+
+def _json_body(txrequest: Request) -> dict[str, Any]:
     content = txrequest.content
     raw = content.read(MAX_BODY + 1) if content is not None else b""
     if len(raw) > MAX_BODY:

@@ -402,6 +402,13 @@ class VkSpider(scrapy.Spider):
         resolved: dict[str, int] = {}
         groups: list[VkGroup] = []
         for ref in refs:
+            if not self.crawler.engine.running:
+                # Stopping (Ctrl-C, a cancel): a batch of 500 unknown names is 2,000 writes,
+                # and the engine waits for this callback. The rest stays unresolved in the
+                # task, which a re-run resolves again.
+                self.task.request_done(response.meta)
+                self._resolved(1)
+                return
             match = by_key.get(ref.lower())
             if match is None:
                 await self.task.restart_group(ref)

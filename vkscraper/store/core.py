@@ -257,10 +257,16 @@ class Store:
             "list_tasks", lambda cur: tasks.list_tasks(self._db, cur, limit), write=False
         )
 
-    def begin_run(self, task_id: int, job_id: str | None = None) -> Task:
+    def begin_run(
+        self, task_id: int, job_id: str | None = None, job_settings: dict[str, str] | None = None
+    ) -> Task:
         """Start a run: resume an unfinished task, or a fresh run of a finished one (its
-        previous run kept in ``metrics.history``); returns the task as the run starts."""
-        return self._run("begin_run", lambda cur: tasks.begin_run(self._db, cur, task_id, job_id))
+        previous run kept in ``metrics.history``); returns the task as the run starts. With
+        ``job_id`` (a scrapyd job), records it and, when given, the job's settings."""
+        return self._run(
+            "begin_run",
+            lambda cur: tasks.begin_run(self._db, cur, task_id, job_id, job_settings),
+        )
 
     def set_job(self, task_id: int, job_id: str, settings: dict[str, str] | None = None) -> None:
         """Record the scrapyd job that runs the task (and the settings it was queued with)."""

@@ -74,8 +74,9 @@ def initial_metrics(groups_total: int, run: int = 1) -> dict[str, Any]:
 
 
 def normalize_groups(groups: Sequence[int | str | GroupRef]) -> list[int | str]:
-    """Ids as positive ints, names as given; digit strings become ids."""
-    out: list[int | str] = []
+    """Ids as positive ints, names as given; digit strings become ids. Duplicates are dropped,
+    in order, in linear time (a task may name 50,000 groups)."""
+    out: dict[int | str, None] = {}
     for g in groups:
         value: int | str
         if isinstance(g, GroupRef):
@@ -90,9 +91,8 @@ def normalize_groups(groups: Sequence[int | str | GroupRef]) -> list[int | str]:
             raise StoreError(f"not a group id or name: {g!r}")
         if value == 0:
             raise StoreError("a group id must be a positive number")
-        if value not in out:
-            out.append(value)
-    return out
+        out.setdefault(value)
+    return list(out)
 
 
 def group_key(group: int | str) -> str:
@@ -170,9 +170,16 @@ def _write_task(db: Backend, cur: Any, task_id: int, groups: list[Any], metrics:
     )  # fmt: skip
 
 
-def begin_run(db: Backend, cur: Any, task_id: int, job_id: str | None = None) -> Task:
+def begin_run(
+    db: Backend,
+    cur: Any,
+    task_id: int,
+    job_id: str | None = None,
+    job_settings: dict[str, str] | None = None,
+) -> Task:
     """Start a run of the task (status ``in_progress``) by the rule in the module docstring;
-    ``job_id`` is the scrapyd job running it, when there is one."""
+    ``job_id`` is the scrapyd job running it, when there is one, and ``job_settings`` the
+    settings that job was started with (recorded when given)."""
     task = _lock_task(db, cur, task_id)
     if task.status in ("completed", "failed"):
         old = dict(task.metrics)
@@ -204,7 +211,7 @@ def begin_run(db: Backend, cur: Any, task_id: int, job_id: str | None = None) ->
         _write_task(db, cur, task_id, task.groups, metrics)
     start_task(db, cur, task_id)
     if job_id is not None:
-        set_job(db, cur, task_id, job_id)
+        set_job(db, cur, task_id, job_id, job_settings)
     return _lock_task(db, cur, task_id)
 
 
