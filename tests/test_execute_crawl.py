@@ -109,7 +109,10 @@ async def test_execute_stores_what_plain_stores_and_reports_the_same_errors(stor
     # Everything but the lookup went through execute, at most 25 calls each.
     assert {r["method"] for r in log} == {"groups.getById", "execute"}
     assert max(len(r["calls"]) for r in executes(log)) <= 25
-    assert len(log) < len(inner_calls(log)) / 5
+    # Packing, not fault luck: an execute retried whole (HTTP 500, a dropped connection) is one
+    # more request carrying the same calls again.
+    retried = crawler.stats.get_value("retry/count") or 0
+    assert len(log) - retried < len(inner_calls(log)) / 5
     if "faults" in fakevk:
         assert sum(r["execute_errors"] for r in executes(log)) > 0  # inner error 10s, retried
         assert crawler.stats.get_value("retry/count") > 0  # whole executes retried too

@@ -402,10 +402,10 @@ class VkSpider(scrapy.Spider):
         resolved: dict[str, int] = {}
         groups: list[VkGroup] = []
         for ref in refs:
-            if not self.crawler.engine.running:
-                # Stopping (Ctrl-C, a cancel): a batch of 500 unknown names is 2,000 writes,
-                # and the engine waits for this callback. The rest stays unresolved in the
-                # task, which a re-run resolves again.
+            if crawl_stopping(self.crawler):
+                # Stopping (Ctrl-C, a cancel, a task ended elsewhere): a batch of 500 unknown
+                # names is 2,000 writes, and the engine waits for this callback. The rest
+                # stays unresolved in the task, which a re-run resolves again.
                 self.task.request_done(response.meta)
                 self._resolved(1)
                 return
