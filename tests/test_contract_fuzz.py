@@ -59,9 +59,17 @@ def seed_tasks(database_url: str) -> None:
         store.upsert_comments(
             task,
             [
-                VkComment(vk_comment_id=100 + i, post_vk_id=1, owner_id=-10, parent_id=parent,
-                          thread_count=0, author_id=author, author_name=None, text="c",
-                          date=when)  # fmt: skip
+                VkComment(
+                    vk_comment_id=100 + i,
+                    post_vk_id=1,
+                    owner_id=-10,
+                    parent_id=parent,
+                    thread_count=0,
+                    author_id=author,
+                    author_name=None,
+                    text="c",
+                    date=when,
+                )  # fmt: skip
                 for i, (parent, author) in enumerate([(None, 5), (100, None), (None, None)])
             ],
         )
@@ -92,7 +100,7 @@ def test_every_generated_request_is_answered_as_documented(server, tmp_path):
             "--no-color", "--output-truncate", "false",
             "--report", "junit", "--report-dir", str(tmp_path / "report"),
         ],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, f"{run.stdout[-20000:]}\n{run.stderr[-3000:]}"
     # Every operation of the document was exercised (but the document itself: no input).

@@ -2,7 +2,8 @@
 answers: every route of the document is called for a success and for its refusals, and each
 answer's status must be documented for its operation and its body must match that status's
 schema (strict: no field the document lacks), checked with ``jsonschema_rs`` (it comes with
-Schemathesis, which fuzzes the same document in ``test_contract_fuzz.py``). A route whose answer drifts fails here."""
+Schemathesis, which fuzzes the same document in ``test_contract_fuzz.py``). A route whose
+answer drifts fails here."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-import pytest
-
 import jsonschema_rs
+import pytest
 
 from tests.crawl import TOKEN
 from tests.scrapyd import Scrapyd
@@ -33,9 +33,8 @@ def errors(value: Any, schema: dict[str, Any], document: dict[str, Any]) -> list
     validator = jsonschema_rs.Draft202012Validator(
         {**schema, "components": document["components"]}, validate_formats=True
     )
-    return [
-        f"$/{'/'.join(map(str, e.instance_path))}: {e.message}" for e in validator.iter_errors(value)
-    ]
+    found = validator.iter_errors(value)
+    return [f"$/{'/'.join(map(str, e.instance_path))}: {e.message}" for e in found]
 
 
 class Contract:
