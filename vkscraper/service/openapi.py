@@ -216,14 +216,23 @@ def _bounded(low_high_default: tuple[int, int, int]) -> Schema:
     return {"type": "integer", "minimum": low, "maximum": high, "default": default}
 
 
-_TASK_ID_PATH = {"name": "taskId", "in": "path", "required": True, "schema": {**INT, "minimum": 0}}
-_TASK_ID_QUERY = _query("task_id", {**INT, "minimum": 0}, required=True)
+# Examples (valid values) are what Schemathesis's examples phase sends first, so the contract
+# fuzz reaches a task that exists and a collect that succeeds, not only refusals.
+TASK_ID: Schema = {**INT, "minimum": 0, "examples": [1]}
+_TASK_ID_PATH = {"name": "taskId", "in": "path", "required": True, "schema": TASK_ID}
+_TASK_ID_QUERY = _query("task_id", TASK_ID, required=True)
 _RESULT_PARAMS = [
     _query("kind", {"enum": ["posts", "comments"], "default": "posts"}),
     _query("limit", _bounded(RESULTS_LIMIT)),
     _query("after", {**INT, "minimum": 0, "default": 0}, about="the `next_after` of a page"),
 ]
 _FORM = "application/x-www-form-urlencoded"
+
+
+def EITHER(task_id: str) -> Schema:  # noqa: N802  (reads as a schema constant)
+    """A collect body names new groups or an existing task, never both (a 400)."""
+    return {"not": {"required": ["groups", task_id]}}
+
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -251,6 +260,7 @@ DOCUMENT: dict[str, Any] = {
                                         **STR,
                                         "description": "ids, names or URLs, comma-separated; "
                                         "omitted: the active groups of the groups table",
+                                        "examples": ["1,apiclub,https://vk.com/club2"],
                                     },
                                     "setting": {
                                         "type": "array",
@@ -261,6 +271,12 @@ DOCUMENT: dict[str, Any] = {
                                 },
                                 optional=("groups", "setting", "task_id"),
                             )
+                            | EITHER("task_id")
+                            | {
+                                "examples": [
+                                    {"groups": "1,apiclub", "setting": ["LOG_LEVEL=INFO"]}
+                                ]
+                            }
                         }
                     },
                 },  # fmt: skip
@@ -293,7 +309,7 @@ DOCUMENT: dict[str, Any] = {
                 "summary": "stop the task's job (out of the queue, or SIGINT)",
                 "requestBody": {
                     "required": True,
-                    "content": {_FORM: {"schema": obj({"task_id": {**INT, "minimum": 0}})}},
+                    "content": {_FORM: {"schema": obj({"task_id": TASK_ID})}},
                 },  # fmt: skip
                 "responses": _responses("CancelOk", "400", "403", "404", "409"),
             }
@@ -317,6 +333,7 @@ DOCUMENT: dict[str, Any] = {
                                     "type": "array",
                                     "items": GROUP,
                                     "maxItems": MAX_GROUPS,
+                                    "examples": [[1, "apiclub", "https://vk.com/club2"]],
                                 },
                                 "settings": {
                                     "type": "object",
@@ -326,6 +343,12 @@ DOCUMENT: dict[str, Any] = {
                             },
                             optional=("groups", "settings", "taskId"),
                         )
+                        | EITHER("taskId")
+                        | {
+                            "examples": [
+                                {"groups": [1, "apiclub"], "settings": {"LOG_LEVEL": "INFO"}}
+                            ]
+                        }
                     ),
                 },  # fmt: skip
                 "responses": _responses("RestCollectOk", "400", "403", "404", "409", "413", "415"),
