@@ -103,6 +103,24 @@ def test_bad_input_exits_2_with_one_line(capsys, sqlite_url):
     assert len(err.strip().splitlines()) == 1 and "invalid int value" in err
 
 
+@pytest.mark.parametrize(
+    ("args", "entry"),
+    [
+        (["task", "create", "--groups", "foo bar"], "'foo bar'"),
+        (["task", "create", "--groups", "group24983,bad ref!"], "'bad ref!'"),
+        (["groups", "add", "apiclub", "club 5"], "'club 5'"),
+    ],
+)
+def test_a_space_inside_a_list_entry_is_refused_naming_the_entry(capsys, sqlite_url, args, entry):
+    code, out, err = run(capsys, sqlite_url, *args)
+    assert (code, out) == (2, "")
+    assert (
+        err == f"vkscraper: error: {entry} has a space inside: separate references with commas\n"
+    )
+    assert run(capsys, sqlite_url, "task", "list")[1] == "no tasks\n"
+    assert run(capsys, sqlite_url, "groups", "list")[1] == "no groups\n"
+
+
 def test_missing_task_exits_1(capsys, sqlite_url):
     code, _, err = run(capsys, sqlite_url, "task", "show", "42")
     assert code == 1 and err == "vkscraper: task 42 does not exist\n"

@@ -44,6 +44,8 @@ def crawl(tmp_path, *args, token=TOKEN, database_url=None):
     ("args", "token", "message"),
     [
         (["-a", "groups=apiclub,bad/name,x"], TOKEN, "error: -a groups: 'bad/name'"),
+        (["-a", "groups=group24983,bad ref!"], TOKEN,
+         "error: -a groups: 'bad ref!' has a space inside: separate references with commas"),
         (["-a", "task_id=abc"], TOKEN, "error: -a task_id must be a positive number, got 'abc'"),
         (["-a", "groups="], TOKEN, "error: -a groups= is empty"),
         (["-a", "groups=1"], None, "error: VK_ACCESS_TOKEN is not set"),

@@ -47,7 +47,8 @@ def test_good_refs(raw, expected):
         ("ftp://host/x", "not a vk.com"),
         ("vk.com/", "one community"),
         ("vk.com/wall-1_2/extra", "one community"),
-        ("two words", "not a VK community"),
+        ("two words", "has a space inside"),
+        ("vk.com/ apiclub", "has a space inside"),
         ("группа", "not a VK community"),
         ("a", "not a VK community"),
         ("x" * 40, "not a VK community"),
@@ -65,7 +66,7 @@ def test_bad_refs_name_the_input(raw, fragment):
 
 
 def test_parse_list_splits_and_deduplicates():
-    refs = parse_group_refs("apiclub, club1,https://vk.com/somegroup 42,-42 ,,apiclub")
+    refs = parse_group_refs("apiclub, club1,https://vk.com/somegroup, 42,-42 ,,apiclub")
     assert refs == [
         GroupRef(screen_name="apiclub"),
         GroupRef(group_id=1),
@@ -74,3 +75,29 @@ def test_parse_list_splits_and_deduplicates():
     ]
     assert parse_group_refs(["1", "club2"]) == [GroupRef(group_id=1), GroupRef(group_id=2)]
     assert [str(r) for r in refs] == ["apiclub", "1", "somegroup", "42"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "entry"),
+    [
+        ("foo bar", "'foo bar'"),
+        ("group24983,bad ref!", "'bad ref!'"),
+        ("1, 2 3 ,4", "'2 3'"),
+        ("apiclub,\tclub1\n,x\ty", "'x\\ty'"),
+        (["1", "club 2"], "'club 2'"),
+    ],
+)
+def test_whitespace_inside_an_entry_refuses_the_list_naming_the_whole_entry(raw, entry):
+    """Lists are comma-separated: whitespace around an entry is trimmed, inside one it is an
+    error naming the entry as given (not a guess at two references, nor only its last word)."""
+    with pytest.raises(GroupRefError) as info:
+        parse_group_refs(raw)
+    assert str(info.value) == f"{entry} has a space inside: separate references with commas"
+
+
+def test_whitespace_around_entries_is_trimmed():
+    assert parse_group_refs(" 1 ,\tclub2\n, apiclub ") == [
+        GroupRef(group_id=1),
+        GroupRef(group_id=2),
+        GroupRef(screen_name="apiclub"),
+    ]

@@ -254,6 +254,9 @@ BAD_REQUESTS = [
     # method, path, form data or JSON body, status, words of the message
     ("POST", "/collect.json", {"groups": "10,[oops"}, 400, "[oops"),
     ("POST", "/collect.json", {"groups": " , "}, 400, "names no community"),
+    # Comma-separated: a space inside an entry refuses the list, naming the whole entry.
+    ("POST", "/collect.json", {"groups": "group24983,bad ref!"}, 400, "'bad ref!' has a space"),
+    ("POST", "/collect.json", {"groups": "10 11"}, 400, "'10 11' has a space inside"),
     ("POST", "/collect.json", {"groups": "10", "spider": "x"}, 400, "unknown parameter"),
     refused_setting("VK_ACCESS_TOKEN=abc", "VK_ACCESS_TOKEN"),
     refused_setting("VK_COMMENTS_PAGE_SIZE=500", "VK_COMMENTS_PAGE_SIZE"),
@@ -298,6 +301,7 @@ BAD_REQUESTS = [
     ("POST", "/api/tasks/collect", {"groups": "10", "extra": 1}, 400, "extra"),
     ("POST", "/api/tasks/collect", {"groups": [{"id": 1}]}, 400, "'groups' must be a list"),
     ("POST", "/api/tasks/collect", {"groups": []}, 400, "names no community"),
+    ("POST", "/api/tasks/collect", {"groups": [10, "a b"]}, 400, "'a b' has a space inside"),
     ("POST", "/api/tasks/collect", {"groups": [10], "settings": []}, 400, "must be an object"),
     (
         "POST",

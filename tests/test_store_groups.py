@@ -24,14 +24,14 @@ def test_add_list_remove(store):
         GroupRef(screen_name="apiclub"),
         GroupRef(screen_name="durov"),
     ]
-    assert store.remove_groups(parse_group_refs("5 durov 404")) == 2
+    assert store.remove_groups(parse_group_refs("5,durov,404")) == 2
     assert _summary(store) == [(3, None, True, False), (None, "apiclub", True, True)]
-    store.add_groups(parse_group_refs("3 apiclub"))  # adding again is harmless
+    store.add_groups(parse_group_refs("3,apiclub"))  # adding again is harmless
     assert len(store.list_groups()) == 2
 
 
 def test_resolve_moves_pending_into_groups(store):
-    store.add_groups(parse_group_refs("apiclub 7"))
+    store.add_groups(parse_group_refs("apiclub,7"))
     store.save_resolved_groups(
         [VkGroup(id=1, screen_name="apiclub", name="VK API"), VkGroup(id=7, name="Seven")]
     )

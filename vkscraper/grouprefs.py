@@ -4,6 +4,11 @@ Accepted: ``123``, ``-123``, ``club123``, ``public123``, ``event123``, a screen 
 (``apiclub``) and ``vk.com/…``, ``m.vk.com/…``, ``vk.ru/…`` URLs with or without a scheme,
 ``www.``, a trailing slash, a query or a fragment. Ids come back positive (group ids, never
 owner ids); names are resolved later with ``groups.getById``.
+
+Lists, wherever they come from (``task create --groups``, ``-a groups=``, ``groups=`` of
+``collect.json``), are comma-separated; whitespace around an entry is trimmed, whitespace
+inside one is refused: ``foo bar`` is a typo for ``foo,bar`` or a name with a space, and
+guessing either would crawl something the user did not name.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ _NUMBER = re.compile(r"-?[0-9]+")
 _MAX_ID = 2**63 - 1  # the database's BIGINT
 # VK screen names: latin letters, digits, underscore and dot; 2-32 characters, not all digits.
 _SCREEN_NAME = re.compile(r"[A-Za-z0-9_.]{2,32}")
+_SPACE = re.compile(r"\s")
 _VK_HOSTS = {"vk.com", "vk.ru", "m.vk.com", "m.vk.ru", "www.vk.com", "www.vk.ru", "new.vk.com"}
 
 
@@ -52,6 +58,8 @@ def parse_group_ref(raw: str | int) -> GroupRef:
     text = str(raw).strip()
     if not text:
         raise GroupRefError("empty group reference")
+    if _SPACE.search(text):
+        raise GroupRefError(f"{_shown(text)} has a space inside: separate references with commas")
     path = _path_of(text)
     if _NUMBER.fullmatch(path):
         return _from_id(abs(int(path)), raw)
@@ -69,12 +77,13 @@ def parse_group_ref(raw: str | int) -> GroupRef:
 
 
 def split_group_refs(raw: str) -> list[str]:
-    """The references of a comma/whitespace separated list, empty ones dropped."""
-    return [item for item in re.split(r"[,\s]+", raw) if item]
+    """The entries of a comma-separated list, trimmed, empty ones dropped (an entry keeps any
+    whitespace inside it: :func:`parse_group_ref` refuses it, naming the whole entry)."""
+    return [item.strip() for item in raw.split(",") if item.strip()]
 
 
 def parse_group_refs(raw: str | list[str] | tuple[str, ...]) -> list[GroupRef]:
-    """Parse a comma/whitespace separated list (or a sequence), dropping duplicates in order.
+    """Parse a comma-separated list (or a sequence), dropping duplicates in order.
 
     One malformed reference refuses the list: the :class:`GroupRefError` names every bad one.
     """
