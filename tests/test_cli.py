@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from vkscraper.__main__ import main
+from vkscraper.store import open_store
 from vkscraper.store.migrations import available
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +87,7 @@ def test_task_create_show_list(capsys, store_url):
     assert "started_at:  -" in head
     assert json.loads(metrics)["groups_total"] == 3
     code, out, _ = run(capsys, store_url, "task", "list")
-    assert code == 0 and out.split()[:2] == [str(task_id), "created"]
+    assert code == 0 and out.splitlines()[1].split()[:2] == [str(task_id), "created"]
 
 
 def test_bad_input_exits_2_with_one_line(capsys, sqlite_url):
@@ -121,9 +123,46 @@ def test_a_space_inside_a_list_entry_is_refused_naming_the_entry(capsys, sqlite_
     assert run(capsys, sqlite_url, "groups", "list")[1] == "no groups\n"
 
 
-def test_missing_task_exits_1(capsys, sqlite_url):
-    code, _, err = run(capsys, sqlite_url, "task", "show", "42")
-    assert code == 1 and err == "vkscraper: task 42 does not exist\n"
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["task", "show", "42"],
+        ["task", "watch", "42"],
+        ["export", "42"],
+        ["export", "42", "--out", "x"],
+    ],
+)
+def test_every_command_taking_a_task_id_says_a_missing_task_alike(tmp_path, args):
+    """One wording and one status (2, bad input, as the README's tables say) for "no such
+    task", whichever command is given the id."""
+    result = run_process("--database-url", f"sqlite:///{tmp_path / 'x.sqlite3'}", *args)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "vkscraper: error: task 42 does not exist\n"
+
+
+def test_task_list_has_a_header_and_the_last_run(capsys, sqlite_url):
+    """Columns under a header row; the time shown is when the latest run started (not when the
+    task was created), and how long it took."""
+    run(capsys, sqlite_url, "migrate")
+    with open_store(sqlite_url) as store:
+        never = store.create_task([1])
+        ran = store.create_task([1, 2])
+        store.begin_run(ran)
+        store.finish_task(ran)
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
+        db.execute(
+            "UPDATE tasks SET created_at = '2020-01-02T03:04:05+00:00', "
+            "started_at = '2026-05-01T10:00:00+00:00', "
+            "finished_at = '2026-05-01T11:02:03+00:00' WHERE id = ?",
+            (ran,),
+        )
+    code, out, _ = run(capsys, sqlite_url, "task", "list")
+    assert code == 0
+    assert out.splitlines() == [
+        "ID  STATUS     LAST RUN (UTC)          TOOK  GROUPS  POSTS  COMMENTS  ERRORS",
+        f" {ran}  completed  2026-05-01 10:00:00  1:02:03     0/2      0         0       0",
+        f" {never}  created    never                      -     0/1      0         0       0",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,11 @@
 """Command line: ``python -m vkscraper migrate | groups … | task … | export …``.
 
 Every command applies pending migrations first (a no-op when the schema is current), so a
-first run works on an empty database. Exit codes: 0 success, 1 database error or missing task
-(one line on stderr, never a traceback), 2 bad input (one line on stderr). ``task watch`` and
-``export`` differ, see their help: a task id that names no task is bad input (2), and ``task
-watch`` exits with the task's outcome (0 completed, 1 failed) and 3 on a database error.
+first run works on an empty database. Exit codes: 0 success, 1 database error (one line on
+stderr, never a traceback), 2 bad input, a task id that names no task included (one line on
+stderr: ``vkscraper: error: task N does not exist`` for every command taking an id). ``task
+watch`` differs, see its help: it exits with the task's outcome (0 completed, 1 failed) and 3
+on a database error.
 
 Logging goes to stderr: warnings by default, ``-v`` adds INFO (which store is used, migrations
 applied), ``-q`` leaves errors only. Command output goes to stdout.
@@ -18,7 +19,7 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from vkscraper import exitcodes, export, watch, workqueue
@@ -92,9 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="put it in the Redis feed ($REDIS_URL) for `worker` processes (PostgreSQL only)",
     )
-    show = task_cmds.add_parser("show", help="status, timestamps and metrics of a task")
+    show = task_cmds.add_parser(
+        "show",
+        help="status, timestamps and metrics of a task",
+        description="Print task N: status, groups, timestamps and metrics. Exit status: 0 "
+        "shown, 1 database error, 2 no task N.",
+    )
     show.add_argument("task_id", type=int, metavar="N")
-    listing = task_cmds.add_parser("list", help="the newest tasks")
+    listing = task_cmds.add_parser(
+        "list",
+        help="the newest tasks",
+        description="The newest tasks, one row each under a header: id, status, when the "
+        "latest run started (UTC; 'never' before the first) and how long it took, groups "
+        "done/total, posts, comments and errors of that run.",
+    )
     listing.add_argument("--limit", type=int, default=50)
     follow = task_cmds.add_parser(
         "watch",
@@ -239,24 +251,61 @@ def _task(args: argparse.Namespace, store: Store) -> int:
         except watch.TaskGone as exc:
             raise UsageError(str(exc)) from None
     if args.action == "show":
-        task = store.get_task(args.task_id)
-        if task is None:
-            print(f"{PROG}: task {args.task_id} does not exist", file=sys.stderr)
-            return 1
-        _print_task(task)
+        _print_task(_existing_task(store, args.task_id))
         return 0
     tasks = store.list_tasks(limit=args.limit)
     if not tasks:
         print("no tasks")
-    for t in tasks:
-        m = t.metrics
-        print(
-            f"{t.id:>6}  {t.status:<11}  {_fmt(t.created_at)}  "
-            f"groups {m.get('groups_done', 0)}/{m.get('groups_total', 0)}  "
-            f"posts {m.get('posts', 0)}  comments {m.get('comments', 0)}  "
-            f"errors {len(m.get('errors', []))}"
-        )
+        return 0
+    _print_table(_TASK_COLUMNS, [_task_row(t) for t in tasks])
     return 0
+
+
+# `task list`: (header, right-aligned). LAST RUN is when the latest run started (a task run
+# again months after it was created is listed by that run), TOOK how long it lasted.
+_TASK_COLUMNS = [
+    ("ID", True),
+    ("STATUS", False),
+    ("LAST RUN (UTC)", False),
+    ("TOOK", True),
+    ("GROUPS", True),
+    ("POSTS", True),
+    ("COMMENTS", True),
+    ("ERRORS", True),
+]
+
+
+def _task_row(task: Task) -> list[str]:
+    m = task.metrics
+    started, finished = task.started_at, task.finished_at
+    if started is None:
+        took = "-"  # never run
+    elif finished is None:
+        took = "running" if task.status == "in_progress" else "-"
+    else:
+        took = watch.format_duration(max((finished - started).total_seconds(), 0))
+    return [
+        str(task.id),
+        task.status,
+        started.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if started else "never",
+        took,
+        f"{m.get('groups_done', 0)}/{m.get('groups_total', 0)}",
+        str(m.get("posts", 0)),
+        str(m.get("comments", 0)),
+        str(len(m.get("errors", []))),
+    ]
+
+
+def _print_table(columns: list[tuple[str, bool]], rows: list[list[str]]) -> None:
+    widths = [
+        max(len(r[i]) for r in [[c for c, _ in columns], *rows]) for i in range(len(columns))
+    ]
+    for row in [[c for c, _ in columns], *rows]:
+        cells = [
+            cell.rjust(w) if right else cell.ljust(w)
+            for cell, w, (_, right) in zip(row, widths, columns, strict=True)
+        ]
+        print("  ".join(cells).rstrip())
 
 
 def _redis() -> Any:
