@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
@@ -10,14 +11,17 @@ import pty
 import queue
 import re
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from vkscraper import export, watch
 from vkscraper.exceptions import StoreError
@@ -323,44 +327,107 @@ def test_rate_meter_window():
     assert watch.format_duration(3 * 3600 + 62.4) == "3:01:02"
 
 
-def test_watch_draws_a_live_bar_on_a_terminal(sqlite_url):
+def on_terminal(args: list[str], columns: int, meanwhile=lambda: None) -> tuple[int, bytes, str]:
+    """Run ``args`` with stdout on a pseudo-terminal ``columns`` wide (its window size, as a
+    terminal emulator sets it; no $COLUMNS), calling ``meanwhile()`` once it runs: exit
+    status, stderr, and what it drew as plain text."""
+    main_fd, tty_fd = pty.openpty()
+    fcntl.ioctl(tty_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {k: v for k, v in ENV.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen(
+        args,
+        cwd=REPO,
+        stdout=tty_fd,
+        stderr=subprocess.PIPE,
+        env={**env, "TERM": "xterm-256color"},
+    )
+    os.close(tty_fd)
+    chunks: list[bytes] = []
+
+    def read() -> None:  # all along: a full terminal buffer would block the child
+        while True:
+            try:
+                data = os.read(main_fd, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        meanwhile()
+        _, err = proc.communicate(timeout=30)
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(main_fd)
+    screen = b"".join(chunks).decode()
+    assert "\x1b[" in screen  # escape sequences: a rich display, not plain lines
+    # Cursor moves and erasures (between frames) end a line; colours and modes go.
+    plain = re.sub(r"\x1b\[[0-9;?]*[ABCDGHJK]", "\n", screen).replace("\r", "")
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", plain)
+    return proc.returncode, err, plain
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_watch_draws_a_live_bar_on_a_terminal(sqlite_url, columns):
+    """The live display of a running task at 80 and 120 columns: every label and count whole
+    (the bars give way), nothing but the last error's text cut."""
     with open_store(sqlite_url) as store:
         store.migrate()
         task = store.create_task([1, 2, 3])
         store.begin_run(task)
-        store.add_progress(task, group_id=1, group_done=True, comments_expected=500)
-        store.add_error(task, "closed wall", group=2)
-        store.finish_task(task)
-    main_fd, tty_fd = pty.openpty()
-    proc = subprocess.Popen(
-        vkscraper("--database-url", sqlite_url, "task", "watch", str(task)),
-        cwd=REPO,
-        stdout=tty_fd,
-        stderr=subprocess.PIPE,
-        env={**ENV, "TERM": "xterm-256color", "COLUMNS": "100"},
-    )
-    os.close(tty_fd)
-    chunks = []
-    while True:
-        try:
-            data = os.read(main_fd, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(main_fd)
-    _, err = proc.communicate(timeout=30)
-    assert (proc.returncode, err) == (1, b"")
-    screen = b"".join(chunks).decode()
-    assert "\x1b[" in screen  # escape sequences: a rich display, not plain lines
-    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+        store.add_progress(task, group_id=1, group_done=True, comments_expected=1234567)
+        store.add_progress(task, group_id=2, posts_expected=30000)
+        store.add_error(task, "closed wall " * 12, group=2)
+
+        def crawl() -> None:  # comments stored between refreshes: a rate and a time left
+            for n in (1447, 14470, 144700):
+                time.sleep(0.6)
+                _set_comments(store, task, n)
+            time.sleep(0.6)
+            store.finish_task(task)
+
+        code, err, plain = on_terminal(
+            vkscraper(
+                "--database-url", sqlite_url, "task", "watch", str(task), "--interval", "0.2"
+            ),
+            columns,
+            crawl,
+        )
+    assert (code, err) == (1, b"")
     assert "groups 1/3  posts" not in plain  # … and not the plain line format
-    assert re.search(rf"task {task}\s+failed\s+run 1\s+errors 1", plain)
-    assert re.search(r"groups\s+━+.*1/3", plain)
-    assert re.search(r"comments\s+━+.*0/500", plain)
-    assert "last error: closed wall" in plain
-    assert "error: closed wall" in plain.splitlines()[-1]
+    lines = [line.rstrip() for line in plain.splitlines() if line.strip()]
+    display, listed = lines[:-1], lines[-1]  # the errors, listed in full after the end
+    assert all(len(line) <= columns for line in display), lines
+    assert not [line for line in display if "…" in line and "last error" not in line], lines
+    assert re.search(rf"^task {task}\s+in_progress\s+run 1\s+errors 1$", plain, re.M)
+    assert re.search(rf"^task {task}\s+failed\s+run 1\s+errors 1$", plain, re.M)
+    assert re.search(r"^groups\s+━+.*\s1/3$", plain, re.M)
+    assert re.search(r"^posts\s+.*\s0/30000$", plain, re.M)
+    assert re.search(r"^comments\s+.*\s144700/1234567$", plain, re.M)
+    assert re.search(r"^rate [0-9.]+ comments/s  left [0-9]+:[0-9]{2}:[0-9]{2}$", plain, re.M)
+    assert re.search(r"^last error: closed wall closed wall .*…$", plain, re.M)
+    assert listed == "error: " + ("closed wall " * 12).strip()
+
+
+def test_the_live_display_fits_80_columns_with_large_figures():
+    """The widest figures a long crawl shows, at 80 columns: nothing cut."""
+    figures = watch.Figures(
+        task_id=123456, status="in_progress", run=12, groups_done=99999, groups_total=100000,
+        posts=9999999, posts_expected=10000000, comments=123456789, comments_expected=987654321,
+        errors=("x",) * 100, rate=12345.6, seconds_left=360000,
+    )  # fmt: skip
+    console = Console(width=80, file=io.StringIO(), force_terminal=False)
+    console.print(figures.render())
+    lines = console.file.getvalue().splitlines()
+    assert [line.split()[0] for line in lines[1:5]] == ["groups", "posts", "comments", "rate"]
+    assert lines[3].endswith(" 123456789/987654321")
+    assert lines[4] == "rate 12345.6 comments/s  left 100:00:00"
+    assert not [line for line in lines if "…" in line or len(line) > 80], lines
 
 
 # ----------------------------------------------------------------------------------- export

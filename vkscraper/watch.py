@@ -48,6 +48,8 @@ FINISHED = ("completed", "failed")
 RATE_WINDOW = 30.0
 # How long the watcher keeps retrying while the database is unavailable.
 OUTAGE_LIMIT = 60.0
+# The bars' width at most (on a wide terminal); they shrink on a narrow one.
+BAR_WIDTH = 40
 # Errors listed after a failed task (the rest are counted; `task show N` has them all).
 MAX_ERRORS_LISTED = 20
 
@@ -153,7 +155,8 @@ class Figures:
         )
 
     def render(self) -> RenderableType:
-        """The live display on a terminal."""
+        """The live display on a terminal: fits 80 columns without cutting a label or a
+        count (the bars shrink; the rate and time left have their own line)."""
         head = Text.assemble(
             (f"task {self.task_id}", "bold"),
             "  ",
@@ -163,28 +166,16 @@ class Figures:
         )
         grid = Table.grid(padding=(0, 2))
         grid.add_column(no_wrap=True)
-        grid.add_column(width=40)
+        grid.add_column(min_width=10, max_width=BAR_WIDTH)  # what gives way on a narrow screen
         grid.add_column(justify="right", no_wrap=True)
-        grid.add_column(no_wrap=True)
-        grid.add_row(
-            "groups",
-            _bar(self.groups_done, self.groups_total),
-            f"{self.groups_done}/{self.groups_total}",
-            "",
-        )
-        grid.add_row(
-            "posts",
-            _bar(self.posts, self.posts_expected),
-            f"{self.posts}/{self.posts_expected}",
-            "",
-        )
-        grid.add_row(
-            "comments",
-            _bar(self.comments, self.comments_expected),
-            f"{self.comments}/{self.comments_expected}",
-            f"{self.rate_text()}  {self.left_text()} left",
-        )
-        parts: list[RenderableType] = [head, grid]
+        for label, done, total in (
+            ("groups", self.groups_done, self.groups_total),
+            ("posts", self.posts, self.posts_expected),
+            ("comments", self.comments, self.comments_expected),
+        ):
+            grid.add_row(label, _bar(done, total), f"{done}/{total}")
+        pace = Text(f"rate {self.rate_text()}  left {self.left_text()}", no_wrap=True)
+        parts: list[RenderableType] = [head, grid, pace]
         if self.errors:
             last = " ".join(self.errors[-1].splitlines())
             parts.append(
