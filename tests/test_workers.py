@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -429,3 +430,102 @@ def test_worker_mode_is_started_with_the_worker_command_only():
     settings.set("VK_DISTRIBUTED", True, "cmdline")
     with pytest.raises(ValueError, match="start workers with `python -m vkscraper worker`"):
         check_settings(settings)
+
+
+# Stopping workers precisely (`worker --pidfile`, `worker stop`): real processes.
+
+
+def test_worker_stop_by_pidfile_stops_that_worker_only(workers, tmp_path, server):
+    w = workers([A], None)
+    a, b = tmp_path / "a.pid", tmp_path / "b.pid"
+    w.start(1, "--pidfile", str(a))
+    w.start(1, "--pidfile", str(b))
+    w.wait_started()
+    first, second = w.procs
+    assert (a.read_text(), b.read_text()) == (f"{first.pid}\n", f"{second.pid}\n")
+    # A third worker given a pidfile a running worker holds does not start.
+    out = cli(w.env, "worker", "--pidfile", str(a), check=False)
+    assert out.returncode == 2
+    assert out.stderr == (
+        f"vkscraper: error: {a} is held by worker {first.pid}, still running: stop it first "
+        f"(`worker stop --pidfile {a}`) or give another --pidfile\n"
+    )
+    assert a.read_text() == f"{first.pid}\n"
+
+    out = cli(w.env, "worker", "stop", "--pidfile", str(a))
+    assert (out.stdout, out.stderr) == (f"stopped worker {first.pid}\n", "")
+    assert first.poll() == 0  # `stop` returned once it had exited, cleanly
+    assert re.search(r"Worker \S+ stopped", w.log(0))
+    assert not a.exists()  # removed as it exited
+    time.sleep(2)
+    assert second.poll() is None and b.read_text() == f"{second.pid}\n"
+    assert "stopped" not in w.log(1)
+    assert [
+        k
+        for k in server.scan_iter(workqueue.heartbeat_key("*"))
+        if f":{second.pid}:".encode() in k
+    ]
+    # Again: nobody holds it any more; a warning, and the status says the worker is stopped.
+    out = cli(w.env, "worker", "stop", "--pidfile", str(a))
+    assert (out.stdout, out.stderr) == ("", f"vkscraper: warning: no worker holds {a}\n")
+    assert second.poll() is None
+
+
+@pytest.fixture
+def other_redis():
+    r = redis.Redis.from_url(OTHER_REDIS_URL)
+    r.flushdb()
+    yield r
+    r.flushdb()
+
+
+OTHER_REDIS_URL = REDIS_URL.rpartition("/")[0] + "/8"
+
+
+def test_worker_stop_all_stops_this_redis_workers_and_never_another_program(
+    workers, tmp_path, server, other_redis
+):
+    w = workers([A], None)
+    w.start(2)
+    # A worker of another deployment (another Redis database), on this machine too.
+    other = Workers(tmp_path / "other", {**w.env, "REDIS_URL": OTHER_REDIS_URL})
+    (tmp_path / "other").mkdir()
+    other.start(1)
+    # Not a worker: a pid that a stale heartbeat key and a stale pidfile name.
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        w.wait_started()
+        other.wait_started()
+        server.set(workqueue.heartbeat_key(f"{socket.gethostname()}:{bystander.pid}:ab12"), 1)
+        stale = tmp_path / "stale.pid"
+        stale.write_text(f"{bystander.pid}\n")
+        out = cli(w.env, "worker", "stop", "--pidfile", str(stale))
+        assert out.stderr == f"vkscraper: warning: no worker holds {stale}\n"
+
+        out = cli(w.env, "worker", "stop", "--all")
+        assert sorted(out.stdout.splitlines()) == sorted(
+            f"stopped worker {p.pid}" for p in w.procs
+        )
+        assert [p.poll() for p in w.procs] == [0, 0]
+        time.sleep(1)
+        assert other.procs[0].poll() is None and bystander.poll() is None
+        # Nothing of this Redis left to stop: a warning, status 0.
+        out = cli(w.env, "worker", "stop", "--all")
+        assert (out.returncode, out.stdout) == (0, "")
+        assert "no worker of this machine is registered in this Redis" in out.stderr
+        assert other.procs[0].poll() is None and bystander.poll() is None
+    finally:
+        other.stop()
+        bystander.kill()
+        bystander.wait()
+
+
+def test_worker_stop_options(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    out = cli(env, "worker", "stop", check=False)
+    assert out.returncode == 2 and "one of the arguments --pidfile --all is required" in out.stderr
+    out = cli(env, "worker", "stop", "--all", check=False)
+    assert out.returncode == 2 and "export REDIS_URL=" in out.stderr
+    out = cli(env, "worker", "--pidfile", "x", "stop", "--all", check=False)
+    assert out.returncode == 2 and "`worker stop --pidfile PATH`" in out.stderr
+    assert not list(ROOT.glob("vkscraper.sqlite3*"))  # `worker stop` opens no database

@@ -20,9 +20,10 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
-from vkscraper import exitcodes, export, watch, workqueue
+from vkscraper import exitcodes, export, watch, workerpids, workqueue
 from vkscraper.exceptions import StoreError
 from vkscraper.grouprefs import GroupRefError, parse_group_refs
 from vkscraper.store import Store, Task, open_store
@@ -35,8 +36,9 @@ class UsageError(Exception):
     """Bad input from the user: exit code 2."""
 
 
-class _FileError(Exception):
-    """The export file could not be written: exit code 1."""
+class _Failed(Exception):
+    """The command could not do its job (an export file not written, a worker still running
+    after `worker stop`): exit code 1."""
 
 
 # `task watch` only: a database error is not the task's "failed" (1) but the crawl's status
@@ -171,7 +173,8 @@ def add_crawl_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         "back to the queue), crawling every task in the Redis feed ($REDIS_URL) together "
         "with the other workers; tasks enter the feed with `task create --enqueue`. Needs "
         "PostgreSQL ($DATABASE_URL) and VK_ACCESS_TOKEN (one token or several, comma-"
-        "separated), shared with the other workers under one rate limit per token.",
+        "separated), shared with the other workers under one rate limit per token. "
+        "`worker stop` stops workers (see `worker stop --help`).",
     )
     work.add_argument(
         "-s",
@@ -180,6 +183,36 @@ def add_crawl_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="a Scrapy or VK_* setting, as with `scrapy crawl -s` (repeatable)",
+    )
+    work.add_argument(
+        "--pidfile",
+        type=Path,
+        metavar="PATH",
+        help="write the worker's pid here while it runs (refused while a running worker "
+        "holds PATH): `worker stop --pidfile PATH` stops this worker and no other",
+    )
+    worker_cmds = work.add_subparsers(dest="action", metavar="ACTION")
+    stop = worker_cmds.add_parser(
+        "stop",
+        help="stop workers of this machine precisely: by pidfile, or those of this Redis",
+        description="Send SIGTERM to the worker that holds --pidfile PATH (repeatable), or "
+        "with --all to every worker of this machine registered in this Redis ($REDIS_URL: "
+        "its heartbeat), and wait until they have exited (each puts its unfinished groups "
+        "back). Only processes running `python -m vkscraper worker` are signalled. Exit "
+        "status: 0 stopped, or none was running (a warning says so); 1 one still runs after "
+        "--timeout or Redis is unreachable; 2 bad options.",
+    )
+    which = stop.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--pidfile", type=Path, action="append", metavar="PATH", dest="stop_pidfiles"
+    )
+    which.add_argument("--all", action="store_true", dest="stop_all")
+    stop.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for them to exit (default 60)",
     )
 
 
@@ -340,7 +373,45 @@ def _worker(args: argparse.Namespace, store: Store) -> int:
     if args.database_url:
         settings.set("DATABASE_URL", args.database_url, priority="cmdline")
     store.close()  # each crawl opens its own
-    return worker.run(settings)
+    if args.pidfile is None:
+        return worker.run(settings)
+    try:
+        with workerpids.held(args.pidfile):
+            return worker.run(settings)
+    except workerpids.PidfileError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _worker_stop(args: argparse.Namespace) -> int:
+    """``worker stop``: no database needed (nor created)."""
+    if args.set or args.pidfile:
+        raise UsageError(
+            "-s and --pidfile before `stop` are a worker's: `worker stop --pidfile PATH`"
+        )
+    if args.stop_all:
+        pids = [p for p in workerpids.registered(_redis()) if workerpids.is_worker(p)]
+        if not pids:
+            print(f"{PROG}: warning: no worker of this machine is registered in this Redis",
+                  file=sys.stderr)  # fmt: skip
+    else:
+        pids = []
+        for path in args.stop_pidfiles:
+            try:
+                pid = workerpids.read_pid(path)
+            except workerpids.PidfileError as exc:
+                raise UsageError(str(exc)) from None
+            if pid is not None and workerpids.is_worker(pid):
+                pids.append(pid)
+            else:
+                print(f"{PROG}: warning: no worker holds {path}", file=sys.stderr)
+    running = workerpids.stop(pids, args.timeout)
+    for pid in pids:
+        if pid not in running:
+            print(f"stopped worker {pid}")
+    if running:
+        left = ", ".join(str(p) for p in running)
+        raise _Failed(f"worker(s) {left} still running after {args.timeout:g} s")
+    return 0
 
 
 def _existing_task(store: Store, task_id: int) -> Task:
@@ -362,7 +433,7 @@ def _export(args: argparse.Namespace, store: Store) -> int:
     except OSError as exc:
         if args.out is None:
             raise  # stdout: handled by main (a closed pipe)
-        raise _FileError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+        raise _Failed(f"cannot write {args.out}: {exc.strerror or exc}") from None
     if args.out is not None:
         print(f"wrote {counts.posts} posts and {counts.comments} comments to {args.out}")
     return 0
@@ -406,6 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     watching = args.command == "task" and args.action == "watch"
     try:
+        if args.command == "worker" and args.action == "stop":
+            return _worker_stop(args)
         _parse_input(args)
         with open_store(args.database_url) as store:
             args.applied = store.migrate()
@@ -416,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return WATCH_DATABASE_ERROR if watching else 1
-    except _FileError as exc:
+    except _Failed as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:
