@@ -529,3 +529,36 @@ def test_worker_stop_options(tmp_path):
     out = cli(env, "worker", "--pidfile", "x", "stop", "--all", check=False)
     assert out.returncode == 2 and "`worker stop --pidfile PATH`" in out.stderr
     assert not list(ROOT.glob("vkscraper.sqlite3*"))  # `worker stop` opens no database
+
+
+_JOIN_WITH_ENTRIES_QUEUED = """
+import sys, redis
+from scrapy import Spider
+from scrapy_redis.scheduler import Scheduler
+if sys.argv[1] == "vkscraper":
+    import vkscraper.scheduler  # what a worker's crawl loads (SCHEDULER)
+server = redis.Redis.from_url(sys.argv[2])
+server.rpush("test:queue", b"an entry")
+scheduler = Scheduler(server, persist=True, queue_key="test:queue", dupefilter=object(),
+                      queue_cls="scrapy_redis.queue.FifoQueue")
+scheduler.open(Spider("vk"))  # "Resuming crawl (1 requests scheduled)"
+print("opened")
+Spider("vk").log("our own call")
+"""
+
+
+@pytest.mark.parametrize("loaded", ["vkscraper", "scrapy-redis alone"])
+def test_the_scrapy_redis_deprecation_warning_of_a_joining_worker_is_muted(server, loaded):
+    """scrapy-redis's Scheduler.open() calls the deprecated Spider.log() when a worker joins
+    a task with entries queued; with warnings as errors: muted once vkscraper's scheduler is
+    loaded, and nothing else with it (our own call still warns)."""
+    cmd = [sys.executable, "-W", "error", "-c", _JOIN_WITH_ENTRIES_QUEUED, loaded, REDIS_URL]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "ScrapyDeprecationWarning: Spider.log() is deprecated" in out.stderr
+    if loaded == "vkscraper":
+        assert out.stdout == "opened\n" and "scrapy_redis" not in out.stderr
+        own = _JOIN_WITH_ENTRIES_QUEUED.splitlines().index('Spider("vk").log("our own call")')
+        assert f'File "<string>", line {own + 1}, in <module>' in out.stderr
+    else:
+        assert out.stdout == "" and "scrapy_redis/scheduler.py" in out.stderr

@@ -14,8 +14,10 @@ engine asks for); :class:`~vkscraper.extensions.distributed.VkDistributed` decid
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
+from scrapy.exceptions import ScrapyDeprecationWarning
 from scrapy_redis.scheduler import Scheduler
 
 from vkscraper.extensions.distributed import VkDistributed
@@ -25,6 +27,17 @@ if TYPE_CHECKING:
 
     from scrapy import Request, Spider
     from scrapy.crawler import Crawler
+
+
+# scrapy-redis 0.9.1's Scheduler.open() says "Resuming crawl (N requests scheduled)" with
+# Spider.log(), which Scrapy deprecates: one warning in the log of every worker that joins
+# a task with entries queued. Harmless (the message is a debug line); only that call is muted.
+warnings.filterwarnings(
+    "ignore",
+    message=r"Spider\.log\(\) is deprecated",
+    category=ScrapyDeprecationWarning,
+    module=r"scrapy_redis\.scheduler\Z",
+)
 
 
 class VkScheduler(Scheduler):
