@@ -95,8 +95,9 @@ class Scrapyd:
     def output(self) -> str:
         return (self.workdir / "scrapyd.out").read_text(errors="replace")
 
-    def job_logs(self) -> str:
-        logs = sorted((self.workdir / "logs_dir").rglob("*.log"))
+    def job_logs(self, jobid: str = "") -> str:
+        """Every job's log, or one job's."""
+        logs = sorted((self.workdir / "logs_dir").rglob(f"{jobid or '*'}.log"))
         return "\n".join(p.read_text(errors="replace") for p in logs)
 
     def stop(self) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import pytest
+from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.extensions.remote_control import RemoteControl
 from scrapy.settings import Settings
@@ -128,11 +129,19 @@ leaky_logger = logging.getLogger("leaky.component")
 
 
 class LeakyHeadersMiddleware:
-    """A careless component above the auth middleware: it logs what it sees, token included."""
+    """A careless component that sees the request as it enters the downloader, after the
+    auth middleware (no middleware may come after it: the add-on refuses that): it logs what
+    it sees, token included."""
 
     saw_token = 0
 
-    def process_request(self, request):
+    @classmethod
+    def from_crawler(cls, crawler):
+        leaky = cls()
+        crawler.signals.connect(leaky.process_request, signal=signals.request_reached_downloader)
+        return leaky
+
+    def process_request(self, request, spider=None):
         auth = request.headers.get(b"Authorization")
         if auth:
             type(self).saw_token += 1
@@ -152,7 +161,7 @@ async def test_token_never_reaches_the_log_even_from_a_leaky_component(sqlite_ur
     caplog.set_level(logging.DEBUG)
     LeakyHeadersMiddleware.saw_token = 0
     faults = {"500": 0.1, "error10": 0.1, "drop": 0.1}
-    settings = {"DOWNLOADER_MIDDLEWARES": {LeakyHeadersMiddleware: 995}}
+    settings = {"EXTENSIONS": {LeakyHeadersMiddleware: 0}}
     with FakeVk(DATASET, tokens=[TOKEN], faults=faults, seed=5, retry_after=0) as vk:
         crawler = await run_crawl(vk.url, sqlite_url, settings=settings, groups=GROUPS)
     assert crawler.stats.get_value("finish_reason") == "finished"
@@ -191,18 +200,39 @@ def addon_crawler(**settings: tuple[object, str]) -> Crawler:
 
 
 @pytest.mark.usefixtures("record_factory")
+@pytest.mark.parametrize("name", ["REMOTE_CONTROL_ENABLED", "TELNETCONSOLE_ENABLED"])
 @pytest.mark.parametrize(
-    ("given", "enabled"),
+    ("priority", "allowed", "enabled"),
     [
-        ({}, False),  # Scrapy's default is True
-        ({"REMOTE_CONTROL_ENABLED": (True, "project")}, False),
-        ({"REMOTE_CONTROL_ENABLED": (True, "cmdline")}, True),  # -s REMOTE_CONTROL_ENABLED=True
-        ({"REMOTE_CONTROL_ENABLED": (True, "spider")}, True),
+        ("default", False, False),  # Scrapy's default is True
+        ("project", False, False),
+        ("cmdline", False, "refused"),  # -s …=True, e.g. from scrapyd's schedule.json
+        ("spider", False, "refused"),
+        ("cmdline", True, True),  # the operator's VKSCRAPER_ALLOW_CONSOLE=1
     ],
 )
-def test_addon_turns_remote_control_off_unless_asked(given, enabled):
-    crawler = addon_crawler(**given)
-    assert crawler.settings.getbool("REMOTE_CONTROL_ENABLED") is enabled
+def test_a_console_runs_only_when_the_operator_allows_it(
+    monkeypatch, name, priority, allowed, enabled
+):
+    """A console runs code in the process holding the token: settings (anyone's) cannot turn
+    one on, only the operator's environment can."""
+    if allowed:
+        monkeypatch.setenv("VKSCRAPER_ALLOW_CONSOLE", "1")
+    else:
+        monkeypatch.delenv("VKSCRAPER_ALLOW_CONSOLE", raising=False)
+    given = {name: (True, priority)}
+    if name == "TELNETCONSOLE_ENABLED" and priority == "default":
+        given = {}  # addon_crawler's own False; Scrapy's default (True) is below
+    if enabled == "refused":
+        with pytest.raises(ValueError, match=f"{name}: a console runs code"):
+            addon_crawler(**given)
+        return
+    settings = Settings({"ADDONS": {VkAddon: 0}})
+    for n, (value, prio) in given.items():
+        settings.set(n, value, prio)
+    crawler = Crawler(DefaultSpider, settings)
+    crawler._apply_settings()
+    assert crawler.settings.getbool(name) is enabled
 
 
 @pytest.mark.usefixtures("record_factory", "token_env")

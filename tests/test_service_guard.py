@@ -6,6 +6,7 @@ refuses to listen beyond loopback without credentials."""
 
 from __future__ import annotations
 
+import http.client
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +29,71 @@ def server(tmp_path_factory):
     with Scrapyd(tmp / "scrapyd", database_url=database, token=TOKEN, env=env) as scrapyd:
         scrapyd.database_url = database  # type: ignore[attr-defined]
         yield scrapyd
+
+
+@pytest.fixture(scope="module")
+def plain_server(tmp_path_factory):
+    """The same with scrapyd's own, unguarded schedule.json: what the crawl itself refuses
+    when every setting reaches it (a scrapyd configured without our [services] lines)."""
+    tmp = tmp_path_factory.mktemp("plain")
+    database = f"sqlite:///{tmp / 'vk.sqlite3'}"
+    # A crawl that a broken guard let through goes to a closed local port, never to VK.
+    env = {"VKSCRAPER_API_URLS": DEAD_END, "VKSCRAPER_MAX_RPS": ""}
+    services = {"schedule.json": "scrapyd.webservice.Schedule"}
+    with Scrapyd(tmp / "scrapyd", database_url=database, token=TOKEN, env=env,
+                 services=services) as scrapyd:  # fmt: skip
+        scrapyd.database_url = database  # type: ignore[attr-defined]
+        yield scrapyd
+
+
+# What a client (a local process, no browser needed) could send through scrapyd's own
+# schedule.json to get the token or lift the rate limit (an independent review's findings).
+HOSTILE_SETTINGS = [
+    # the telnet console runs code in the crawl: os.environ["VK_ACCESS_TOKEN"]
+    (["TELNETCONSOLE_ENABLED=True", "TELNETCONSOLE_PASSWORD=pw"], "TELNETCONSOLE_ENABLED"),
+    (["REMOTE_CONTROL_ENABLED=True"], "REMOTE_CONTROL_ENABLED"),
+    # the HTTP cache after the token would store it on disk
+    (['DOWNLOADER_MIDDLEWARES={"vkscraper.middlewares.auth.VkAuthMiddleware": 800}',
+      "HTTPCACHE_ENABLED=True"], "DOWNLOADER_MIDDLEWARES"),
+    (['DOWNLOADER_MIDDLEWARES={"scrapy.downloadermiddlewares.httpcache.HttpCacheMiddleware"'
+      ': 995}', "HTTPCACHE_ENABLED=True"], "DOWNLOADER_MIDDLEWARES"),
+    # Scrapy's own handler without the per-token limit, and a slot without delay
+    (['DOWNLOAD_HANDLERS={"http": "scrapy.core.downloader.handlers.http11.'
+      'HTTP11DownloadHandler"}'], "DOWNLOAD_HANDLERS"),
+    (['DOWNLOAD_SLOTS={"vk-08f94b8d": {"delay": 0, "concurrency": 16}}'], "DOWNLOAD_SLOTS"),
+    (["VK_REQUESTS_PER_SECOND=1000"], "VK_REQUESTS_PER_SECOND"),
+]  # fmt: skip
+
+
+DEAD_END = "http://127.0.0.1:9/method/"  # the discard port: nothing listens there
+
+
+def schedule(server: Scrapyd, settings: list[str]) -> tuple[int, dict]:
+    data = [("project", "vkscraper"), ("spider", "vk"), ("groups", "1")]
+    return server.call("POST", "/schedule.json", data=data + [("setting", s) for s in settings])
+
+
+@pytest.mark.parametrize(("settings", "named"), HOSTILE_SETTINGS)
+def test_schedule_json_takes_only_the_settings_collect_json_takes(server, settings, named):
+    """The shipped schedule.json refuses what collect.json refuses (400 naming it), and
+    queues nothing."""
+    status, answer = schedule(server, settings)
+    assert status == 400 and answer["status"] == "error", answer
+    assert named in answer["message"], answer
+    _, jobs = server.call("GET", "/listjobs.json?project=vkscraper")
+    assert not jobs["pending"] and not jobs["running"], jobs
+
+
+@pytest.mark.parametrize(("settings", "named"), HOSTILE_SETTINGS)
+def test_the_crawl_itself_refuses_what_would_undo_its_guards(plain_server, settings, named):
+    """With every setting reaching the crawl (scrapyd's plain schedule.json), the crawl
+    refuses to start and its job log names the setting; nothing reached VK's side."""
+    status, answer = schedule(plain_server, [*settings, f"VK_API_URL={DEAD_END}"])
+    assert status == 200 and answer["status"] == "ok", answer
+    wait_finished(plain_server, answer["jobid"])
+    log = plain_server.job_logs(answer["jobid"])
+    assert "crawl refused" in log and named in log, log[-2000:]
+    assert TOKEN not in log
 
 
 def send(server: Scrapyd, method: str, path: str, body: bytes | None = None,
@@ -60,10 +126,20 @@ def wait_finished(server: Scrapyd, jobid: str, timeout: float = 60) -> None:
     raise AssertionError(f"job {jobid} not finished: {server.output()[-3000:]}")
 
 
-def test_schedule_json_never_sends_the_token_to_a_host_the_operator_did_not_allow(server):
-    """HIGH 1: scrapyd's own schedule.json with VK_API_URL pointing at a listener."""
+def test_schedule_json_never_sends_the_token_to_a_host_the_operator_did_not_allow(
+    server, plain_server
+):
+    """HIGH 1: scrapyd's own schedule.json with VK_API_URL pointing at a listener: refused by
+    the shipped route, and by the crawl itself behind scrapyd's plain one."""
     listener = Listener()
     try:
+        status, answer = server.call(
+            "POST", "/schedule.json",
+            data=[("project", "vkscraper"), ("spider", "vk"), ("groups", "1"),
+                  ("setting", f"VK_API_URL={listener.url}")],
+        )  # fmt: skip
+        assert status == 400 and "VK_API_URL: not an allowed URL" in answer["message"], answer
+        server = plain_server
         status, answer = server.call(
             "POST", "/schedule.json",
             data=[("project", "vkscraper"), ("spider", "vk"), ("groups", "1"),
@@ -81,16 +157,16 @@ def test_schedule_json_never_sends_the_token_to_a_host_the_operator_did_not_allo
     assert TOKEN not in log and TOKEN not in server.output()
 
 
-def test_schedule_json_cannot_lift_the_rate_limit(server):
+def test_schedule_json_cannot_lift_the_rate_limit(server, plain_server):
     """MEDIUM 4: a client's setting= above the operator's ceiling stops the crawl."""
-    status, answer = server.call(
+    status, answer = plain_server.call(
         "POST", "/schedule.json",
         data=[("project", "vkscraper"), ("spider", "vk"), ("groups", "1"),
               ("setting", "VK_REQUESTS_PER_SECOND=1000")],
     )  # fmt: skip
     assert status == 200, answer
-    wait_finished(server, answer["jobid"])
-    assert "VK_REQUESTS_PER_SECOND 1000 is above 3 per token" in server.job_logs()
+    wait_finished(plain_server, answer["jobid"])
+    assert "VK_REQUESTS_PER_SECOND 1000 is above 3 per token" in plain_server.job_logs()
     status, answer = server.call(
         "POST", "/collect.json", data=[("groups", "1"), ("setting", "VK_RATE_MARGIN=1")]
     )
@@ -188,3 +264,30 @@ def test_a_page_of_another_origin_cannot_read_scrapyds_routes(server):
         status, _ = send(server, "GET", path, Origin="http://evil.example")
         assert status == 403, path
         assert send(server, "GET", path)[0] == 200, path
+
+
+@pytest.mark.parametrize("header", ["Host", "Origin"])
+def test_a_repeated_host_or_origin_header_is_refused(server, header):
+    """No browser repeats them; a proxy may read the first where Twisted reads the last."""
+    good = {"Host": f"127.0.0.1:{server.port}", "Origin": f"http://127.0.0.1:{server.port}"}
+    evil = {"Host": "evil.example", "Origin": "http://evil.example"}
+    before = tasks(server)
+    for values in ([evil[header], good[header]], [good[header], good[header]]):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        try:
+            conn.putrequest("POST", "/collect.json", skip_host=True)
+            if header != "Host":
+                conn.putheader("Host", good["Host"])
+            for value in values:
+                conn.putheader(header, value)
+            body = b"groups=club1"
+            conn.putheader("Content-Type", "application/x-www-form-urlencoded")
+            conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+            response = conn.getresponse()
+            answer = response.read().decode()
+        finally:
+            conn.close()
+        assert response.status == 400, (values, answer)
+        assert f"the {header} header is given more than once" in answer
+    assert tasks(server) == before

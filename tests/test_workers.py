@@ -339,6 +339,13 @@ def test_worker_mode_refuses_sqlite_and_a_missing_redis(tmp_path, server):
     out = cli(env, "worker", check=False)
     assert out.returncode == 2 and "export REDIS_URL=" in out.stderr
     assert not server.keys("*")
+    # Crawls the add-on would refuse: said at start, before a task is taken (and ended).
+    env = {**env, "REDIS_URL": REDIS_URL, "VKSCRAPER_API_URLS": ""}
+    out = cli(env, "worker", "-s", "VK_API_URL=http://127.0.0.1:9/method/", check=False)
+    assert out.returncode == 2, out.stderr
+    assert "is not VK's API nor allowed by the operator" in out.stderr
+    assert "VKSCRAPER_API_URLS" in out.stderr
+    assert not server.keys("*")
 
 
 # The task's queue in Redis, two workers interleaved (real Redis, no crawl).

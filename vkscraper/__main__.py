@@ -372,6 +372,9 @@ def _worker(args: argparse.Namespace, store: Store) -> int:
         settings.set(name, value, priority="cmdline")
     if args.database_url:
         settings.set("DATABASE_URL", args.database_url, priority="cmdline")
+    if problem := worker.check(settings):
+        # Before any task is taken: a crawl refused later would end every task it opens.
+        raise UsageError(problem)
     store.close()  # each crawl opens its own
     if args.pidfile is None:
         return worker.run(settings)

@@ -15,10 +15,12 @@ jitter, one download slot per token (set by
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from scrapy.settings import SETTINGS_PRIORITIES
+from scrapy.utils.conf import build_component_list
 
 from vkscraper import defaults
 from vkscraper.items import VkComment, VkPost
@@ -29,6 +31,10 @@ from vkscraper.trust import MAX_RPS_ENV, check_api_url, max_rps
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
+HANDLERS = {
+    "http": "vkscraper.ratelimit.VkDownloadHandler",
+    "https": "vkscraper.ratelimit.VkDownloadHandler",
+}
 COMPONENTS = {
     "DOWNLOADER_MIDDLEWARES": {
         "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
@@ -52,10 +58,7 @@ COMPONENTS = {
     },
     # Scrapy's HTTP/1.1 handler plus the per-token limit (in Redis with VK_SHARED_RATE_LIMIT),
     # which must gate the request after the download slot's delay.
-    "DOWNLOAD_HANDLERS": {
-        "http": "vkscraper.ratelimit.VkDownloadHandler",
-        "https": "vkscraper.ratelimit.VkDownloadHandler",
-    },
+    "DOWNLOAD_HANDLERS": HANDLERS,
 }
 
 
@@ -131,6 +134,67 @@ def check_settings(settings: BaseSettings) -> None:
         raise ValueError("AUTOTHROTTLE_TARGET_CONCURRENCY must be positive")
 
 
+# Scrapy's consoles run code sent to a local port, in a process that holds the token (the
+# telnet console's password is in the log). Off unless the operator allows them.
+CONSOLES = ("TELNETCONSOLE_ENABLED", "REMOTE_CONTROL_ENABLED")
+CONSOLE_ENV = "VKSCRAPER_ALLOW_CONSOLE"
+AUTH = "vkscraper.middlewares.auth.VkAuthMiddleware"
+
+
+def check_wiring(settings: BaseSettings) -> None:
+    """Refuse settings that would take the token's or the rate limit's guards out of the
+    crawl (ValueError naming the setting). Settings can come from whoever reaches scrapyd
+    (``schedule.json`` passes any ``setting=``): the crawl checks what it is built from.
+
+    - the download handlers of http and https stay :data:`COMPONENTS`' (the per-token limit);
+    - :class:`~vkscraper.middlewares.auth.VkAuthMiddleware`, when enabled, is the last
+      downloader middleware before the download: none after it sees the token (the HTTP cache
+      would store it);
+    - ``DOWNLOAD_SLOTS`` leaves the per-token slots (``vk-<tag>``) alone;
+    - a console is on only with ``VKSCRAPER_ALLOW_CONSOLE=1`` in the environment; Scrapy's
+      own defaults for them are turned off."""
+    handlers = settings.getwithbase("DOWNLOAD_HANDLERS")
+    for scheme, ours in HANDLERS.items():
+        if _path(handlers.get(scheme)) != ours:
+            raise ValueError(
+                f"DOWNLOAD_HANDLERS[{scheme!r}] must stay {ours}: the per-token rate limit "
+                "is there"
+            )
+    order = [
+        _path(c) for c in build_component_list(settings.getwithbase("DOWNLOADER_MIDDLEWARES"))
+    ]
+    if AUTH in order and order[-1] != AUTH:
+        raise ValueError(
+            f"DOWNLOADER_MIDDLEWARES: {order[-1]} would come after {AUTH} and see the access "
+            "token; the auth middleware must be the last before the download"
+        )
+    slots = [
+        str(k) for k in (settings.getdict("DOWNLOAD_SLOTS") or {}) if str(k).startswith("vk-")
+    ]
+    if slots:
+        raise ValueError(
+            f"DOWNLOAD_SLOTS: {slots[0]!r} is a token's download slot, paced by the crawl itself"
+        )
+    allowed = os.environ.get(CONSOLE_ENV, "").strip().lower() in ("1", "true", "yes")
+    for name in CONSOLES:
+        if not settings.getbool(name) or allowed:
+            continue
+        if (settings.getpriority(name) or 0) <= SETTINGS_PRIORITIES["project"]:
+            settings.set(name, False, "project")  # Scrapy's default (or a project file's)
+        else:
+            raise ValueError(
+                f"{name}: a console runs code in the process that holds the access token; "
+                f"the operator allows it with {CONSOLE_ENV}=1 in the environment"
+            )
+
+
+def _path(component: Any) -> str | None:
+    """A component's import path, whether given as a path or as the class."""
+    if component is None or isinstance(component, str):
+        return component
+    return f"{component.__module__}.{component.__qualname__}"
+
+
 def _number(settings: BaseSettings, name: str, kind: type) -> Any:
     """The setting as a finite number, or a ValueError that names it."""
     raw = settings.get(name)
@@ -185,12 +249,9 @@ class VkAddon:
             if _unset(settings, name):
                 settings.set(name, value, "addon")
         install_log_scrubber(load_tokens())
-        if (settings.getpriority("REMOTE_CONTROL_ENABLED") or 0) <= SETTINGS_PRIORITIES["project"]:
-            # Scrapy's remote control runs code sent to a local port, in a process that holds
-            # the token; only an explicit -s REMOTE_CONTROL_ENABLED=True (or higher) keeps it.
-            settings.set("REMOTE_CONTROL_ENABLED", False, "project")
         for name, components in COMPONENTS.items():
             settings[name].update(components, priority="addon")
+        check_wiring(settings)
         interval = request_interval(settings)
         # Whatever priority a lower value came with, the limit wins. settings.py's own values
         # are the default limit's interval: they follow VK_REQUESTS_PER_SECOND, both ways.

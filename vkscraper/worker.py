@@ -26,8 +26,10 @@ from scrapy.crawler import Crawler, CrawlerProcess
 from scrapy.utils.asyncio import run_in_thread
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.reactor import install_reactor
+from twisted.python.failure import Failure
 
 from vkscraper import workqueue
+from vkscraper.addon import VkAddon
 from vkscraper.spiders.vk import VkSpider
 
 if TYPE_CHECKING:
@@ -218,6 +220,12 @@ class Worker(CrawlerProcess):
     def _ended(self, result: Any, crawler: Crawler, role: str, run: str) -> Any:
         task_id = self.running.pop(crawler)
         after = self._after.pop(task_id, None)
+        if isinstance(result, Failure):  # said here, not as "Unhandled error" at exit
+            logger.error(
+                "Task %(task)s: the crawl failed: %(error)s",
+                {"task": task_id, "error": result.getErrorMessage()},
+            )
+            result = None
         if role == "open" and not self.stopping and after is None:
             # An opener that ended before queueing every group (the task does not exist, the
             # database refused…; its log says why) ends the task: joiners stop waiting.
@@ -230,6 +238,17 @@ class Worker(CrawlerProcess):
         if after is not None and not self.stopping:
             self._run(task_id, *after)
         return result
+
+
+def check(settings: Settings) -> str | None:
+    """Why this worker's crawls would be refused (a VK_API_URL the operator does not allow, a
+    rate above the ceiling…), or None: checked once at start with the add-on's own rules."""
+    probe = worker_settings(settings, 0, "check", "join")
+    try:
+        VkAddon().update_settings(probe)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 def run(settings: Settings) -> int:

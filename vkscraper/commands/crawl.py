@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy.commands.crawl import Command as ScrapyCrawl
 
 from vkscraper import exitcodes
-from vkscraper.addon import check_settings
-from vkscraper.defaults import all_defaults
+from vkscraper.addon import VkAddon
 from vkscraper.exceptions import StoreError
 from vkscraper.extensions.task import VkTaskExtension
 from vkscraper.spiders.vk import VkSpider, check_arguments
@@ -48,8 +47,6 @@ class Command(ScrapyCrawl):
             return problem
         assert self.settings is not None
         settings = self.settings.copy()
-        for name, value in all_defaults().items():
-            settings.setdefault(name, value, "default")
         # scrapyd adds its own arguments, all starting with "_" (such as _job).
         unknown = sorted(k for k in opts.spargs if k not in ("task_id", "groups") and k[:1] != "_")
         if unknown:
@@ -58,7 +55,9 @@ class Command(ScrapyCrawl):
                 "or -a task_id=…"
             )
         try:
-            check_settings(settings)
+            # What the add-on will do (defaults, checks, components and their wiring check),
+            # on a copy: a refusal is one line here, not a traceback from inside Scrapy.
+            VkAddon().update_settings(settings)
             task_id, _ = check_arguments(opts.spargs.get("task_id"), opts.spargs.get("groups"))
         except (TypeError, ValueError) as exc:
             return str(exc)

@@ -18,12 +18,13 @@ import ipaddress
 import os
 from typing import Any
 
+from scrapyd.webservice import Schedule
 from scrapyd.website import Root
-from twisted.web import resource
+from twisted.web import error, resource
 from twisted.web.server import Request
 
 from vkscraper.exceptions import VkscraperError
-from vkscraper.service.core import RequestError
+from vkscraper.service.core import RequestError, check_task_settings
 from vkscraper.service.resources import check_origin, json_response
 
 
@@ -79,3 +80,23 @@ class GuardedRoot(Root):
         except RequestError as exc:
             return Refused(exc)
         return super().getChildWithDefault(path, request)
+
+
+class GuardedSchedule(Schedule):
+    """scrapyd's ``schedule.json`` (``[services]``) taking only the settings our own
+    ``collect.json`` takes (:func:`~vkscraper.service.core.check_task_settings`). scrapyd's
+    own passes any ``setting=`` to the crawl as ``-s``: the telnet console
+    (``TELNETCONSOLE_*``) would let whoever reaches the port read the token from the crawl's
+    memory, ``DOWNLOADER_MIDDLEWARES`` could put the HTTP cache after the token, and
+    ``DOWNLOAD_HANDLERS`` could take the rate limit out. Refused with a 400 naming the setting,
+    like scrapyd's other errors (``{"status": "error", "message": …}``)."""
+
+    def render_POST(self, txrequest: Request) -> Any:  # noqa: N802
+        raw = (txrequest.args or {}).get(b"setting", [])
+        try:
+            check_task_settings([value.decode() for value in raw])
+        except UnicodeDecodeError:
+            raise error.Error(400, b"'setting' is not valid UTF-8") from None
+        except RequestError as exc:  # scrapyd's render answers it as its own errors
+            raise error.Error(exc.status, exc.message.encode()) from None
+        return super().render_POST(txrequest)

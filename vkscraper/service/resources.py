@@ -98,13 +98,23 @@ def _host_port(value: str) -> tuple[str, int | None] | None:
     return match["name"].lower().rstrip("."), int(port) if port else None
 
 
+def _single(txrequest: Request, name: bytes) -> str | None:
+    """A header that must come once: a repeated Host or Origin (which no browser sends) is
+    refused, since Twisted's ``getHeader`` would take the last and a proxy may read the
+    first."""
+    values = txrequest.requestHeaders.getRawHeaders(name) or []
+    if len(values) > 1:
+        raise RequestError(400, f"the {name.decode()} header is given more than once")
+    return values[0].decode("latin-1") if values else None
+
+
 def check_host(txrequest: Request) -> tuple[str, int | None]:
     """Refuse a request whose ``Host`` is not a name this service answers to: the bind
     address, localhost, 127.0.0.1 or [::1] with the port it listens on, or an entry of
     ``VKSCRAPER_ALLOWED_HOSTS`` (comma-separated ``host`` or ``host:port``). A browser sends
     the name it resolved, so a DNS-rebinding page (its own name now pointing at us) is
     refused, reads included. Returns the Host's ``(name, port or None)``."""
-    raw = (txrequest.getHeader("Host") or "").strip()
+    raw = (_single(txrequest, b"Host") or "").strip()
     host = _host_port(raw)
     local = txrequest.getHost()
     listening = getattr(local, "port", None)
@@ -134,7 +144,7 @@ def check_origin(txrequest: Request) -> None:
     read. Origin and Host must agree on host AND port: another port of the same host is
     another site. Clients that are not browsers send no Origin and pass."""
     name, port = check_host(txrequest)
-    origin = txrequest.getHeader("Origin")
+    origin = _single(txrequest, b"Origin")
     if origin is None:
         return
     parts = urlsplit(origin)
