@@ -104,7 +104,8 @@ def badge(task: dict[str, Any]) -> str:
 
 
 def bar_class(task: dict[str, Any]) -> str:
-    return {"completed": "done", "failed": "failed"}.get(task["status"], "")
+    status = shown_status(task)
+    return {"completed": "done", "failed": "failed", "stopped": "stopped"}.get(status, "")
 
 
 def overall_bar(task: dict[str, Any], css: str = "") -> str:
@@ -267,8 +268,7 @@ class TasksPage(resource.Resource):
         groups = []
         for g in t["groups_detail"]:
             name = f' <span class="muted">{esc(g["name"])}</span>' if g["name"] else ""
-            done = g["status"] == "done"
-            css = "done" if done else ("failed" if g["status"] == "failed" else "")
+            css = {"done": "done", "failed": "failed", "stopped": "stopped"}.get(g["status"], "")
             groups.append(
                 f'<tr data-group="{esc(g["group"])}"><td>{esc(g["group"])}{name}</td>'
                 f"<td>{esc(g['status'].replace('_', ' '))}</td>"
@@ -299,8 +299,8 @@ class TasksPage(resource.Resource):
             f"({esc(JOB_STATE_TEXT.get(job['state'], job['state']))})"
         )
         resume = (
-            f'<p class="muted">Stopped before the end: resume with <code>curl -d task_id={tid} '
-            "http://127.0.0.1:6800/collect.json</code>.</p>"
+            '<p class="muted">Stopped before the end: <b>Resume</b> crawls what is left (or '
+            f"<code>curl -d task_id={tid} http://127.0.0.1:6800/collect.json</code>).</p>"
             if shown_status(t) == "stopped"
             else ""
         )
