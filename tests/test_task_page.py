@@ -339,3 +339,64 @@ def test_the_task_page_in_each_state(tmp_path, pg_admin_url):
     assert len(seen["dialogs"]) == 2 and "Cancel task" in seen["dialogs"][0]
     assert seen["stopped_badge"] == "stopped"
     assert seen["resumed_badge"] in ("queued", "running")
+
+
+# ---------------------------------------------------------------- progress across a resume
+
+
+def test_a_resumed_tasks_progress_never_goes_back(tmp_path, pg_admin_url):
+    """A crawl stopped mid-way (Cancel: SIGINT, as Ctrl-C) and resumed: the progress read
+    every 0.1 s never drops — the resumed groups keep their counts until their new wall
+    answers replace the expected ones — and no poll shows comments stored against 0 expected."""
+    data = open_dataset()
+    with (
+        temporary_database(pg_admin_url, "vkresume") as url,
+        FakeVk(data, tokens=[TOKEN]) as vk,
+        Scrapyd(tmp_path, database_url=url, token=TOKEN) as server,
+    ):
+        groups = ",".join(str(g["id"]) for g in data["groups"] if wall_readable(g))
+        settings = [("setting", f"VK_API_URL={vk.url}"), ("setting", "VK_EXECUTE_CALLS=1")]
+        status, answer = server.call("POST", "/collect.json", data=[("groups", groups), *settings])
+        assert status == 200, answer
+        task_id = answer["task_id"]
+        samples: list[tuple[str, float, list[int], str]] = []
+
+        def poll(run: str) -> dict:
+            status, answer = server.call("GET", f"/task.json?task_id={task_id}")
+            assert status == 200, answer
+            task = answer["task"]
+            progress = task["progress"]
+            samples.append((run, progress["percent"], progress["comments"], task["status"]))
+            return task
+
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # well into the comments
+            progress = poll("first")["progress"]
+            if progress["percent"] >= 20 and progress["comments"][0] > 0:
+                break
+            time.sleep(0.1)
+        status, answer = server.call("POST", "/cancel-task.json", data={"task_id": task_id})
+        assert status == 200 and answer["prevstate"] == "running", answer
+        while poll("first")["job"]["state"] in ("pending", "running", "stopping"):
+            time.sleep(0.1)
+        assert samples[-1][3] == "in_progress", samples[-1]  # stopped, resumable
+
+        status, answer = server.call("POST", "/collect.json", data={"task_id": task_id})
+        assert status == 200, answer
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            task = poll("resumed")
+            if task["status"] in ("completed", "failed") and task["job"]["state"] == "finished":
+                break
+            time.sleep(0.1)
+
+    before = [p for run, p, _, _ in samples if run == "first"]
+    after = [p for run, p, _, _ in samples if run == "resumed"]
+    assert 20 <= before[-1] < 100, before
+    assert after[0] >= before[-1], (before[-5:], after[:10])
+    percents = before + after
+    drops = [(a, b) for a, b in zip(percents, percents[1:], strict=False) if b < a]
+    assert not drops, f"progress went back: {drops}; resumed run: {after[:20]}"
+    assert not [s for s in samples if s[2][0] > 0 and s[2][1] == 0], samples
+    assert samples[-1][3] == "completed" and samples[-1][1] == 100.0
+    assert samples[-1][2][0] == samples[-1][2][1]
