@@ -212,6 +212,12 @@ def visit_states(server: Scrapyd, tasks: dict[str, int]) -> dict:
             pages[size] = page
         for name in ("completed", "failed-partial", "failed-early"):
             seen[name] = shoot(pages, name, base, tasks[name])
+        for size, page in pages.items():  # the list: its wide table scrolls in its box
+            page.goto(f"{base}/tasks")
+            page.screenshot(path=str(ARTIFACTS / f"state-list-{size}.png"), full_page=True)
+            seen[f"list-{size}"] = page.evaluate(
+                "document.documentElement.scrollWidth - window.innerWidth"
+            )
 
         live, desk, phone = tasks["live"], pages["1280"], pages["390"]
         for page in pages.values():
@@ -300,6 +306,7 @@ def test_the_task_page_in_each_state(tmp_path, pg_admin_url):
         server.wait_task(tasks["live"], until=("in_progress",))
 
     assert not seen["problems"], seen["problems"]
+    assert seen["list-1280"] <= 0 and seen["list-390"] <= 0
     for name in ("completed", "failed-partial", "failed-early", "running", "stopping", "stopped"):
         for size, state in seen[name].items():
             where = f"{name} at {size} px: {state}"
