@@ -138,9 +138,13 @@ def test_begin_run_of_a_finished_task_starts_afresh_with_history(store, make_pos
     assert len(store.begin_run(task_id).metrics["history"]) == 2
 
 
-def test_reset_group_forgets_an_earlier_run(store):
+def test_reset_group_forgets_an_earlier_runs_verdict_and_keeps_its_counts(store):
+    """A group crawled again keeps its expected and stored counts (progress never drops on
+    resume) until its new wall answer replaces the expected ones; its done flag, status and
+    errors go."""
     task_id = store.create_task([1, 2])
-    store.add_progress(task_id, group_id=1, posts_expected=4, comments_expected=9)
+    store.add_progress(task_id, group_id=1, posts_expected=4, comments_expected=9,
+                       group_status="in_progress")  # fmt: skip
     store.add_progress(task_id, group_id=2, posts_expected=1, group_done=True)
     store.add_error(task_id, "group 1: closed", group=1)
     store.add_error(task_id, "group 2: fine but noted", group=2)
@@ -150,13 +154,28 @@ def test_reset_group_forgets_an_earlier_run(store):
     store.reset_group(task_id, 3)  # nothing recorded: nothing to do
     m = store.get_task(task_id).metrics
     assert m["errors"] == ["a task-wide error"]
-    assert (m["posts_expected"], m["comments_expected"], m["groups_done"]) == (0, 0, 0)
-    assert m["groups"] == {}
+    assert (m["posts_expected"], m["comments_expected"], m["groups_done"]) == (5, 9, 0)
+    assert m["groups"] == {
+        "1": {"posts_expected": 4, "comments_expected": 9},
+        "2": {"posts_expected": 1, "comments_expected": 0},
+    }
+    # The new run's wall answer for group 1: set, not added; the totals move by the change.
+    store.add_progress(task_id, group_id=1, posts_expected=5, comments_expected=7,
+                       group_status="in_progress", replace_expected=True)  # fmt: skip
+    m = store.get_task(task_id).metrics
+    assert (m["posts_expected"], m["comments_expected"]) == (6, 7)
+    assert m["groups"]["1"] == {"posts_expected": 5, "comments_expected": 7,
+                                "status": "in_progress"}  # fmt: skip
+    # A first wall answer (no entry yet) is added as before.
+    store.add_progress(task_id, group_id=3, posts_expected=2, comments_expected=1,
+                       replace_expected=True)  # fmt: skip
+    m = store.get_task(task_id).metrics
+    assert (m["posts_expected"], m["comments_expected"]) == (8, 8)
 
 
-def test_reset_group_subtracts_only_that_group(store):
-    """Resetting one group leaves the totals of the others: earlier runs' numbers are
-    subtracted, not the task's totals zeroed; a shared message is removed once."""
+def test_reset_group_touches_only_that_group(store):
+    """Resetting one group leaves the others; a message shared by two groups is removed
+    once."""
     task_id = store.create_task([1, 2])
     store.add_progress(task_id, group_id=1, posts_expected=4, comments_expected=9, group_done=True)
     store.add_progress(task_id, group_id=2, posts_expected=3, comments_expected=5, group_done=True)
@@ -164,14 +183,14 @@ def test_reset_group_subtracts_only_that_group(store):
     store.add_error(task_id, "same words", group=2)
     store.reset_group(task_id, 1)
     m = store.get_task(task_id).metrics
-    assert (m["posts_expected"], m["comments_expected"], m["groups_done"]) == (3, 5, 1)
+    assert (m["posts_expected"], m["comments_expected"], m["groups_done"]) == (7, 14, 1)
     assert m["errors"] == ["same words"]
-    assert list(m["groups"]) == ["2"]
+    assert m["groups"]["1"] == {"posts_expected": 4, "comments_expected": 9}
     assert m["groups"]["2"]["errors"] == ["same words"]
     store.add_error(task_id, "group 3: not found", group=3)  # an entry without counts
     store.reset_group(task_id, 3)
     m = store.get_task(task_id).metrics
-    assert (m["posts_expected"], m["comments_expected"], m["groups_done"]) == (3, 5, 1)
+    assert (m["posts_expected"], m["comments_expected"], m["groups_done"]) == (7, 14, 1)
     assert m["errors"] == ["same words"]
 
 

@@ -434,6 +434,8 @@ class VkTaskExtension:
             posts_expected=posts,
             comments_expected=comments,
             group_status="in_progress",
+            # Set, not added: a resumed group keeps its earlier counts until now.
+            replace_expected=True,
         )
 
     async def group_over(self, group: int | str, status: str) -> None:

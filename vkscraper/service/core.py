@@ -337,7 +337,9 @@ class TaskService:
         view = task_view(task, self.job_states())
         view["metrics"] = task.metrics
         names = self._call(lambda s: s.list_groups())
-        view["groups_detail"] = groups_detail(task, {str(g["id"]): g["name"] for g in names})
+        view["groups_detail"] = groups_detail(
+            task, {str(g["id"]): g["name"] for g in names}, view["job"]["state"]
+        )
         return view
 
     def tasks(self, limit: str | int | None = None) -> list[dict[str, Any]]:
@@ -544,7 +546,9 @@ def task_view(task: Task, states: Mapping[str, str]) -> dict[str, Any]:
         },
         "timing": {
             "elapsed_s": None if elapsed is None else round(max(elapsed, 0.0), 1),
-            "requests_per_s": _rate(requests, elapsed),
+            # (n - 1) / span: n requests paced one per interval span n - 1 intervals, so
+            # n / span would read above the limit the crawl keeps (3.2/s for a short task).
+            "requests_per_s": _rate(max(requests - 1, 0), elapsed),
             "comments_per_s": _rate(comments, elapsed),
         },
     }
@@ -561,8 +565,9 @@ def _fraction(done: int, expected: int) -> float:
 def progress(task: Task) -> dict[str, Any]:
     """How far the run is: groups done / total, posts and comments stored / expected, and
     one ``percent`` — each group weighs the same; a group counts its stored rows against
-    what VK announced for it, 100 % once done (expected counts grow as groups start, so a
-    global stored/expected ratio would jump backwards)."""
+    what VK announced for it, 100 % once done or failed (expected counts grow as groups
+    start, so a global stored/expected ratio would jump backwards). A completed task is at
+    100 %; a failed one shows how far it got (one that failed before crawling is at 0 %)."""
     m = task.metrics
     total = int(m.get("groups_total") or len(task.groups)) or 1
     share = 0.0
@@ -573,7 +578,11 @@ def progress(task: Task) -> dict[str, Any]:
             rows = int(g.get("posts") or 0) + int(g.get("comments") or 0)
             expected = int(g.get("posts_expected") or 0) + int(g.get("comments_expected") or 0)
             share += 0.5 * _fraction(rows, expected)  # the other half comes when it ends
-    percent = 100.0 if task.status in ("completed", "failed") else min(100 * share / total, 99.9)
+    percent = 100 * min(share / total, 1.0)
+    if task.status == "completed":
+        percent = 100.0
+    elif task.status != "failed":
+        percent = min(percent, 99.9)  # 100 % is for a finished task only
     return {
         "percent": round(percent, 1),
         "groups": [int(m.get("groups_done") or 0), int(m.get("groups_total") or 0)],
@@ -582,18 +591,27 @@ def progress(task: Task) -> dict[str, Any]:
     }
 
 
-def groups_detail(task: Task, names: Mapping[str, str | None]) -> list[dict[str, Any]]:
-    """Per group of the task, in the task's order: status and stored / expected counts."""
+def groups_detail(task: Task, names: Mapping[str, str | None], state: str) -> list[dict[str, Any]]:
+    """Per group of the task, in the task's order: status and stored / expected counts.
+
+    The status is the group's own (``in_progress``, ``done``, ``failed``) while the task's
+    job (``state``, see :func:`job_state`) is queued or running; once it is over, a group
+    never begun is ``not_started`` and one begun but not finished is ``stopped`` (``waiting``
+    and ``in_progress`` would claim work that nothing is doing)."""
     per_group = task.metrics.get("groups") or {}
+    over = state not in ACTIVE_STATES
     out = []
     for group in task.groups:
         key = str(group)
         g = per_group.get(key) or {}
+        status = g.get("status") or ("not_started" if over else "waiting")
+        if over and status == "in_progress":
+            status = "stopped"
         out.append(
             {
                 "group": group,
                 "name": names.get(key),
-                "status": g.get("status") or "waiting",
+                "status": status,
                 "posts": int(g.get("posts") or 0),
                 "posts_expected": int(g.get("posts_expected") or 0),
                 "comments": int(g.get("comments") or 0),

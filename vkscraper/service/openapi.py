@@ -107,7 +107,11 @@ _TASK: dict[str, Schema] = {
     "timing": obj(
         {
             "elapsed_s": nullable(NUM),
-            "requests_per_s": nullable(NUM),
+            "requests_per_s": {
+                **nullable(NUM),
+                "description": "VK answers received, minus one, per second of the task's "
+                "elapsed time: n requests paced one per interval span n - 1 intervals",
+            },
             "comments_per_s": nullable(NUM),
         }
     ),  # fmt: skip
@@ -116,7 +120,12 @@ _GROUP_DETAIL = obj(
     {
         "group": GROUP,
         "name": nullable(STR),
-        "status": STR,
+        "status": {
+            "type": "string",
+            "description": "while the job is queued or running: `waiting`, `in_progress`, "
+            "`done` or `failed`; once it is over, `not_started` or `stopped` for a group "
+            "not begun or not finished",
+        },
         "posts": INT,
         "posts_expected": INT,
         "comments": INT,

@@ -85,15 +85,16 @@ def bar(done: int, expected: int, css: str = "") -> str:
 
 
 def shown_status(task: dict[str, Any]) -> str:
-    """What the task is doing: its job's state while it has one queued or running, else its
-    status — ``stopped`` when it did not finish and its job is over (cancelled, killed)."""
+    """What the task is doing: its job's state while it has one queued, running or stopping
+    (a cancelled crawl still writes what it has), else its status — ``stopped`` when it did
+    not finish and its job is over (cancelled, killed)."""
     state = task["job"]["state"]
     if task["status"] in ("completed", "failed"):
         return str(task["status"])
+    if state in ("running", "stopping"):
+        return str(state)
     if state == "pending":
         return "queued"
-    if state == "running":
-        return "running"
     return "stopped" if task["job"]["jobid"] else str(task["status"])
 
 
@@ -103,14 +104,16 @@ def badge(task: dict[str, Any]) -> str:
 
 
 def bar_class(task: dict[str, Any]) -> str:
-    return {"completed": "done", "failed": "failed"}.get(task["status"], "")
+    status = shown_status(task)
+    return {"completed": "done", "failed": "failed", "stopped": "stopped"}.get(status, "")
 
 
 def overall_bar(task: dict[str, Any], css: str = "") -> str:
     pct = task["progress"]["percent"]
     return (
-        f'<progress class="{css} {bar_class(task)}" data-task="{task["task_id"]}" '
-        f'value="{pct}" max="100">{pct}%</progress> <span class="pct">{pct:.0f}%</span>'
+        f'<span class="overall {css}"><progress class="{css} {bar_class(task)}" '
+        f'data-task="{task["task_id"]}" value="{pct}" max="100">{pct}%</progress>'
+        f'<span class="pct">{pct:.0f}%</span></span>'
     )
 
 
@@ -234,11 +237,12 @@ class TasksPage(resource.Resource):
         live = is_live(tasks)
         note = '<span class="live" id="live-note">refreshing every 2 s</span>' if live else ""
         return (
-            f"<h1>Tasks {note}</h1><table><thead><tr><th>Task</th><th>Status</th>"
+            f'<h1>Tasks {note}</h1><div class="scroll"><table><thead><tr><th>Task</th>'
+            "<th>Status</th>"
             '<th>Progress</th><th class="num">Groups</th><th class="num">Posts</th>'
             '<th class="num">Comments</th><th class="num">Errors</th><th class="num">Time</th>'
             '<th class="num">Req/s</th><th>Created (UTC)</th><th>Groups</th></tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table>",
+            f"<tbody>{''.join(rows)}</tbody></table></div>",
             live,
         )
 
@@ -253,7 +257,7 @@ class TasksPage(resource.Resource):
             ("Errors", num(c["errors"])),
             ("Elapsed", duration(tm["elapsed_s"])),
             ("VK requests", num(c["requests"])),
-            ("Requests / s", num(tm["requests_per_s"], 2)),
+            ("Avg requests / s", num(tm["requests_per_s"], 2)),
             ("Comments / s", num(tm["comments_per_s"], 1)),
         ]
         fig_html = "".join(
@@ -264,8 +268,7 @@ class TasksPage(resource.Resource):
         groups = []
         for g in t["groups_detail"]:
             name = f' <span class="muted">{esc(g["name"])}</span>' if g["name"] else ""
-            done = g["status"] == "done"
-            css = "done" if done else ("failed" if g["status"] == "failed" else "")
+            css = {"done": "done", "failed": "failed", "stopped": "stopped"}.get(g["status"], "")
             groups.append(
                 f'<tr data-group="{esc(g["group"])}"><td>{esc(g["group"])}{name}</td>'
                 f"<td>{esc(g['status'].replace('_', ' '))}</td>"
@@ -284,28 +287,34 @@ class TasksPage(resource.Resource):
         links = " ".join(
             f'<a href="/tasks/{tid}/{name}" download>{esc(name)}</a>' for name in DOWNLOADS
         )
-        cancel = f' <button data-cancel="{tid}">Cancel</button>' if live else ""
+        # Once stopping, a second cancel would only be refused (409): no button.
+        buttons = ""
+        if job["state"] in ("pending", "running"):
+            buttons = f' <button class="cancel" data-cancel="{tid}">Cancel</button>'
+        elif t["resumable"]:
+            buttons = f' <button class="resume" data-resume="{tid}">Resume</button>'
         when = (
             f"created {esc(t['created_at'])} · started {esc(t['started_at'] or '–')} · "
             f"finished {esc(t['finished_at'] or '–')} · job {esc(job['jobid'] or '–')} "
             f"({esc(JOB_STATE_TEXT.get(job['state'], job['state']))})"
         )
         resume = (
-            f'<p class="muted">Stopped before the end: resume with <code>curl -d task_id={tid} '
-            "http://127.0.0.1:6800/collect.json</code>.</p>"
+            '<p class="muted">Stopped before the end: <b>Resume</b> crawls what is left (or '
+            f"<code>curl -d task_id={tid} http://127.0.0.1:6800/collect.json</code>).</p>"
             if shown_status(t) == "stopped"
             else ""
         )
         note = '<span class="live" id="live-note">refreshing every 2 s</span>' if live else ""
         return (
-            f"<h1>Task #{tid} {badge(t)}{cancel} {note}</h1>"
+            f"<h1>Task #{tid} {badge(t)}{buttons} {note}</h1>"
             f'<p class="muted">{when}</p>{resume}'
-            f"<div>{overall_bar(t, 'big')}</div>"
+            f"{overall_bar(t, 'big')}"
             f'<div class="figures">{fig_html}</div>'
-            "<h2>Groups</h2><table><thead><tr><th>Group</th><th>Status</th><th>Posts</th>"
+            '<h2>Groups</h2><div class="scroll"><table><thead><tr><th>Group</th>'
+            "<th>Status</th><th>Posts</th>"
             '<th class="num"></th><th>Comments</th><th class="num"></th>'
             '<th class="num">Errors</th></tr></thead>'
-            f"<tbody>{''.join(groups)}</tbody></table>"
+            f"<tbody>{''.join(groups)}</tbody></table></div>"
             f"<h2>Errors</h2><div class='card'>{error_html}</div>"
             f'<h2>Download</h2><div class="card downloads">{links}</div>',
             live,

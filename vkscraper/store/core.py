@@ -311,10 +311,12 @@ class Store:
         comments_expected: int = 0,
         group_status: str | None = None,
         group_done: bool = False,
+        replace_expected: bool = False,
     ) -> None:
-        """Atomically add to the expected counts (overall and per group) and, with
-        ``group_done``, count the group as done once and set ``groups.<gid>.status``
-        (``group_status`` or ``"done"``)."""
+        """Atomically add to the expected counts (overall and per group) — or, with
+        ``replace_expected``, set the group's to these (the totals move by the difference:
+        a resumed group's new wall answer) — and, with ``group_done``, count the group as
+        done once and set ``groups.<gid>.status`` (``group_status`` or ``"done"``)."""
         self._run(
             "add_progress",
             lambda cur: tasks.add_progress(
@@ -326,6 +328,7 @@ class Store:
                 comments_expected=comments_expected,
                 group_status=group_status,
                 group_done=group_done,
+                replace_expected=replace_expected,
             ),
         )
 

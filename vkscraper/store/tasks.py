@@ -280,21 +280,22 @@ def resolve_task_groups(
 
 
 def reset_group(db: Backend, cur: Any, task_id: int, group: int | str) -> None:
-    """A group crawled again by a resumed run: drop what an earlier run recorded for it
-    (expected counts, status, errors) so that nothing is counted twice."""
+    """A group crawled again by a resumed run: drop what an earlier run decided about it
+    (done, status, errors) so that nothing is counted twice.
+
+    Its stored-row counts and expected counts stay until the new run's wall answer replaces
+    the expected ones (:func:`add_progress` with ``replace_expected``): zeroing them here made
+    a resumed task's progress drop to 0 % and show more comments stored than expected."""
     task = _lock_task(db, cur, task_id)
     metrics = dict(task.metrics)
-    entry = (metrics.get("groups") or {}).pop(group_key(group), None)
+    entry = (metrics.get("groups") or {}).get(group_key(group))
     if not entry:
         return
-    metrics["posts_expected"] = metrics.get("posts_expected", 0) - entry.get("posts_expected", 0)
-    metrics["comments_expected"] = metrics.get("comments_expected", 0) - entry.get(
-        "comments_expected", 0
-    )
-    if entry.get("done"):
+    if entry.pop("done", False):
         metrics["groups_done"] = metrics.get("groups_done", 0) - 1
+    entry.pop("status", None)
     errors = list(metrics.get("errors") or [])
-    for message in entry.get("errors") or []:
+    for message in entry.pop("errors", None) or []:
         if message in errors:
             errors.remove(message)
     metrics["errors"] = errors
@@ -323,9 +324,15 @@ def add_progress(
     comments_expected: int,
     group_status: str | None,
     group_done: bool,
+    replace_expected: bool = False,
 ) -> None:
-    if group_id is None and (group_status is not None or group_done):
-        raise StoreError("add_progress: group_status and group_done need a group_id")
+    """Add to the expected counts (overall and per group) — or, ``replace_expected``, set
+    the group's to these (a resumed group's new wall answer; the totals move by the
+    difference) — and, with ``group_done``, count the group as done once."""
+    if group_id is None and (group_status is not None or group_done or replace_expected):
+        raise StoreError(
+            "add_progress: group_status, group_done and replace_expected need a group_id"
+        )
     if group_done and group_status is None:
         group_status = "done"
     params: dict[str, Any] = {
@@ -336,10 +343,14 @@ def add_progress(
         "status": group_status,
     }
     if db.name == "postgresql":
-        sql = _pg_add_progress(group_id is not None, group_status is not None, group_done)
+        sql = _pg_add_progress(
+            group_id is not None, group_status is not None, group_done, replace_expected
+        )
     else:
         params["gpath"] = f'$.groups."{params["gkey"]}"'
-        sql = _sqlite_add_progress(group_id is not None, group_status is not None, group_done)
+        sql = _sqlite_add_progress(
+            group_id is not None, group_status is not None, group_done, replace_expected
+        )
     cur.execute(sql, params)
     _require_row(cur, task_id)
 
@@ -351,19 +362,23 @@ def _pg_num(path: str) -> str:
 _PG_GROUP = "metrics->'groups'->(%(gkey)s::text)"
 
 
-def _pg_add_progress(has_group: bool, has_status: bool, done: bool) -> str:
+def _pg_add_progress(has_group: bool, has_status: bool, done: bool, replace: bool) -> str:
     posts_exp = _pg_num("metrics->>'posts_expected'")
     comments_exp = _pg_num("metrics->>'comments_expected'")
+    g_posts = _pg_num(f"{_PG_GROUP}->>'posts_expected'")
+    g_comments = _pg_num(f"{_PG_GROUP}->>'comments_expected'")
+    # replace: the totals lose the group's old expected counts and gain the new ones.
+    minus_posts, minus_comments = (f" - {g_posts}", f" - {g_comments}") if replace else ("", "")
     parts = [
-        f"jsonb_build_object('posts_expected', {posts_exp} + %(pe)s, "
-        f"'comments_expected', {comments_exp} + %(ce)s)"
+        f"jsonb_build_object('posts_expected', {posts_exp} + %(pe)s{minus_posts}, "
+        f"'comments_expected', {comments_exp} + %(ce)s{minus_comments})"
     ]
     if has_group:
-        g_posts = _pg_num(f"{_PG_GROUP}->>'posts_expected'")
-        g_comments = _pg_num(f"{_PG_GROUP}->>'comments_expected'")
+        base_posts, base_comments = ("0", "0") if replace else (g_posts, g_comments)
         entry = (
             f"COALESCE({_PG_GROUP}, '{{}}'::jsonb) || jsonb_build_object("
-            f"'posts_expected', {g_posts} + %(pe)s, 'comments_expected', {g_comments} + %(ce)s)"
+            f"'posts_expected', {base_posts} + %(pe)s, "
+            f"'comments_expected', {base_comments} + %(ce)s)"
         )
         if has_status:
             entry += " || jsonb_build_object('status', %(status)s::text)"
@@ -397,17 +412,20 @@ _SQ_COMMENTS_EXP = "'$.comments_expected'"
 _SQ_GROUPS_DONE = "'$.groups_done'"
 
 
-def _sqlite_add_progress(has_group: bool, has_status: bool, done: bool) -> str:
+def _sqlite_add_progress(has_group: bool, has_status: bool, done: bool, replace: bool) -> str:
     # json_set applies its (path, value) pairs in order and creates missing objects on the
     # way; every value is computed from the row before this update.
+    old = {k: _sqlite_num(f":gpath || '.{k}'") for k in ("posts_expected", "comments_expected")}
+    minus = {k: f" - {v}" if replace else "" for k, v in old.items()}
     edits = [
-        f"'$.posts_expected', {_sqlite_num(_SQ_POSTS_EXP)} + :pe",
-        f"'$.comments_expected', {_sqlite_num(_SQ_COMMENTS_EXP)} + :ce",
+        f"'$.posts_expected', {_sqlite_num(_SQ_POSTS_EXP)} + :pe{minus['posts_expected']}",
+        f"'$.comments_expected', {_sqlite_num(_SQ_COMMENTS_EXP)} + :ce"
+        f"{minus['comments_expected']}",
     ]
     if has_group:
         for key, param in (("posts_expected", ":pe"), ("comments_expected", ":ce")):
-            path = f":gpath || '.{key}'"
-            edits.append(f"{path}, {_sqlite_num(path)} + {param}")
+            base = "0" if replace else old[key]
+            edits.append(f":gpath || '.{key}', {base} + {param}")
         if done:
             was_done = "COALESCE(json_extract(metrics, :gpath || '.done'), 0)"
             edits.append(

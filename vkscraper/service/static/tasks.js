@@ -37,17 +37,31 @@
       .finally(function () { if (isLive()) window.setTimeout(refresh, PERIOD_MS); });
   }
 
-  // Cancel buttons: POST /cancel-task.json, then refresh at once.
-  document.addEventListener("click", function (event) {
-    var button = event.target.closest("button[data-cancel]");
-    if (!button) return;
-    button.disabled = true;
-    var body = new URLSearchParams({ task_id: button.getAttribute("data-cancel") });
-    fetch("/cancel-task.json", { method: "POST", body: body, credentials: "same-origin" })
+  // POST a form to this origin, then show the outcome and reload the page.
+  function post(path, taskId) {
+    var body = new URLSearchParams({ task_id: taskId });
+    return fetch(path, { method: "POST", body: body, credentials: "same-origin" })
       .then(function (r) { return r.json(); })
       .then(function (data) { if (data.status !== "ok") window.alert(data.message); })
-      .catch(function (err) { window.alert("cancel failed: " + err.message); })
+      .catch(function (err) { window.alert("request failed: " + err.message); })
       .finally(function () { window.location.reload(); });
+  }
+
+  // Cancel (after a confirmation: the crawl stops) and Resume (queues the task again).
+  document.addEventListener("click", function (event) {
+    var cancel = event.target.closest("button[data-cancel]");
+    var resume = event.target.closest("button[data-resume]");
+    if (cancel) {
+      var id = cancel.getAttribute("data-cancel");
+      var question = "Cancel task #" + id + "? The crawl stops after what it is doing; " +
+        "the task keeps what it stored and can be resumed.";
+      if (!window.confirm(question)) return;
+      cancel.disabled = true;
+      post("/cancel-task.json", id);
+    } else if (resume) {
+      resume.disabled = true;
+      post("/collect.json", resume.getAttribute("data-resume"));
+    }
   });
 
   if (isLive()) window.setTimeout(refresh, PERIOD_MS);
