@@ -1019,7 +1019,8 @@ def test_the_listing_says_what_a_crawl_of_each_group_finds(closed_groups: int) -
     with FakeVk(dataset, tokens=[TOKEN]) as vk:
         for gid, what in lines:
             body = call(vk, "wall.get", owner_id=-gid, count=100)
-            if (m := re.fullmatch(r"(\d+) posts(?:, (\d+) with comments closed: VK error 212)?", what)):
+            m = re.fullmatch(r"(\d+) posts(?:, (\d+) with comments closed: VK error 212)?", what)
+            if m is not None:
                 assert body["response"]["count"] == int(m[1]) > 0, (gid, what)
                 closed = sum(p["comments_closed"] for p in by_id[gid]["posts"])
                 assert closed == int(m[2] or 0), (gid, what)

@@ -74,7 +74,9 @@ def operator_api_url(environ: Mapping[str, str] | None = None) -> str | None:
     try:
         parse_origin(url)
     except ValueError as exc:
-        raise ValueError(f"{API_URL_ENV} (environment): {url[:80]!r} is not a URL ({exc})") from None
+        raise ValueError(
+            f"{API_URL_ENV} (environment): {url[:80]!r} is not a URL ({exc})"
+        ) from None
     return url
 
 
