@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     speed = (
         "without a rate limit (--fast)"
         if args.fast
-        else f"at {RATE_LIMIT} requests/s (about 20 s)"
+        else f"at {RATE_LIMIT} requests/s (a few seconds)"
     )
     say(f"Crawling {what} from the VK emulator {speed} ...")
     result = crawl_offline(

@@ -32,6 +32,9 @@ def operator_trusts_the_emulators(monkeypatch: pytest.MonkeyPatch) -> None:
     of the rule itself sets or deletes these variables."""
     monkeypatch.setenv("VKSCRAPER_API_URLS", LOCAL_API_URLS)
     monkeypatch.setenv("VKSCRAPER_MAX_RPS", TEST_MAX_RPS)
+    # The operator's default API (trusted, and the default of every crawl): a developer's
+    # shell must not point the tests' crawls elsewhere.
+    monkeypatch.delenv("VK_API_URL", raising=False)
 
 
 # ----------------------------------------------------------------------------- store

@@ -111,3 +111,21 @@ def test_an_unreachable_database_is_exit_3(tmp_path, fakevk):
                    database_url="postgresql://postgres@127.0.0.1:1/nowhere")  # fmt: skip
     assert result.returncode == exitcodes.NOT_DONE
     assert "Cannot use the database" in result.stderr
+
+
+def test_no_arguments_and_no_groups_table_says_so_and_sends_nothing(tmp_path, monkeypatch):
+    """What ScrapydWeb's Start (a scrapyd job without arguments) runs on an empty groups
+    table: exit 2 naming the way out, and not one request, not even to the operator's API."""
+    from tests.test_trust import Listener
+
+    listener = Listener()
+    try:
+        monkeypatch.setenv("VK_API_URL", listener.url)
+        result = crawl(tmp_path)
+    finally:
+        listener.close()
+    assert result.returncode == exitcodes.BAD_ARGUMENTS, result.stderr[-2000:]
+    assert "no groups to crawl: pass -a groups=" in result.stderr
+    assert listener.connections == 0
+    with open_store(f"sqlite:///{tmp_path / 'vk.sqlite3'}") as store:
+        assert store.list_tasks() == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -998,3 +999,50 @@ def test_drift_deletes_comments_after_the_first_page(data: dict[str, Any]) -> No
     skipped = {c["id"] for c in anchored["items"]} - {c["id"] for c in by_offset["items"]}
     assert len(skipped - first_ids) == 5  # what offset paging loses
     assert len(first_ids | {c["id"] for c in anchored["items"]}) == first["current_level_count"]
+
+
+# -- the start-up listing --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("closed_groups", [0, 1, 3])
+def test_the_listing_says_what_a_crawl_of_each_group_finds(closed_groups: int) -> None:
+    """Each line of the start-up listing, checked against the emulator's own answers to
+    wall.get for that group (issue 19: 'comments only, no wall to crawl' hid an empty wall)."""
+    from vkscraper.testing.fakevk.__main__ import start_message
+
+    dataset = generate_dataset(seed=1, closed_groups=closed_groups)
+    listing = start_message("http://x/method/", dataset, [TOKEN], 3, None)
+    by_id = {g["id"]: g for g in dataset["groups"]}
+    lines = [line.split(None, 2) for line in listing.splitlines() if line.startswith("    ")]
+    lines = [(int(gid), what) for gid, _, what in lines if gid.isdigit()]
+    assert len(lines) == min(5, len(dataset["groups"]))
+    with FakeVk(dataset, tokens=[TOKEN]) as vk:
+        for gid, what in lines:
+            body = call(vk, "wall.get", owner_id=-gid, count=100)
+            m = re.fullmatch(r"(\d+) posts(?:, (\d+) with comments closed: VK error 212)?", what)
+            if m is not None:
+                assert body["response"]["count"] == int(m[1]) > 0, (gid, what)
+                closed = sum(p["comments_closed"] for p in by_id[gid]["posts"])
+                assert closed == int(m[2] or 0), (gid, what)
+            elif what.startswith("no posts"):
+                assert body["response"]["count"] == 0 and by_id[gid]["author_only"], gid
+            else:
+                assert what.endswith("VK error 15"), what
+                assert body["error"]["error_code"] == 15, (gid, what)
+
+
+def test_closed_groups_leave_the_other_groups_as_they_were() -> None:
+    """`make demo-errors` adds a closed wall to `make demo`'s dataset: every other group keeps
+    its id, role and posts, so one id tells one story (the listing of ``--generate 1``, the
+    demo and the demo with errors)."""
+    base = generate_dataset(seed=1, groups=3, posts_per_group=12, max_comments=25)
+    with_errors = generate_dataset(
+        seed=1, groups=3, posts_per_group=12, max_comments=25, closed_groups=1
+    )
+    assert with_errors["groups"][: len(base["groups"])] == base["groups"]
+    [closed] = with_errors["groups"][len(base["groups"]) :]
+    assert not wall_readable(closed) and closed["id"] not in {g["id"] for g in base["groups"]}
+    listed = generate_dataset(seed=1)  # `fakevk --generate 1`: the same ids, the same roles
+    assert [(g["id"], g["author_only"]) for g in listed["groups"]] == [
+        (g["id"], g["author_only"]) for g in base["groups"]
+    ]

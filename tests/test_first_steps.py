@@ -30,7 +30,7 @@ README = REPO / "README.md"
 START_TIMEOUT = 10.0
 LAST_LINE = "Ctrl-C stops the emulator."
 URL_LINE = re.compile(r"http://127\.0\.0\.1:(\d+)/method/")
-# The README's dataset crawls in ~20 s at 3 requests/s; the crawl test uses a smaller one.
+# The README's dataset crawls in ~4 s at 3 requests/s; the crawl test uses a smaller one.
 SMALL = ["--groups", "1", "--posts-per-group", "4", "--max-comments", "5"]
 
 
@@ -125,7 +125,8 @@ def test_the_readme_emulator_command_prints_what_the_readme_shows():
     assert re.search(r"groups: 5 communities, 3 with a readable wall", text)
     assert re.search(r"^\s+\d+\s+group\d+\s+12 posts$", text, flags=re.M)
     assert "  export VK_ACCESS_TOKEN=fakevk-token-0123456789abcdef" in out
-    assert any(line.startswith("  .venv/bin/scrapy crawl vk -s VK_API_URL=") for line in out)
+    assert "  export VK_API_URL=http://127.0.0.1:8765/method/" in printed.splitlines()
+    assert any(line.startswith("  .venv/bin/scrapy crawl vk -a groups=") for line in out)
     # The README's own copy-paste block is that crawl.
     crawl_block = fenced_blocks(readme_section("The VK emulator"), "sh")[1]
     for line in crawl_block.splitlines()[:2]:
@@ -145,10 +146,9 @@ def test_the_printed_first_crawl_completes(tmp_path):
     with emulator(with_port_zero(readme_emulator_command()) + SMALL) as out:
         url = out[0]
         export = next(x.strip() for x in out if x.strip().startswith("export VK_ACCESS_TOKEN="))
-        trusted = next(x.strip() for x in out if x.strip().startswith("export VKSCRAPER_API_"))
-        assert trusted == f"export VKSCRAPER_API_URLS={url}"
+        api = next(x.strip() for x in out if x.strip().startswith("export VK_API_URL="))
+        assert api == f"export VK_API_URL={url}"  # the default API, trusted: nothing else
         crawl = next(x.strip() for x in out if x.strip().startswith(".venv/bin/scrapy crawl"))
-        assert f"-s VK_API_URL={url} " in crawl
         token = export.split("=", 1)[1]
         argv = shlex.split(crawl)
         assert argv[0] == ".venv/bin/scrapy"
@@ -156,7 +156,7 @@ def test_the_printed_first_crawl_completes(tmp_path):
         result = subprocess.run(
             [sys.executable, "-m", "scrapy", *argv[1:]],
             cwd=REPO,
-            env=clean_env(VK_ACCESS_TOKEN=token, DATABASE_URL=database, VKSCRAPER_API_URLS=url),
+            env=clean_env(VK_ACCESS_TOKEN=token, DATABASE_URL=database, VK_API_URL=url),
             capture_output=True,
             text=True,
             timeout=60,

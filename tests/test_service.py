@@ -149,6 +149,26 @@ def test_the_seed_rest_routes_run_a_task_the_same_way(pg_server, fakevk):
         assert len(rows) == task["counts"][kind]
 
 
+def test_the_operators_vk_api_url_is_the_default_of_every_task(tmp_path, fakevk):
+    """Issue 19: scrapyd started with VK_API_URL=<emulator> in its environment (and nothing
+    in VKSCRAPER_API_URLS): a collect that sends no settings crawls the emulator."""
+    env = {"VK_API_URL": fakevk.url, "VKSCRAPER_API_URLS": ""}
+    with Scrapyd(tmp_path / "scrapyd", database_url="", token=TOKEN, env=env) as server:
+        status, answer = server.call(
+            "POST", "/api/tasks/collect", json_body={"groups": [10, "threeposts"]}
+        )
+        assert status == 200, answer
+        task = server.wait_task(answer["taskId"])
+        assert task["status"] == "completed", (task, server.job_logs()[-3000:])
+        assert task["counts"]["posts"] > 0 and task["counts"]["comments"] > 0
+        # a client may still name it (it is trusted), but no other local URL
+        status, answer = server.call(
+            "POST", "/api/tasks/collect",
+            json_body={"groups": [10], "settings": {"VK_API_URL": "http://127.0.0.1:1/method/"}},
+        )  # fmt: skip
+        assert status == 400 and "VK_API_URL" in answer["message"], answer
+
+
 @pytest.mark.rate
 def test_two_tasks_posted_together_run_one_after_the_other_within_the_rate(pg_server):
     with FakeVk(small_dataset(), tokens=[TOKEN], rate_limit=3) as vk:

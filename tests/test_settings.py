@@ -62,6 +62,28 @@ def test_scrapy_settings_shows_database_url_from_the_environment(monkeypatch):
     assert scrapy_settings("--get", "DATABASE_URL") == "sqlite:///elsewhere.sqlite3"
 
 
+def test_vk_api_url_from_the_environment_is_every_crawls_default(monkeypatch):
+    """The operator's VK_API_URL (a worker's, scrapyd's, a shell's) replaces the project's
+    value; -s (cmdline: scrapyd's setting=, a worker's -s) still wins."""
+    from scrapy.crawler import Crawler
+    from scrapy.settings import Settings
+    from scrapy.spiders import Spider
+
+    emulator = "http://127.0.0.1:8765/method/"
+    monkeypatch.delenv("VKSCRAPER_API_URLS")  # trusted because the operator set it
+    monkeypatch.setenv("VK_API_URL", emulator)
+    crawler = get_crawler(settings_dict={"ADDONS": {VkAddon: 0}})
+    assert crawler.settings["VK_API_URL"] == emulator
+    crawler = get_crawler(settings_dict={"ADDONS": {VkAddon: 0}, "VK_API_URL": "x"})
+    assert crawler.settings["VK_API_URL"] == emulator  # over the project's
+    settings = Settings({"ADDONS": {VkAddon: 0}})
+    settings.set("VK_API_URL", "https://api.vk.com/method/", "cmdline")
+    crawler = Crawler(Spider, settings)
+    crawler._apply_settings()
+    assert crawler.settings["VK_API_URL"] == "https://api.vk.com/method/"
+    assert scrapy_settings("--get", "VK_API_URL") == emulator
+
+
 def test_the_addon_alone_registers_every_default():
     crawler = get_crawler(settings_dict={"ADDONS": {VkAddon: 0}})
     for name, value in defaults.all_defaults().items():

@@ -182,7 +182,7 @@ def test_task_results_keep_rows_a_later_task_touched(store, make_post, make_comm
 
     assert [p["vk_post_id"] for p in _posts(store, first)] == [1, 2]
     assert [p["vk_post_id"] for p in _posts(store, second)] == [2, 3]
-    assert _posts(store, first)[1]["task_id"] == second  # the row itself moved on
+    assert _posts(store, first)[1]["last_task_id"] == second  # the row itself moved on
     assert [c["vk_comment_id"] for c in _comments(store, first)] == [10]
     assert _comments(store, second) == []  # comment 10 belongs to post 1, not in task 2
 

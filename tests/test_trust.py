@@ -14,7 +14,7 @@ import pytest
 from tests.crawl import TOKEN
 from tests.scrapyd import REPO
 from vkscraper.service.core import RequestError, check_task_settings
-from vkscraper.trust import api_url_allowed, check_api_url, max_rps
+from vkscraper.trust import api_url_allowed, check_api_url, max_rps, operator_api_url
 
 
 @pytest.mark.parametrize(
@@ -53,6 +53,32 @@ from vkscraper.trust import api_url_allowed, check_api_url, max_rps
 )
 def test_the_token_goes_only_to_vk_and_the_operators_origins(allowed, url, ok):
     assert api_url_allowed(url, {"VKSCRAPER_API_URLS": allowed}) is ok
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("http://127.0.0.1:8765/method/", True),
+        ("http://127.0.0.1:8765/other/", True),  # an origin, as for VKSCRAPER_API_URLS
+        ("http://127.0.0.1:8766/method/", False),
+        ("https://127.0.0.1:8765/method/", False),
+        ("http://127.0.0.1:8765@evil.example/method/", False),
+        ("https://api.vk.ru/method/", True),  # VK's own stay allowed
+    ],
+)
+def test_the_operators_default_api_url_is_trusted(url, ok):
+    """``VK_API_URL`` in the environment is the operator's: the token may go there (and only
+    to that origin), without listing it again in VKSCRAPER_API_URLS."""
+    environ = {"VK_API_URL": "http://127.0.0.1:8765/method/"}
+    assert api_url_allowed(url, environ) is ok
+    assert api_url_allowed("http://127.0.0.1:8765/method/", {}) is False
+
+
+def test_a_malformed_default_api_url_is_an_error_naming_the_variable():
+    for bad in ("127.0.0.1:8765", "http://a:b@c/", "ftp://host/"):
+        with pytest.raises(ValueError, match=r"VK_API_URL \(environment\)"):
+            check_api_url("https://api.vk.ru/method/", {"VK_API_URL": bad})
+    assert operator_api_url({"VK_API_URL": "  "}) is None
 
 
 def test_a_malformed_allowlist_entry_is_an_error_not_a_silent_rule():
@@ -178,3 +204,23 @@ def test_scrapy_crawl_refuses_a_rate_above_the_operators_ceiling(tmp_path, monke
     assert result.returncode != 0
     assert "VK_REQUESTS_PER_SECOND 20 is above 3" in result.stderr, result.stderr[-2000:]
     assert "VKSCRAPER_MAX_RPS" in result.stderr
+
+
+def test_scrapy_crawl_uses_and_trusts_the_operators_default_api_url(
+    tmp_path, listener, monkeypatch
+):
+    """No -s VK_API_URL: the crawl goes to the environment's VK_API_URL, which needs no
+    VKSCRAPER_API_URLS entry; -s still overrides it (and is checked as ever)."""
+    monkeypatch.delenv("VKSCRAPER_API_URLS")
+    monkeypatch.setenv("VK_API_URL", listener.url)
+    crawl(tmp_path, "-s", "RETRY_ENABLED=False", env=dict(os.environ))
+    assert f"Bearer {TOKEN}".encode() in listener.received
+    assert b"POST /method/" in listener.received
+    # a client's -s wins over the default: refused here, since only the default is trusted
+    other = Listener()
+    try:
+        result = crawl(tmp_path, "-s", f"VK_API_URL={other.url}", env=dict(os.environ))
+        assert result.returncode != 0 and "VKSCRAPER_API_URLS" in result.stderr
+        assert other.connections == 0
+    finally:
+        other.close()

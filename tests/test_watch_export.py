@@ -583,6 +583,45 @@ def test_export_csv_reads_back(store, store_url, results, tmp_path):
     assert len(post_rows) == 5 and post_rows[0]["is_pinned"] == "true"
 
 
+def test_an_export_names_the_last_task_as_such_and_shows_vanished_comments(
+    store, store_url, make_post, make_comment, tmp_path
+):
+    """Task 1's file never says its rows are task 2's (``task_id``): a row touched again by
+    task 2 says ``last_task_id`` 2; a comment task 2 found gone keeps its ``vanished_at``."""
+    first = store.create_task([1])
+    store.begin_run(first)
+    store.upsert_posts(first, [make_post(1)])
+    store.upsert_comments(first, [make_comment(10), make_comment(11)])
+    store.finish_task(first)
+    second = store.create_task([1])
+    started = store.begin_run(second).updated_at
+    store.upsert_posts(second, [make_post(1, likes=7)])
+    store.upsert_comments(second, [make_comment(10, likes=3)])
+    assert store.mark_vanished(started, -1, [1]) == 1  # 11 is gone from VK
+    store.finish_task(second)
+
+    result = run_cli("--database-url", store_url, "export", str(first))
+    assert result.returncode == 0, result.stderr
+    rows = {(o["kind"], o["id"]): o for o in map(json.loads, result.stdout.decode().splitlines())}
+    assert all("task_id" not in o for o in rows.values())
+    by_vk = {o.get("vk_comment_id", o.get("vk_post_id")): o for o in rows.values()}
+    assert (by_vk[1]["kind"], by_vk[1]["last_task_id"], by_vk[1]["likes"]) == ("post", second, 7)
+    assert (by_vk[10]["last_task_id"], by_vk[10]["vanished_at"]) == (second, None)
+    assert by_vk[11]["last_task_id"] == first and by_vk[11]["deleted"] is True
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", by_vk[11]["vanished_at"])
+
+    out = tmp_path / "c.csv"
+    args = ("export", str(first), "--format", "csv", "--kind", "comments", "--out", str(out))
+    assert run_cli("--database-url", store_url, *args).returncode == 0
+    with out.open(newline="", encoding="utf-8") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert "task_id" not in csv_rows[0]
+    assert [(r["last_task_id"], bool(r["vanished_at"])) for r in csv_rows] == [
+        (str(second), False),
+        (str(first), True),
+    ]
+
+
 def test_failed_export_leaves_no_file(store, results, tmp_path, monkeypatch):
     """An export that breaks half-way removes its FILE.part and leaves FILE as it was."""
     (tmp_path / "out").mkdir()

@@ -1,10 +1,12 @@
 """VkAddon: wire vkscraper's components and derive Scrapy settings from ``VK_*`` ones.
 
 Runs before the settings freeze, so ``-s VK_REQUESTS_PER_SECOND=2`` on the command line still
-sets the download delay. It registers every ``VK_*`` default, refuses settings that cannot work
-(:func:`check_settings`), installs the log scrubber for the tokens, switches Scrapy's remote
-control off unless asked, and sets the Scrapy settings this crawler needs unless a user chose
-them (retries, per-token concurrency, AutoThrottle, feed encoding and fields, the cache policy).
+sets the download delay. It registers every ``VK_*`` default, takes ``VK_API_URL`` from the
+environment when set there (the operator's default, below ``-s``), refuses settings that
+cannot work (:func:`check_settings`), installs the log scrubber for the tokens, switches
+Scrapy's remote control off unless asked, and sets the Scrapy settings this crawler needs
+unless a user chose them (retries, per-token concurrency, AutoThrottle, feed encoding and
+fields, the cache policy).
 
 Pacing: a fixed delay of ``VK_RATE_MARGIN / VK_REQUESTS_PER_SECOND`` (0.35 s for 3/s) with no
 jitter, one download slot per token (set by
@@ -26,7 +28,7 @@ from vkscraper import defaults
 from vkscraper.items import VkComment, VkPost
 from vkscraper.logscrub import install_log_scrubber
 from vkscraper.tokens import load_tokens
-from vkscraper.trust import MAX_RPS_ENV, check_api_url, max_rps
+from vkscraper.trust import MAX_RPS_ENV, check_api_url, max_rps, operator_api_url
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -230,6 +232,11 @@ class VkAddon:
     def update_settings(self, settings: BaseSettings) -> None:
         for name, value in defaults.all_defaults().items():
             settings.setdefault(name, value, "default")
+        if (api_url := operator_api_url()) is not None:
+            # The operator's default API for every crawl this process starts (scrapyd's
+            # jobs, workers, `scrapy crawl`), like DATABASE_URL: it replaces the project's
+            # value, while -s / scrapyd's setting= (cmdline) and a spider's own still win.
+            settings.set("VK_API_URL", api_url, "project")
         check_settings(settings)
         # Scrapy settings whose value differs for this crawler, unless a user chose one (also
         # without vkscraper/settings.py, when only the add-on is enabled).

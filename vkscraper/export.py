@@ -22,7 +22,13 @@ Formats (text is UTF-8, non-ASCII characters as they are):
 
 Timestamps are ISO 8601 in UTC with ``Z``: ``date`` and ``edited`` (VK's, whole seconds) as
 ``2024-05-01T12:00:00Z``, the database's own times (``created_at``, ``updated_at``,
-``last_seen_at``) with microseconds.
+``last_seen_at``, ``vanished_at``) with microseconds.
+
+A row is stored once however many tasks saw it, so its ``task_id`` column names the last task
+that wrote it, which may be a later one than the task exported: the exports call that field
+``last_task_id`` so that a file of task 1 never reads as if its rows were task 2's. A comment's
+``vanished_at`` is set once a later complete crawl of its post found it gone from VK (it is
+then also ``deleted``); comments already gone when the task ended are not in its export.
 """
 
 from __future__ import annotations
@@ -47,13 +53,13 @@ PAGE_SIZE = 1000
 FIELDS: dict[Kind, tuple[str, ...]] = {
     "posts": (
         "id", "vk_post_id", "owner_id", "group_id", "date", "edited", "text", "likes",
-        "reposts", "views", "comments_count", "is_pinned", "from_id", "signer_id", "task_id",
-        "created_at", "updated_at",
+        "reposts", "views", "comments_count", "is_pinned", "from_id", "signer_id",
+        "last_task_id", "created_at", "updated_at",
     ),
     "comments": (
         "id", "vk_comment_id", "owner_id", "post_vk_id", "parent_id", "reply_to_comment",
         "reply_to_user", "thread_count", "author_id", "author_name", "date", "text", "likes",
-        "deleted", "task_id", "created_at", "updated_at", "last_seen_at",
+        "deleted", "last_task_id", "created_at", "updated_at", "last_seen_at", "vanished_at",
     ),
 }  # fmt: skip
 _KIND_LABEL: dict[Kind, str] = {"posts": "post", "comments": "comment"}
@@ -64,6 +70,7 @@ _TIMESTAMPS = {
     "created_at": "microseconds",
     "updated_at": "microseconds",
     "last_seen_at": "microseconds",
+    "vanished_at": "microseconds",
 }
 _BOOLEANS = frozenset({"is_pinned", "deleted"})
 

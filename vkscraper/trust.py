@@ -5,8 +5,10 @@ One rule for every way a crawl starts (``scrapy crawl``, scrapyd's ``schedule.js
 while the environment is the operator's:
 
 - :func:`check_api_url`: the token goes only to VK's own API (``https://api.vk.ru`` and
-  ``https://api.vk.com``) or to an origin the operator lists in ``VKSCRAPER_API_URLS``
-  (comma-separated URLs; ``http://127.0.0.1:*`` means any port of that host). URLs are
+  ``https://api.vk.com``), to an origin the operator lists in ``VKSCRAPER_API_URLS``
+  (comma-separated URLs; ``http://127.0.0.1:*`` means any port of that host), or to the
+  origin of ``VK_API_URL`` in the environment: that is the operator's default API for every
+  crawl of the process (:func:`operator_api_url`, applied by the add-on). URLs are
   compared by parsed scheme, host and port, never as strings: ``http://127.0.0.1:@evil/``
   (user-info) and ``http://host:80.evil/`` (a prefix) are refused.
 - :func:`max_rps`: a crawl never sends more than 3 requests/s per token (VK's limit) unless
@@ -22,6 +24,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 API_URLS_ENV = "VKSCRAPER_API_URLS"
+API_URL_ENV = "VK_API_URL"  # the operator's default API (e.g. an emulator): trusted as well
 MAX_RPS_ENV = "VKSCRAPER_MAX_RPS"
 VK_RPS = 3.0  # VK's limit per token: error 6 above it
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -61,11 +64,31 @@ def parse_origin(url: str, *, wildcard: bool = False) -> Origin:
     return scheme, host, number
 
 
+def operator_api_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """``VK_API_URL`` from the environment (the default API of every crawl of the process),
+    or None when unset or blank; ValueError naming the variable when it is not a URL."""
+    env = os.environ if environ is None else environ
+    url = env.get(API_URL_ENV, "").strip()
+    if not url:
+        return None
+    try:
+        parse_origin(url)
+    except ValueError as exc:
+        raise ValueError(
+            f"{API_URL_ENV} (environment): {url[:80]!r} is not a URL ({exc})"
+        ) from None
+    return url
+
+
 def allowed_origins(environ: Mapping[str, str] | None = None) -> set[Origin]:
-    """VK's own origins plus the operator's ``VKSCRAPER_API_URLS``; ValueError naming an
-    entry that is not a URL (a typo must not silently allow less, or more)."""
+    """VK's own origins, the operator's ``VKSCRAPER_API_URLS`` and the origin of the
+    environment's ``VK_API_URL``; ValueError naming an entry that is not a URL (a typo must
+    not silently allow less, or more)."""
     env = os.environ if environ is None else environ
     origins = set(VK_ORIGINS)
+    # The environment is the operator's: the API it names for every crawl is trusted.
+    if (default := operator_api_url(env)) is not None:
+        origins.add(parse_origin(default))
     for entry in (e.strip() for e in env.get(API_URLS_ENV, "").split(",")):
         if entry:
             try:
@@ -92,7 +115,8 @@ def check_api_url(url: str, environ: Mapping[str, str] | None = None) -> None:
         raise ValueError(
             f"VK_API_URL {str(url)[:100]!r} is not VK's API nor allowed by the operator: the "
             f"access token is sent there. List it in the {API_URLS_ENV} environment variable "
-            "of the crawl (comma-separated URLs; http://127.0.0.1:* allows any local port)"
+            "of the crawl (comma-separated URLs; http://127.0.0.1:* allows any local port), "
+            f"or make it the default with {API_URL_ENV} in that environment"
         )
 
 

@@ -59,8 +59,15 @@ _ROW_TYPES: dict[str, Schema] = {
     "author_name": nullable(STR), "date": nullable(TIME), "edited": nullable(TIME),
     "text": STR, "likes": INT, "reposts": INT, "views": nullable(INT),
     "comments_count": INT, "is_pinned": BOOL, "deleted": BOOL, "from_id": nullable(INT),
-    "signer_id": nullable(INT), "task_id": nullable(INT), "created_at": TIME,
-    "updated_at": TIME, "last_seen_at": TIME,
+    "signer_id": nullable(INT), "created_at": TIME, "updated_at": TIME, "last_seen_at": TIME,
+    "last_task_id": {
+        **nullable(INT),
+        "description": "the last task that wrote the row: may be a later task than this one",
+    },
+    "vanished_at": {
+        **nullable(TIME),
+        "description": "when a later complete crawl found the comment gone from VK",
+    },
 }  # fmt: skip
 
 

@@ -136,7 +136,6 @@ FIX_HINTS = {
 class VkSpider(scrapy.Spider):
     name = "vk"
     # Set from settings in from_crawler.
-    api_url: str
     api_version: str
     posts_per_group: int
     page_size: int
@@ -165,7 +164,6 @@ class VkSpider(scrapy.Spider):
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
         spider = super().from_crawler(crawler, *args, **kwargs)
         s = crawler.settings
-        spider.api_url = s.get("VK_API_URL")
         spider.api_version = s.get("VK_API_VERSION")
         spider.posts_per_group = s.getint("VK_POSTS_PER_GROUP")
         spider.page_size = s.getint("VK_COMMENTS_PAGE_SIZE")
@@ -182,6 +180,13 @@ class VkSpider(scrapy.Spider):
         crawler.signals.connect(spider._spider_idle, signal=signals.spider_idle)
         crawler.signals.connect(spider._request_dropped, signal=signals.request_dropped)
         return spider
+
+    @cached_property
+    def api_url(self) -> str:
+        """Read when the first request is built, not in from_crawler: the crawler creates
+        the spider before the add-ons run, and the add-on may set VK_API_URL (the operator's
+        environment), as the auth middleware then sees it."""
+        return str(self.crawler.settings.get("VK_API_URL"))
 
     @property
     def task(self) -> VkTaskExtension:

@@ -230,7 +230,7 @@ def _sqlite_existing(cur: Any, table: str, id_column: str, keys: list[tuple[int,
 _RESULT_SQL = {
     "posts": """
         SELECT p.id, p.vk_post_id, p.owner_id, p.group_id, p.text, p.likes, p.comments_count,
-               p.is_pinned, p.date, p.task_id, p.created_at, p.updated_at,
+               p.is_pinned, p.date, p.task_id AS last_task_id, p.created_at, p.updated_at,
                p.from_id, p.signer_id, p.views, p.reposts, p.edited
         FROM task_posts tp
         JOIN posts p ON p.owner_id = tp.owner_id AND p.vk_post_id = tp.vk_post_id
@@ -240,8 +240,9 @@ _RESULT_SQL = {
     """,
     "comments": """
         SELECT c.id, c.vk_comment_id, c.post_vk_id, c.owner_id, c.parent_id, c.thread_count,
-               c.author_id, c.author_name, c.text, c.likes, c.date, c.deleted, c.task_id,
-               c.created_at, c.updated_at, c.last_seen_at, c.reply_to_user, c.reply_to_comment
+               c.author_id, c.author_name, c.text, c.likes, c.date, c.deleted,
+               c.task_id AS last_task_id, c.created_at, c.updated_at, c.last_seen_at,
+               c.vanished_at, c.reply_to_user, c.reply_to_comment
         FROM task_posts tp
         JOIN tasks t ON t.id = tp.task_id
         JOIN comments c ON c.owner_id = tp.owner_id AND c.post_vk_id = tp.vk_post_id
@@ -250,7 +251,9 @@ _RESULT_SQL = {
         LIMIT %s
     """,
 }
-_TS_COLUMNS = frozenset({"date", "edited", "created_at", "updated_at", "last_seen_at"})
+_TS_COLUMNS = frozenset(
+    {"date", "edited", "created_at", "updated_at", "last_seen_at", "vanished_at"}
+)
 
 
 def seen_in_run(task: str = "t", comment: str = "c") -> str:

@@ -3,8 +3,8 @@
 Once the socket listens, the FIRST line on stdout is exactly the URL,
 ``http://127.0.0.1:PORT/method/``: parents (``FakeVk``, scripts) read that one line to find the
 port. The lines after it are for people: the token(s) the emulator accepts, its communities
-and a copy-paste first crawl (``export VK_ACCESS_TOKEN=…`` and ``scrapy crawl vk -s
-VK_API_URL=<url> -a groups=…``). Then it serves until SIGTERM or SIGINT. See
+and a copy-paste first crawl (``export VK_ACCESS_TOKEN=… VK_API_URL=<url>`` and ``scrapy
+crawl vk -a groups=…``). Then it serves until SIGTERM or SIGINT. See
 :mod:`vkscraper.testing.fakevk.server` for the behaviour and ``--help`` for the options.
 """
 
@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _group_kind(group: dict[str, Any]) -> str:
     if group.get("author_only"):
-        return "comments only, no wall to crawl"
+        # Its wall is empty (a crawl of it ends done with 0 posts): it exists as an author.
+        return "no posts: it only comments on the walls above"
     if group.get("deactivated"):
         return f"{group['deactivated']}: VK error 15"
     if int(group.get("is_closed", 0)):
@@ -204,9 +205,9 @@ def start_message(
     clean = [g for g in readable if not any(p.get("comments_closed") for p in g["posts"])]
     left_out = [g for g in readable if g not in clean] if clean else []
     lines = [
-        "  ^ the emulator's URL: the crawler's VK_API_URL setting, -s VK_API_URL=<url>",
-        "    (a setting given with -s: VK_API_URL is not read from the environment); the",
-        "    token goes there only if the environment allows it: VKSCRAPER_API_URLS=<url>",
+        "  ^ the emulator's URL: export VK_API_URL=<url> makes it the API of every crawl",
+        "    started from that environment (scrapy crawl, scrapyd, workers), and the token",
+        "    may go there; -s VK_API_URL=<url> needs VKSCRAPER_API_URLS=<url> for that",
         f"token{'s' if len(tokens) > 1 else ''} it accepts (--tokens; any other gets VK error "
         f"5): {', '.join(tokens) if tokens else '(none)'}",
     ]
@@ -234,8 +235,8 @@ def start_message(
             "First crawl: in another terminal, at the root of the repository:",
             "",
             f"  export VK_ACCESS_TOKEN={usable[0]}",
-            f"  export VKSCRAPER_API_URLS={url}",
-            f"  .venv/bin/scrapy crawl vk -s VK_API_URL={url} -a groups={names}",
+            f"  export VK_API_URL={url}",
+            f"  .venv/bin/scrapy crawl vk -a groups={names}",
             "",
             "It stores into DATABASE_URL (default: vkscraper.sqlite3 in that directory);",
             "`.venv/bin/python -m vkscraper task list` then shows the task.",

@@ -270,8 +270,9 @@ def generate_dataset(
       ``max_replies``: the longest random branch.
     * ``big_post``: one post of the first group gets 130 top-level comments (more than a page).
     * ``profiles``: users who comment; ``author_groups``: ``author_only`` communities that only
-      comment; ``closed_groups``: extra unreadable communities (cycling wall disabled,
-      members-only, deactivated), each with a few posts.
+      comment (their walls are empty); ``closed_groups``: extra unreadable communities
+      (cycling wall disabled, members-only, deactivated), each with a few posts, listed after
+      the others and drawn apart: the other groups are the same with or without them.
     * ``nul``: put a NUL byte into one visible comment of the first group.
     * ``closed_comments``: False leaves every post's comments open (a complete crawl of the
       dataset then ends "completed").
@@ -301,13 +302,18 @@ def generate_dataset(
             profile["screen_name"] = f"user{pid}"
         data["profiles"].append(profile)
 
-    n_all = groups + author_groups + closed_groups
-    gids = sorted(rng.sample(range(100, 100_000), n_all))
-    readable_ids, author_ids, closed_ids = (
-        gids[:groups],
-        gids[groups : groups + author_groups],
-        gids[groups + author_groups :],
-    )
+    main = sorted(rng.sample(range(100, 100_000), groups + author_groups))
+    readable_ids, author_ids = main[:groups], main[groups:]
+    # Closed communities come from a stream of their own and after the others, so adding
+    # some (`make demo-errors`, --closed-groups) leaves every other group as it was: one id
+    # is one community whichever of these datasets a user met it in.
+    spare = random.Random(f"fakevk-closed-{seed}")
+    closed_ids: list[int] = []
+    while len(closed_ids) < closed_groups:
+        gid = spare.randrange(100, 100_000)
+        if gid not in main and gid not in closed_ids:
+            closed_ids.append(gid)
+    gids = main + closed_ids
     types = ["group", "page", "event"]
     authors = list(range(1, profiles + 1)) * 5 + [-g for g in gids[: groups + author_groups]]
 
