@@ -93,15 +93,19 @@ def test_the_addon_alone_registers_every_default():
 
 
 def test_the_project_delay_follows_the_rate_both_ways():
+    from scrapy.crawler import Crawler
     from scrapy.settings import Settings
+    from scrapy.utils.spider import DefaultSpider
 
     def delay(**cmdline):
+        # As `scrapy crawl -s` builds them (flattened to a dict, Scrapy's *_BASE settings
+        # would sit at the project's priority and win over the add-on's components).
         settings = Settings()
         settings.setmodule("vkscraper.settings", priority="project")
         settings.update(cmdline, "cmdline")
-        return get_crawler(settings_dict=settings.copy_to_dict()).settings.getfloat(
-            "DOWNLOAD_DELAY"
-        )
+        crawler = Crawler(DefaultSpider, settings)
+        crawler._apply_settings()
+        return crawler.settings.getfloat("DOWNLOAD_DELAY")
 
     assert delay() == pytest.approx(0.35)
     assert delay(VK_REQUESTS_PER_SECOND=1000) == pytest.approx(0.00105)
