@@ -30,7 +30,7 @@ README = REPO / "README.md"
 START_TIMEOUT = 10.0
 LAST_LINE = "Ctrl-C stops the emulator."
 URL_LINE = re.compile(r"http://127\.0\.0\.1:(\d+)/method/")
-# The README's dataset crawls in ~4 s at 3 requests/s; the crawl test uses a smaller one.
+# The README's dataset crawls in ~3 s at 3 requests/s; the crawl test uses a smaller one.
 SMALL = ["--groups", "1", "--posts-per-group", "4", "--max-comments", "5"]
 
 
