@@ -24,7 +24,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vkscraper.store import open_store  # noqa: E402
-from vkscraper.testing.fakevk import generate_dataset  # noqa: E402
+from vkscraper.testing.fakevk.__main__ import build_parser as build_fakevk_parser  # noqa: E402
+from vkscraper.testing.fakevk.__main__ import dataset_from_args  # noqa: E402
 from vkscraper.testing.offline import crawl_offline, print_summary  # noqa: E402
 
 RATE_LIMIT = 3
@@ -71,20 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def demo_dataset(with_errors: bool) -> dict[str, Any]:
+    """The emulator's own dataset: what `fakevk --generate 1` serves, or with
+    `--closed-comments --closed-groups 1` for the errors. The demo and the README's first
+    crawl write to the same database, so one comment id must sit on one post in both."""
+    extra = ["--closed-comments", "--closed-groups", "1"] if with_errors else []
+    return dataset_from_args(build_fakevk_parser().parse_args(["--generate", "1", *extra]))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    dataset = generate_dataset(
-        seed=1,
-        groups=3,
-        posts_per_group=12,
-        max_comments=25,
-        closed_groups=1 if args.with_errors else 0,
-    )
-    if not args.with_errors:
-        # The generator closes one post's comments; the default demo shows a clean crawl.
-        for group in dataset["groups"]:
-            for post in group["posts"]:
-                post["comments_closed"] = False
+    dataset = demo_dataset(args.with_errors)
     rate = 0 if args.fast else RATE_LIMIT
     extra = {"VK_REQUESTS_PER_SECOND": "1000", "VK_BACKOFF_BASE": "0"} if args.fast else {}
     if args.with_errors:

@@ -1035,10 +1035,8 @@ def test_closed_groups_leave_the_other_groups_as_they_were() -> None:
     """`make demo-errors` adds a closed wall to `make demo`'s dataset: every other group keeps
     its id, role and posts, so one id tells one story (the listing of ``--generate 1``, the
     demo and the demo with errors)."""
-    base = generate_dataset(seed=1, groups=3, posts_per_group=12, max_comments=25)
-    with_errors = generate_dataset(
-        seed=1, groups=3, posts_per_group=12, max_comments=25, closed_groups=1
-    )
+    base = generate_dataset(seed=1)  # `--generate 1 --closed-comments`
+    with_errors = generate_dataset(seed=1, closed_groups=1)  # … `--closed-groups 1`
     assert with_errors["groups"][: len(base["groups"])] == base["groups"]
     [closed] = with_errors["groups"][len(base["groups"]) :]
     assert not wall_readable(closed) and closed["id"] not in {g["id"] for g in base["groups"]}

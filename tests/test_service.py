@@ -831,3 +831,33 @@ def test_a_slow_database_does_not_stall_scrapyd(pg_server):
     waiting.join(10)
     assert status == 200 and quick < 1.0, f"scrapyd stalled {quick:.1f} s behind the lock"
     assert answers and answers[0][1] == 200 and answers[0][0] >= 2.5, answers
+
+
+def test_the_page_hints_name_the_port_scrapyd_listens_on(tmp_path):
+    """`SCRAPYD_HTTP_PORT=6801 make serve` (README "Another port or address"): scrapyd listens
+    there, and the page's curl hints name that port, not the default 6800 (they did)."""
+    from tests.scrapyd import free_port
+
+    work = tmp_path / "scrapyd"
+    database = f"sqlite:///{tmp_path / 'port.sqlite3'}"
+    port = free_port()
+    server = Scrapyd(
+        work, database_url=database, token=TOKEN, poll_interval=3600,  # no crawl ever starts
+        env={"SCRAPYD_HTTP_PORT": str(port)},
+    )  # fmt: skip
+    server.port, server.url = port, f"http://127.0.0.1:{port}"  # the environment wins
+    with server:
+        status, page = server.call("GET", "/tasks", raw=True)
+        assert status == 200, page
+        assert f"curl -d groups=… http://127.0.0.1:{port}/collect.json" in page
+        status, answer = server.call("POST", "/collect.json", data={"groups": "10"})
+        assert status == 200, answer
+        server.call("POST", "/cancel-task.json", data={"task_id": str(answer["task_id"])})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status, page = server.call("GET", f"/tasks/{answer['task_id']}", raw=True)
+            if "Resume</b>" in page:
+                break
+            time.sleep(0.3)
+        assert f"curl -d task_id={answer['task_id']} http://127.0.0.1:{port}/collect.json" in page
+        assert ":6800" not in page

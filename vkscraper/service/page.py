@@ -53,6 +53,14 @@ STALL_SECONDS = 120.0  # a client that reads nothing for this long is cut off
 JOB_STATE_TEXT = {"unknown": "not known to this scrapyd", "none": "never queued"}
 
 
+def origin(txrequest: Request) -> str:
+    """The service's URL as the browser reached it (the guard admitted its Host), for the
+    curl hints: the port is whichever scrapyd listens on (SCRAPYD_HTTP_PORT, http_port)."""
+    scheme = "https" if txrequest.isSecure() else "http"
+    host = txrequest.getHeader("host") or f"127.0.0.1:{txrequest.getHost().port}"
+    return f"{scheme}://{host}"
+
+
 def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
@@ -159,18 +167,22 @@ class TasksPage(resource.Resource):
             txrequest.finish()
 
         # The database is read in a pool thread: a slow one must not stall scrapyd.
-        threads.deferToThread(self._build, service, path, txrequest.uri).addCallback(respond)
+        threads.deferToThread(
+            self._build, service, path, txrequest.uri, origin(txrequest)
+        ).addCallback(respond)
         return NOT_DONE_YET
 
-    def _build(self, service: TaskService, path: list[str], uri: bytes) -> tuple[Any, ...]:
+    def _build(
+        self, service: TaskService, path: list[str], uri: bytes, base: str
+    ) -> tuple[Any, ...]:
         """What to answer: ``(code, title, body, live)`` of a page, or a download to start."""
         try:
             match path:
                 case []:
-                    return (200, "Tasks", *self._list(service))
+                    return (200, "Tasks", *self._list(service, base))
                 case [task_id]:
                     view = service.task(task_id)
-                    return (200, f"Task {view['task_id']}", *self._detail(view))
+                    return (200, f"Task {view['task_id']}", *self._detail(view, base))
                 case [task_id, name] if name in DOWNLOADS:
                     service.task(task_id)  # 404 / 400 / 503 before any byte is sent
                     return ("download", int(task_id), name)
@@ -208,12 +220,12 @@ class TasksPage(resource.Resource):
         txrequest.setHeader("Content-Length", str(len(body_bytes)))
         return body_bytes
 
-    def _list(self, service: TaskService) -> tuple[str, bool]:
+    def _list(self, service: TaskService, base: str) -> tuple[str, bool]:
         tasks = service.tasks(LIST_SIZE)
         if not tasks:
             return (
                 "<h1>Tasks</h1><div class='card empty'>No task yet. Start one with "
-                "<code>curl -d groups=… http://127.0.0.1:6800/collect.json</code>.</div>",
+                f"<code>curl -d groups=… {esc(base)}/collect.json</code>.</div>",
                 False,
             )
         rows = []
@@ -246,7 +258,7 @@ class TasksPage(resource.Resource):
             live,
         )
 
-    def _detail(self, t: dict[str, Any]) -> tuple[str, bool]:
+    def _detail(self, t: dict[str, Any], base: str) -> tuple[str, bool]:
         c, tm, job = t["counts"], t["timing"], t["job"]
         live = job["state"] in ACTIVE_STATES
         tid = t["task_id"]
@@ -300,7 +312,7 @@ class TasksPage(resource.Resource):
         )
         resume = (
             '<p class="muted">Stopped before the end: <b>Resume</b> crawls what is left (or '
-            f"<code>curl -d task_id={tid} http://127.0.0.1:6800/collect.json</code>).</p>"
+            f"<code>curl -d task_id={tid} {esc(base)}/collect.json</code>).</p>"
             if shown_status(t) == "stopped"
             else ""
         )

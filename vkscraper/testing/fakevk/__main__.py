@@ -119,6 +119,25 @@ def parse_token_errors(spec: str) -> dict[str, tuple[int, str | None]]:
     return out
 
 
+def dataset_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The dataset the emulator serves for these options (``make demo`` builds its own with
+    this too, so the demo and ``--generate 1`` are one dataset and may share a database)."""
+    if args.dataset:
+        return load_dataset(args.dataset)
+    return generate_dataset(
+        seed=1 if args.generate is None else args.generate,
+        groups=args.groups,
+        posts_per_group=args.posts_per_group,
+        min_comments=args.min_comments,
+        max_comments=args.max_comments,
+        max_replies=args.max_replies,
+        big_post=args.big_post,
+        closed_groups=args.closed_groups,
+        nul=not args.no_nul,
+        closed_comments=args.closed_comments,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -126,22 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    data: dict[str, Any]
-    if args.dataset:
-        data = load_dataset(args.dataset)
-    else:
-        data = generate_dataset(
-            seed=1 if args.generate is None else args.generate,
-            groups=args.groups,
-            posts_per_group=args.posts_per_group,
-            min_comments=args.min_comments,
-            max_comments=args.max_comments,
-            max_replies=args.max_replies,
-            big_post=args.big_post,
-            closed_groups=args.closed_groups,
-            nul=not args.no_nul,
-            closed_comments=args.closed_comments,
-        )
+    data = dataset_from_args(args)
     if args.save_dataset:
         save_dataset(data, args.save_dataset)
     tokens = list(dict.fromkeys(t.strip() for t in args.tokens.split(",") if t.strip()))
