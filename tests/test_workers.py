@@ -207,7 +207,7 @@ def test_a_killed_and_a_stopped_worker_lose_nothing(workers, pg_url):
     with FakeVk(data, tokens=[A], rate_limit=0) as vk:
         w = workers([A], vk.url)
         w.start(3, "-s", f"VK_API_URL={vk.url}", "-s", "VK_EXECUTE=False",
-                "-s", "VK_WORKER_HEARTBEAT=3", *FAST)  # fmt: skip
+                "-s", "VK_WORKER_HEARTBEAT=2", *FAST)  # fmt: skip
         w.wait_started()
         task_id = int(cli(w.env, "task", "create", "--groups", refs(data), "--enqueue").stdout)
         # Each of two workers holds groups in the middle of the crawl: one is killed, the
