@@ -201,11 +201,12 @@ def test_cancel_a_running_task_then_collect_it_again_resumes_it(pg_server):
         for post in group["posts"]:
             post["comments_closed"] = False  # the generator closes one post's comments
     posts_expected, comments_expected = expected_rows(data, nul_replacement="")
-    with FakeVk(data, tokens=[TOKEN], rate_limit=3) as vk:
+    with FakeVk(data, tokens=[TOKEN], rate_limit=0) as vk:
         groups = ",".join(str(g["id"]) for g in data["groups"][:2])
-        # One call per execute: as slow as plain calls, so the crawl runs long enough to be
-        # cancelled while it writes.
-        settings = [("setting", f"VK_API_URL={vk.url}"), ("setting", "VK_EXECUTE_CALLS=1")]
+        # One call per execute: as slow as plain calls, so the crawl (at twice VK's pace: the
+        # test is not about the rate) runs long enough to be cancelled while it writes.
+        settings = [("setting", f"VK_API_URL={vk.url}"), ("setting", "VK_EXECUTE_CALLS=1"),
+                    ("setting", "VK_REQUESTS_PER_SECOND=6")]  # fmt: skip
         _, first = pg_server.call("POST", "/collect.json", data=[("groups", groups), *settings])
         # A second task behind it is removed from the queue without ever starting.
         _, queued = pg_server.call("POST", "/collect.json", data=[("groups", "1"), *settings])

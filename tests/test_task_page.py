@@ -275,9 +275,10 @@ def test_the_task_page_in_each_state(tmp_path, pg_admin_url):
     with (
         temporary_database(pg_admin_url, "vkstates") as url,
         FakeVk(data, tokens=[TOKEN]) as vk,
-        # Every request answered after 5 s: the task stays running, and a cancelled crawl
-        # stays stopping while it waits for the answers in flight.
-        FakeVk(data, tokens=[TOKEN], faults={"slow": 1.0}, slow_seconds=5,
+        # Every request answered after 3 s: the task stays running, and a cancelled crawl
+        # stays stopping while it waits for the answers in flight (4 at a time: one sent
+        # every 0.75 s, so the newest has over 2 s to go when the page cancels).
+        FakeVk(data, tokens=[TOKEN], faults={"slow": 1.0}, slow_seconds=3,
                max_faults_per_request=1) as slow_vk,
         Scrapyd(tmp_path, database_url=url, token=TOKEN, auth=("ops", "pw")) as server,
     ):  # fmt: skip
@@ -362,7 +363,10 @@ def test_a_resumed_tasks_progress_never_goes_back(tmp_path, pg_admin_url):
         Scrapyd(tmp_path, database_url=url, token=TOKEN) as server,
     ):
         groups = ",".join(str(g["id"]) for g in data["groups"] if wall_readable(g))
-        settings = [("setting", f"VK_API_URL={vk.url}"), ("setting", "VK_EXECUTE_CALLS=1")]
+        # Twice VK's pace (the emulator enforces none): the resumed run still asks for each
+        # group's wall again many polls after it starts.
+        settings = [("setting", f"VK_API_URL={vk.url}"), ("setting", "VK_EXECUTE_CALLS=1"),
+                    ("setting", "VK_REQUESTS_PER_SECOND=6")]  # fmt: skip
         status, answer = server.call("POST", "/collect.json", data=[("groups", groups), *settings])
         assert status == 200, answer
         task_id = answer["task_id"]

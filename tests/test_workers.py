@@ -1,5 +1,6 @@
 """Worker mode: real `python -m vkscraper worker` processes, started as the README says, on
-real Redis and PostgreSQL, against the emulator enforcing VK's 3 requests/s per token."""
+real Redis and PostgreSQL, against the emulator (enforcing VK's 3 requests/s per token in the
+tests about the rate)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ B = "token-b-77aa31-0123456789"
 # A Redis database of its own: the tests empty it.
 REDIS_URL = os.environ.get("VK_TEST_WORKER_REDIS_URL", "redis://127.0.0.1:6379/7")
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# Tests not about the rate: the emulator enforces none and the workers run at twice VK's pace,
+# which keeps a crawl short yet long enough to act in its middle.
+FAST = ("-s", "VK_REQUESTS_PER_SECOND=6")
 
 
 def dataset(seed: int, groups: int = 6, **kw):
@@ -198,16 +204,16 @@ def test_three_workers_share_a_task_under_one_limit_per_token(workers, pg_url, s
 
 def test_a_killed_and_a_stopped_worker_lose_nothing(workers, pg_url):
     data = dataset(seed=22)
-    with FakeVk(data, tokens=[A], rate_limit=3) as vk:
+    with FakeVk(data, tokens=[A], rate_limit=0) as vk:
         w = workers([A], vk.url)
         w.start(3, "-s", f"VK_API_URL={vk.url}", "-s", "VK_EXECUTE=False",
-                "-s", "VK_WORKER_HEARTBEAT=3")  # fmt: skip
+                "-s", "VK_WORKER_HEARTBEAT=2", *FAST)  # fmt: skip
         w.wait_started()
         task_id = int(cli(w.env, "task", "create", "--groups", refs(data), "--enqueue").stdout)
         # Each of two workers holds groups in the middle of the crawl: one is killed, the
         # other stopped (SIGTERM).
         w.wait_until(lambda: sum(1 for n in took(w) if n) >= 2, 30)
-        time.sleep(1.5)
+        time.sleep(0.75)  # some rows of their groups written (at twice VK's pace)
         holders = [i for i, n in enumerate(took(w)) if n]
         killed, stopped = holders[0], holders[1]
         w.procs[killed].kill()
@@ -229,7 +235,7 @@ def test_a_finalizer_stopped_as_it_finishes_still_finalizes(workers, pg_url):
     data = dataset(seed=26, groups=2)
     with FakeVk(data, tokens=[A], rate_limit=0) as vk:
         w = workers([A], vk.url)
-        w.start(1, "-s", f"VK_API_URL={vk.url}")
+        w.start(1, "-s", f"VK_API_URL={vk.url}", *FAST)
         w.wait_started()
         task_id = int(cli(w.env, "task", "create", "--groups", refs(data), "--enqueue").stdout)
         w.wait_until(lambda: "this worker finalizes it" in w.log(0), 60, poll=0.02)
@@ -245,7 +251,7 @@ def test_a_finalizer_killed_as_it_finishes_is_taken_over(workers, pg_url):
     data = dataset(seed=28, groups=2)
     with FakeVk(data, tokens=[A], rate_limit=0) as vk:
         w = workers([A], vk.url)
-        w.start(2, "-s", f"VK_API_URL={vk.url}", "-s", "VK_WORKER_HEARTBEAT=2")
+        w.start(2, "-s", f"VK_API_URL={vk.url}", "-s", "VK_WORKER_HEARTBEAT=2", *FAST)
         w.wait_started()
         task_id = int(cli(w.env, "task", "create", "--groups", refs(data), "--enqueue").stdout)
         ours = w.wait_until(
@@ -272,7 +278,7 @@ def test_an_opener_stopped_while_opening_is_taken_over(workers, pg_url, tmp_path
         w.wait_started()
         task_id = int(cli(w.env, "task", "create", "--groups", refs(data), "--enqueue").stdout)
         w.wait_until(lambda: "opening it" in w.log(0), 30)
-        w.start(1, "-s", f"VK_API_URL={vk.url}")
+        w.start(1, "-s", f"VK_API_URL={vk.url}", *FAST)
         w.wait_started()
         w.procs[0].send_signal(signal.SIGTERM)
         assert w.procs[0].wait(timeout=30) == 0
@@ -289,7 +295,7 @@ def test_two_tasks_enqueued_at_once_complete_with_their_own_metrics(workers, pg_
     halves = ids[:3], ids[3:]
     with FakeVk(data, tokens=[A], rate_limit=0) as vk:
         w = workers([A], vk.url)
-        w.start(2, "-s", f"VK_API_URL={vk.url}")
+        w.start(2, "-s", f"VK_API_URL={vk.url}", *FAST)
         w.wait_started()
         tasks = [
             int(cli(w.env, "task", "create", "--groups", refs(data, h), "--enqueue").stdout)

@@ -18,7 +18,7 @@ import redis
 
 from tests.crawl import COMMENT_KEYS, POST_KEYS, comparable, stored_rows
 from tests.test_spider_vk import assert_stored_equals, task_of
-from tests.test_workers import A, Workers, cli, dataset, refs, wait_done
+from tests.test_workers import FAST, A, Workers, cli, dataset, refs, wait_done
 from vkscraper import workqueue
 from vkscraper.testing.fakevk import FakeVk
 from vkscraper.tracking import GroupTracker
@@ -124,9 +124,9 @@ def groups_done(pg_url, task_id) -> int:
     return int(task_of(pg_url, task_id).metrics.get("groups_done", 0))
 
 
-# Paced at 3 requests/s (the workers' own limit, the emulator enforces none): a task of 8
-# small groups lasts some 15 s, long enough to act in its middle.
-CRAWL = ("-s", "VK_EXECUTE=False", "-s", "VK_WORKER_GROUPS=1")
+# Paced at 6 requests/s (the workers' own limit, the emulator enforces none): a task of 8
+# small groups lasts some 8 s, long enough to act in its middle.
+CRAWL = ("-s", "VK_EXECUTE=False", "-s", "VK_WORKER_GROUPS=1", *FAST)
 
 
 def test_cancel_and_an_immediate_collect_again_complete_the_task(own_redis, workers_on, pg_url):
@@ -170,7 +170,7 @@ def test_a_redis_outage_longer_than_the_heartbeat_reaps_no_live_worker(
         for outage in range(2):
             w.wait_until(lambda n=outage: groups_done(pg_url, task_id) >= 2 + 2 * n, 40)
             server.stop()
-            time.sleep(4)  # every heartbeat key expires (2 s)
+            time.sleep(3)  # every heartbeat key expires (2 s at most after the last beat)
             server.start()  # with its data
         task = wait_done(pg_url, task_id, 60, w)
     assert_exact(pg_url, task, data)
