@@ -33,10 +33,21 @@ ANY_PORT = -1
 VK_ORIGINS = frozenset({("https", "api.vk.ru", 443), ("https", "api.vk.com", 443)})
 
 Origin = tuple[str, str, int]
-# What a URL's authority may hold: a DNS name or IPv4 address, or [IPv6], then :port.
+# What an authority (a URL's, a Host header's) may hold: a name or IPv4 address, or [IPv6],
+# then :port. No "@": user-info is refused.
 _AUTHORITY = re.compile(
-    r"(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}|\*))?"
+    r"(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}|\*))?"
 )
+
+
+def split_authority(text: str) -> tuple[str, str | None] | None:
+    """``(host, port as written or None)`` of ``host[:port]``, the host lower-cased without a
+    trailing dot; None when it is anything else. Shared by the token's rule and the service's
+    Host check, so both read an authority alike."""
+    match = _AUTHORITY.fullmatch(text)
+    if match is None:
+        return None
+    return match["host"].lower().rstrip("."), match["port"]
 
 
 def parse_origin(url: str, *, wildcard: bool = False) -> Origin:
@@ -49,13 +60,12 @@ def parse_origin(url: str, *, wildcard: bool = False) -> Origin:
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
         raise ValueError("not an http(s) URL")
-    match = _AUTHORITY.fullmatch(parts.netloc)  # no "@": user-info is refused here
-    if match is None or (match["port"] == "*" and not wildcard):
+    authority = split_authority(parts.netloc)
+    if authority is None or (authority[1] == "*" and not wildcard):
         raise ValueError("not a host[:port] URL")
-    host = match["host"].lower().rstrip(".")
+    host, port = authority
     if not host.strip("[]"):
         raise ValueError("no host")
-    port = match["port"]
     if port == "*":
         return scheme, host, ANY_PORT
     number = int(port) if port else DEFAULT_PORTS[scheme]

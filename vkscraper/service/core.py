@@ -56,9 +56,9 @@ MAX_BODY = 1 << 20  # bytes of a request body (form or JSON)
 ENVIRONMENT_ONLY = ("VK_ACCESS_TOKEN", "DATABASE_URL", "REDIS_URL")
 # What an HTTP client may tune. Anything else could run code (pipelines, middlewares), write
 # files (LOG_FILE, FEEDS) or send the token elsewhere (VK_API_URL: only VK's API or the origins
-# the operator allows, vkscraper.trust), so it is refused. The rate (SLOWER_ONLY) may only be
-# made slower: the limit is the operator's (VKSCRAPER_MAX_RPS), and the crawl checks it too.
-SLOWER_ONLY = ("VK_REQUESTS_PER_SECOND", "VK_RATE_MARGIN")
+# the operator allows, vkscraper.trust), so it is refused. The rate may only be made slower:
+# the crawl refuses VK_REQUESTS_PER_SECOND above the operator's VKSCRAPER_MAX_RPS, and
+# VK_RATE_MARGIN may not go below the project's (_check_margin).
 # The shared limit and the workers' settings are the operator's too: a client turning the
 # shared limit off would let two processes on one token add up past VK's limit.
 OPERATOR_ONLY = {"VK_API_URL", "VK_UNSAVED_DIR", "VK_SHARED_RATE_LIMIT"}
@@ -455,8 +455,8 @@ def check_task_settings(settings: Sequence[str] | Mapping[str, Any]) -> dict[str
                     f"VK_API_URL: not an allowed URL (the token is sent there); the operator "
                     f"lists the allowed ones in {API_URLS_ENV} of the scrapyd process"
                 )
-        elif name in SLOWER_ONLY:
-            _check_slower(name, text)
+        elif name == "VK_RATE_MARGIN":
+            _check_margin(text)
         elif name not in CLIENT_SETTINGS:
             raise bad_request(
                 f"setting {name} cannot be sent with a task (allowed: VK_API_URL, "
@@ -477,23 +477,18 @@ def check_task_settings(settings: Sequence[str] | Mapping[str, Any]) -> dict[str
     return out
 
 
-def _check_slower(name: str, text: str) -> None:
-    """A client may lower the rate (``VK_REQUESTS_PER_SECOND`` up to the operator's
-    ``VKSCRAPER_MAX_RPS``, checked with the crawl's own rules) or widen the margin, never
-    narrow it below the project's."""
-    if name != "VK_RATE_MARGIN":
-        return
-    project = Settings()
-    project.setmodule("vkscraper.settings", priority="project")
-    floor = project.getfloat(name, defaults.VK_RATE_MARGIN)
+def _check_margin(text: str) -> None:
+    """A client may widen the margin between requests, never narrow it below the project's
+    (the crawl itself only refuses a margin below 1)."""
     try:
-        slower = float(text) >= floor
+        slower = float(text) >= defaults.VK_RATE_MARGIN
     except ValueError:
         return  # the crawl's own check names a malformed number
     if not slower:
         raise bad_request(
-            f"{name} below {floor:g} would speed the crawl up: only the operator sets the rate "
-            f"limit ({MAX_RPS_ENV} in the environment of the scrapyd process)"
+            f"VK_RATE_MARGIN below {defaults.VK_RATE_MARGIN:g} would speed the crawl up: only "
+            f"the operator sets the rate limit ({MAX_RPS_ENV} in the environment of the scrapyd "
+            "process)"
         )
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -31,6 +30,7 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 
 from vkscraper.service.core import MAX_BODY, RequestError, TaskService, bad_request
+from vkscraper.trust import split_authority
 
 log = Logger()
 
@@ -85,17 +85,16 @@ def answer(txrequest: Request, check: Callable[[], Work], **extra: Any) -> bytes
 
 ALLOWED_HOSTS_ENV = "VKSCRAPER_ALLOWED_HOSTS"  # names (host or host:port) a proxy uses for us
 LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]")
-_HOST = re.compile(r"(?P<name>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
 
 
 def _host_port(value: str) -> tuple[str, int | None] | None:
     """``(name, port or None)`` of a ``Host`` header, an Origin's netloc or an allowlist
     entry; None when malformed (user-info included)."""
-    match = _HOST.fullmatch(value.strip())
-    if match is None:
+    authority = split_authority(value.strip())
+    if authority is None or authority[1] == "*":
         return None
-    port = match["port"]
-    return match["name"].lower().rstrip("."), int(port) if port else None
+    name, port = authority
+    return name, int(port) if port else None
 
 
 def _single(txrequest: Request, name: bytes) -> str | None:
