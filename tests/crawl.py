@@ -11,6 +11,7 @@ from scrapy import signals
 from scrapy.crawler import AsyncCrawlerRunner, Crawler
 from scrapy.settings import Settings
 
+from vkscraper.items import VkPage
 from vkscraper.spiders.vk import VkSpider
 from vkscraper.store import open_store
 
@@ -46,8 +47,8 @@ async def run_crawl(
     when: tuple[Callable[[Crawler], bool], Callable[[Crawler], Any]] | None = None,
     **spider_args: Any,
 ) -> Crawler:
-    """Crawl in-process; ``after_items=(n, action)`` runs ``action(crawler)`` once ``n`` items
-    are scraped (to interrupt the crawl or break the database mid-way); ``when=(test,
+    """Crawl in-process; ``after_items=(n, action)`` runs ``action(crawler)`` once ``n`` rows
+    (posts and comments) are scraped (to interrupt the crawl or break the database mid-way); ``when=(test,
     action)`` runs it once ``test(crawler)`` holds after an item."""
     runner = AsyncCrawlerRunner(crawl_settings(api_url, database_url, **(settings or {})))
     crawler = runner.create_crawler(VkSpider)
@@ -63,16 +64,23 @@ async def run_crawl(
         crawler.signals.connect(check, signal=signals.item_scraped, weak=False)
     if after_items is not None:
         n, action = after_items
-        seen = []
+        seen = [0]
 
         def on_item(item: Any) -> None:
-            seen.append(item)
-            if len(seen) == n:
+            # Rows, not pages: a page carries up to a few hundred of them.
+            before = seen[0]
+            seen[0] += len(item.rows) if isinstance(item, VkPage) else 1
+            if before < n <= seen[0]:
                 action(crawler)
 
         crawler.signals.connect(on_item, signal=signals.item_scraped, weak=False)
     await crawler.crawl_async(**spider_args)
     return crawler
+
+
+def rows_scraped(stats: Any) -> int:
+    """Posts and comments through the pipelines (``item_scraped_count`` counts pages)."""
+    return stats.get_value("vk/items/post", 0) + stats.get_value("vk/items/comment", 0)
 
 
 def close_as(reason: str) -> Callable[[Crawler], Any]:

@@ -4,6 +4,7 @@ answers, inner errors and a token that may not use execute."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -354,3 +355,40 @@ async def test_executes_dropped_by_a_spider_middleware_do_not_hold_the_rest(sqli
     assert crawler.stats.get_value("finish_reason") == "finished"
     assert task.status == "failed"
     assert any("never reached the scheduler" in e for e in task.metrics["errors"])
+
+
+class SlowStage:
+    """A pipeline stage that holds every page for 2 s; it notes, as it lets the first
+    comments page go, how many comment calls the emulator has received."""
+
+    log_path: str = ""
+    seen_at_release: list[int] = []
+
+    async def process_item(self, item):
+        await asyncio.sleep(2)
+        if item.kind == "comments" and not SlowStage.seen_at_release:
+            with open(SlowStage.log_path, encoding="utf-8") as fh:
+                log = [json.loads(line) for line in fh if line.strip()]
+            SlowStage.seen_at_release.append(
+                sum(c == "wall.getComments" for r in log for c in r.get("calls", [r["method"]]))
+            )
+        return item
+
+
+@pytest.mark.parametrize("mode", [PLAIN, EXECUTE], ids=["plain", "execute"])
+@deferred_f_from_coro_f
+async def test_the_next_pages_request_leaves_before_a_slow_stage_lets_the_page_go(
+    sqlite_url, mode
+):
+    """Requests before items: with one page in the pipelines at a time and each held 2 s,
+    the request for the post's second page reaches VK before the first page is stored."""
+    data = deep_post(top=250, threads=1, replies=0)
+    settings = {**mode, "VK_EXECUTE_CALLS": 1, "CONCURRENT_ITEMS": 1,
+                "ITEM_PIPELINES": {f"{__name__}.SlowStage": 200}}  # fmt: skip
+    SlowStage.seen_at_release = []
+    with FakeVk(data, tokens=[TOKEN]) as vk:
+        SlowStage.log_path = str(vk.log_path)
+        await run_crawl(vk.url, sqlite_url, settings=settings, groups=refs(data))
+    assert last_task(sqlite_url).status == "completed"
+    # Page 1 of the post is the first comment call; page 2's had reached VK already.
+    assert SlowStage.seen_at_release and SlowStage.seen_at_release[0] >= 2

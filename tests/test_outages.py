@@ -386,7 +386,7 @@ def test_sigterm_stops_gracefully_and_the_task_resumes(pg_url, tmp_path):
         stat(out, "vk/store/posts_inserted"),
         stat(out, "vk/store/comments_inserted"),
     )
-    assert n_posts + n_comments == stat(out, "item_scraped_count")
+    assert n_posts + n_comments == stat(out, "vk/items/post") + stat(out, "vk/items/comment")
     want_posts, want_comments = expected(SIGNAL_DATA)
     assert n_comments < len(want_comments)  # stopped early: there is something to resume
     resume(tmp_path, pg_url, task.id)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+import types
+from pathlib import Path
 
 import pytest
-from scrapy.exceptions import DropItem
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from tests.crawl import TOKEN, run_crawl, stored_rows
 from tests.test_spider_vk import T0, last_task, small_dataset
-from vkscraper.items import VkComment, VkPost
+from vkscraper.items import VkComment, VkPage, VkPost
 from vkscraper.store import open_store
 from vkscraper.testing.fakevk import FakeVk
 
@@ -29,36 +31,56 @@ def cyrillic_dataset():
     return data
 
 
-class DropShortComments:
-    """A user's filter between normalize and store: it sees normalized comments."""
+def readme_pipeline_example() -> type:
+    """The user pipeline the README documents, taken from the README itself."""
+    text = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    block = text.split("# myproject/pipelines.py\n", 1)[1].split("```", 1)[0]
+    module = types.ModuleType("readme_pipelines")
+    exec(compile(block, "README.md", "exec"), module.__dict__)
+    sys.modules[module.__name__] = module
+    return module.DropAuthorComments
 
-    seen: list[type] = []
+
+class Seen:
+    """Records what reaches it: placed between normalize and store."""
+
+    items: list = []
 
     def process_item(self, item):
-        DropShortComments.seen.append(type(item))
-        if isinstance(item, VkComment) and item.vk_comment_id == 12:
-            raise DropItem("not wanted")
+        Seen.items.append((type(item), [type(r) for r in item.rows]))
         return item
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 @deferred_f_from_coro_f
-async def test_a_users_pipeline_between_normalize_and_store(store_url):
-    DropShortComments.seen = []
-    pipes = {"ITEM_PIPELINES": {f"{__name__}.DropShortComments": 200}}
-    with FakeVk(small_dataset(), tokens=[TOKEN]) as vk:
+async def test_the_readme_pipeline_drops_one_authors_comments_before_the_store(store_url):
+    drop = readme_pipeline_example()
+    data = small_dataset()
+    data["profiles"].append({"id": 2, "first_name": "Bob", "last_name": "Ray"})
+    data["groups"][1]["posts"][1]["comments"].append(
+        {"id": 30, "from_id": 2, "date": T0, "text": "kept", "likes": 0, "replies": []}
+    )
+    for comment in data["groups"][1]["posts"][1]["comments"]:
+        comment["replies"] = [{"id": 40 + comment["id"], "from_id": 1, "date": T0, "text": "r"}]
+    Seen.items = []
+    pipes = {"ITEM_PIPELINES": {"readme_pipelines.DropAuthorComments": 200,
+                                f"{__name__}.Seen": 250}}  # fmt: skip
+    with FakeVk(data, tokens=[TOKEN]) as vk:
         await run_crawl(vk.url, store_url, groups="threeposts", settings=pipes)
-    assert set(DropShortComments.seen) == {VkPost, VkComment}  # normalized before it
+    # Pages of normalized rows reach a pipeline between normalize and store.
+    assert {kind for kind, _ in Seen.items} == {VkPage}
+    assert {t for _, rows in Seen.items for t in rows} == {VkPost, VkComment}
     task = last_task(store_url)
-    # A filter's drop is on purpose: the group still finishes, and completes.
+    # A filter's choice is on purpose: the group still finishes, and completes.
     assert task.status == "completed", task.metrics["errors"]
     _, comments = stored_rows(store_url, task.id)
-    assert sorted(c["vk_comment_id"] for c in comments) == [11, 13]
+    assert drop.author_id == 1
+    assert [(c["vk_comment_id"], c["author_id"]) for c in comments] == [(30, 2)]
 
 
 class Explode:
     def process_item(self, item):
-        if isinstance(item, VkComment):
+        if isinstance(item, VkPage) and item.kind == "comments":
             raise RuntimeError("sink down")
         return item
 
@@ -74,7 +96,7 @@ async def test_a_failing_pipeline_fails_the_group_with_a_named_error(store_url):
     assert task.metrics["groups"]["11"]["status"] == "failed"
     assert (
         task.metrics["errors"]
-        == ["group 11: an item pipeline failed: RuntimeError('sink down')"]  # once, not per item
+        == ["group 11: an item pipeline failed: RuntimeError('sink down')"]  # once, not per page
     )
 
 
@@ -89,7 +111,7 @@ async def test_one_malformed_comment_is_dropped_and_named_the_page_is_kept(store
         await run_crawl(vk.url, store_url, groups="threeposts")
     task = last_task(store_url)
     assert task.metrics["errors"] == [
-        "group 11 post 2 comment 30: bad unixtime 1000000000000000000000000000000"
+        "group 11 post 2 comment 30: bad unixtime 1e+30"  # orjson reads 10**30 as a float
     ]
     _, comments = stored_rows(store_url, task.id)
     assert sorted(c["vk_comment_id"] for c in comments) == [11, 12, 13]

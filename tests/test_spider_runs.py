@@ -12,7 +12,7 @@ from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response
 from scrapy.utils.defer import deferred_f_from_coro_f
 
-from tests.crawl import TOKEN, close_as, comparable, run_crawl, stored_rows
+from tests.crawl import TOKEN, close_as, comparable, rows_scraped, run_crawl, stored_rows
 from tests.test_spider_vk import assert_stored_equals, last_task, small_dataset, task_of
 from vkscraper.extensions.task import VkTaskExtension
 from vkscraper.store import open_store
@@ -305,7 +305,7 @@ async def test_the_anchor_thread_is_fetched_once(store_url):
     assert task.status == "completed", task.metrics["errors"]
     assert_stored_equals(store_url, task.id, data)
     # Each comment is scraped once (the anchor that opens page 2 is not repeated).
-    assert crawler.stats.get_value("item_scraped_count") == 1 + 101 + 15
+    assert rows_scraped(crawler.stats) == 1 + 101 + 15
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
@@ -407,7 +407,7 @@ async def test_feed_export_holds_only_posts_and_comments(store_url, tmp_path):
     posts, comments = stored_rows(store_url, last_task(store_url).id)
     assert len(rows) == len(posts) + len(comments)
     assert all("vk_post_id" in r or "vk_comment_id" in r for r in rows)
-    assert crawler.stats.get_value("item_scraped_count") == len(rows)
+    assert rows_scraped(crawler.stats) == len(rows)
     assert comparable(comments, ("owner_id", "vk_comment_id", "date"))
 
 

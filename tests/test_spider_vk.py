@@ -449,14 +449,14 @@ async def test_a_callback_bug_cannot_end_in_completed(store_url, monkeypatch):
     """A crash in a callback leaves its group unfinished: the task says so and fails."""
     import vkscraper.spiders.vk as vk_module
 
-    real = vk_module.raw_comments
+    real = vk_module.check_comments_page
 
-    def flaky(data, gid, post_id, **kw):
-        if post_id == 2 and gid == 11:
+    def flaky(data):
+        if any(item.get("id") == 12 for item in data["items"]):  # group 11 post 2's page
             raise RuntimeError("simulated bug")
-        return real(data, gid, post_id, **kw)
+        return real(data)
 
-    monkeypatch.setattr(vk_module, "raw_comments", flaky)
+    monkeypatch.setattr(vk_module, "check_comments_page", flaky)
     with FakeVk(small_dataset(), tokens=[TOKEN]) as vk:
         await run_crawl(vk.url, store_url, groups="threeposts,club12")
     task = last_task(store_url)

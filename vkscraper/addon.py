@@ -58,6 +58,9 @@ COMPONENTS = {
         "vkscraper.extensions.task.VkTaskExtension": 500,
         # worker mode only (VK_DISTRIBUTED, set by `python -m vkscraper worker`)
         "vkscraper.extensions.distributed.VkDistributed": 510,
+        # Feeds of rows, not of pages (vkscraper.feeds).
+        "scrapy.extensions.feedexport.FeedExporter": None,
+        "vkscraper.feeds.VkFeedExporter": 0,
     },
     # Scrapy's HTTP/1.1 handler plus the per-token limit (in Redis with VK_SHARED_RATE_LIMIT),
     # which must gate the request after the download slot's delay.

@@ -1,8 +1,10 @@
 """Items: plain dataclasses, read by pipelines and feed exports through ItemAdapter.
 
-The spider yields what VK sent (:class:`VkRawPost`, :class:`VkRawComment`); the normalize
-pipeline turns them into :class:`VkPost` and :class:`VkComment`, which are stored and
-exported. ``kind`` ("post" / "comment") tells them apart in a mixed feed.
+The spider yields one :class:`VkPage` per page VK answered, carrying what VK sent; the
+normalize pipeline turns its rows into :class:`VkPost` and :class:`VkComment`, which are stored
+and exported (one per line). ``kind`` ("post" / "comment") tells them apart in a mixed feed.
+Pages, not rows, travel through Scrapy: its per-item path (middlewares, signals, a task per
+item) costs more than normalizing and storing a row.
 
 Natural keys are per wall: ``(owner_id, vk_post_id)`` and ``(owner_id, vk_comment_id)``.
 For a community ``owner_id`` is negative (``-group_id``); it is computed in
@@ -16,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 
-@dataclass
+@dataclass(slots=True)
 class VkPost:
     vk_post_id: int
     owner_id: int
@@ -34,7 +36,7 @@ class VkPost:
     kind: str = field(default="post", init=False)
 
 
-@dataclass
+@dataclass(slots=True)
 class VkComment:
     vk_comment_id: int
     post_vk_id: int
@@ -52,25 +54,26 @@ class VkComment:
     kind: str = field(default="comment", init=False)
 
 
-@dataclass
-class VkRawPost:
-    """A post of ``wall.get`` as VK sent it (``data``), for the normalize pipeline."""
+@dataclass(slots=True)
+class VkPage:
+    """One page VK answered: a group's newest posts (``kind`` "posts") or one page of a post's
+    comments or of one thread's replies (``kind`` "comments").
 
-    owner_id: int
+    The spider yields it with ``raw`` (the page as VK sent it) and ``rows`` empty; the
+    normalize pipeline fills ``rows`` with :class:`VkPost` / :class:`VkComment` and drops
+    ``raw``. A pipeline after it may change or remove rows; the store writes what is left.
+    Feed exports write the rows, one per line (:class:`~vkscraper.feeds.VkFeedExporter`).
+    """
+
+    kind: str  # "posts" | "comments"
     group_id: int
-    data: dict[str, Any]
-
-
-@dataclass
-class VkRawComment:
-    """A comment or reply of ``wall.getComments`` as VK sent it, with its place (post,
-    top-level comment) and its author's name from the page's ``profiles``/``groups``."""
-
-    owner_id: int
-    post_vk_id: int
-    parent_id: int | None
-    data: dict[str, Any]
-    author_name: str | None = None
+    post_id: int | None = None  # the post a comments page belongs to
+    thread_id: int | None = None  # the top-level comment a thread page belongs to
+    raw: dict[str, Any] | None = None
+    # An anchored page repeats its anchor (and, at the top level, its inline replies): read
+    # on the page before, not a row of this one.
+    anchor: int | None = None
+    rows: list[Any] = field(default_factory=list)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from vkscraper.api import owner_id_for_group
 from vkscraper.exceptions import VkMalformedResponse
-from vkscraper.items import VkComment, VkGroup, VkPost, VkRawComment
+from vkscraper.items import VkComment, VkGroup, VkPage, VkPost
 
 
 def _utc(ts: Any) -> datetime | None:
@@ -135,54 +135,77 @@ class AuthorNames:
         return None if author_id is None else self._names.get(author_id)
 
 
-def raw_comments(
-    data: Any, group_id: int, post_id: int, *, parent_id: int | None = None
-) -> list[VkRawComment]:
-    """The comments of one ``wall.getComments`` page, inline thread replies included, as VK
-    sent them (each with its author's name from the page): only the page's shape is checked
-    here, each comment's fields by :func:`normalize_comment`.
-
-    ``parent_id`` is the top-level comment when the page is a thread (``comment_id`` call).
-    """
-    owner_id = owner_id_for_group(group_id)
+def check_comments_page(data: Any) -> list[dict[str, Any]]:
+    """The items of one ``wall.getComments`` page, its shape checked (inline replies
+    included): a malformed page fails as a whole, a malformed comment only itself
+    (:func:`normalize_comments`)."""
     items = _items(data, "wall.getComments")
-    names = AuthorNames(data)
-    out = []
-
-    def raw(item: Mapping[str, Any], parent: int | None) -> VkRawComment:
-        author = names.get(_vk_id(item.get("from_id")))
-        return VkRawComment(owner_id, post_id, parent, dict(item), author)
-
     for item in items:
-        out.append(raw(item, parent_id))
-        if parent_id is None:
-            thread = item.get("thread")
-            inline = thread.get("items") if isinstance(thread, Mapping) else None
-            for reply in _items({"items": inline or []}, "wall.getComments thread"):
-                out.append(raw(reply, item["id"]))
-    return out
+        thread = item.get("thread")
+        inline = thread.get("items") if isinstance(thread, Mapping) else None
+        if inline:
+            _items({"items": inline}, "wall.getComments thread")
+    return items
 
 
-def parse_comments(
-    data: Any, group_id: int, post_id: int, *, parent_id: int | None = None
-) -> list[VkComment]:
-    """Comments of one ``wall.getComments`` page, normalized."""
-    return [
-        normalize_comment(r) for r in raw_comments(data, group_id, post_id, parent_id=parent_id)
-    ]
+def normalize_posts(page: VkPage) -> tuple[list[VkPost], list[tuple[str, int | None]]]:
+    """The rows of a posts page, and ``(error, post id)`` for each post that is malformed."""
+    assert page.raw is not None
+    rows, errors = [], []
+    for item in page.raw["items"]:
+        try:
+            rows.append(normalize_post(item, page.group_id))
+        except VkMalformedResponse as exc:
+            errors.append((f"group {page.group_id} post {item['id']}: {exc}", item["id"]))
+    return rows, errors
 
 
-def normalize_comment(raw: VkRawComment) -> VkComment:
-    item, parent_id = raw.data, raw.parent_id
+def normalize_comments(page: VkPage) -> tuple[list[VkComment], list[tuple[str, int | None]]]:
+    """The rows of a comments page (inline replies included; an anchored page's anchor and
+    its inline replies left out), and ``(error, post id)`` for each malformed comment."""
+    data, post_id, thread = page.raw, page.post_id, page.thread_id
+    assert data is not None and post_id is not None
+    owner_id = owner_id_for_group(page.group_id)
+    names = AuthorNames(data)
+    rows: list[VkComment] = []
+    errors: list[tuple[str, int | None]] = []
+
+    def add(item: Mapping[str, Any], parent: int | None) -> None:
+        try:
+            rows.append(normalize_comment(item, owner_id, post_id, parent, names))
+        except VkMalformedResponse as exc:
+            where = f"group {page.group_id} post {post_id} comment {item['id']}"
+            errors.append((f"{where}: {exc}", post_id))
+
+    items = data["items"]
+    if page.anchor is not None and items and items[0]["id"] == page.anchor:
+        items = items[1:]  # the anchor, and its inline replies, came on the page before
+    for item in items:
+        add(item, thread)
+        if thread is None and isinstance(sub := item.get("thread"), Mapping):
+            for reply in _list(sub.get("items")):
+                add(reply, item["id"])
+    return rows, errors
+
+
+def normalize_comment(
+    item: Mapping[str, Any],
+    owner_id: int,
+    post_id: int,
+    parent_id: int | None = None,
+    names: AuthorNames | None = None,
+) -> VkComment:
+    """One comment or reply of ``wall.getComments`` (an object with an integer ``id``);
+    ``parent_id`` is its top-level comment when it is a reply."""
     author_id = _vk_id(item.get("from_id"))
     return VkComment(
         vk_comment_id=item["id"],
-        post_vk_id=raw.post_vk_id,
-        owner_id=raw.owner_id,
+        post_vk_id=post_id,
+        owner_id=owner_id,
         parent_id=parent_id,
         thread_count=_count(item, "thread") if parent_id is None else 0,
         author_id=author_id,
-        author_name=raw.author_name,
+        author_name=names.get(author_id) if names is not None else None,
         text=str(item.get("text") or ""),
         date=_utc(item.get("date")),
         likes=_count(item, "likes"),
@@ -190,6 +213,18 @@ def normalize_comment(raw: VkRawComment) -> VkComment:
         reply_to_user=_vk_id(item.get("reply_to_user")),
         reply_to_comment=_vk_id(item.get("reply_to_comment"), positive=True),
     )
+
+
+def parse_comments(
+    data: Any, group_id: int, post_id: int, *, parent_id: int | None = None
+) -> list[VkComment]:
+    """Comments of one ``wall.getComments`` page, normalized (a malformed one raises)."""
+    check_comments_page(data)
+    page = VkPage("comments", group_id, post_id, parent_id, raw=data)
+    rows, errors = normalize_comments(page)
+    if errors:
+        raise VkMalformedResponse(errors[0][0])
+    return rows
 
 
 class ThreadToFetch(NamedTuple):

@@ -6,18 +6,18 @@ reaches this pipeline, or when an earlier pipeline dropped it (``item_dropped``)
 it (``item_error``: a task error, the group fails). Keep it last in ``ITEM_PIPELINES`` (900):
 an item dropped after it was already counted, and is not counted twice.
 
-Stats: ``vk/items/post``, ``vk/items/comment``.
+Stats: ``vk/items/post``, ``vk/items/comment`` — rows (posts, comments and replies) that
+left the pipelines; Scrapy's ``item_scraped_count`` counts pages.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from itemadapter import ItemAdapter
 from scrapy import signals
 
-from vkscraper.api import group_id_for_owner
 from vkscraper.extensions.task import VkTaskExtension
+from vkscraper.items import VkPage
 
 if TYPE_CHECKING:
     from typing import Self
@@ -45,12 +45,12 @@ class VkTaskMetricsPipeline:
         self.task = self.crawler.get_extension(VkTaskExtension)
 
     def process_item(self, item: Any) -> Any:
-        group = _group_of(item)
-        if group is not None and self.task is not None:
-            self._through[id(item)] = group
-            self.task.item_done(group)
+        if isinstance(item, VkPage) and self.task is not None:
+            self._through[id(item)] = item.group_id
+            self.task.item_done(item.group_id)
             assert self.crawler.stats is not None
-            self.crawler.stats.inc_value(f"vk/items/{_field(item, 'kind') or 'other'}")
+            kind = "post" if item.kind == "posts" else "comment"
+            self.crawler.stats.inc_value(f"vk/items/{kind}", len(item.rows))
         return item
 
     def _scraped(self, item: Any) -> None:
@@ -70,13 +70,4 @@ class VkTaskMetricsPipeline:
 
 
 def _group_of(item: Any) -> int | None:
-    owner = _field(item, "owner_id")
-    return group_id_for_owner(owner) if isinstance(owner, int) and owner < 0 else None
-
-
-def _field(item: Any, name: str) -> Any:
-    # Our items are dataclasses: an attribute read, not an ItemAdapter per item (this runs for
-    # every item, and the adapter was the largest cost of the pipelines at 20,000 items/s).
-    if hasattr(item, name) and not isinstance(item, dict):
-        return getattr(item, name)
-    return ItemAdapter(item).get(name) if ItemAdapter.is_item(item) else None
+    return item.group_id if isinstance(item, VkPage) else None

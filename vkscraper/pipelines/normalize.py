@@ -1,23 +1,21 @@
-"""VkNormalizePipeline: what VK sent (raw items) → :class:`VkPost` / :class:`VkComment`.
+"""VkNormalizePipeline: a page as VK sent it (``VkPage.raw``) → its rows (``VkPage.rows``).
 
 First of the three steps in ``ITEM_PIPELINES`` (normalize 100, store 300, task metrics 900), so
-a user's own pipeline placed between 100 and 300 sees normalized items before they are stored
-(a filter, an enrichment), and one between 300 and 900 sees them after (a second sink).
+a user's own pipeline placed between 100 and 300 sees a page's normalized rows before they are
+stored (it may filter or change them), and one between 300 and 900 sees them after (a second
+sink).
 
-A comment (or post) whose fields VK sent malformed is dropped with a task error naming it; the
-rest of its page is kept. Other items pass through untouched.
+A comment (or post) whose fields VK sent malformed is left out with a task error naming it;
+the rest of its page is kept. Other items pass through untouched.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from scrapy.exceptions import DropItem
-
-from vkscraper.exceptions import VkMalformedResponse
 from vkscraper.extensions.task import VkTaskExtension
-from vkscraper.items import VkRawComment, VkRawPost
-from vkscraper.normalize import normalize_comment, normalize_post
+from vkscraper.items import VkPage
+from vkscraper.normalize import normalize_comments, normalize_posts
 
 if TYPE_CHECKING:
     from typing import Self
@@ -34,23 +32,14 @@ class VkNormalizePipeline:
         return cls(crawler)
 
     async def process_item(self, item: Any) -> Any:
-        try:
-            if isinstance(item, VkRawPost):
-                return normalize_post(item.data, item.group_id)
-            if isinstance(item, VkRawComment):
-                return normalize_comment(item)
-        except VkMalformedResponse as exc:
-            where = _where(item)
+        if not isinstance(item, VkPage) or item.raw is None:
+            return item
+        normalize = normalize_posts if item.kind == "posts" else normalize_comments
+        rows, errors = normalize(item)
+        item.rows, item.raw = rows, None  # the raw page is not kept nor exported
+        if errors:
             task = self.crawler.get_extension(VkTaskExtension)
-            if task is not None:
-                group = -item.owner_id
-                post = item.post_vk_id if isinstance(item, VkRawComment) else item.data["id"]
-                await task.add_error(f"{where}: {exc}", group=group, post=post)
-            raise DropItem(f"{where}: {exc}") from exc
+            for message, post in errors:
+                if task is not None:
+                    await task.add_error(message, group=item.group_id, post=post)
         return item
-
-
-def _where(item: VkRawPost | VkRawComment) -> str:
-    if isinstance(item, VkRawPost):
-        return f"group {item.group_id} post {item.data['id']}"
-    return f"group {-item.owner_id} post {item.post_vk_id} comment {item.data['id']}"

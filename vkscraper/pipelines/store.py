@@ -49,7 +49,7 @@ from scrapy.utils.asyncio import run_in_thread
 
 from vkscraper.exceptions import StoreError
 from vkscraper.extensions.task import VkTaskExtension
-from vkscraper.items import VkComment, VkPost
+from vkscraper.items import VkComment, VkPage, VkPost
 from vkscraper.periodic import Periodic
 from vkscraper.signals import flush_requested
 
@@ -87,6 +87,7 @@ class VkStorePipeline:
         self._written_in_outage = 0  # by attempts that failed half-way (posts, not comments)
         self._spilling = False  # the buffer overflowed during this outage (logged once)
         self._lock = asyncio.Lock()
+        self._writer: asyncio.Future[None] | None = None  # the background write, if any
         self._periodic = Periodic(self.flush, s.getfloat("VK_STORE_FLUSH_INTERVAL"))
         self.task: VkTaskExtension | None = None
         crawler.signals.connect(self.flush, signal=flush_requested)
@@ -114,26 +115,35 @@ class VkStorePipeline:
         self._periodic.start()
 
     async def process_item(self, item: Any) -> Any:
-        if not isinstance(item, VkPost | VkComment):
+        if not isinstance(item, VkPage) or not item.rows:
             return item
-        if self.buffered >= self.max_buffer and not self.down:
-            await self._write()  # the database is up: make room the usual way first
-        if self.buffered >= self.max_buffer:
-            self._spill(item)
+        rows = item.rows
+        if self.buffered + len(rows) > self.max_buffer and not self.down:
+            # The database is up but behind: this page waits for room (the only wait here).
+            await self._write()
+        if self.buffered + len(rows) > self.max_buffer:
+            self._spill(rows)
             return item
-        if isinstance(item, VkPost):
-            self.posts.append(item)
-        else:
-            self.comments.append(item)
+        (self.posts if item.kind == "posts" else self.comments).extend(rows)
         if self.buffered > self.peak_buffer:
             self.peak_buffer = self.buffered
             assert self.crawler.stats is not None
             self.crawler.stats.max_value("vk/store/peak_buffer", self.peak_buffer)
-        if self.buffered >= min(self.batch_size, self.max_buffer) and (
-            not self.down or (self._attempt_due() and not self._lock.locked())
+        if (
+            self.buffered >= min(self.batch_size, self.max_buffer)
+            and self._attempt_due()
+            and not self._lock.locked()
         ):
-            await self._write()
+            # Written in the background: the page goes on, and the crawl with it. A group is
+            # recorded as done only after a flush has written its rows (flush_requested).
+            self._writer = asyncio.ensure_future(self._write_logged())
         return item
+
+    async def _write_logged(self) -> None:
+        try:
+            await self._write()
+        except Exception:  # a bug, not an outage (StoreError is handled in _write)
+            logger.exception("Writing items to the database failed")
 
     async def flush(self) -> bool:
         """Write what is buffered; False (and the items kept) when the database refused or
@@ -234,8 +244,8 @@ class VkStorePipeline:
         self._down_since = None
         self._spilling = False
 
-    def _spill(self, item: VkPost | VkComment) -> None:
-        """The buffer is full: the item goes to the unsaved file now."""
+    def _spill(self, rows: list[VkPost | VkComment]) -> None:
+        """The buffer is full: the rows go to the unsaved file now."""
         if not self._spilling:
             self._spilling = True
             logger.warning(
@@ -243,7 +253,7 @@ class VkStorePipeline:
                 "further items go to %(path)s until it is back",
                 {"n": self.buffered, "path": self._unsaved_file_path()},
             )
-        self._append_unsaved([item])
+        self._append_unsaved(rows)
 
     def _unsaved_file_path(self) -> Path:
         if self.unsaved_path is None:
@@ -270,6 +280,8 @@ class VkStorePipeline:
 
     async def close_spider(self) -> None:
         await self._periodic.stop()
+        if self._writer is not None:
+            await self._writer
         for attempt in range(CLOSE_ATTEMPTS):
             if await self._write(force=True):
                 break

@@ -91,7 +91,7 @@ from vkscraper.execute import (
 from vkscraper.extensions.distributed import VkDistributed
 from vkscraper.extensions.task import VkTaskExtension, describe_request
 from vkscraper.grouprefs import GroupRef, parse_group_refs
-from vkscraper.items import VkGroup, VkRawPost
+from vkscraper.items import VkGroup, VkPage
 from vkscraper.middlewares.auth import (
     CrawlStopping,
     NoUsableToken,
@@ -99,10 +99,10 @@ from vkscraper.middlewares.auth import (
     token_error,
 )
 from vkscraper.normalize import (
+    check_comments_page,
     latest_posts,
     parse_groups,
     parse_posts,
-    raw_comments,
     threads_to_fetch,
 )
 from vkscraper.planner import Planner
@@ -499,14 +499,26 @@ class VkSpider(scrapy.Spider):
             yield out
 
     async def _plain_answer(self, unit: Unit, response: Response) -> AsyncIterator[Any]:
-        """A plain call's answer: its items, and the units it leads to as requests."""
-        async for out in self._on_answer(unit, self._answer(response), response.meta):
-            if isinstance(out, WallUnit | CommentsUnit):
-                for request in self._send(out):
-                    yield request
-            else:
-                yield out
+        """A plain call's answer: the units it leads to as requests, then its items (the
+        requests leave before any item work is done)."""
+        pages: list[Any] = []
+        try:
+            async for out in self._on_answer(unit, self._answer(response), response.meta):
+                if isinstance(out, WallUnit | CommentsUnit):
+                    for request in self._send(out):
+                        yield request
+                else:
+                    pages.append(out)
+        except Exception:
+            async for page in self._yield_pages(pages):
+                yield page  # collected before the crash: kept
+            raise
+        except BaseException:
+            self._abandon(pages)
+            raise
         self.task.request_done(response.meta)
+        async for page in self._yield_pages(pages):
+            yield page
 
     async def parse_execute(self, response: Response, units: list[Unit]) -> AsyncIterator[Any]:
         self._in_flight -= 1
@@ -523,11 +535,43 @@ class VkSpider(scrapy.Spider):
             assert self.crawler.stats is not None
             self.crawler.stats.inc_value("vk/execute/calls", calls)
             tag = response.meta.get("vk_token_tag")
-            for result in results:
-                async for out in self._replay(result, tag):
-                    yield out
+            pages: list[Any] = []
+            try:
+                for result in results:
+                    async for out in self._replay(result, tag):
+                        pages.append(out)
+                requests = self._flush()
+            except Exception:
+                async for page in self._yield_pages(pages):
+                    yield page  # collected before the crash: kept
+                raise
+            except BaseException:
+                self._abandon(pages)
+                raise
+            # The next batches leave before the pages go to the pipelines: item work never
+            # holds back a request whose units are ready.
+            for request in requests:
+                yield request
+            async for page in self._yield_pages(pages):
+                yield page
+            return
         for request in self._flush():
             yield request
+
+    async def _yield_pages(self, pages: list[Any]) -> AsyncIterator[Any]:
+        """Yield the pages of a callback once its requests are out."""
+        for n, page in enumerate(pages):
+            try:
+                yield page
+            except BaseException:  # the callback's output was abandoned (a closing crawl)
+                self._abandon(pages[n + 1 :])
+                raise
+
+    def _abandon(self, pages: list[Any]) -> None:
+        """Pages counted for their groups that will never be yielded (the callback's output
+        was abandoned): not outstanding any more."""
+        for page in pages:
+            self.task.item_done(page.group_id)
 
     async def _replay(self, result: UnitResult, token_tag: str | None) -> AsyncIterator[Any]:
         """Handle the answers one unit got inside an execute as the plain calls would be."""
@@ -634,13 +678,16 @@ class VkSpider(scrapy.Spider):
             await self._record(exc, unit.where(), unit=unit, meta=meta)
             return
         await self.task.group_started(gid, len(posts), sum(p.comments_count for p in posts))
-        raw = {item["id"]: item for item in data["items"]}
         for post in posts:
             self.task.new_post(gid, post.vk_post_id)
-            self.task.new_item(gid)
-            yield VkRawPost(post.owner_id, gid, raw[post.vk_post_id])
             if post.comments_count > 0:
                 yield self._unit(CommentsUnit(gid, post.vk_post_id, hint=post.comments_count))
+        if posts:
+            chosen = {p.vk_post_id for p in posts}
+            self.task.new_item(gid)
+            # What VK sent, for the normalize pipeline (parsed here only to choose the posts).
+            raw = [item for item in data["items"] if item["id"] in chosen]
+            yield VkPage("posts", gid, raw={"items": list({i["id"]: i for i in raw}.values())})
 
     async def _on_comments(
         self, unit: CommentsUnit, answer: Any, meta: Mapping[str, Any] | None = None
@@ -654,21 +701,16 @@ class VkSpider(scrapy.Spider):
         where = f"group {gid} post {post_id}" + (f" thread {comment_id}" if comment_id else "")
         try:
             data = _checked(answer)
-            comments = raw_comments(data, gid, post_id, parent_id=comment_id)
+            items = check_comments_page(data)
         except VkError as exc:
             await self._record(exc, where, unit=unit, meta=meta)
             return
-        items = data["items"]
         # An anchored page starts with the anchor, read (with its thread) on the page before.
         repeated = anchor is not None and bool(items) and items[0]["id"] == anchor
         new_items = items[1:] if repeated else items
-        for comment in comments:
-            if repeated and comment.data["id"] == anchor:
-                continue
-            if repeated and comment.parent_id == anchor and comment_id is None:
-                continue  # the anchor's inline replies, also read before
+        if new_items:
             self.task.new_item(gid)
-            yield comment
+            yield VkPage("comments", gid, post_id, comment_id, raw=data, anchor=anchor)
         seen = unit.seen + len(new_items)
         level_now = data.get("current_level_count", data.get("count", 0))
         first_level_count = unit.first_level_count
