@@ -48,8 +48,8 @@ async def run_crawl(
     **spider_args: Any,
 ) -> Crawler:
     """Crawl in-process; ``after_items=(n, action)`` runs ``action(crawler)`` once ``n`` rows
-    (posts and comments) are scraped (to interrupt the crawl or break the database mid-way); ``when=(test,
-    action)`` runs it once ``test(crawler)`` holds after an item."""
+    (posts and comments) are scraped (to interrupt the crawl or break the database mid-way);
+    ``when=(test, action)`` runs it once ``test(crawler)`` holds after an item."""
     runner = AsyncCrawlerRunner(crawl_settings(api_url, database_url, **(settings or {})))
     crawler = runner.create_crawler(VkSpider)
     if when is not None:
