@@ -43,6 +43,7 @@ metrics, status) belongs to :class:`~vkscraper.extensions.task.VkTaskExtension`.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import secrets
 import time
@@ -106,6 +107,7 @@ from vkscraper.normalize import (
     threads_to_fetch,
 )
 from vkscraper.planner import Planner
+from vkscraper.tokens import load_tokens
 
 if TYPE_CHECKING:
     from typing import Self
@@ -116,9 +118,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Execute requests kept under way before a partial batch is sent: one downloading, one
-# waiting for the token's slot. Fewer would idle the slot; more would send half-empty batches.
+# Execute requests kept under way per token before a partial batch is sent: those an answer's
+# latency keeps downloading (latency / interval, at least one) plus one waiting for the
+# token's slot. Fewer would idle the slot; more would send half-empty batches.
 MIN_IN_FLIGHT = 2
+LATENCY_WEIGHT = 0.3  # of the newest execute answer in the running latency estimate
 
 FIX_HINTS = {
     5: "the access token is invalid, expired or revoked: set a valid VK_ACCESS_TOKEN",
@@ -144,6 +148,8 @@ class VkSpider(scrapy.Spider):
     max_retries: int
     backoff: tuple[float, float]
     use_execute: bool
+    tokens: int  # in the pool at start: each is a download slot of its own
+    interval: float  # DOWNLOAD_DELAY: between two requests of a token
     planner: Planner
     page_params: PageParams
 
@@ -154,6 +160,7 @@ class VkSpider(scrapy.Spider):
         self._scheduled_groups: set[int] = set()  # one wall.get per group, whatever the refs
         self._task: VkTaskExtension | None = None
         self._in_flight = 0  # execute requests yielded whose callback has not run yet
+        self._latency = 0.0  # running estimate of an execute's download latency (seconds)
         self._wakeup: tuple[float, Any] | None = None  # (due, timer) sending backed-off units
         # Worker mode (VK_DISTRIBUTED): groups go to Redis as entries; the opener says when
         # every one is queued (its groups.getById requests are over).
@@ -173,6 +180,8 @@ class VkSpider(scrapy.Spider):
         spider.max_retries = s.getint("RETRY_TIMES") if s.getbool("RETRY_ENABLED") else 0
         spider.backoff = (s.getfloat("VK_BACKOFF_BASE"), s.getfloat("VK_BACKOFF_MAX"))
         spider.use_execute = s.getbool("VK_EXECUTE")
+        spider.tokens = max(1, len(load_tokens()))
+        spider.interval = s.getfloat("DOWNLOAD_DELAY")
         spider.planner = Planner(spider.page_size, s.getint("VK_EXECUTE_CALLS"))
         spider.page_params = PageParams(
             spider.posts_per_group, spider.page_size, spider.thread_items
@@ -338,14 +347,23 @@ class VkSpider(scrapy.Spider):
 
     def _flush(self) -> list[scrapy.Request]:
         """Execute requests for the units that are ready: full batches always, a partial one
-        when fewer than :data:`MIN_IN_FLIGHT` requests are under way (so the slot never idles).
+        when fewer requests are under way than keep every token's slot busy
+        (:meth:`_wanted_in_flight`), so no slot idles for want of a request.
         """
         if not self.use_execute:
             return [self._plain(u) for u in self.planner.drain()]
-        batches = self.planner.take(time.monotonic(), partial=self._in_flight < MIN_IN_FLIGHT)
+        batches = self.planner.take(
+            time.monotonic(), partial=self._in_flight < self._wanted_in_flight()
+        )
         requests = [self._execute(batch) for batch in batches]
         self._arm_wakeup()
         return requests
+
+    def _wanted_in_flight(self) -> int:
+        per_token = MIN_IN_FLIGHT
+        if self.interval > 0 and self._latency > self.interval:
+            per_token = 1 + math.ceil(self._latency / self.interval)
+        return self.tokens * per_token
 
     def _arm_wakeup(self) -> None:
         """Units backing off are sent when their time comes, even if nothing else runs."""
@@ -522,6 +540,8 @@ class VkSpider(scrapy.Spider):
 
     async def parse_execute(self, response: Response, units: list[Unit]) -> AsyncIterator[Any]:
         self._in_flight -= 1
+        if (latency := response.meta.get("download_latency")) is not None:
+            self._latency += LATENCY_WEIGHT * (latency - self._latency)
         try:
             results = map_answer(
                 units, self._data(response), response.meta.get("vk_execute_errors")
