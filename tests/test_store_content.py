@@ -155,6 +155,22 @@ def test_nul_bytes_removed_and_four_byte_emoji_kept(store, make_post, make_comme
     assert (comment["text"], comment["author_name"]) == ("x😀", "Name 🐱")
 
 
+def test_text_with_copy_format_characters_round_trips(store, make_post, make_comment):
+    """PostgreSQL gets comments by COPY: backslashes, tabs, newlines, carriage returns and a
+    literal \\N in text are data, and None stays NULL (both backends alike)."""
+    task = store.create_task([1])
+    store.upsert_posts(task, [make_post(1)])
+    odd = "a\tb\nc\r\\N \\ end\\"
+    store.upsert_comments(task, [
+        make_comment(2, text=odd, author_name="\\N"),
+        make_comment(3, text="", author_name=None, parent_id=2, deleted=True),
+    ])  # fmt: skip
+    rows = {c["vk_comment_id"]: c for c in _comments(store, task)}
+    assert (rows[2]["text"], rows[2]["author_name"]) == (odd, "\\N")
+    assert (rows[3]["text"], rows[3]["author_name"], rows[3]["parent_id"]) == ("", None, 2)
+    assert rows[3]["deleted"] is True and rows[2]["deleted"] is False
+
+
 def test_dates_stored_as_utc(store, make_post, make_comment):
     task = store.create_task([1])
     moscow = timezone(timedelta(hours=3))

@@ -1,7 +1,9 @@
 """Batch upserts of posts and comments, and reading a task's results back.
 
 One batch is one ``INSERT … ON CONFLICT (owner_id, vk_…_id) DO UPDATE`` statement: PostgreSQL
-gets a multi-row ``execute_values`` with ``RETURNING (xmax = 0)`` (true for a fresh insert),
+gets a multi-row ``execute_values`` for posts and, for comments, the rows by ``COPY`` into a
+temporary table and ``INSERT … SELECT`` from it, both with ``RETURNING (xmax = 0)`` (true for a
+fresh insert),
 SQLite an ``executemany`` of the same statement, counted with a pre-select of the existing keys
 inside the same ``BEGIN IMMEDIATE`` transaction. Only the mutable fields are updated;
 ``created_at`` keeps the first sighting, ``updated_at`` moves on every upsert and a comment's
@@ -26,6 +28,7 @@ complete crawl of its post no longer returns keeps its row, marked ``deleted``, 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -192,16 +195,21 @@ def upsert_comments(
         return UpsertResult()
     rows = [_comment_row(db, task_id, c) for c in batch]
     if isinstance(db, PostgresBackend):
-        result = db.execute_values(
-            cur,
-            f"""INSERT INTO comments ({_COMMENT_COLUMNS}, created_at, updated_at, last_seen_at)
-                VALUES %s
-                ON CONFLICT (owner_id, vk_comment_id) DO UPDATE SET {_COMMENT_UPDATE}
-                RETURNING (xmax = 0)""",
-            rows,
-            template=_pg_template(len(rows[0]), "now(), now(), now()"),
+        # COPY into a session-local table, then one INSERT … SELECT: a quarter of the client
+        # CPU of execute_values, which quotes every value of every row in Python.
+        cur.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS vk_comments_in ON COMMIT DELETE ROWS AS "
+            f"SELECT {_COMMENT_COLUMNS} FROM comments WITH NO DATA"
         )
-        inserted = sum(1 for (was_insert,) in result if was_insert)
+        cur.copy_expert(f"COPY vk_comments_in ({_COMMENT_COLUMNS}) FROM STDIN", _copy_text(rows))
+        cur.execute(
+            f"""INSERT INTO comments ({_COMMENT_COLUMNS}, created_at, updated_at, last_seen_at)
+                SELECT {_COMMENT_COLUMNS}, now(), now(), now() FROM vk_comments_in
+                ON CONFLICT (owner_id, vk_comment_id) DO UPDATE SET {_COMMENT_UPDATE}
+                RETURNING (xmax = 0)"""
+        )
+        inserted = sum(1 for (was_insert,) in cur.fetchall() if was_insert)
+        cur.execute("TRUNCATE vk_comments_in")  # a second batch in this transaction
         return UpsertResult(inserted, len(rows) - inserted)
     existing = _sqlite_existing(cur, "comments", "vk_comment_id", [(r[2], r[0]) for r in rows])
     cur.executemany(
@@ -211,6 +219,33 @@ def upsert_comments(
         rows,
     )
     return UpsertResult(len(rows) - existing, existing)
+
+
+def _copy_text_value(value: str | None) -> str:
+    """A text value in COPY's text format: backslash, tab, newline and carriage return
+    escaped; NULL is ``\\N``."""
+    if value is None:
+        return "\\N"
+    if "\\" in value:
+        value = value.replace("\\", "\\\\")
+    if "\t" in value or "\n" in value or "\r" in value:
+        value = value.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return value
+
+
+def _copy_text(rows: list[tuple[Any, ...]]) -> io.StringIO:
+    """Comment rows (:func:`_comment_row`) as COPY text: one f-string per row, as the
+    columns' types are known (a function call per value cost more than the database)."""
+    null, text = "\\N", _copy_text_value
+    lines = [
+        f"{r[0]}\t{r[1]}\t{r[2]}\t{null if r[3] is None else r[3]}\t{r[4]}\t"
+        f"{null if r[5] is None else r[5]}\t{text(r[6])}\t{text(r[7])}\t{r[8]}\t"
+        f"{null if r[9] is None else r[9].isoformat()}\t{'t' if r[10] else 'f'}\t"
+        f"{null if r[11] is None else r[11]}\t{null if r[12] is None else r[12]}\t"
+        f"{null if r[13] is None else r[13]}\n"
+        for r in rows
+    ]
+    return io.StringIO("".join(lines))
 
 
 def _sqlite_existing(cur: Any, table: str, id_column: str, keys: list[tuple[int, int]]) -> int:
