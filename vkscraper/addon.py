@@ -48,11 +48,11 @@ COMPONENTS = {
         # Below HttpCompressionMiddleware (590): the body is decompressed when this runs.
         "vkscraper.middlewares.retry.VkRetryMiddleware": 550,
     },
-    # normalize → (a user's filter or enrichment) → store → (a second sink) → task metrics
+    # normalize → (a user's filter or enrichment) → store → (a second sink); a page is done
+    # for its group when Scrapy's item signals say it is through (VkTaskExtension).
     "ITEM_PIPELINES": {
         "vkscraper.pipelines.normalize.VkNormalizePipeline": 100,
         "vkscraper.pipelines.store.VkStorePipeline": 300,
-        "vkscraper.pipelines.metrics.VkTaskMetricsPipeline": 900,
     },
     "EXTENSIONS": {
         "vkscraper.extensions.task.VkTaskExtension": 500,

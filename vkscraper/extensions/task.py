@@ -5,16 +5,18 @@ creates the task named by the spider's arguments and begins a run (``in_progress
 unfinished task resumes, skipping the groups an earlier run finished; a finished one starts a
 fresh run (see :mod:`vkscraper.store.tasks`).
 
-While the crawl runs it knows, per group, which requests and items are still outstanding
-(:class:`~vkscraper.tracking.GroupTracker`, fed by the spider, by the task-metrics pipeline and
-by Scrapy's signals). When
-nothing of a group is left, it asks the pipelines to write what they buffer
-(:data:`vkscraper.signals.flush_requested`) and only then records the group as done, marks the
-comments its complete posts no longer have as deleted, and refreshes the group's stored-row
-counts. The groups in progress are also refreshed every ``VK_METRICS_INTERVAL`` seconds; the
-whole task is recounted once at close. On ``spider_closed`` it marks the task ``completed``
-or ``failed`` (failed iff it has errors) — except after a shutdown (Ctrl-C), which leaves
-it ``in_progress`` and resumable.
+While the crawl runs it knows, per group, which requests and pages are still outstanding
+(:class:`~vkscraper.tracking.GroupTracker`, fed by the spider and by Scrapy's signals: a page
+is through the item pipelines on ``item_scraped``, ``item_dropped`` — a user's filter — or
+``item_error``, a task error that fails the group). It announces the store and the task to the
+other components (:data:`vkscraper.signals.task_opened`) and records what they report
+(:data:`vkscraper.signals.task_error`). When nothing of a group is left, it asks the pipelines
+to write what they buffer (:data:`vkscraper.signals.flush_requested`) and only then records
+the group as done, marks the comments its complete posts no longer have as deleted, and
+refreshes the group's stored-row counts. The groups in progress are also refreshed every
+``VK_METRICS_INTERVAL`` seconds; the whole task is recounted once at close. On
+``spider_closed`` it marks the task ``completed`` or ``failed`` (failed iff it has errors) —
+except after a shutdown (Ctrl-C), which leaves it ``in_progress`` and resumable.
 
 In worker mode (:class:`~vkscraper.extensions.distributed.VkDistributed`) the same happens per
 worker for the groups it crawls; only the crawl the coordinator names finalizes the task (the
@@ -46,6 +48,7 @@ from vkscraper.api import owner_id_for_group
 from vkscraper.exceptions import StoreError
 from vkscraper.extensions.distributed import VkDistributed
 from vkscraper.grouprefs import GroupRef, parse_group_ref
+from vkscraper.items import VkPage
 from vkscraper.periodic import Periodic
 from vkscraper.store import Store, open_store
 from vkscraper.store.tasks import group_key
@@ -141,6 +144,11 @@ class VkTaskExtension:
         connect(self._request_scheduled, signal=signals.request_scheduled)
         connect(self._request_dropped, signal=signals.request_dropped)
         connect(self._spider_error, signal=signals.spider_error)
+        # A page is through the item pipelines when one of these is sent for it.
+        connect(self._page_scraped, signal=signals.item_scraped)
+        connect(self._page_dropped, signal=signals.item_dropped)
+        connect(self._page_failed, signal=signals.item_error)
+        connect(self._task_error, signal=vk_signals.task_error)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -178,6 +186,9 @@ class VkTaskExtension:
             logger.info("Task %(task)s: joined (worker mode)", {"task": self.task_id})
         else:
             self._log_opened()
+        await self.crawler.signals.send_catch_log_async(
+            vk_signals.task_opened, store=self.store, task_id=self.task_id
+        )
         self._periodic.start()
         self._progress.start()
 
@@ -369,14 +380,33 @@ class VkTaskExtension:
         if group is not None:
             self._check(group)
 
-    def item_done(self, group: int, *, error: str | None = None, counted: bool = False) -> None:
-        """An item of the group is through the pipelines (the task-metrics pipeline says so);
-        with ``error``, it was lost and the group fails. ``counted``: it was done already."""
-        if error is not None:
-            self._spawn(self.add_error(error, group=group))
-        if not counted:
-            self.tracker.item_done(group)
-            self._check(group)
+    def item_done(self, group: int) -> None:
+        """A page of the group is through the item pipelines, or will never be yielded."""
+        self.tracker.item_done(group)
+        self._check(group)
+
+    def _page_scraped(self, item: Any) -> None:
+        if isinstance(item, VkPage):
+            assert self.crawler.stats is not None
+            kind = "post" if item.kind == "posts" else "comment"
+            self.crawler.stats.inc_value(f"vk/items/{kind}", len(item.rows))
+            self.item_done(item.group_id)
+
+    def _page_dropped(self, item: Any) -> None:
+        # A user's filter dropped the page on purpose: done, not a failure.
+        if isinstance(item, VkPage):
+            self.item_done(item.group_id)
+
+    def _page_failed(self, item: Any, failure: Failure) -> None:
+        if isinstance(item, VkPage):
+            error = f"group {item.group_id}: an item pipeline failed: {failure.value!r}"
+            self._spawn(self.add_error(error, group=item.group_id))
+            self.item_done(item.group_id)
+
+    async def _task_error(
+        self, message: str, group: int | str | None = None, post: int | None = None
+    ) -> None:
+        await self.add_error(message, group=group, post=post)
 
     async def add_error(
         self, message: str, *, group: int | str | None = None, post: int | None = None

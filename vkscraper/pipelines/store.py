@@ -48,15 +48,16 @@ from typing import IO, TYPE_CHECKING, Any
 from scrapy.utils.asyncio import run_in_thread
 
 from vkscraper.exceptions import StoreError
-from vkscraper.extensions.task import VkTaskExtension
 from vkscraper.items import VkComment, VkPage, VkPost
 from vkscraper.periodic import Periodic
-from vkscraper.signals import flush_requested
+from vkscraper.signals import flush_requested, task_error, task_opened
 
 if TYPE_CHECKING:
     from typing import Self
 
     from scrapy.crawler import Crawler
+
+    from vkscraper.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,10 @@ class VkStorePipeline:
         self._lock = asyncio.Lock()
         self._writer: asyncio.Future[None] | None = None  # the background write, if any
         self._periodic = Periodic(self.flush, s.getfloat("VK_STORE_FLUSH_INTERVAL"))
-        self.task: VkTaskExtension | None = None
+        # Where rows go: announced by the task extension (task_opened).
+        self.store: Store | None = None
+        self.task_id: int | None = None
+        crawler.signals.connect(self._task_opened, signal=task_opened)
         crawler.signals.connect(self.flush, signal=flush_requested)
 
     @classmethod
@@ -110,8 +114,10 @@ class VkStorePipeline:
         """A write failed and none has succeeded since."""
         return self._down_since is not None
 
+    def _task_opened(self, store: Store, task_id: int) -> None:
+        self.store, self.task_id = store, task_id
+
     def open_spider(self) -> None:
-        self.task = self.crawler.get_extension(VkTaskExtension)
         self._periodic.start()
 
     async def process_item(self, item: Any) -> Any:
@@ -168,8 +174,7 @@ class VkStorePipeline:
                 return True
             if not force and not self._attempt_due():
                 return False  # the writer we waited for has just failed
-            assert self.task is not None
-            store, task_id = self.task.store, self.task.task_id
+            store, task_id = self.store, self.task_id
             if store is None or task_id is None:
                 return False
             stats = self.crawler.stats
@@ -257,7 +262,7 @@ class VkStorePipeline:
 
     def _unsaved_file_path(self) -> Path:
         if self.unsaved_path is None:
-            task_id = self.task.task_id if self.task else None
+            task_id = self.task_id
             name = f"vkscraper-unsaved-task{task_id}-{int(time.time())}.jsonl"
             self.unsaved_path = self.unsaved_dir / name
         return self.unsaved_path
@@ -302,10 +307,12 @@ class VkStorePipeline:
             "comment(s)) are in %(path)s",
             {"n": posts + comments, "p": posts, "c": comments, "path": self.unsaved_path},
         )
-        assert self.task is not None
-        await self.task.add_error(
-            f"database unavailable: {posts} post(s) and {comments} comment(s) were saved to "
-            f"{self.unsaved_path} instead"
+        await self.crawler.signals.send_catch_log_async(
+            task_error,
+            message=f"database unavailable: {posts} post(s) and {comments} comment(s) were "
+            f"saved to {self.unsaved_path} instead",
+            group=None,
+            post=None,
         )
 
 
