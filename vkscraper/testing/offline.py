@@ -86,8 +86,9 @@ def crawl_offline(
     The ``vkscraper`` commands run in ``workdir`` with it first on ``PYTHONPATH``: the package
     (and ``scrapy.cfg``) there is the one measured, whichever tree this harness comes from
     (``package_file`` in the result names it). ``tokens`` distinct tokens form the pool, each
-    limited to ``rate_limit``/s by the emulator. ``profile``: run the crawl under cProfile,
-    writing its stats there (the CPU figures then include the profiler's overhead)."""
+    limited to ``rate_limit``/s by the emulator. ``profile``: run the crawl under cProfile in
+    every thread (:mod:`.profiled`), writing its stats there (the CPU figures then include the
+    profiler's overhead)."""
     refs = ",".join(
         [g["screen_name"] for g in dataset["groups"] if not g.get("author_only")]
         + list(extra_groups)
@@ -112,8 +113,8 @@ def crawl_offline(
         )  # fmt: skip
         task_id = int(created.stdout.split()[-1])
         cmd = [sys.executable, "-m", "scrapy", "crawl", "vk", "-a", f"task_id={task_id}"]
-        if profile is not None:
-            cmd[1:1] = ["-m", "cProfile", "-o", str(profile.resolve())]
+        if profile is not None:  # every thread's CPU time (the store writes from a thread)
+            cmd[1:2] = [str(Path(__file__).with_name("profiled.py")), str(profile.resolve())]
         cmd += ["-s", "LOG_LEVEL=INFO", "-s", f"VK_API_URL={vk.url}"]
         env.update(operator_env(vk.url, extra_settings))
         for name, value in (extra_settings or {}).items():
