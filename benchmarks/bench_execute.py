@@ -58,6 +58,15 @@ def dataset_for(shape: str, scale: float) -> dict[str, Any]:
     return dataset
 
 
+def empty_dataset() -> dict[str, Any]:
+    """One group of 10 posts without comments: what a crawl costs before its first comment
+    (interpreter, imports, Scrapy's start, the store, the task)."""
+    dataset = heavy_dataset(seed=7, groups=1, scale=0)
+    for post in dataset["groups"][0]["posts"]:
+        post["comments"] = []
+    return dataset
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=["heavy", "small", "huge"], default="heavy")
@@ -69,6 +78,9 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, default=Path.cwd(), help="the checkout to crawl with")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--profile", type=Path, help="cProfile stats of the crawl process")
+    parser.add_argument(
+        "--no-startup", action="store_true", help="skip the empty crawl that measures start-up"
+    )
     args = parser.parse_args()
     dataset = dataset_for(args.shape, args.scale)
     settings = {"VK_REQUESTS_PER_SECOND": str(args.rate_limit or 1000)}
@@ -84,6 +96,18 @@ def main() -> None:
             dataset, rate_limit=args.rate_limit, database_url=url, workdir=args.tree,
             extra_settings=settings, tokens=args.tokens, profile=args.profile,
         )  # fmt: skip
+        startup = None
+        if not args.no_startup:
+            # Same tree, database kind and settings; a database of its own.
+            if args.postgres:
+                url = stack.enter_context(temporary_database(PG_ADMIN_URL, "vkbench"))
+            else:
+                url = f"sqlite:///{Path(tmp) / 'startup.sqlite3'}"
+            startup = crawl_offline(
+                empty_dataset(), rate_limit=0, database_url=url, workdir=args.tree,
+                extra_settings={**settings, "VK_REQUESTS_PER_SECOND": "1000"},
+                tokens=args.tokens,
+            )["crawler_cpu_seconds"]  # fmt: skip
     print_summary(result, limit=args.rate_limit * args.tokens, json_line=False)
     print(f"harness package         {vkscraper.__file__}")
     if args.tokens > 1:
@@ -103,6 +127,12 @@ def main() -> None:
     cpu = result["crawler_cpu_seconds"]
     print(f"one core could take     {comments / cpu:.0f} comments/s (the crawler's CPU time, "
           "start-up included)")  # fmt: skip
+    if startup is not None:
+        beyond = max(0.0, cpu - startup) / comments * 1e6 if comments else 0.0
+        result["startup_cpu_seconds"] = startup
+        result["cpu_us_per_comment_beyond_startup"] = beyond
+        print(f"start-up CPU            {startup:.2f} s (a crawl of 10 posts, no comments); "
+              f"{beyond:.0f} µs per comment beyond it")  # fmt: skip
     print(f"groups/s                {groups / span if span else 0.0:.2f} over the requests, "
           f"{groups / wall:.2f} over the process")  # fmt: skip
     if args.shape == "huge":

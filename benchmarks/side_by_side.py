@@ -35,6 +35,8 @@ ROWS: list[tuple[str, str, Callable[[float], str]]] = [
     ("comments_per_second_process", "comments/s, whole process", "{:.0f}".format),
     ("cpu_us_per_comment", "crawler CPU µs per comment", "{:.0f}".format),
     ("crawler_cpu_seconds", "crawler CPU s", "{:.2f}".format),
+    ("startup_cpu_seconds", "start-up CPU s (empty crawl)", "{:.2f}".format),
+    ("cpu_us_per_comment_beyond_startup", "CPU µs per comment beyond start-up", "{:.0f}".format),
     ("rate_share", "share of the rate used", lambda v: f"{100 * v:.0f}%"),
     ("longest_gap_seconds", "longest gap without a request, s", "{:.2f}".format),
     ("requests", "requests", "{:.0f}".format),

@@ -970,6 +970,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.record(
             {
                 "t": arrived,
+                # Seconds from arrival to a built answer: the emulator's own time (with the
+                # rate limit's wait), to tell its latency from the crawler's.
+                "took": round(time.time() - arrived, 4),
                 "method": method,
                 "params": params,
                 "token": token_tag(token),
