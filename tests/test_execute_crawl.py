@@ -392,3 +392,12 @@ async def test_the_next_pages_request_leaves_before_a_slow_stage_lets_the_page_g
     assert last_task(sqlite_url).status == "completed"
     # Page 1 of the post is the first comment call; page 2's had reached VK already.
     assert SlowStage.seen_at_release and SlowStage.seen_at_release[0] >= 2
+
+
+@deferred_f_from_coro_f
+async def test_the_tasks_request_count_is_the_emulators(sqlite_url):
+    """metrics.requests counts VK's answers: every request the emulator logged, once."""
+    data = deep_post(top=250, threads=2, replies=30)
+    _, task, log = await crawl(data, sqlite_url, EXECUTE)
+    assert task.status == "completed"
+    assert task.metrics["requests"] == len(log) > 2

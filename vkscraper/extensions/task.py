@@ -133,7 +133,7 @@ class VkTaskExtension:
             self._log_progress, crawler.settings.getfloat("LOGSTATS_INTERVAL")
         )
         self._last_progress: tuple[float, int] | None = None
-        self._requests_sent = 0  # of downloader/response_count, added to metrics.requests
+        self._requests_sent = 0  # of vk/answers, added to metrics.requests
         # The crawl could not do its job (a fatal error, the database, unfinished groups…):
         # the exit status says so (vkscraper.exitcodes); set at close.
         self.incomplete = False
@@ -143,6 +143,7 @@ class VkTaskExtension:
         connect(self.spider_closed, signal=signals.spider_closed)
         connect(self._request_scheduled, signal=signals.request_scheduled)
         connect(self._request_dropped, signal=signals.request_dropped)
+        connect(self._response_received, signal=signals.response_received)
         connect(self._spider_error, signal=signals.spider_error)
         # A page is through the item pipelines when one of these is sent for it.
         connect(self._page_scraped, signal=signals.item_scraped)
@@ -533,6 +534,12 @@ class VkTaskExtension:
         for serial in _serials(request.meta):
             self.tracker.scheduled(serial)
 
+    def _response_received(self, request: Request) -> None:
+        # VK's answers only: worker mode's entries are answered locally (data: URLs).
+        if request.meta.get("vk_method") is not None:
+            assert self.crawler.stats is not None
+            self.crawler.stats.inc_value("vk/answers")
+
     def _request_dropped(self, request: Request) -> None:
         groups = {self.tracker.dropped(serial) for serial in _serials(request.meta)}
         groups.discard(None)
@@ -577,10 +584,7 @@ class VkTaskExtension:
         pace, so a rate computed from it would read above the limit."""
         assert self.crawler.stats is not None and self.task_id is not None
         stats = self.crawler.stats
-        # Worker mode's entries are answered locally (data: URLs), not by VK.
-        total = stats.get_value("downloader/response_count", 0) - stats.get_value(
-            "vk/worker/entries", 0
-        )
+        total = stats.get_value("vk/answers", 0)
         if total > self._requests_sent and self.store is not None:
             delta = total - self._requests_sent
             self._requests_sent = total  # before the await: a concurrent call adds none twice

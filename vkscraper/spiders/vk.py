@@ -481,8 +481,6 @@ class VkSpider(scrapy.Spider):
     async def start_group(self, response: Response) -> AsyncIterator[Any]:
         """Worker mode: this worker took the group's entry and crawls the whole group."""
         gid = response.meta["vk_group_id"]
-        assert self.crawler.stats is not None
-        self.crawler.stats.inc_value("vk/worker/entries")  # answered here, not by VK
         # The group may have been begun by a worker that died: count it once.
         await self.task.restart_group(gid, always=True)
         for request in self._send(self._unit(WallUnit(gid))):
