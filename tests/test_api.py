@@ -145,3 +145,12 @@ def test_malformed_bodies_are_transient(body):
 
 def test_groups_get_by_id_params_join_refs():
     assert api.groups_get_by_id_params([1, "apiclub"])["group_ids"] == ["1", "apiclub"]
+
+
+def test_a_lone_surrogate_becomes_a_replacement_character():
+    """orjson refuses a lone surrogate; json's fallback would keep one, which no UTF-8
+    encoder (so no database driver) takes."""
+    body = b'{"response": {"items": [{"id": 1, "text": "a\\ud83d"}], "x\\udfff": ["\\udfff"]}}'
+    data = api.parse_response(body)
+    assert data == {"items": [{"id": 1, "text": "a\ufffd"}], "x\ufffd": ["\ufffd"]}
+    assert api.parse_response('{"response": "\\ud83d\\ude00"}') == "😀"  # a pair is kept

@@ -226,3 +226,56 @@ def test_a_thread_whose_items_are_not_a_list():
     assert list(threads_to_fetch({"items": [{"id": 1, "thread": {"items": 5, "count": 3}}]})) == [
         (1, 3, 0, None)
     ]
+
+
+class Rewrite:
+    """Replaces bytes in VK's answers (``Rewrite.swaps``): what the emulator cannot send."""
+
+    swaps: list[tuple[bytes, bytes]] = []
+
+    def process_response(self, request, response):
+        body = response.body
+        for old, new in Rewrite.swaps:
+            body = body.replace(old, new)
+        return response.replace(body=body)
+
+
+async def crawl_rewritten(store_url, monkeypatch, tmp_path, swaps):
+    monkeypatch.setenv("VK_ACCESS_TOKEN", TOKEN)
+    monkeypatch.setattr(Rewrite, "swaps", swaps)
+    settings = {"DOWNLOADER_MIDDLEWARES": {f"{__name__}.Rewrite": 560},
+                "VK_UNSAVED_DIR": str(tmp_path)}  # fmt: skip
+    with FakeVk(small_dataset(), tokens=[TOKEN]) as vk:
+        await run_crawl(vk.url, store_url, groups="threeposts", settings=settings)
+    task = last_task(store_url)
+    _, comments = stored_rows(store_url, task.id)
+    return task, {c["vk_comment_id"]: c for c in comments}
+
+
+@deferred_f_from_coro_f
+async def test_a_lone_surrogate_from_vk_is_stored_as_a_replacement_character(
+    store_url, monkeypatch, tmp_path
+):
+    """VK cuts text inside an emoji's surrogate pair: ``"\\ud83d"`` alone is valid JSON, not
+    valid UTF-8. The comment is stored (U+FFFD in its place) and so are its neighbours;
+    before, the batch failed to encode on every attempt and none of it was stored."""
+    swaps = [(b'"c12"', b'"c\\ud83d"'), (b'"Ann"', b'"A\\udfffnn"')]
+    task, comments = await crawl_rewritten(store_url, monkeypatch, tmp_path, swaps)
+    assert task.status == "completed", task.metrics["errors"]
+    assert sorted(comments) == [11, 12, 13]
+    assert comments[12]["text"] == "c\ufffd"
+    assert comments[12]["author_name"] == "A\ufffdnn Lee"
+
+
+@deferred_f_from_coro_f
+async def test_an_id_beyond_bigint_is_a_named_error_not_a_stuck_batch(
+    store_url, monkeypatch, tmp_path
+):
+    """orjson reads up to 2**64 - 1 as an int: a comment id above BIGINT is that comment's
+    error; its neighbours are stored (before, the batch failed on every attempt)."""
+    swaps = [(b'"id":12,', b'"id":9223372036854775808,')]
+    task, comments = await crawl_rewritten(store_url, monkeypatch, tmp_path, swaps)
+    assert sorted(comments) == [11, 13]
+    assert task.status == "failed"
+    (error,) = task.metrics["errors"]
+    assert error.startswith("group 11 post 2 comment 9223372036854775808:"), error

@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 import pytest
 
 from vkscraper.exceptions import VkMalformedResponse
-from vkscraper.items import VkComment, VkGroup, VkPost
+from vkscraper.items import VkComment, VkGroup, VkPage, VkPost
 from vkscraper.normalize import (
     ThreadToFetch,
     latest_posts,
+    normalize_comments,
+    normalize_posts,
     parse_comments,
     parse_groups,
     parse_posts,
@@ -238,3 +240,14 @@ def test_groups_both_shapes():
         parse_groups({"groups": [{"id": -1}]})
     with pytest.raises(VkMalformedResponse):
         parse_groups({"count": 3})
+
+
+def test_ids_beyond_bigint_are_malformed_not_rows():
+    """orjson reads ints up to 2**64 - 1; a row with an id beyond BIGINT is that row's error."""
+    huge = 2**63
+    page = VkPage("posts", 1, raw={"items": [{"id": huge, "date": 1}, {"id": 2, "date": 1}]})
+    rows, errors = normalize_posts(page)
+    assert [r.vk_post_id for r in rows] == [2] and [p for _, p in errors] == [huge]
+    items = [{"id": huge, "date": 1, "thread": {"count": 1, "items": [{"id": 5, "date": 1}]}}]
+    rows, errors = normalize_comments(VkPage("comments", 1, 3, raw={"items": items}))
+    assert rows == [] and len(errors) == 2  # the comment, and its reply (parent beyond BIGINT)

@@ -242,6 +242,24 @@ async def test_a_long_outage_spills_beyond_the_buffer_and_keeps_memory_bounded(
     assert len([m for m in problems if "further items go to" in m]) == 1
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@deferred_f_from_coro_f
+async def test_a_page_larger_than_the_buffer_is_stored_while_the_database_is_up(
+    store_url, tmp_path
+):
+    """VK_STORE_MAX_BUFFER bounds what waits for a database that is down; with the database
+    up, a page with more rows than that (a comments page holds up to 1,100) is written, not
+    sent to the unsaved file."""
+    settings = {"VK_STORE_MAX_BUFFER": 5, "VK_UNSAVED_DIR": str(tmp_path)}
+    with FakeVk(DATASET, tokens=[TOKEN]) as vk:
+        crawler = await run_crawl(vk.url, store_url, groups=group_refs(DATASET), settings=settings)
+    assert not list(tmp_path.glob("vkscraper-unsaved-task*.jsonl"))
+    assert crawler.stats.get_value("vk/store/unsaved_items") is None
+    task = last_task(store_url)
+    assert task.status == "completed", task.metrics["errors"]
+    assert_stored_equals(store_url, task.id, DATASET)
+
+
 def _ts(value: str) -> int:
     from datetime import datetime
 

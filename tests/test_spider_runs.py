@@ -4,6 +4,7 @@ and requests that something else drops. Each test failed on the code before its 
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 
@@ -15,6 +16,7 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from tests.crawl import TOKEN, close_as, comparable, rows_scraped, run_crawl, stored_rows
 from tests.test_spider_vk import assert_stored_equals, last_task, small_dataset, task_of
 from vkscraper.extensions.task import VkTaskExtension
+from vkscraper.items import VkPage
 from vkscraper.store import open_store
 from vkscraper.testing.fakevk import FakeVk
 
@@ -495,3 +497,40 @@ async def test_comments_gone_before_a_resume_are_marked_and_not_counted(store_ur
             cur.execute("SELECT vk_comment_id, deleted FROM comments WHERE vk_comment_id IN "
                         "(4, 5, 6)"), sorted(cur.fetchall()))[1])  # fmt: skip
     assert [(r[0], bool(r[1])) for r in rows] == [(4, False), (5, True), (6, True)]
+
+
+class KeepFirstCommentsPage:
+    """A user's spider middleware that stops reading a callback's output after its first
+    comments page (and lets the rest be garbage-collected)."""
+
+    async def process_spider_output(self, response, result):
+        async for out in result:
+            yield out
+            if isinstance(out, VkPage) and out.kind == "comments":
+                await result.aclose()
+                gc.collect()
+                return
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@deferred_f_from_coro_f
+async def test_pages_a_spider_middleware_never_read_fail_their_group(store_url):
+    """Pages of an abandoned callback output never reach the store: their group fails (it was
+    recorded done, and the task completed, with 1 of 7 comments stored)."""
+    data = small_dataset()
+    data["groups"][1]["posts"][0]["comments"] = [
+        {"id": 100 + i, "from_id": 1, "date": 1_700_000_050, "text": f"x{i}", "replies": []}
+        for i in range(5)
+    ]
+    settings = {"SPIDER_MIDDLEWARES": {f"{__name__}.KeepFirstCommentsPage": 10},
+                "VK_EXECUTE": True, "VK_COMMENTS_PAGE_SIZE": 2}  # fmt: skip
+    with FakeVk(data, tokens=[TOKEN]) as vk:
+        await run_crawl(vk.url, store_url, groups="threeposts", settings=settings)
+    task = last_task(store_url)
+    _, comments = stored_rows(store_url, task.id)
+    assert len(comments) < 7  # the middleware kept some pages from the store
+    assert task.status == "failed"
+    assert task.metrics["groups"]["11"]["status"] != "done"
+    assert any("never reached the item pipelines" in e for e in task.metrics["errors"]), (
+        task.metrics["errors"]
+    )

@@ -92,6 +92,8 @@ def normalize_post(item: Mapping[str, Any], group_id: int) -> VkPost:
     date = _utc(item.get("date"))
     if date is None:
         raise VkMalformedResponse(f"wall.get: post {item['id']} has no date")
+    if not -_INT64_MAX <= item["id"] <= _INT64_MAX:  # orjson gives ints up to 2**64 - 1
+        raise VkMalformedResponse(f"wall.get: post id {item['id']} is beyond BIGINT")
     return VkPost(
         vk_post_id=item["id"],
         owner_id=owner_id_for_group(group_id),
@@ -199,6 +201,15 @@ def normalize_comment(
 ) -> VkComment:
     """One comment or reply of ``wall.getComments`` (an object with an integer ``id``);
     ``parent_id`` is its top-level comment when it is a reply."""
+    # orjson gives ints up to 2**64 - 1; no BIGINT column takes those beyond 2**63 - 1.
+    if (
+        abs(item["id"]) > _INT64_MAX
+        or abs(post_id) > _INT64_MAX
+        or abs(parent_id or 0) > _INT64_MAX
+    ):
+        raise VkMalformedResponse(
+            "wall.getComments: an id (comment, post or thread) is beyond BIGINT"
+        )
     author_id = _vk_id(item.get("from_id"))
     return VkComment(
         vk_comment_id=item["id"],

@@ -386,6 +386,16 @@ class VkTaskExtension:
         self.tracker.item_done(group)
         self._check(group)
 
+    def page_lost(self, page: VkPage) -> None:
+        """A page counted for its group will never reach the item pipelines (its callback's
+        output was abandoned): its rows are missing, so the group fails (and never counts as
+        done, which a resume would skip)."""
+        self.tracker.fail(page.group_id, page.post_id)
+        where = f"group {page.group_id}" + (f" post {page.post_id}" if page.post_id else "")
+        message = f"{where}: a page of VK's answer never reached the item pipelines"
+        self._spawn(self.add_error(message, group=page.group_id, post=page.post_id))
+        self.item_done(page.group_id)
+
     def _page_scraped(self, item: Any) -> None:
         if isinstance(item, VkPage):
             assert self.crawler.stats is not None

@@ -127,6 +127,13 @@ class VkStorePipeline:
         if self.buffered + len(rows) > self.max_buffer and not self.down:
             # The database is up but behind: this page waits for room (the only wait here).
             await self._write()
+        if len(rows) > self.max_buffer and not self.down:
+            # One page holds more rows than the bound (up to 1,100): written now, the page
+            # waiting as above; only what exceeds the bound is spilled if that write fails.
+            (self.posts if item.kind == "posts" else self.comments).extend(rows)
+            if not await self._write():
+                self._spill_excess()
+            return item
         if self.buffered + len(rows) > self.max_buffer:
             self._spill(rows)
             return item
@@ -259,6 +266,18 @@ class VkStorePipeline:
                 {"n": self.buffered, "path": self._unsaved_file_path()},
             )
         self._append_unsaved(rows)
+
+    def _spill_excess(self) -> None:
+        """The buffer holds more than the bound: the newest rows beyond it go to the file."""
+        excess = self.buffered - self.max_buffer
+        if excess <= 0:
+            return
+        spilled: list[VkPost | VkComment] = [*self.comments[-excess:]]
+        del self.comments[len(self.comments) - len(spilled) :]
+        if (more := excess - len(spilled)) > 0:
+            spilled += self.posts[-more:]
+            del self.posts[-more:]
+        self._spill(spilled)
 
     def _unsaved_file_path(self) -> Path:
         if self.unsaved_path is None:

@@ -587,9 +587,9 @@ class VkSpider(scrapy.Spider):
 
     def _abandon(self, pages: list[Any]) -> None:
         """Pages counted for their groups that will never be yielded (the callback's output
-        was abandoned): not outstanding any more."""
+        was abandoned): not outstanding any more, and their groups failed."""
         for page in pages:
-            self.task.item_done(page.group_id)
+            self.task.page_lost(page)
 
     async def _replay(self, result: UnitResult, token_tag: str | None) -> AsyncIterator[Any]:
         """Handle the answers one unit got inside an execute as the plain calls would be."""
