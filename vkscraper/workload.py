@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 # (vkscraper.spiders.vk.MIN_IN_FLIGHT), those waiting for the token's slot behind the other
 # workers' and what the groups just taken bring. On 200 small groups, one token, 2 and 4
 # workers (benchmarks/bench_worker_packing.py): 4 made ~1.2 times one process's requests,
-# 8 ~1.13, 12 ~1.04; 16 no fewer, with more groups held.
+# 8 ~1.13, 12 1.03 to 1.08; 16 no fewer, with more groups held.
 TARGET_REQUESTS = 12
 
 
