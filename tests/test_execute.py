@@ -117,6 +117,9 @@ def test_the_planner_sends_full_batches_and_a_partial_one_only_when_asked():
 def test_the_planner_waits_for_backoff_and_learns_a_safe_size():
     planner = Planner(page_size=100)
     planner.add(WallUnit(1), due=10.0)
+    planner.add(CommentsUnit(1, 2, hint=250))
+    assert planner.pending() == (1 + 3, 1)  # (calls, of which wall.get), backing off or not
+    assert planner.take(5.0, partial=True) == [[CommentsUnit(1, 2, hint=250)]]
     assert planner.take(5.0, partial=True) == [] and planner.next_due() == 10.0
     assert planner.take(10.0, partial=True) == [[WallUnit(1)]]
     planner.too_big(25)

@@ -18,9 +18,10 @@ import redis
 
 from tests.crawl import COMMENT_KEYS, POST_KEYS, comparable, stored_rows
 from tests.test_spider_vk import assert_stored_equals, task_of
-from tests.test_workers import FAST, A, Workers, cli, dataset, refs, wait_done
+from tests.test_workers import FAST, ROOT, A, Workers, cli, dataset, refs, took, wait_done
 from vkscraper import workqueue
-from vkscraper.testing.fakevk import FakeVk
+from vkscraper.testing.fakevk import FakeVk, generate_dataset
+from vkscraper.testing.offline import crawl_offline
 from vkscraper.tracking import GroupTracker
 
 
@@ -212,6 +213,31 @@ def test_redis_losing_its_data_leaves_the_task_resumable(own_redis, workers_on, 
     # Only the groups not done are crawled again.
     again = sum(w.log(i)[before[i] :].count("took group") for i in (0, 1))
     assert again == 8 - done_before, (again, done_before)
+
+
+def test_two_workers_on_one_token_pack_their_executes_like_one_process(
+    own_redis, workers_on, pg_url
+):
+    """Small groups, execute mode: two workers send at most 1.25 times the requests one
+    `scrapy crawl` sends for the same task (workers holding two groups each at a time sent
+    3 times as many), and both take part."""
+    data = generate_dataset(seed=11, groups=60, posts_per_group=10, max_comments=40,
+                            max_replies=10, author_groups=0, closed_comments=False)  # fmt: skip
+    settings = {"VK_REQUESTS_PER_SECOND": "6"}
+    one = crawl_offline(data, rate_limit=0, database_url=pg_url, workdir=ROOT,
+                        extra_settings=settings)  # fmt: skip
+    assert one["exit_code"] == 0 and "completed" in one["task_show"], one["crawl_log_tail"]
+    server = own_redis()
+    with FakeVk(data, tokens=[A], rate_limit=0) as vk:
+        w = workers_on(server.url)
+        w.start(2, "-s", f"VK_API_URL={vk.url}", *FAST)
+        w.wait_started()
+        task_id = int(cli(w.env, "task", "create", "--groups", refs(data), "--enqueue").stdout)
+        task = wait_done(pg_url, task_id, 90, w)
+        requests = len(vk.requests())
+    assert_exact(pg_url, task, data)
+    assert requests <= 1.25 * one["requests"], (requests, one["requests"])
+    assert all(n > 0 for n in took(w)), took(w)
 
 
 # The Lua scripts, the reaper and GroupTracker on their own (the test's own Redis, no crawl).

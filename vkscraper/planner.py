@@ -49,6 +49,13 @@ class Planner:
     def __len__(self) -> int:
         return len(self._ready) + len(self._later)
 
+    def pending(self) -> tuple[int, int]:
+        """(calls, of which ``wall.get``) the units here probably need, due or not: what a
+        worker weighs before taking another group (:mod:`vkscraper.workload`)."""
+        units = list(itertools.chain(self._ready, (u for _, _, u in self._later)))
+        walls = sum(1 for u in units if isinstance(u, WallUnit))
+        return sum(u.estimate(self.page_size) for u in units), walls
+
     def next_due(self) -> float | None:
         return self._later[0][0] if self._later else None
 

@@ -7,9 +7,10 @@ in this process's memory (newest first, as Scrapy's default memory queue): the g
 crawled where its entry was taken, so its batching and bookkeeping never cross processes, and
 a killed worker's groups are replayed whole from their entries.
 
-Entries are taken only while the worker holds fewer than ``VK_WORKER_GROUPS`` unfinished
-groups, so one worker cannot hoard a task's groups (scrapy-redis alone pops whatever the
-engine asks for); :class:`~vkscraper.extensions.distributed.VkDistributed` decides.
+Entries are taken only while the worker's next requests need more calls than it has on hand
+(:mod:`vkscraper.workload`), up to ``VK_WORKER_GROUPS`` unfinished groups, so one worker
+cannot hoard a task's groups (scrapy-redis alone pops whatever the engine asks for);
+:class:`~vkscraper.extensions.distributed.VkDistributed` decides.
 """
 
 from __future__ import annotations

@@ -59,6 +59,10 @@ def worker_settings(
         "SCHEDULER_PERSIST": True,  # never delete the queue every worker shares
         "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",
         "SCHEDULER_DUPEFILTER_KEY": f"{prefix}:dupefilter",  # entries are dont_filter
+        "DOWNLOAD_SLOTS": {
+            **settings.getdict("DOWNLOAD_SLOTS"),
+            workqueue.ENTRY_SLOT: {"delay": 0, "concurrency": 16},
+        },
     }.items():
         task_settings.set(name, value, priority="cmdline")
     return task_settings

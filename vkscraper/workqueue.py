@@ -55,6 +55,10 @@ PREFIX = "vkscraper"
 FEED = f"{PREFIX}:tasks"
 ACTIVE = f"{PREFIX}:active"
 ENDED_TTL = 86400  # seconds a task's keys stay in Redis after it ended (final or cancelled)
+# An entry is answered in the worker (a data: URL), not by VK: it goes through a download slot
+# of its own without the tokens' delay (vkscraper.worker sets it), or a worker could start at
+# most one group per DOWNLOAD_DELAY, fewer than one execute's worth per request.
+ENTRY_SLOT = "vkscraper-entries"
 
 
 def task_prefix(task_id: int) -> str:
@@ -448,6 +452,8 @@ class EntryQueue(Base):
         """The request of a taken entry."""
         request = self._decode_request(data)
         request.meta["vk_entry_data"] = data  # what the ack removes from the owner list
+        request.meta["download_slot"] = ENTRY_SLOT
+        request.meta["autothrottle_dont_adjust_delay"] = True
         return request
 
     def clear(self) -> None:  # never: the queue is every worker's (SCHEDULER_PERSIST)

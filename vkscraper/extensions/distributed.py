@@ -1,7 +1,8 @@
 """VkDistributed: one worker's part of a task in worker mode (``VK_DISTRIBUTED``).
 
 Built for every crawl the worker runs (:mod:`vkscraper.worker`), one per task. It takes the
-task's entries (one per group, see :mod:`vkscraper.workqueue`) while it holds fewer than
+task's entries (one per group, see :mod:`vkscraper.workqueue`) while the calls it has on hand
+would not fill its next requests (:mod:`vkscraper.workload`) and it holds fewer than
 ``VK_WORKER_GROUPS`` unfinished groups, acks an entry when the task extension reports its group
 finished (rows written, status recorded), and keeps the crawl open while the task runs
 elsewhere: idle, it waits for an entry in a blocking Redis call (``BLMOVE``, 2 s at a time)
@@ -29,6 +30,7 @@ from scrapy.utils.asyncio import run_in_thread
 from vkscraper import signals as vk_signals
 from vkscraper.middlewares.auth import crawl_stopping
 from vkscraper.periodic import Periodic
+from vkscraper.workload import Workload
 
 if TYPE_CHECKING:
     from typing import Self
@@ -56,6 +58,7 @@ class VkDistributed:
         # "finalize": the worker that was to finalize the task died; this crawl only does that.
         self.finalizer = s.get("VK_WORKER_ROLE") == "finalize"
         self.max_groups = max(1, s.getint("VK_WORKER_GROUPS"))
+        self.workload = Workload(crawler)
         self.held: dict[int, list[tuple[str, bytes]]] = {}  # group -> its entries taken
         self._unacked: list[tuple[str, bytes]] = []  # entries of finished groups
         self.closing = False
@@ -79,9 +82,13 @@ class VkDistributed:
 
     # taking entries
 
+    def room(self) -> bool:
+        """Another group would be welcome: its calls are needed to fill the next requests."""
+        return len(self.held) < self.max_groups and self.workload.room(self.held)
+
     def take(self) -> Request | None:
         """The next entry, if this worker has room for another group."""
-        if self.closing or len(self.held) >= self.max_groups:
+        if self.closing or not self.room():
             return None
         request = self.queue.pop()
         if request is not None:
@@ -93,8 +100,10 @@ class VkDistributed:
         self.held.setdefault(meta["vk_group_id"], []).append(
             (meta["vk_entry"], meta["vk_entry_data"])
         )
+        self.workload.taken(request)
         assert self.crawler.stats is not None
         self.crawler.stats.inc_value("vk/worker/entries_taken")
+        self.crawler.stats.max_value("vk/worker/groups_held_max", len(self.held))
         logger.info(
             "Task %(task)s: took group %(group)s", {"task": self.task_id,
                                                      "group": meta["vk_group_id"]}
@@ -128,7 +137,7 @@ class VkDistributed:
     async def _wait(self) -> None:
         """Idle: block in Redis (in a thread) until an entry comes or the task ends."""
         tasks = self.queue.tasks
-        while not self.closing and len(self.held) < self.max_groups:
+        while not self.closing and self.room():
             data = await run_in_thread(tasks.take, WAIT_SECONDS)
             if data is not None:
                 request = self.queue.entry(data)

@@ -345,16 +345,16 @@ class VkSpider(scrapy.Spider):
             dont_filter=True,
         )
 
-    def _flush(self) -> list[scrapy.Request]:
+    def _flush(self, *, full_only: bool = False) -> list[scrapy.Request]:
         """Execute requests for the units that are ready: full batches always, a partial one
         when fewer requests are under way than keep every token's slot busy
-        (:meth:`_wanted_in_flight`), so no slot idles for want of a request.
+        (:meth:`_wanted_in_flight`), so no slot idles for want of a request; with
+        ``full_only``, full batches only.
         """
         if not self.use_execute:
             return [self._plain(u) for u in self.planner.drain()]
-        batches = self.planner.take(
-            time.monotonic(), partial=self._in_flight < self._wanted_in_flight()
-        )
+        partial = not full_only and self._in_flight < self._wanted_in_flight()
+        batches = self.planner.take(time.monotonic(), partial=partial)
         requests = [self._execute(batch) for batch in batches]
         self._arm_wakeup()
         return requests
@@ -485,7 +485,10 @@ class VkSpider(scrapy.Spider):
         await self.task.restart_group(gid, always=True)
         for request in self._send(self._unit(WallUnit(gid))):
             yield request
-        for request in self._flush():
+        # Full batches only: a worker starts the groups it takes one callback each, and a
+        # partial batch here would carry one wall.get; the rest goes with the next answer, or
+        # when the engine idles (_spider_idle).
+        for request in self._flush(full_only=True):
             yield request
 
     async def parse_wall(self, response: Response) -> AsyncIterator[Any]:
