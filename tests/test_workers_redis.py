@@ -186,7 +186,9 @@ def test_redis_losing_its_data_leaves_the_task_resumable(own_redis, workers_on, 
     server = own_redis(persist=False)
     with FakeVk(data, tokens=[A], rate_limit=0) as vk:
         w = workers_on(server.url)
-        w.start(2, "-s", f"VK_API_URL={vk.url}", *CRAWL)
+        # Two groups held at a time: entries are still queued in Redis when it loses them
+        # (a worker packing its executes would take all 8 at once and finish them unaware).
+        w.start(2, "-s", f"VK_API_URL={vk.url}", "-s", "VK_WORKER_GROUPS=2", *CRAWL)
         w.wait_started()
         task_id = int(cli(w.env, "task", "create", "--groups", refs(data), "--enqueue").stdout)
         w.wait_until(lambda: groups_done(pg_url, task_id) >= 3, 40)
