@@ -53,7 +53,10 @@ def splice(
     return pattern.sub(lambda m: get(int(m.group(1))), data)
 
 
-_PART = marker_pattern("e")
+# A part's marker also tells what the part is: o(bject), a(rray) or v(alue).
+PART_PREFIX = marker_prefix("p")
+_PART = re.compile(f'"{PART_PREFIX}[oav]([0-9]+)@"'.encode())
+_KINDS = {ord("{"): "o", ord("["): "a"}
 
 
 def encode_parts(value: Any) -> tuple[bytes, list[bytes]]:
@@ -64,14 +67,19 @@ def encode_parts(value: Any) -> tuple[bytes, list[bytes]]:
         if not isinstance(obj, Encoded):
             raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
         parts.append(obj.json)
-        return f"{marker_prefix('e')}{len(parts) - 1}@"
+        return f"{PART_PREFIX}{_KINDS.get(obj.json[0], 'v')}{len(parts) - 1}@"
 
     return _dumps(value, default=part).encode("utf-8"), parts
 
 
 def join_parts(envelope: bytes, parts: Sequence[bytes]) -> bytes:
     """What :func:`encode_parts` split: the whole JSON."""
-    return splice(envelope, _PART, parts) if parts else envelope
+    if not parts:
+        return envelope
+    # The markers come in the parts' order, each once: between the pieces of the split.
+    pieces = _PART.split(envelope)
+    pieces[1::2] = parts
+    return b"".join(pieces)
 
 
 def encode(value: Any) -> bytes:

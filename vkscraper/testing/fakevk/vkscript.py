@@ -46,7 +46,15 @@ from typing import Any
 
 import quickjs
 
-from .jsontext import encode, encode_parts, join_parts, marker_pattern, marker_prefix, splice
+from .jsontext import (
+    PART_PREFIX,
+    encode,
+    encode_parts,
+    join_parts,
+    marker_pattern,
+    marker_prefix,
+    splice,
+)
 
 MAX_CALLS = 25
 MAX_BYTES = 5 * 1024 * 1024
@@ -56,7 +64,7 @@ MAX_ITERATIONS = 10_000
 
 _API_CALL = re.compile(r"\bAPI\.([A-Za-z]+)\.([A-Za-z]+)\s*\(")
 _PLUCK = re.compile(r"@\.([A-Za-z_]\w*)")
-_FORBIDDEN = re.compile(r"\bfunction\b|=>|\b__api\b|\b__api_raw\b|\b__pluck\b|\bArgs\s*=[^=]")
+_FORBIDDEN = re.compile(r"\bfunction\b|=>|\b__api\w*|\b__pluck\b|\bArgs\s*=[^=]")
 _WHILE = re.compile(r"\bwhile\s*\(")
 _PRELUDE = """
 var __iterations = 0;
@@ -77,27 +85,27 @@ function __pluck(list, name) {
 """
 # API.x.y(params) → the answer, which (when `exact`) the script sees through proxies that mark
 # the call changed when anything in it changes, or when one of its objects is stored into an
-# answer (it could be changed through there). The comments and authors in it are parts that
-# stay JSON text (under TEXT, on an empty object) until looked into: a page of 100 comments is
-# rarely read past its first and last. Once the script has returned (`finishing`),
+# answer (it could be changed through there). The comments and authors in it are parts, empty
+# objects until looked into (TEXT: which part), then fetched from Python and parsed: a page of
+# 100 comments is rarely read past its first and last. Once the script has returned (`finishing`),
 # JSON.stringify asks each proxy for its toJSON: the marker for an unchanged answer (Python
 # puts the answer's JSON there), else the object itself, all its parts parsed first. Objects
 # the script put into an answer stay its own ("theirs") and are never wrapped, so
 # `a.x = o; a.x === o` holds. Weak maps are slow in QuickJS: only objects the script reaches
 # get a proxy and entries in them.
 _ANSWERS = """
-var __api = (function (exact, answerMark, partMark) {
+var __api = (function (exact, answerMark, partMark, fetch) {
   var R = Reflect, describe = Reflect.getOwnPropertyDescriptor, parse = JSON.parse;
-  var TEXT = Symbol("json");
+  var TEXT = Symbol("part");
   var proxies = new WeakMap(), callOf = new WeakMap(), mine = new WeakSet();
   var theirs = new WeakSet(), roots = [], parts = [], changed = [];
   var calls = 0, finishing = false;
   function isObject(v) { return typeof v === "object" && v !== null; }
   function load(target) {  // a part's own properties, as JSON.parse makes them
-    var text = target[TEXT];
-    if (text === undefined) return;
+    var part = target[TEXT];
+    if (part === undefined) return;
     delete target[TEXT];
-    var value = parse(text), keys = R.ownKeys(value);
+    var value = parse(fetch(part[0], part[1])), keys = R.ownKeys(value);
     for (var i = 0; i < keys.length; i++) {
       R.defineProperty(target, keys[i], describe(value, keys[i]));
     }
@@ -191,14 +199,14 @@ var __api = (function (exact, answerMark, partMark) {
     calls += 1;
     var raw = __api_raw(method, text);
     if (!exact) return JSON.parse(raw);
-    // The answer with a marker for each part, then the parts, split by a character that
-    // JSON text never holds as it is.
-    var pieces = raw.split("\\u001e"), lazy = [];
-    var answer = pieces.length === 1 ? JSON.parse(raw) : JSON.parse(pieces[0], function (k, v) {
+    // The answer with a marker for each part: its kind (o, a, v), its number.
+    var lazy = [];
+    var answer = JSON.parse(raw, function (k, v) {
       if (typeof v !== "string" || v.indexOf(partMark) !== 0) return v;
-      var text = pieces[1 + Number(v.slice(partMark.length, -1))];
-      var part = text.charAt(0) === "[" ? [] : {};
-      part[TEXT] = text;
+      var kind = v.charAt(partMark.length), n = Number(v.slice(partMark.length + 1, -1));
+      if (kind === "v") return parse(fetch(call, n));
+      var part = kind === "a" ? [] : {};
+      part[TEXT] = [call, n];
       lazy.push(part);
       return part;
     });
@@ -209,7 +217,7 @@ var __api = (function (exact, answerMark, partMark) {
   };
   api.finishing = function (value) { finishing = exact; return value; };
   return api;
-})(EXACT, ANSWER_MARK, PART_MARK);
+})(EXACT, ANSWER_MARK, PART_MARK, __api_part);
 """
 _ANSWER = marker_pattern("a")
 
@@ -381,7 +389,7 @@ def run(
             return encode(answer).decode("utf-8")
         envelope, parts = encode_parts(answer)
         result.answers.append(_Answer(envelope, parts))
-        return b"\x1e".join([envelope, *parts]).decode("utf-8")
+        return envelope.decode("utf-8")
 
     failure: list[ScriptError] = []
 
@@ -392,12 +400,18 @@ def run(
             failure.append(exc)
             raise
 
+    def part(call: int, n: int) -> str:
+        answer = result.answers[int(call)]
+        assert answer is not None
+        return answer.parts[int(n)].decode("utf-8")
+
     ctx.add_callable("__api_raw", guarded)
+    ctx.add_callable("__api_part", part)
     ctx.eval(_PRELUDE.replace("MAX_ITERATIONS", str(MAX_ITERATIONS)))
     ctx.eval(
         _ANSWERS.replace("EXACT", json.dumps(exact_answers))
         .replace("ANSWER_MARK", json.dumps(marker_prefix("a")))
-        .replace("PART_MARK", json.dumps(marker_prefix("e")))
+        .replace("PART_MARK", json.dumps(PART_PREFIX))
     )
     ctx.set("__args", json.dumps(args, ensure_ascii=False))
     ctx.eval("var Args = JSON.parse(__args);")
