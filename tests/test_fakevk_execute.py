@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +34,13 @@ def vk(data: dict[str, Any]) -> Iterator[FakeVk]:
 
 def execute(vk: FakeVk, code: str, **args: Any) -> dict[str, Any]:
     return call(vk, "execute", code=code, **args)
+
+
+def raw(vk: FakeVk, method: str, **params: Any) -> bytes:
+    """The answer's bytes as sent."""
+    encoded = urllib.parse.urlencode({"v": "5.199", "access_token": TOKEN, **params}).encode()
+    with urllib.request.urlopen(vk.url + method, data=encoded, timeout=10) as resp:
+        return bytes(resp.read())
 
 
 def test_a_batch_equals_the_plain_calls_and_failures_are_false_in_order(vk, data):
@@ -167,3 +176,52 @@ def test_translation_rewrites_api_calls_and_pluck_only():
     assert '__api("wall.get", {"x": 1})' in js and '__pluck(a.items, "id")' in js
     with pytest.raises(ScriptError):
         translate("var f = (x) => x; return 1;")
+
+
+def test_answers_the_script_reads_or_changes_are_as_javascript_has_them(vk, data):
+    """Answers reach the script through proxies, their comments parsed when first read, and
+    unchanged answers are written from the JSON sent: what the script changed, took apart or
+    put together must come out as plain JavaScript objects would."""
+    group, post = _big_post(data)
+    params = {"owner_id": -group["id"], "post_id": post["id"], "count": 5,
+              "preview_length": 0, "extended": 1, "thread_items_count": 2}  # fmt: skip
+    page = ok(vk, "wall.getComments", **params)
+    q = f"API.wall.getComments({json.dumps(params)})"
+    body = execute(
+        vk,
+        f"var a = {q}; var b = {q}; var c = {q}; var d = {q}; var e = {q};"
+        "a.items[0].text = 'changed'; c.items.push(b.items[4]); d.profiles = [];"
+        "var o = {}; e.x = o; o.y = 1;"
+        "return [a, b, c, d, e, b.items[1], b.items@.id, Object.keys(e.items[2]),"
+        " JSON.stringify(b.items[3]) == JSON.stringify(a.items[3]),"
+        " b.items[0] === b.items[0], a === b, e.x === o];",
+    )
+    changed = json.loads(json.dumps(page))
+    changed["items"][0]["text"] = "changed"
+    pushed = {**page, "items": [*page["items"], page["items"][4]]}
+    assert body["response"] == [
+        changed, page, pushed, {**page, "profiles": []}, {**page, "x": {"y": 1}},
+        page["items"][1], [c["id"] for c in page["items"]], list(page["items"][2]),
+        True, True, False, True,
+    ]  # fmt: skip
+    # the whole answer byte for byte: unchanged answers are written from their JSON
+    one = raw(vk, "wall.getComments", **params)[len(b'{"response":') : -1]
+    assert raw(vk, "execute", code=f"return [{q}, {q}];") == b'{"response":[%s,%s]}' % (one, one)
+
+
+def test_data_javascript_cannot_hold_exactly_is_passed_as_before(data):
+    """A float or an integer past 2**53 in the dataset: answers go through QuickJS whole
+    (JavaScript writes 1.0 as 1 and rounds big integers, as VK's own answers would)."""
+    odd = json.loads(json.dumps(data))
+    group, post = _big_post(odd)
+    post["comments"][0]["likes"] = 2.0
+    post["comments"][1]["likes"] = 2**60 + 1
+    params = {"owner_id": -group["id"], "post_id": post["id"], "count": 3, "need_likes": 1}
+    with FakeVk(odd, tokens=[TOKEN]) as server:
+        page = ok(server, "wall.getComments", **params)
+        answer = ok(server, "execute", code=f"return API.wall.getComments({json.dumps(params)});")
+    assert [c["likes"]["count"] for c in page["items"][:2]] == [2.0, 2**60 + 1]
+    # as JavaScript writes them: 2.0 is 2, and 2**60 + 1 the shortest form of the nearest double
+    assert [c["likes"]["count"] for c in answer["items"][:2]] == [2, 1152921504606847000]
+    assert isinstance(answer["items"][0]["likes"]["count"], int)
+    assert answer["items"][2:] == page["items"][2:]

@@ -81,10 +81,11 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import vkscript
 from .dataset import Dataset, normalize_dataset
+from .jsontext import Encoded, encode, encode_any, encode_plain, plain
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +175,15 @@ class _PostView:
     total: int
 
 
+class _Comment(NamedTuple):
+    json: Encoded
+    authors: list[int]
+
+
+def _comment_id(comment: dict[str, Any]) -> Any:
+    return comment["id"]
+
+
 @dataclass
 class _GroupView:
     group: dict[str, Any]
@@ -199,6 +209,9 @@ class World:
         for group in data["groups"]:
             self.groups[int(group["id"])] = self._index_group(group)
             self.names[group["screen_name"]] = ("group", int(group["id"]))
+        # Answers made of such data are encoded with orjson, and survive a round trip through
+        # JavaScript unchanged (see jsontext.plain and vkscript).
+        self.plain = plain(data)
 
     @staticmethod
     def _index_group(group: dict[str, Any]) -> _GroupView:
@@ -257,6 +270,9 @@ class Api:
         self.drift = drift
         self._drifted: set[tuple[int, int]] = set()
         self._drift_lock = threading.Lock()
+        # Comments and authors are encoded as parts of the answer (see jsontext).
+        self._encode = encode_plain if world.plain else encode_any
+        self._authors_json: dict[int, Encoded | None] = {}  # author id -> profile/group JSON
         self.methods = {
             "wall.get": self.wall_get,
             "wall.getComments": self.wall_get_comments,
@@ -352,18 +368,26 @@ class Api:
             obj["screen_name"] = profile["screen_name"]
         return obj
 
-    def _authors(self, author_ids: list[int]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        profiles, groups, seen = [], [], set()
+    def _authors(self, author_ids: list[int]) -> tuple[list[Encoded], list[Encoded]]:
+        profiles: list[Encoded] = []
+        groups: list[Encoded] = []
+        seen: set[int] = set()
         for aid in author_ids:
             if aid in seen:
                 continue
             seen.add(aid)
-            if aid > 0:
-                profile = self.profile_object(aid)
-                if profile:
-                    profiles.append(profile)
-            elif -aid in self.world.groups:
-                groups.append(self.group_object(self.world.groups[-aid].group))
+            if aid not in self._authors_json:
+                obj = (
+                    self.profile_object(aid)
+                    if aid > 0
+                    else self.group_object(self.world.groups[-aid].group)
+                    if -aid in self.world.groups
+                    else None
+                )
+                self._authors_json[aid] = None if obj is None else self._encode(obj)
+            author = self._authors_json[aid]
+            if author is not None:
+                (profiles if aid > 0 else groups).append(author)
         return profiles, groups
 
     @staticmethod
@@ -508,6 +532,27 @@ class Api:
             obj["likes"] = {"count": item["likes"], "user_likes": 0, "can_like": 1}
         return obj
 
+    def _comment_json(
+        self,
+        owner_id: int,
+        pv: _PostView,
+        item: dict[str, Any],
+        parent: int | None,
+        *,
+        need_likes: bool,
+        preview: int,
+        thread_items: int,
+    ) -> _Comment:
+        """:meth:`_comment_object` encoded, with the authors it names (itself unless a stub,
+        then its inlined replies)."""
+        obj = self._comment_object(
+            owner_id, pv, item, parent,
+            need_likes=need_likes, preview=preview, thread_items=thread_items,
+        )  # fmt: skip
+        authors = [obj["from_id"]] if "from_id" in obj else []  # stubs have no author
+        authors += [sub["from_id"] for sub in obj.get("thread", {}).get("items", [])]
+        return _Comment(self._encode(obj), authors)
+
     def wall_get_comments(self, params: dict[str, str], version: tuple[int, int]) -> Any:
         owner_id = self._required_int(params, "owner_id")
         post_id = self._required_int(params, "post_id", minimum=0)
@@ -539,21 +584,19 @@ class Api:
         else:
             raise _invalid("comment_id")
         desc = sort == "desc"
-        if desc:
-            level = level[::-1]
         position = 0
         if start_id is not None:
-            position = next(
-                (
-                    n
-                    for n, c in enumerate(level)
-                    if (c["id"] <= start_id if desc else c["id"] >= start_id)
-                ),
-                len(level),
-            )
+            # The level is sorted by id: the first comment at start_id or after it (asc), at
+            # start_id or before it (desc); none is the end.
+            if desc:
+                position = len(level) - bisect.bisect_right(level, start_id, key=_comment_id)
+            else:
+                position = bisect.bisect_left(level, start_id, key=_comment_id)
+        if desc:
+            level = level[::-1]
         position = max(0, position + offset)
-        items = [
-            self._comment_object(
+        comments = [
+            self._comment_json(
                 owner_id,
                 pv,
                 c,
@@ -574,19 +617,14 @@ class Api:
             self._drift(owner_id, pv, [c for c in level[:count]])
         result: dict[str, Any] = {
             "count": pv.total,
-            "items": items,
+            "items": [c.json for c in comments],
             "current_level_count": len(level),
             "can_post": True,
             "show_reply_button": True,
             "groups_can_post": True,
         }
         if self._flag(params, "extended"):
-            authors = []
-            for item in items:
-                if "from_id" in item:  # stubs have no author
-                    authors.append(item["from_id"])
-                for sub in item.get("thread", {}).get("items", []):
-                    authors.append(sub["from_id"])
+            authors = [aid for c in comments for aid in c.authors]
             result["profiles"], result["groups"] = self._authors(authors)
             result["post_author_id"] = owner_id
         return result
@@ -833,7 +871,10 @@ class FakeVkServer(ThreadingHTTPServer):
             return handler(inner_params, version)
 
         try:
-            return vkscript.run(code, args, inner, max_bytes=self.config.execute_max_bytes)
+            return vkscript.run(
+                code, args, inner, max_bytes=self.config.execute_max_bytes,
+                exact_answers=self.api.world.plain,
+            )  # fmt: skip
         except vkscript.ScriptError as exc:
             raise ApiError(exc.code, exc.message) from None
 
@@ -879,6 +920,10 @@ class _StampedSocketReader(io.RawIOBase):
 class _Handler(BaseHTTPRequestHandler):
     server: FakeVkServer
     protocol_version = "HTTP/1.1"  # keep-alive, as the real API; every answer has a length
+    # TCP_NODELAY, as nginx's default: the headers and the body are two writes, and with
+    # Nagle's algorithm a short body waited for the client's delayed ACK of the headers (40 ms
+    # on Linux) on a kept-alive connection.
+    disable_nagle_algorithm = True
     server_version = "nginx"
     sys_version = ""
 
@@ -934,8 +979,9 @@ class _Handler(BaseHTTPRequestHandler):
         executed: vkscript.ExecuteResult | None = None
         try:
             response = self.server.call(method, params, token, arrived)
-            if isinstance(response, vkscript.ExecuteResult):
-                executed, response = response, response.response
+            if isinstance(response, vkscript.ExecuteResult):  # answers still as markers
+                executed = response
+                response = None if executed.text is None else json.loads(executed.text)
             payload: dict[str, Any] = {"response": response}
             if executed is not None and executed.errors:
                 payload["execute_errors"] = executed.errors
@@ -948,10 +994,15 @@ class _Handler(BaseHTTPRequestHandler):
         # can already read the matching log line.
         answer: tuple[int, bytes, str, dict[str, str]] | None
         json_type = "application/json; charset=utf-8"
+
+        def answer_body() -> bytes:
+            data = encode(payload)
+            return data if executed is None else executed.expand(data)
+
         if fault is None or fault == "slow":
             if fault == "slow":
                 time.sleep(self.server.config.slow_seconds)
-            answer = (200, _json(payload), json_type, {})
+            answer = (200, answer_body(), json_type, {})
         elif fault in ("500", "502", "503"):
             answer = (int(fault), _html(int(fault)), "text/html", {})
         elif fault == "429":
@@ -959,9 +1010,9 @@ class _Handler(BaseHTTPRequestHandler):
             answer = (429, _html(429), "text/html", retry_after)
         elif fault == "error10":
             error10 = _error_body(10, "Internal server error", method, params)
-            answer = (200, _json(error10), json_type, {})
+            answer = (200, encode(error10), json_type, {})
         elif fault == "malformed":
-            raw = _json(payload)
+            raw = answer_body()
             answer = (200, raw[: max(1, len(raw) // 2)], json_type, {})
         else:  # drop: hang up without a status line
             answer = None
@@ -1000,10 +1051,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
-
-
-def _json(payload: Any) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _html(status: int) -> bytes:

@@ -24,10 +24,20 @@ error 13 — join arrays with ``push``.
 Limits of this emulation: the rewrite is textual, so ``API.`` and ``@.`` must not appear
 inside string literals of the script; VK's 1000-operation limit is approximated by a time
 limit.
+
+Speed: an answer of 25 pages is megabytes of JSON, which QuickJS used to parse and then write
+again (``JSON.stringify``), Python to parse and write once more. Now the script sees each API
+answer through proxies (see ``_ANSWERS``): its comments and authors are parsed only when the
+script looks into one, and an answer the script did not change is written as a marker that
+Python replaces with the JSON it sent. That JSON is what ``JSON.stringify`` would have written
+(for data :func:`.jsontext.plain` accepts; otherwise answers are passed as before), so the
+answer is byte for byte the same. A script sees no difference short of freezing an answer and
+then changing it (an error's message may differ).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -35,6 +45,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import quickjs
+
+from .jsontext import (
+    PART_PREFIX,
+    encode,
+    encode_parts,
+    join_parts,
+    marker_pattern,
+    marker_prefix,
+    splice,
+)
 
 MAX_CALLS = 25
 MAX_BYTES = 5 * 1024 * 1024
@@ -44,7 +64,7 @@ MAX_ITERATIONS = 10_000
 
 _API_CALL = re.compile(r"\bAPI\.([A-Za-z]+)\.([A-Za-z]+)\s*\(")
 _PLUCK = re.compile(r"@\.([A-Za-z_]\w*)")
-_FORBIDDEN = re.compile(r"\bfunction\b|=>|\b__api\b|\b__pluck\b|\bArgs\s*=[^=]")
+_FORBIDDEN = re.compile(r"\bfunction\b|=>|\b__api\w*|\b__pluck\b|\bArgs\s*=[^=]")
 _WHILE = re.compile(r"\bwhile\s*\(")
 _PRELUDE = """
 var __iterations = 0;
@@ -63,6 +83,143 @@ function __pluck(list, name) {
   return list.map(function (x) { return x === null || x === undefined ? null : x[name]; });
 }
 """
+# API.x.y(params) → the answer, which (when `exact`) the script sees through proxies that mark
+# the call changed when anything in it changes, or when one of its objects is stored into an
+# answer (it could be changed through there). The comments and authors in it are parts, empty
+# objects until looked into (TEXT: which part), then fetched from Python and parsed: a page of
+# 100 comments is rarely read past its first and last. Once the script has returned (`finishing`),
+# JSON.stringify asks each proxy for its toJSON: the marker for an unchanged answer (Python
+# puts the answer's JSON there), else the object itself, all its parts parsed first. Objects
+# the script put into an answer stay its own ("theirs") and are never wrapped, so
+# `a.x = o; a.x === o` holds. Weak maps are slow in QuickJS: only objects the script reaches
+# get a proxy and entries in them.
+_ANSWERS = """
+var __api = (function (exact, answerMark, partMark, fetch) {
+  var R = Reflect, describe = Reflect.getOwnPropertyDescriptor, parse = JSON.parse;
+  var TEXT = Symbol("part");
+  var proxies = new WeakMap(), callOf = new WeakMap(), mine = new WeakSet();
+  var theirs = new WeakSet(), roots = [], parts = [], changed = [];
+  var calls = 0, finishing = false;
+  function isObject(v) { return typeof v === "object" && v !== null; }
+  function load(target) {  // a part's own properties, as JSON.parse makes them
+    var part = target[TEXT];
+    if (part === undefined) return;
+    delete target[TEXT];
+    var value = parse(fetch(part[0], part[1])), keys = R.ownKeys(value);
+    for (var i = 0; i < keys.length; i++) {
+      R.defineProperty(target, keys[i], describe(value, keys[i]));
+    }
+  }
+  function loadAll(call) {  // before the raw objects of a call are seen
+    var list = parts[call];
+    for (var i = 0; i < list.length; i++) load(list[i]);
+    parts[call] = [];
+  }
+  function wrap(target, call) {
+    var proxy = proxies.get(target);
+    if (proxy === undefined) {
+      proxy = new Proxy(target, handler);
+      proxies.set(target, proxy);
+      callOf.set(target, call);
+      callOf.set(proxy, call);
+      mine.add(proxy);
+    }
+    return proxy;
+  }
+  // What the script gets for a property of an answer's object: the answer's own objects
+  // wrapped, but a frozen property as it is (a proxy must report those unchanged).
+  function seen(target, key, value) {
+    if (!isObject(value) || mine.has(value) || theirs.has(value)) return value;
+    var d = describe(target, key);
+    if (d !== undefined && d.value === value && (d.writable || d.configurable)) {
+      return wrap(value, callOf.get(target));
+    }
+    loadAll(callOf.get(target));
+    return value;
+  }
+  function touch(target, value) {
+    changed[callOf.get(target)] = true;
+    if (isObject(value)) {
+      if (mine.has(value)) changed[callOf.get(value)] = true;
+      else theirs.add(value);
+    }
+  }
+  function written(target) {
+    var call = callOf.get(target);
+    if (roots[call] === target && !changed[call]) return answerMark + call + "@";
+    loadAll(call);
+    return target;
+  }
+  var handler = {
+    get: function (target, key, receiver) {
+      load(target);
+      var value = R.get(target, key, receiver);
+      if (finishing && key === "toJSON" && value === undefined) {
+        return function () { return written(target); };
+      }
+      return seen(target, key, value);
+    },
+    getOwnPropertyDescriptor: function (target, key) {
+      load(target);
+      var d = describe(target, key);
+      if (d !== undefined && "value" in d) d.value = seen(target, key, d.value);
+      return d;
+    },
+    has: function (target, key) { load(target); return R.has(target, key); },
+    ownKeys: function (target) { load(target); return R.ownKeys(target); },
+    set: function (target, key, value) {
+      load(target);
+      touch(target, value);
+      return R.set(target, key, value);
+    },
+    defineProperty: function (target, key, d) {
+      load(target);
+      touch(target, d.value);
+      return R.defineProperty(target, key, d);
+    },
+    deleteProperty: function (target, key) {
+      load(target);
+      touch(target);
+      return R.deleteProperty(target, key);
+    },
+    setPrototypeOf: function (target, p) {
+      load(target);
+      touch(target, p);
+      return R.setPrototypeOf(target, p);
+    },
+    preventExtensions: function (target) {
+      load(target);
+      touch(target);
+      return R.preventExtensions(target);
+    }
+  };
+  var api = function (method, params) {
+    var text = JSON.stringify(params === undefined ? {} : params);
+    var call = calls;
+    calls += 1;
+    var raw = __api_raw(method, text);
+    if (!exact) return JSON.parse(raw);
+    // The answer with a marker for each part: its kind (o, a, v), its number.
+    var lazy = [];
+    var answer = JSON.parse(raw, function (k, v) {
+      if (typeof v !== "string" || v.indexOf(partMark) !== 0) return v;
+      var kind = v.charAt(partMark.length), n = Number(v.slice(partMark.length + 1, -1));
+      if (kind === "v") return parse(fetch(call, n));
+      var part = kind === "a" ? [] : {};
+      part[TEXT] = [call, n];
+      lazy.push(part);
+      return part;
+    });
+    if (!isObject(answer)) return answer;
+    roots[call] = answer;
+    parts[call] = lazy;
+    return wrap(answer, call);
+  };
+  api.finishing = function (value) { finishing = exact; return value; };
+  return api;
+})(EXACT, ANSWER_MARK, PART_MARK, __api_part);
+"""
+_ANSWER = marker_pattern("a")
 
 
 class ScriptError(Exception):
@@ -74,11 +231,39 @@ class ScriptError(Exception):
         self.message = message
 
 
+class _Answer:
+    """An inner call's answer as :func:`.jsontext.encode_parts` split it."""
+
+    def __init__(self, envelope: bytes, parts: list[bytes]) -> None:
+        self.envelope = envelope
+        self.parts = parts
+
+    @functools.cached_property
+    def json(self) -> bytes:
+        return join_parts(self.envelope, self.parts)
+
+
 @dataclass
 class ExecuteResult:
-    response: Any
+    text: str | None = None  # the script's result as JSON, unchanged answers as markers
     errors: list[dict[str, Any]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)  # inner methods, in order
+    answers: list[_Answer | None] = field(default_factory=list)  # by call (None: it failed)
+
+    def expand(self, data: bytes) -> bytes:
+        """``data`` (JSON holding the parsed ``text``) with each marker replaced by the JSON
+        of its answer."""
+        return splice(data, _ANSWER, self._answer_json) if self.answers else data
+
+    def _answer_json(self, call: int) -> bytes:
+        answer = self.answers[call]
+        assert answer is not None  # a failed call is false, never a marker
+        return answer.json
+
+    @property
+    def response(self) -> Any:
+        """The script's result."""
+        return None if self.text is None else json.loads(self.expand(self.text.encode()))
 
 
 # An inner call: (method, params as strings) → response, or raises an error with
@@ -92,7 +277,8 @@ def translate(code: str) -> str:
         raise ScriptError(12, "Unable to compile code: functions are not allowed")
     body = _API_CALL.sub(lambda m: f'__api("{m.group(1)}.{m.group(2)}", ', code)
     body = _guard_loops(_pluck_rewrite(body))
-    return f"JSON.stringify((function () {{ {body}\n}})())"
+    # JSON.stringify is looked up before the script runs, as it always was.
+    return f"JSON.stringify(__api.finishing((function () {{ {body}\n}})()))"
 
 
 def _guard_loops(code: str) -> str:
@@ -166,9 +352,13 @@ def run(
     *,
     max_calls: int = MAX_CALLS,
     max_bytes: int = MAX_BYTES,
+    exact_answers: bool = False,
 ) -> ExecuteResult:
-    """Run a VKScript program; raises :class:`ScriptError` when the whole call fails."""
-    result = ExecuteResult(response=None)
+    """Run a VKScript program; raises :class:`ScriptError` when the whole call fails.
+
+    ``exact_answers``: ``call`` answers with data that :func:`.jsontext.javascript_exact`
+    accepts, so unchanged answers need not be written again (see the module's notes)."""
+    result = ExecuteResult()
     script = translate(code)
     ctx = quickjs.Context()
     ctx.set_memory_limit(256 * 1024 * 1024)
@@ -185,7 +375,7 @@ def run(
             raw = {}
         params = {str(k): _to_param(v) for k, v in raw.items()}
         try:
-            return json.dumps(call(method, params), ensure_ascii=False)
+            answer = call(method, params)
         except Exception as exc:  # an ApiError: false + one execute_errors entry
             code_ = getattr(exc, "code", None)
             if code_ is None:
@@ -193,7 +383,13 @@ def run(
             result.errors.append(
                 {"method": method, "error_code": code_, "error_msg": getattr(exc, "message", "")}
             )
+            result.answers.append(None)
             return "false"
+        if not exact_answers:
+            return encode(answer).decode("utf-8")
+        envelope, parts = encode_parts(answer)
+        result.answers.append(_Answer(envelope, parts))
+        return envelope.decode("utf-8")
 
     failure: list[ScriptError] = []
 
@@ -204,12 +400,18 @@ def run(
             failure.append(exc)
             raise
 
+    def part(call: int, n: int) -> str:
+        answer = result.answers[int(call)]
+        assert answer is not None
+        return answer.parts[int(n)].decode("utf-8")
+
     ctx.add_callable("__api_raw", guarded)
+    ctx.add_callable("__api_part", part)
     ctx.eval(_PRELUDE.replace("MAX_ITERATIONS", str(MAX_ITERATIONS)))
     ctx.eval(
-        "var __api = function (method, params) {"
-        " var text = JSON.stringify(params === undefined ? {} : params);"
-        " return JSON.parse(__api_raw(method, text)); };"
+        _ANSWERS.replace("EXACT", json.dumps(exact_answers))
+        .replace("ANSWER_MARK", json.dumps(marker_prefix("a")))
+        .replace("PART_MARK", json.dumps(PART_PREFIX))
     )
     ctx.set("__args", json.dumps(args, ensure_ascii=False))
     ctx.eval("var Args = JSON.parse(__args);")
@@ -226,9 +428,13 @@ def run(
         ) from None
     if text is None:  # `return;` or no return: VK answers null
         return result
-    if len(text.encode("utf-8")) > max_bytes:
+    data = text.encode("utf-8")
+    size = len(data)
+    for m in _ANSWER.finditer(data):  # what the markers stand for
+        size += len(result._answer_json(int(m.group(1)))) - len(m.group(0))
+    if size > max_bytes:
         raise ScriptError(
             13, "Runtime error occurred during code invocation: response size is too big"
         )
-    result.response = json.loads(text)
+    result.text = text
     return result
