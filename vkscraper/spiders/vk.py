@@ -520,24 +520,18 @@ class VkSpider(scrapy.Spider):
     async def _plain_answer(self, unit: Unit, response: Response) -> AsyncIterator[Any]:
         """A plain call's answer: the units it leads to as requests, then its items (the
         requests leave before any item work is done)."""
-        pages: list[Any] = []
-        try:
+
+        async def outputs() -> AsyncIterator[Any]:
             async for out in self._on_answer(unit, self._answer(response), response.meta):
                 if isinstance(out, WallUnit | CommentsUnit):
                     for request in self._send(out):
                         yield request
                 else:
-                    pages.append(out)
-        except Exception:
-            async for page in self._yield_pages(pages):
-                yield page  # collected before the crash: kept
-            raise
-        except BaseException:
-            self._abandon(pages)
-            raise
-        self.task.request_done(response.meta)
-        async for page in self._yield_pages(pages):
-            yield page
+                    yield out
+            self.task.request_done(response.meta)
+
+        async for out in self._requests_first(outputs()):
+            yield out
 
     async def parse_execute(self, response: Response, units: list[Unit]) -> AsyncIterator[Any]:
         self._in_flight -= 1
@@ -556,28 +550,40 @@ class VkSpider(scrapy.Spider):
             assert self.crawler.stats is not None
             self.crawler.stats.inc_value("vk/execute/calls", calls)
             tag = response.meta.get("vk_token_tag")
-            pages: list[Any] = []
-            try:
+
+            async def outputs() -> AsyncIterator[Any]:
                 for result in results:
-                    async for out in self._replay(result, tag):
-                        pages.append(out)
-                requests = self._flush()
-            except Exception:
-                async for page in self._yield_pages(pages):
-                    yield page  # collected before the crash: kept
-                raise
-            except BaseException:
-                self._abandon(pages)
-                raise
-            # The next batches leave before the pages go to the pipelines: item work never
-            # holds back a request whose units are ready.
-            for request in requests:
-                yield request
-            async for page in self._yield_pages(pages):
-                yield page
+                    async for page in self._replay(result, tag):
+                        yield page
+                for request in self._flush():
+                    yield request
+
+            async for out in self._requests_first(outputs()):
+                yield out
             return
         for request in self._flush():
             yield request
+
+    async def _requests_first(self, outputs: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """A callback's requests as they come, its pages once it is over: item work never
+        holds back a request whose units are ready. A crash keeps the pages collected before
+        it."""
+        pages: list[Any] = []
+        try:
+            async for out in outputs:
+                if isinstance(out, scrapy.Request):
+                    yield out
+                else:
+                    pages.append(out)
+        except Exception:
+            async for page in self._yield_pages(pages):
+                yield page
+            raise
+        except BaseException:
+            self._abandon(pages)
+            raise
+        async for page in self._yield_pages(pages):
+            yield page
 
     async def _yield_pages(self, pages: list[Any]) -> AsyncIterator[Any]:
         """Yield the pages of a callback once its requests are out."""
