@@ -18,9 +18,9 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from vkscraper.testing.fakevk import generate_dataset
-from vkscraper.testing.offline import crawl_offline, print_summary
-from vkscraper.testing.pg import temporary_database
+from fakevk import generate_dataset
+from testkit.offline import crawl_offline, print_summary
+from testkit.pg import temporary_database
 
 PG_ADMIN_URL = os.environ.get("VK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import vkscraper
-from vkscraper.testing.fakevk import generate_dataset, heavy_dataset
-from vkscraper.testing.offline import crawl_offline, minimum_requests, print_summary
-from vkscraper.testing.pg import temporary_database
+from fakevk import generate_dataset, heavy_dataset
+from testkit.offline import crawl_offline, minimum_requests, print_summary
+from testkit.pg import temporary_database
 
 PG_ADMIN_URL = os.environ.get("VK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 HUGE_RSS_LIMIT_MB = 300

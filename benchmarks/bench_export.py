@@ -34,11 +34,11 @@ from pathlib import Path
 
 import psycopg2
 
+from testkit.pg import temporary_database
 from vkscraper.exceptions import StoreError
 from vkscraper.items import VkComment, VkPost
 from vkscraper.store import Store, open_store
 from vkscraper.store.backends import sqlite_path
-from vkscraper.testing.pg import temporary_database
 
 PG_ADMIN_URL = os.environ.get("VK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REPO = Path(__file__).resolve().parents[1]

@@ -18,8 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vkscraper.testing.fakevk import FakeVk, generate_dataset
-from vkscraper.testing.offline import DEMO_TOKEN, operator_env
+from fakevk import FakeVk, generate_dataset
+from testkit.offline import DEMO_TOKEN, operator_env
 
 
 def main() -> None:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import psycopg2
 
+from testkit.pg import temporary_database
 from vkscraper.exceptions import StoreError
 from vkscraper.items import VkComment
 from vkscraper.store import open_store
-from vkscraper.testing.pg import temporary_database
 
 PG_ADMIN_URL = os.environ.get("VK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import vkscraper
+from fakevk import FakeVk, generate_dataset, wall_readable
+from testkit.offline import DEMO_TOKEN, crawl_offline, minimum_requests, operator_env
+from testkit.pg import temporary_database
 from vkscraper.store import open_store
-from vkscraper.testing.fakevk import FakeVk, generate_dataset, wall_readable
-from vkscraper.testing.offline import DEMO_TOKEN, crawl_offline, minimum_requests, operator_env
-from vkscraper.testing.pg import temporary_database
 
 ROOT = Path(vkscraper.__file__).resolve().parent.parent  # the checkout measured
 PG = os.environ.get("VK_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

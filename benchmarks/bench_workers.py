@@ -23,11 +23,11 @@ from pathlib import Path
 
 import redis
 
+from fakevk import FakeVk, generate_dataset
+from testkit.offline import operator_env
+from testkit.pg import temporary_database
 from vkscraper.store import open_store
-from vkscraper.testing.fakevk import FakeVk, generate_dataset
-from vkscraper.testing.offline import operator_env
-from vkscraper.testing.pg import temporary_database
-from vkscraper.tokens import token_tag
+from vkscraper.tokens.access import token_tag
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = os.environ.get("VK_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

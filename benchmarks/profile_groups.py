@@ -26,7 +26,7 @@ Func = tuple[str, int, str]
 # First match wins: (group, substrings of the file name or of the C function's name).
 GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("idle (waiting in epoll)", ("'poll' of 'select.epoll'",)),
-    ("normalization", ("vkscraper/normalize.py", "vkscraper/pipelines/normalize.py")),
+    ("normalization", ("vkscraper/vk/normalize.py", "vkscraper/pipelines/normalize.py")),
     (
         "database",
         ("psycopg2", "vkscraper/store/", "vkscraper/pipelines/store.py", "sqlite3"),
@@ -34,7 +34,7 @@ GROUPS: list[tuple[str, tuple[str, ...]]] = [
     (
         "tracking/bookkeeping",
         (
-            "vkscraper/tracking.py",
+            "vkscraper/extensions/_tracking.py",
             "vkscraper/extensions/task.py",
             "vkscraper/pipelines/metrics.py",
             "vkscraper/signals.py",
@@ -42,7 +42,7 @@ GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("JSON decoding", ("json/decoder.py", "json/__init__.py:loads")),
     ("JSON encoding", ("json/encoder.py", "json/__init__.py:dumps", "_json.encode")),
-    ("logging", ("logging/", "vkscraper/logscrub.py", "vkscraper/logformatter.py")),
+    ("logging", ("logging/", "vkscraper/tokens/logscrub.py", "vkscraper/logformatter.py")),
     (
         "Scrapy per-item path",
         (
@@ -67,13 +67,13 @@ GROUPS: list[tuple[str, tuple[str, ...]]] = [
         "spider/requests",
         (
             "vkscraper/spiders/",
-            "vkscraper/execute.py",
-            "vkscraper/planner.py",
-            "vkscraper/api.py",
-            "vkscraper/middlewares/",
-            "vkscraper/tokenpool.py",
-            "vkscraper/backoff.py",
-            "vkscraper/ratelimit.py",
+            "vkscraper/vk/execute.py",
+            "vkscraper/vk/planner.py",
+            "vkscraper/vk/api.py",
+            "vkscraper/downloadermiddlewares/",
+            "vkscraper/tokens/pool.py",
+            "vkscraper/vk/backoff.py",
+            "vkscraper/downloadhandlers/ratelimit.py",
         ),
     ),
     ("twisted/asyncio", ("twisted/", "asyncio/", "selectors.py", "zope/")),

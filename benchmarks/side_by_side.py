@@ -4,7 +4,7 @@
                                       -- [benchmarks.bench_execute arguments]
 
 REF (a branch, tag or commit) is checked out into a temporary ``git worktree``, removed
-afterwards. The harness — benchmarks/, the emulator and vkscraper/testing/offline.py — is always
+afterwards. The harness — benchmarks/, the emulator and testkit/offline.py — is always
 this checkout's; only the package under test changes: ``bench_execute --tree`` runs
 ``task create``, ``scrapy crawl vk`` and ``task show`` in that tree (its ``scrapy.cfg``, its
 ``vkscraper`` first on ``PYTHONPATH``), and each run prints the ``vkscraper.__file__`` those

@@ -23,10 +23,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fakevk.__main__ import build_parser as build_fakevk_parser  # noqa: E402
+from fakevk.__main__ import dataset_from_args  # noqa: E402
+from testkit.offline import crawl_offline, print_summary  # noqa: E402
 from vkscraper.store import open_store  # noqa: E402
-from vkscraper.testing.fakevk.__main__ import build_parser as build_fakevk_parser  # noqa: E402
-from vkscraper.testing.fakevk.__main__ import dataset_from_args  # noqa: E402
-from vkscraper.testing.offline import crawl_offline, print_summary  # noqa: E402
 
 RATE_LIMIT = 3
 WIDTH = 96

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 import psycopg2
 import pytest
 
+from testkit.pg import admin_execute, temporary_database
 from vkscraper.items import VkComment, VkPost
 from vkscraper.store import Store, open_store
-from vkscraper.testing.pg import admin_execute, temporary_database
 
 # ----------------------------------------------------------------------------- trust
 
@@ -28,7 +28,7 @@ TEST_MAX_RPS = "1000"  # the tests' crawls run unpaced against them
 @pytest.fixture(autouse=True)
 def operator_trusts_the_emulators(monkeypatch: pytest.MonkeyPatch) -> None:
     """The operator's environment of every crawl a test starts, in-process or a child
-    process: the token may go to a local emulator, at any rate (vkscraper.trust). A test
+    process: the token may go to a local emulator, at any rate (vkscraper.tokens.trust). A test
     of the rule itself sets or deletes these variables."""
     monkeypatch.setenv("VKSCRAPER_API_URLS", LOCAL_API_URLS)
     monkeypatch.setenv("VKSCRAPER_MAX_RPS", TEST_MAX_RPS)

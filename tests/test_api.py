@@ -7,7 +7,6 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from vkscraper import api
 from vkscraper.exceptions import (
     FATAL_CODES,
     TARGET_CODES,
@@ -22,6 +21,7 @@ from vkscraper.exceptions import (
     VkTargetError,
     VkTransientError,
 )
+from vkscraper.vk import api
 
 
 def test_build_call_url_version_and_encoding():

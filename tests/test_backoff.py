@@ -8,7 +8,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from vkscraper.backoff import backoff_delay, parse_retry_after
+from vkscraper.vk.backoff import backoff_delay, parse_retry_after
 
 
 def test_delay_grows_exponentially_within_jitter_bounds():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vkscraper.__main__ import main
+from vkscraper.cli.main import main
 from vkscraper.store import open_store
 from vkscraper.store.migrations import available
 
@@ -199,7 +199,7 @@ def test_store_line_only_with_verbose(pg_url):
 # main() with a store that logs one line per level as it migrates (every command migrates).
 _LEVEL_PROBE = """
 import logging, sys
-from vkscraper.__main__ import main
+from vkscraper.cli.main import main
 from vkscraper.store import Store
 real = Store.migrate
 def migrate(self):

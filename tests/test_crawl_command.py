@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from fakevk import FakeVk
 from tests.crawl import TOKEN
 from tests.test_spider_vk import small_dataset
-from vkscraper import exitcodes
+from vkscraper.cli import exitcodes
 from vkscraper.store import open_store
-from vkscraper.testing.fakevk import FakeVk
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from fakevk import vkscript
 from vkscraper.exceptions import VkApiTransientError, VkMalformedResponse, VkTargetError
-from vkscraper.execute import CommentsUnit, PageParams, WallUnit, build_script, map_answer
-from vkscraper.planner import ANSWER_LIMIT, Planner
-from vkscraper.testing.fakevk import vkscript
+from vkscraper.vk.execute import CommentsUnit, PageParams, WallUnit, build_script, map_answer
+from vkscraper.vk.planner import ANSWER_LIMIT, Planner
 
 PARAMS = PageParams(posts_per_group=10, page_size=100, thread_items=10)
 

@@ -11,6 +11,7 @@ import logging
 import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
+from fakevk import FakeVk, generate_dataset
 from tests.crawl import (
     COMMENT_KEYS,
     POST_KEYS,
@@ -22,7 +23,6 @@ from tests.crawl import (
     stored_rows,
 )
 from tests.test_spider_vk import assert_stored_equals, last_task
-from vkscraper.testing.fakevk import FakeVk, generate_dataset
 
 EXECUTE = {"VK_EXECUTE": True}
 PLAIN = {"VK_EXECUTE": False}

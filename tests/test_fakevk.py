@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from vkscraper.testing.fakevk import (
+from fakevk import (
     FakeVk,
     expected_rows,
     generate_dataset,
@@ -23,8 +23,8 @@ from vkscraper.testing.fakevk import (
     save_dataset,
     wall_readable,
 )
-from vkscraper.testing.fakevk.dataset import normalize_dataset
-from vkscraper.testing.fakevk.server import RateLimiter
+from fakevk.dataset import normalize_dataset
+from fakevk.server import RateLimiter
 
 TOKEN = "test-token"
 BIG_WALL_ID = 999_999  # a hand-made community with 130 posts, for wall.get paging
@@ -1008,7 +1008,7 @@ def test_drift_deletes_comments_after_the_first_page(data: dict[str, Any]) -> No
 def test_the_listing_says_what_a_crawl_of_each_group_finds(closed_groups: int) -> None:
     """Each line of the start-up listing, checked against the emulator's own answers to
     wall.get for that group (issue 19: 'comments only, no wall to crawl' hid an empty wall)."""
-    from vkscraper.testing.fakevk.__main__ import start_message
+    from fakevk.__main__ import start_message
 
     dataset = generate_dataset(seed=1, closed_groups=closed_groups)
     listing = start_message("http://x/method/", dataset, [TOKEN], 3, None)

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from fakevk import FakeVk, generate_dataset
+from fakevk.vkscript import ScriptError, translate
 from tests.test_fakevk import TOKEN, _big_post, by_flag, call, err, first_group, ok
-from vkscraper.testing.fakevk import FakeVk, generate_dataset
-from vkscraper.testing.fakevk.vkscript import ScriptError, translate
 
 SERVICE_TOKEN = "service-token-0123456789abcdef"
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from vkscraper.testing.fakevk import generate_dataset
-from vkscraper.testing.fakevk.jsontext import (
+from fakevk import generate_dataset
+from fakevk.jsontext import (
     Encoded,
     encode,
     encode_any,

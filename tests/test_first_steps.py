@@ -48,7 +48,7 @@ def fenced_blocks(section: str, lang: str) -> list[str]:
 def readme_emulator_command() -> list[str]:
     """The first command of README "The VK emulator", as a user would paste it."""
     block = fenced_blocks(readme_section("The VK emulator"), "sh")[0]
-    line = next(x for x in block.splitlines() if "-m vkscraper.testing.fakevk" in x)
+    line = next(x for x in block.splitlines() if "-m fakevk" in x)
     argv = shlex.split(line)
     assert argv[0] == ".venv/bin/python", line
     return [sys.executable, *argv[1:]]
@@ -135,7 +135,7 @@ def test_the_readme_emulator_command_prints_what_the_readme_shows():
 
 def test_help_shows_the_default_token():
     result = subprocess.run(
-        [sys.executable, "-m", "vkscraper.testing.fakevk", "--help"],
+        [sys.executable, "-m", "fakevk", "--help"],
         cwd=REPO, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert result.returncode == 0

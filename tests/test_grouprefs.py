@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vkscraper.grouprefs import GroupRef, GroupRefError, parse_group_ref, parse_group_refs
+from vkscraper.vk.grouprefs import GroupRef, GroupRefError, parse_group_ref, parse_group_refs
 
 
 @pytest.mark.parametrize(

@@ -13,19 +13,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scrapy.utils.defer import deferred_f_from_coro_f
 
+from fakevk import FakeVk
 from tests.crawl import TOKEN, run_crawl, stored_rows
 from tests.test_spider_vk import last_task, small_dataset
-from vkscraper.api import parse_response
 from vkscraper.exceptions import VkError
-from vkscraper.grouprefs import GroupRefError, parse_group_ref, parse_group_refs
-from vkscraper.normalize import (
+from vkscraper.vk.api import parse_response
+from vkscraper.vk.grouprefs import GroupRefError, parse_group_ref, parse_group_refs
+from vkscraper.vk.normalize import (
     latest_posts,
     parse_comments,
     parse_groups,
     parse_posts,
     threads_to_fetch,
 )
-from vkscraper.testing.fakevk import FakeVk
 
 # JSON values of every type, with the numbers and strings that hurt: huge and negative
 # numbers, NUL, lone surrogates are not JSON-encodable, so invalid UTF-8 comes as bytes below.

@@ -24,10 +24,10 @@ from twisted.internet.error import ConnectionLost, TimeoutError
 from twisted.python.failure import Failure
 
 from vkscraper.addon import VkAddon, request_interval
+from vkscraper.downloadermiddlewares.auth import VkAuthMiddleware
+from vkscraper.downloadermiddlewares.retry import VkRetryMiddleware
 from vkscraper.exceptions import VkApiTransientError, VkMalformedResponse, VkTargetError
-from vkscraper.middlewares.auth import VkAuthMiddleware
-from vkscraper.middlewares.retry import VkRetryMiddleware
-from vkscraper.tokens import token_tag
+from vkscraper.tokens.access import token_tag
 
 TOKEN = "tok-secret-123"
 API_URL = "http://127.0.0.1:1/method/"
@@ -213,7 +213,7 @@ def backing_off(crawler, monkeypatch):
     async def fake_sleep(seconds):
         slept.append(seconds)
 
-    monkeypatch.setattr("vkscraper.middlewares.retry.sleep", fake_sleep)
+    monkeypatch.setattr("vkscraper.downloadermiddlewares.retry.sleep", fake_sleep)
     return build_from_crawler(VkRetryMiddleware, crawler), slept
 
 

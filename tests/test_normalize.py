@@ -8,7 +8,7 @@ import pytest
 
 from vkscraper.exceptions import VkMalformedResponse
 from vkscraper.items import VkComment, VkGroup, VkPage, VkPost
-from vkscraper.normalize import (
+from vkscraper.vk.normalize import (
     ThreadToFetch,
     latest_posts,
     normalize_comments,

@@ -1,4 +1,4 @@
-"""The benchmark harness (vkscraper.testing.offline): its figures and one real measured crawl."""
+"""The benchmark harness (testkit.offline): its figures and one real measured crawl."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pstats
 import random
 from pathlib import Path
 
-from vkscraper.testing.fakevk import generate_dataset
-from vkscraper.testing.offline import _longest_gap, _max_in_window, crawl_offline
+from fakevk import generate_dataset
+from testkit.offline import _longest_gap, _max_in_window, crawl_offline
 
 REPO = Path(__file__).resolve().parent.parent
 

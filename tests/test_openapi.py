@@ -16,13 +16,13 @@ from typing import Any
 import jsonschema_rs
 import pytest
 
+from fakevk import FakeVk
+from testkit.pg import temporary_database
 from tests.crawl import TOKEN
 from tests.scrapyd import Scrapyd
 from tests.test_spider_vk import small_dataset
 from vkscraper.service.openapi import DOCUMENT
 from vkscraper.store import open_store
-from vkscraper.testing.fakevk import FakeVk
-from vkscraper.testing.pg import temporary_database
 
 FAST = {"VK_REQUESTS_PER_SECOND": "1000", "VK_BACKOFF_BASE": "0"}
 

@@ -23,6 +23,8 @@ import pytest
 from scrapy import signals
 from scrapy.utils.defer import deferred_f_from_coro_f
 
+from fakevk import FakeVk, generate_dataset
+from testkit.pg import admin_execute
 from tests.crawl import COMMENT_KEYS, POST_KEYS, TOKEN, comparable, edited, run_crawl, stored_rows
 from tests.test_spider_vk import (
     DATASET,
@@ -33,10 +35,8 @@ from tests.test_spider_vk import (
     last_task,
     task_of,
 )
-from vkscraper import exitcodes
+from vkscraper.cli import exitcodes
 from vkscraper.pipelines.store import VkStorePipeline
-from vkscraper.testing.fakevk import FakeVk, generate_dataset
-from vkscraper.testing.pg import admin_execute
 
 REPO = Path(__file__).resolve().parents[1]
 

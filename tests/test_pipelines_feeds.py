@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
+from fakevk import FakeVk
 from tests.crawl import TOKEN, run_crawl, stored_rows
 from tests.test_spider_vk import T0, last_task, small_dataset
 from vkscraper.items import VkComment, VkPage, VkPost
 from vkscraper.store import open_store
-from vkscraper.testing.fakevk import FakeVk
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,5 @@
-"""The per-token limit at the moment a request leaves (``vkscraper.ratelimit``): the log in
-memory and in Redis, and a request logged again when its bytes go to the socket."""
+"""The per-token limit at the moment a request leaves (``vkscraper.downloadhandlers.ratelimit``):
+the log in memory and in Redis, and a request logged again when its bytes go to the socket."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from scrapy.utils.asyncio import sleep
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
-from vkscraper.middlewares.auth import CrawlStopping
-from vkscraper.ratelimit import LocalRateLimit, SharedRateLimit, VkDownloadHandler
+from vkscraper.downloadermiddlewares.auth import CrawlStopping
+from vkscraper.downloadhandlers.ratelimit import LocalRateLimit, SharedRateLimit, VkDownloadHandler
 
 REDIS_URL = os.environ.get("VK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -11,11 +11,11 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
 
+from fakevk import FakeVk
 from tests.crawl import TOKEN, run_crawl
 from tests.test_spider_vk import last_task, small_dataset
 from vkscraper.addon import VkAddon
-from vkscraper.middlewares.retry import VkRetryMiddleware
-from vkscraper.testing.fakevk import FakeVk
+from vkscraper.downloadermiddlewares.retry import VkRetryMiddleware
 
 URL = "http://127.0.0.1:1/method/wall.get"
 

@@ -20,11 +20,11 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.spider import DefaultSpider
 from scrapy.utils.test import get_crawler
 
+from fakevk import FakeVk, generate_dataset
 from tests.crawl import TOKEN, run_crawl
 from vkscraper.addon import VkAddon
-from vkscraper.logscrub import ScrubbingRecordFactory, install_log_scrubber
-from vkscraper.testing.fakevk import FakeVk, generate_dataset
-from vkscraper.tokens import scrub, token_tag
+from vkscraper.tokens.access import scrub, token_tag
+from vkscraper.tokens.logscrub import ScrubbingRecordFactory, install_log_scrubber
 
 SHORT, LONG = "abc123", "abc123xyz789"
 

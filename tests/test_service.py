@@ -25,14 +25,14 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from fakevk import FakeVk, expected_rows, generate_dataset
+from testkit.pg import admin_execute, temporary_database
 from tests.crawl import TOKEN
 from tests.scrapyd import REPO, Scrapyd
 from tests.test_spider_vk import small_dataset
-from vkscraper.export import json_record
 from vkscraper.items import VkComment, VkPost
 from vkscraper.store import open_store
-from vkscraper.testing.fakevk import FakeVk, expected_rows, generate_dataset
-from vkscraper.testing.pg import admin_execute, temporary_database
+from vkscraper.store.export import json_record
 
 FAST = [("setting", "VK_REQUESTS_PER_SECOND=1000"), ("setting", "VK_BACKOFF_BASE=0")]
 GROUPS = "10,threeposts,https://vk.com/pinnedold"

@@ -53,7 +53,7 @@ HOSTILE_SETTINGS = [
     (["TELNETCONSOLE_ENABLED=True", "TELNETCONSOLE_PASSWORD=pw"], "TELNETCONSOLE_ENABLED"),
     (["REMOTE_CONTROL_ENABLED=True"], "REMOTE_CONTROL_ENABLED"),
     # the HTTP cache after the token would store it on disk
-    (['DOWNLOADER_MIDDLEWARES={"vkscraper.middlewares.auth.VkAuthMiddleware": 800}',
+    (['DOWNLOADER_MIDDLEWARES={"vkscraper.downloadermiddlewares.auth.VkAuthMiddleware": 800}',
       "HTTPCACHE_ENABLED=True"], "DOWNLOADER_MIDDLEWARES"),
     (['DOWNLOADER_MIDDLEWARES={"scrapy.downloadermiddlewares.httpcache.HttpCacheMiddleware"'
       ': 995}', "HTTPCACHE_ENABLED=True"], "DOWNLOADER_MIDDLEWARES"),

@@ -13,8 +13,8 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
 from vkscraper import defaults
+from vkscraper._periodic import Periodic
 from vkscraper.addon import VkAddon
-from vkscraper.periodic import Periodic
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,11 +11,11 @@ import sys
 import redis
 from scrapy.utils.defer import deferred_f_from_coro_f
 
+from fakevk import FakeVk, generate_dataset
 from tests.crawl import TOKEN, run_crawl
 from tests.test_spider_vk import last_task, small_dataset
 from vkscraper.store import open_store
-from vkscraper.testing.fakevk import FakeVk, generate_dataset
-from vkscraper.tokens import token_tag
+from vkscraper.tokens.access import token_tag
 
 REDIS_URL = os.environ.get("VK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

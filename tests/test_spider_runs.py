@@ -13,12 +13,12 @@ from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response
 from scrapy.utils.defer import deferred_f_from_coro_f
 
+from fakevk import FakeVk
 from tests.crawl import TOKEN, close_as, comparable, rows_scraped, run_crawl, stored_rows
 from tests.test_spider_vk import assert_stored_equals, last_task, small_dataset, task_of
 from vkscraper.extensions.task import VkTaskExtension
 from vkscraper.items import VkPage
 from vkscraper.store import open_store
-from vkscraper.testing.fakevk import FakeVk
 
 T0 = 1_700_000_000
 POST = 777_777  # post and comment ids share one id space per wall
@@ -449,7 +449,7 @@ async def test_explicit_groups_do_not_join_the_list_and_dead_ones_leave_it(store
             (known,) = store.list_groups()
             assert (known["id"], known["name"], known["is_active"]) == (11, "Three posts", False)
             assert store.active_group_refs() == []  # -a groups= did not add it to the list
-            from vkscraper.grouprefs import parse_group_refs
+            from vkscraper.vk.grouprefs import parse_group_refs
 
             store.add_groups(parse_group_refs("club12,99,gone,nosuchname"))
         await run_crawl(vk.url, store_url)

@@ -8,6 +8,7 @@ import logging
 import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
+from fakevk import FakeVk, expected_rows, generate_dataset
 from tests.crawl import (
     COMMENT_KEYS,
     POST_KEYS,
@@ -18,10 +19,9 @@ from tests.crawl import (
     run_crawl,
     stored_rows,
 )
-from vkscraper.grouprefs import GroupRef
 from vkscraper.spiders.vk import check_arguments
 from vkscraper.store import open_store
-from vkscraper.testing.fakevk import FakeVk, expected_rows, generate_dataset
+from vkscraper.vk.grouprefs import GroupRef
 
 T0 = 1_700_000_000
 
@@ -390,7 +390,7 @@ async def test_rate_limit_is_never_exceeded(store_url):
 @deferred_f_from_coro_f
 async def test_dead_database_loses_nothing_collected(pg_admin_url, pg_url, tmp_path, caplog):
     """The database goes away mid-crawl: what was collected ends up in the DB or the dump."""
-    from vkscraper.testing.pg import admin_execute
+    from testkit.pg import admin_execute
 
     dbname = pg_url.rsplit("/", 1)[1]
 

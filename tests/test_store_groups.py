@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from vkscraper.grouprefs import GroupRef, parse_group_refs
 from vkscraper.items import VkGroup
+from vkscraper.vk.grouprefs import GroupRef, parse_group_refs
 
 
 def _summary(store):

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
+from fakevk import FakeVk, expected_rows, generate_dataset, wall_readable
+from testkit.pg import temporary_database
 from tests.crawl import TOKEN
 from tests.scrapyd import REPO, Scrapyd
 from vkscraper.store import open_store
-from vkscraper.testing.fakevk import FakeVk, expected_rows, generate_dataset, wall_readable
-from vkscraper.testing.pg import temporary_database
 
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

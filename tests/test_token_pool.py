@@ -9,13 +9,13 @@ import logging
 import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
+from fakevk import FakeVk, generate_dataset
 from tests.crawl import run_crawl
 from tests.test_spider_vk import assert_stored_equals, last_task, small_dataset
-from vkscraper import exitcodes
+from vkscraper.cli import exitcodes
 from vkscraper.extensions.task import VkTaskExtension
-from vkscraper.testing.fakevk import FakeVk, generate_dataset
-from vkscraper.tokenpool import TokenPool
-from vkscraper.tokens import token_tag
+from vkscraper.tokens.access import token_tag
+from vkscraper.tokens.pool import TokenPool
 
 A = "token-a-5f2b9c-0123456789"
 B = "token-b-77aa31-0123456789"
@@ -229,7 +229,7 @@ def test_error_6_never_speeds_a_token_up(monkeypatch):
     from scrapy import Request
     from scrapy.utils.test import get_crawler
 
-    import vkscraper.middlewares.retry as retry
+    import vkscraper.downloadermiddlewares.retry as retry
 
     slot = SimpleNamespace(delay=0.35)
     monkeypatch.setattr(retry, "downloader_slots", lambda crawler: {"vk-x": slot})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vkscraper.tracking import GroupTracker
+from vkscraper.extensions._tracking import GroupTracker
 
 
 def test_a_failed_comment_request_keeps_its_post_out_of_the_complete_ones():

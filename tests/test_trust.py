@@ -1,5 +1,5 @@
-"""Where the token may go and how fast (vkscraper.trust): the rule itself, the task service's
-use of it, and a real ``scrapy crawl`` that must refuse before sending anything."""
+"""Where the token may go and how fast (vkscraper.tokens.trust): the rule itself, the task
+service's use of it, and a real ``scrapy crawl`` that must refuse before sending anything."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from tests.crawl import TOKEN
 from tests.scrapyd import REPO
 from vkscraper.service.core import RequestError, check_task_settings
-from vkscraper.trust import api_url_allowed, check_api_url, max_rps, operator_api_url
+from vkscraper.tokens.trust import api_url_allowed, check_api_url, max_rps, operator_api_url
 
 
 @pytest.mark.parametrize(

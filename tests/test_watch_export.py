@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from vkscraper import export, watch
+from vkscraper.cli import watch
 from vkscraper.exceptions import StoreError
-from vkscraper.store import open_store
+from vkscraper.store import export, open_store
 
 REPO = Path(__file__).resolve().parents[1]
 # No colour or terminal overrides from the developer's shell: stdout is a pipe here.

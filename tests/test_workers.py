@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from fakevk import FakeVk, generate_dataset
 from tests.crawl import COMMENT_KEYS, POST_KEYS, comparable, stored_rows
 from tests.test_spider_vk import assert_stored_equals, task_of
 from tests.test_token_pool import windows
-from vkscraper import workqueue
-from vkscraper.testing.fakevk import FakeVk, generate_dataset
+from vkscraper.distributed import workqueue
 
 A = "token-a-5f2b9c-0123456789"
 B = "token-b-77aa31-0123456789"
@@ -549,7 +549,7 @@ import sys, redis
 from scrapy import Spider
 from scrapy_redis.scheduler import Scheduler
 if sys.argv[1] == "vkscraper":
-    import vkscraper.scheduler  # what a worker's crawl loads (SCHEDULER)
+    import vkscraper.distributed.scheduler  # what a worker's crawl loads (SCHEDULER)
 server = redis.Redis.from_url(sys.argv[2])
 server.rpush("test:queue", b"an entry")
 scheduler = Scheduler(server, persist=True, queue_key="test:queue", dupefilter=object(),

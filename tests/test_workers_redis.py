@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from fakevk import FakeVk, generate_dataset
+from testkit.offline import crawl_offline
 from tests.crawl import COMMENT_KEYS, POST_KEYS, comparable, stored_rows
 from tests.test_spider_vk import assert_stored_equals, task_of
 from tests.test_workers import FAST, ROOT, A, Workers, cli, dataset, refs, took, wait_done
-from vkscraper import workqueue
-from vkscraper.testing.fakevk import FakeVk, generate_dataset
-from vkscraper.testing.offline import crawl_offline
-from vkscraper.tracking import GroupTracker
+from vkscraper.distributed import workqueue
+from vkscraper.extensions._tracking import GroupTracker
 
 
 class RedisServer:
@@ -252,7 +252,7 @@ def test_two_workers_on_one_token_pack_their_executes_like_one_process(
 
 
 def test_a_heartbeat_missing_after_an_outage_is_not_death_until_a_heartbeat_passes(own_redis):
-    from vkscraper.worker import Worker
+    from vkscraper.distributed.worker import Worker
 
     r = own_redis(persist=False).client()
     b = workqueue.TaskQueue(r, 9, "wb")

@@ -4,11 +4,11 @@ the task API follows them; cancel works for a queued and for a running task."""
 
 from __future__ import annotations
 
+from fakevk import FakeVk
 from tests.scrapyd import Scrapyd
 from tests.test_spider_vk import assert_stored_equals, task_of
 from tests.test_workers import REDIS_URL, A, dataset, refs, server, workers  # noqa: F401
-from vkscraper import workqueue
-from vkscraper.testing.fakevk import FakeVk
+from vkscraper.distributed import workqueue
 
 
 def test_collect_feeds_the_workers_and_cancel_ends_a_task_for_all(

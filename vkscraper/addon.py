@@ -11,8 +11,8 @@ and fields, the cache policy).
 
 Pacing: a fixed delay of ``VK_RATE_MARGIN / VK_REQUESTS_PER_SECOND`` (0.35 s for 3/s) with no
 jitter, one download slot per token (set by
-:class:`~vkscraper.middlewares.auth.VkAuthMiddleware`). A user may slow the crawl down with
-``DOWNLOAD_DELAY`` or AutoThrottle, never speed it past the limit.
+:class:`~vkscraper.downloadermiddlewares.auth.VkAuthMiddleware`). A user may slow the crawl down
+with ``DOWNLOAD_DELAY`` or AutoThrottle, never speed it past the limit.
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ from scrapy.utils.conf import build_component_list
 
 from vkscraper import defaults
 from vkscraper.items import VkComment, VkPost
-from vkscraper.logscrub import install_log_scrubber
-from vkscraper.tokens import load_tokens
-from vkscraper.trust import MAX_RPS_ENV, check_api_url, max_rps, operator_api_url
+from vkscraper.tokens.access import load_tokens
+from vkscraper.tokens.logscrub import install_log_scrubber
+from vkscraper.tokens.trust import MAX_RPS_ENV, check_api_url, max_rps, operator_api_url
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
 HANDLERS = {
-    "http": "vkscraper.ratelimit.VkDownloadHandler",
-    "https": "vkscraper.ratelimit.VkDownloadHandler",
+    "http": "vkscraper.downloadhandlers.ratelimit.VkDownloadHandler",
+    "https": "vkscraper.downloadhandlers.ratelimit.VkDownloadHandler",
 }
 COMPONENTS = {
     "DOWNLOADER_MIDDLEWARES": {
@@ -44,9 +44,9 @@ COMPONENTS = {
         # Above every built-in one (HttpCacheMiddleware is the highest, 900): the token is
         # added last before the download and stripped first after it, so no other middleware
         # sees it (the cache would store it, redirects and retries would copy it).
-        "vkscraper.middlewares.auth.VkAuthMiddleware": 990,
+        "vkscraper.downloadermiddlewares.auth.VkAuthMiddleware": 990,
         # Below HttpCompressionMiddleware (590): the body is decompressed when this runs.
-        "vkscraper.middlewares.retry.VkRetryMiddleware": 550,
+        "vkscraper.downloadermiddlewares.retry.VkRetryMiddleware": 550,
     },
     # normalize → (a user's filter or enrichment) → store → (a second sink); a page is done
     # for its group when Scrapy's item signals say it is through (VkTaskExtension).
@@ -57,10 +57,10 @@ COMPONENTS = {
     "EXTENSIONS": {
         "vkscraper.extensions.task.VkTaskExtension": 500,
         # worker mode only (VK_DISTRIBUTED, set by `python -m vkscraper worker`)
-        "vkscraper.extensions.distributed.VkDistributed": 510,
-        # Feeds of rows, not of pages (vkscraper.feeds).
+        "vkscraper.distributed.extension.VkDistributed": 510,
+        # Feeds of rows, not of pages (vkscraper.extensions.feedexport).
         "scrapy.extensions.feedexport.FeedExporter": None,
-        "vkscraper.feeds.VkFeedExporter": 0,
+        "vkscraper.extensions.feedexport.VkFeedExporter": 0,
     },
     # Scrapy's HTTP/1.1 handler plus the per-token limit (in Redis with VK_SHARED_RATE_LIMIT),
     # which must gate the request after the download slot's delay.
@@ -144,7 +144,7 @@ def check_settings(settings: BaseSettings) -> None:
 # telnet console's password is in the log). Off unless the operator allows them.
 CONSOLES = ("TELNETCONSOLE_ENABLED", "REMOTE_CONTROL_ENABLED")
 CONSOLE_ENV = "VKSCRAPER_ALLOW_CONSOLE"
-AUTH = "vkscraper.middlewares.auth.VkAuthMiddleware"
+AUTH = "vkscraper.downloadermiddlewares.auth.VkAuthMiddleware"
 
 
 def check_wiring(settings: BaseSettings) -> None:
@@ -153,7 +153,7 @@ def check_wiring(settings: BaseSettings) -> None:
     (``schedule.json`` passes any ``setting=``): the crawl checks what it is built from.
 
     - the download handlers of http and https stay :data:`COMPONENTS`' (the per-token limit);
-    - :class:`~vkscraper.middlewares.auth.VkAuthMiddleware`, when enabled, is the last
+    - :class:`~vkscraper.downloadermiddlewares.auth.VkAuthMiddleware`, when enabled, is the last
       downloader middleware before the download: none after it sees the token (the HTTP cache
       would store it);
     - ``DOWNLOAD_SLOTS`` leaves the per-token slots (``vk-<tag>``) alone;
@@ -253,7 +253,10 @@ class VkAddon:
             # so a CSV holds every field of both (blank where a kind has no such field).
             ("FEED_EXPORT_ENCODING", "utf-8"),
             ("FEED_EXPORT_FIELDS", export_fields()),
-            ("HTTPCACHE_POLICY", "vkscraper.cache.VkCachePolicy"),  # never caches VK errors
+            (
+                "HTTPCACHE_POLICY",
+                "vkscraper.extensions.httpcache.VkCachePolicy",
+            ),  # never caches VK errors
             # no per-item "Scraped from" record unless LOG_LEVEL shows it
             ("LOG_FORMATTER", "vkscraper.logformatter.VkLogFormatter"),
         ):

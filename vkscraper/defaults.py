@@ -35,8 +35,8 @@ VK_QUOTA_PARK_SECONDS = 86_400.0
 VK_TOKEN_MAX_WAIT = 600.0
 
 # Worker mode (`python -m vkscraper worker`): the most unfinished groups one worker holds per
-# task (it takes fewer: what fills its next requests, vkscraper.workload), tasks it runs at
-# once, and how long after its last heartbeat its groups go to the others.
+# task (it takes fewer: what fills its next requests, vkscraper.distributed._workload), tasks it
+# runs at once, and how long after its last heartbeat its groups go to the others.
 VK_WORKER_GROUPS = 100
 VK_WORKER_TASKS = 4
 VK_WORKER_HEARTBEAT = 15.0

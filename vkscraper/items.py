@@ -8,7 +8,7 @@ item) costs more than normalizing and storing a row.
 
 Natural keys are per wall: ``(owner_id, vk_post_id)`` and ``(owner_id, vk_comment_id)``.
 For a community ``owner_id`` is negative (``-group_id``); it is computed in
-:func:`vkscraper.api.owner_id_for_group` and nowhere else.
+:func:`vkscraper.vk.api.owner_id_for_group` and nowhere else.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ class VkPage:
     The spider yields it with ``raw`` (the page as VK sent it) and ``rows`` empty; the
     normalize pipeline fills ``rows`` with :class:`VkPost` / :class:`VkComment` and drops
     ``raw``. A pipeline after it may change or remove rows; the store writes what is left.
-    Feed exports write the rows, one per line (:class:`~vkscraper.feeds.VkFeedExporter`).
+    Feed exports write the rows, one per line
+    (:class:`~vkscraper.extensions.feedexport.VkFeedExporter`).
     """
 
     kind: str  # "posts" | "comments"

@@ -1,8 +1,8 @@
 """VkLogFormatter: Scrapy's, without the per-item "Scraped from" record unless it is shown.
 
 Scrapy builds that DEBUG record for every item and lets the handler drop it when ``LOG_LEVEL``
-is higher; with every record also scrubbed for the token (:mod:`vkscraper.logscrub`), that was
-a fifth of the crawler's CPU at 20,000 comments/s. With ``LOG_LEVEL=DEBUG`` it is logged as
+is higher; with every record also scrubbed for the token (:mod:`vkscraper.tokens.logscrub`), that
+was a fifth of the crawler's CPU at 20,000 comments/s. With ``LOG_LEVEL=DEBUG`` it is logged as
 before.
 """
 

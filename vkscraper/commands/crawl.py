@@ -1,7 +1,7 @@
 """``scrapy crawl``, refined for the vk spider: arguments are checked before anything starts
 (one line naming the problem, exit status 2, nothing written but that line, also to
 ``LOG_FILE`` when set) and the exit status tells
-whether the crawl did its job (:mod:`vkscraper.exitcodes`). Other spiders run as usual."""
+whether the crawl did its job (:mod:`vkscraper.cli.exitcodes`). Other spiders run as usual."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy.commands.crawl import Command as ScrapyCrawl
 
-from vkscraper import exitcodes
 from vkscraper.addon import VkAddon
+from vkscraper.cli import exitcodes
 from vkscraper.exceptions import StoreError
 from vkscraper.extensions.task import VkTaskExtension
 from vkscraper.spiders.vk import VkSpider, check_arguments
 from vkscraper.store import open_store
-from vkscraper.tokens import check_tokens, load_tokens
+from vkscraper.tokens.access import check_tokens, load_tokens
 
 if TYPE_CHECKING:
     import argparse

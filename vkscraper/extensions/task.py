@@ -6,8 +6,8 @@ unfinished task resumes, skipping the groups an earlier run finished; a finished
 fresh run (see :mod:`vkscraper.store.tasks`).
 
 While the crawl runs it knows, per group, which requests and pages are still outstanding
-(:class:`~vkscraper.tracking.GroupTracker`, fed by the spider and by Scrapy's signals: a page
-is through the item pipelines on ``item_scraped``, ``item_dropped`` — a user's filter — or
+(:class:`~vkscraper.extensions._tracking.GroupTracker`, fed by the spider and by Scrapy's signals:
+a page is through the item pipelines on ``item_scraped``, ``item_dropped`` — a user's filter — or
 ``item_error``, a task error that fails the group). It announces the store and the task to the
 other components (:data:`vkscraper.signals.task_opened`) and records what they report
 (:data:`vkscraper.signals.task_error`). When nothing of a group is left, it asks the pipelines
@@ -18,7 +18,7 @@ refreshes the group's stored-row counts. The groups in progress are also refresh
 ``spider_closed`` it marks the task ``completed`` or ``failed`` (failed iff it has errors) —
 except after a shutdown (Ctrl-C), which leaves it ``in_progress`` and resumable.
 
-In worker mode (:class:`~vkscraper.extensions.distributed.VkDistributed`) the same happens per
+In worker mode (:class:`~vkscraper.distributed.extension.VkDistributed`) the same happens per
 worker for the groups it crawls; only the crawl the coordinator names finalizes the task (the
 other crawls write their errors and request counts and leave).
 
@@ -42,18 +42,18 @@ from scrapy import signals
 from scrapy.exceptions import CloseSpider
 from scrapy.utils.asyncio import run_in_thread
 
-from vkscraper import exitcodes
 from vkscraper import signals as vk_signals
-from vkscraper.api import owner_id_for_group
+from vkscraper._periodic import Periodic
+from vkscraper.cli import exitcodes
+from vkscraper.distributed.extension import VkDistributed
 from vkscraper.exceptions import StoreError
-from vkscraper.extensions.distributed import VkDistributed
-from vkscraper.grouprefs import GroupRef, parse_group_ref
+from vkscraper.extensions._tracking import GroupTracker
 from vkscraper.items import VkPage
-from vkscraper.periodic import Periodic
 from vkscraper.store import Store, open_store
 from vkscraper.store.tasks import group_key
-from vkscraper.tokens import check_tokens, load_tokens, scrub
-from vkscraper.tracking import GroupTracker
+from vkscraper.tokens.access import check_tokens, load_tokens, scrub
+from vkscraper.vk.api import owner_id_for_group
+from vkscraper.vk.grouprefs import GroupRef, parse_group_ref
 
 if TYPE_CHECKING:
     from typing import Self
@@ -135,7 +135,7 @@ class VkTaskExtension:
         self._last_progress: tuple[float, int] | None = None
         self._requests_sent = 0  # of vk/answers, added to metrics.requests
         # The crawl could not do its job (a fatal error, the database, unfinished groups…):
-        # the exit status says so (vkscraper.exitcodes); set at close.
+        # the exit status says so (vkscraper.cli.exitcodes); set at close.
         self.incomplete = False
         self.exit_code = exitcodes.NOT_DONE
         connect = crawler.signals.connect

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vkscraper.items import VkPage
-from vkscraper.normalize import normalize_comments, normalize_posts
 from vkscraper.signals import task_error
+from vkscraper.vk.normalize import normalize_comments, normalize_posts
 
 if TYPE_CHECKING:
     from typing import Self

@@ -47,9 +47,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 from scrapy.utils.asyncio import run_in_thread
 
+from vkscraper._periodic import Periodic
 from vkscraper.exceptions import StoreError
 from vkscraper.items import VkComment, VkPage, VkPost
-from vkscraper.periodic import Periodic
 from vkscraper.signals import flush_requested, task_error, task_opened
 
 if TYPE_CHECKING:

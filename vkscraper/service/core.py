@@ -33,15 +33,16 @@ from scrapy.settings import Settings
 from twisted.internet import reactor, threads
 from twisted.python.threadable import isInIOThread
 
-from vkscraper import defaults, workqueue
+from vkscraper import defaults
 from vkscraper.addon import check_settings
+from vkscraper.distributed import workqueue
 from vkscraper.exceptions import StoreError, VkscraperError
-from vkscraper.export import json_record
-from vkscraper.grouprefs import GroupRefError, parse_group_refs, split_group_refs
 from vkscraper.store import Store, open_store
+from vkscraper.store.export import json_record
 from vkscraper.store.tasks import Task
-from vkscraper.tokens import load_tokens
-from vkscraper.trust import API_URLS_ENV, MAX_RPS_ENV, api_url_allowed
+from vkscraper.tokens.access import load_tokens
+from vkscraper.tokens.trust import API_URLS_ENV, MAX_RPS_ENV, api_url_allowed
+from vkscraper.vk.grouprefs import GroupRefError, parse_group_refs, split_group_refs
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ MAX_BODY = 1 << 20  # bytes of a request body (form or JSON)
 ENVIRONMENT_ONLY = ("VK_ACCESS_TOKEN", "DATABASE_URL", "REDIS_URL")
 # What an HTTP client may tune. Anything else could run code (pipelines, middlewares), write
 # files (LOG_FILE, FEEDS) or send the token elsewhere (VK_API_URL: only VK's API or the origins
-# the operator allows, vkscraper.trust), so it is refused. The rate may only be made slower:
+# the operator allows, vkscraper.tokens.trust), so it is refused. The rate may only be made slower:
 # the crawl refuses VK_REQUESTS_PER_SECOND above the operator's VKSCRAPER_MAX_RPS, and
 # VK_RATE_MARGIN may not go below the project's (_check_margin).
 # The shared limit and the workers' settings are the operator's too: a client turning the

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from vkscraper.export import FIELDS
 from vkscraper.service.core import (
     JOB_STATES,
     MAX_BODY,
@@ -19,6 +18,7 @@ from vkscraper.service.core import (
     RESULTS_LIMIT,
     TASKS_LIMIT,
 )
+from vkscraper.store.export import FIELDS
 from vkscraper.store.tasks import STATUSES
 
 Schema = dict[str, Any]

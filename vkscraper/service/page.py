@@ -26,9 +26,8 @@ from twisted.web import resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from vkscraper import export
 from vkscraper.service.core import ACTIVE_STATES, RequestError, TaskService
-from vkscraper.store import open_store
+from vkscraper.store import export, open_store
 
 log = Logger()
 
@@ -379,7 +378,7 @@ class _Closed(Exception):
 
 @implementer(IPushProducer)
 class _Stream:
-    """A text sink for :func:`vkscraper.export.export` running in a thread: it sends UTF-8
+    """A text sink for :func:`vkscraper.store.export.export` running in a thread: it sends UTF-8
     chunks through the reactor and waits while the client's socket is full (memory stays
     flat however big the task)."""
 

@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 
 from vkscraper.service.core import MAX_BODY, RequestError, TaskService, bad_request
-from vkscraper.trust import split_authority
+from vkscraper.tokens.trust import split_authority
 
 log = Logger()
 

@@ -26,14 +26,14 @@ error takes that token out of the pool, and with none left the spider closes (re
 ``vk_no_token``) leaving the task resumable.
 
 Execute mode (``VK_EXECUTE``, the default): the same calls are *units*
-(:mod:`vkscraper.execute`) that wait in a :class:`~vkscraper.planner.Planner` and travel packed
-into ``execute`` requests; every answer a unit gets is handled by the same code as the plain
+(:mod:`vkscraper.vk.execute`) that wait in a :class:`~vkscraper.vk.planner.Planner` and travel
+packed into ``execute`` requests; every answer a unit gets is handled by the same code as the plain
 call's (``_on_wall``, ``_on_comments``). A token VK refuses ``execute`` for falls back to plain
 calls.
 
-Worker mode (``python -m vkscraper worker``, :mod:`vkscraper.workqueue`): the worker that opens
-a task resolves its groups and yields one *entry* per group (a ``data:`` request, queued in
-Redis); whichever worker takes an entry crawls that group (``start_group``) as above.
+Worker mode (``python -m vkscraper worker``, :mod:`vkscraper.distributed.workqueue`): the worker
+that opens a task resolves its groups and yields one *entry* per group (a ``data:`` request,
+queued in Redis); whichever worker takes an entry crawls that group (``start_group``) as above.
 
 The spider tells the task extension about every request and item it yields and when each
 request is over, so the extension knows when a group is finished; the task itself (store,
@@ -58,13 +58,13 @@ from scrapy.exceptions import CloseSpider, DontCloseSpider, IgnoreRequest
 from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.utils.asyncio import call_later
 
-from vkscraper.api import (
-    build_call,
-    groups_get_by_id_params,
-    wall_get_comments_params,
-    wall_get_params,
+from vkscraper.distributed.extension import VkDistributed
+from vkscraper.downloadermiddlewares.auth import (
+    CrawlStopping,
+    NoUsableToken,
+    crawl_stopping,
+    token_error,
 )
-from vkscraper.backoff import backoff_delay
 from vkscraper.exceptions import (
     VkApiError,
     VkCaptchaError,
@@ -75,7 +75,17 @@ from vkscraper.exceptions import (
     VkTargetError,
     VkTransientError,
 )
-from vkscraper.execute import (
+from vkscraper.extensions.task import VkTaskExtension, describe_request
+from vkscraper.items import VkGroup, VkPage
+from vkscraper.tokens.access import load_tokens
+from vkscraper.vk.api import (
+    build_call,
+    groups_get_by_id_params,
+    wall_get_comments_params,
+    wall_get_params,
+)
+from vkscraper.vk.backoff import backoff_delay
+from vkscraper.vk.execute import (
     MAX_CALLS,
     CommentsUnit,
     PageParams,
@@ -89,25 +99,15 @@ from vkscraper.execute import (
     map_answer,
     retried,
 )
-from vkscraper.extensions.distributed import VkDistributed
-from vkscraper.extensions.task import VkTaskExtension, describe_request
-from vkscraper.grouprefs import GroupRef, parse_group_refs
-from vkscraper.items import VkGroup, VkPage
-from vkscraper.middlewares.auth import (
-    CrawlStopping,
-    NoUsableToken,
-    crawl_stopping,
-    token_error,
-)
-from vkscraper.normalize import (
+from vkscraper.vk.grouprefs import GroupRef, parse_group_refs
+from vkscraper.vk.normalize import (
     check_comments_page,
     latest_posts,
     parse_groups,
     parse_posts,
     threads_to_fetch,
 )
-from vkscraper.planner import Planner
-from vkscraper.tokens import load_tokens
+from vkscraper.vk.planner import Planner
 
 if TYPE_CHECKING:
     from typing import Self

@@ -27,12 +27,12 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from vkscraper.exceptions import StoreError
-from vkscraper.grouprefs import GroupRef
 from vkscraper.items import VkComment, VkGroup, VkPost
 from vkscraper.store import content, groups, migrations, tasks
 from vkscraper.store.backends import Backend, backend_for, first_line, resolve_url
 from vkscraper.store.content import UpsertResult
 from vkscraper.store.tasks import Task
+from vkscraper.vk.grouprefs import GroupRef
 
 # The package logger by contract (not __name__): "which store is in use" is logged here.
 logger = logging.getLogger("vkscraper.store")

@@ -2,7 +2,7 @@
 
 A group known by id lives in ``groups``. One added by screen name has no id until the spider
 asks VK (``groups.getById``), so it waits in ``pending_groups``; :func:`save_resolved_groups`
-moves it into ``groups``. Screen names are stored lowercased, as :mod:`vkscraper.grouprefs`
+moves it into ``groups``. Screen names are stored lowercased, as :mod:`vkscraper.vk.grouprefs`
 returns them.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from vkscraper.grouprefs import GroupRef
 from vkscraper.items import VkGroup
 from vkscraper.store.backends import Backend, clean_text
+from vkscraper.vk.grouprefs import GroupRef
 
 
 def _split(refs: Sequence[GroupRef]) -> tuple[list[int], list[str]]:

@@ -35,9 +35,9 @@ from datetime import datetime
 from typing import Any
 
 from vkscraper.exceptions import StoreError
-from vkscraper.grouprefs import GroupRef
 from vkscraper.store.backends import Backend, clean_text
 from vkscraper.store.content import seen_in_run
+from vkscraper.vk.grouprefs import GroupRef
 
 STATUSES = ("created", "in_progress", "completed", "failed")
 # One error message is capped so that a huge HTML body cannot bloat every later metrics update.

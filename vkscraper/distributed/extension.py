@@ -1,11 +1,12 @@
 """VkDistributed: one worker's part of a task in worker mode (``VK_DISTRIBUTED``).
 
-Built for every crawl the worker runs (:mod:`vkscraper.worker`), one per task. It takes the
-task's entries (one per group, see :mod:`vkscraper.workqueue`) while the calls it has on hand
-would not fill its next requests (:mod:`vkscraper.workload`) and it holds fewer than
-``VK_WORKER_GROUPS`` unfinished groups, acks an entry when the task extension reports its group
-finished (rows written, status recorded), and keeps the crawl open while the task runs
-elsewhere: idle, it waits for an entry in a blocking Redis call (``BLMOVE``, 2 s at a time)
+Built for every crawl the worker runs (:mod:`vkscraper.distributed.worker`), one per task. It
+takes the task's entries (one per group, see :mod:`vkscraper.distributed.workqueue`) while the
+calls it has on hand would not fill its next requests
+(:mod:`vkscraper.distributed._workload`) and it holds fewer than ``VK_WORKER_GROUPS`` unfinished
+groups, acks an entry when the task extension reports its group finished (rows written, status
+recorded), and keeps the crawl open while the task runs elsewhere: idle, it waits for an entry
+in a blocking Redis call (``BLMOVE``, 2 s at a time)
 — quiet, and a new entry starts within moments.
 
 At close it tells the task extension whether this crawl finalizes the task: after its last
@@ -28,9 +29,9 @@ from scrapy.exceptions import DontCloseSpider, NotConfigured
 from scrapy.utils.asyncio import run_in_thread
 
 from vkscraper import signals as vk_signals
-from vkscraper.middlewares.auth import crawl_stopping
-from vkscraper.periodic import Periodic
-from vkscraper.workload import Workload
+from vkscraper._periodic import Periodic
+from vkscraper.distributed._workload import Workload
+from vkscraper.downloadermiddlewares.auth import crawl_stopping
 
 if TYPE_CHECKING:
     from typing import Self
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.crawler import Crawler
 
-    from vkscraper.workqueue import EntryQueue
+    from vkscraper.distributed.workqueue import EntryQueue
 
 logger = logging.getLogger(__name__)
 

@@ -3,9 +3,10 @@
 ``worker --pidfile PATH`` writes the worker's pid to PATH as it starts (refusing to start
 while a running worker holds PATH) and removes it as it exits. ``worker stop --pidfile PATH``
 sends SIGTERM to that worker only; ``worker stop --all`` to the workers of this machine that
-beat a heartbeat in this Redis (their ids are ``host:pid:random``, see :mod:`vkscraper.worker`).
-Either way a pid is signalled only if its ``/proc/PID/cmdline`` is a ``python -m vkscraper
-worker``: a stale pidfile or heartbeat may name a pid that another program has since reused.
+beat a heartbeat in this Redis (their ids are ``host:pid:random``, see
+:mod:`vkscraper.distributed.worker`). Either way a pid is signalled only if its
+``/proc/PID/cmdline`` is a ``python -m vkscraper worker``: a stale pidfile or heartbeat may name a
+pid that another program has since reused.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from vkscraper import workqueue
+from vkscraper.distributed import workqueue
 
 
 class PidfileError(Exception):

@@ -25,8 +25,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from vkscraper.api import owner_id_for_group
 from vkscraper.exceptions import VkApiError, VkError, VkMalformedResponse, api_error_for
+from vkscraper.vk.api import owner_id_for_group
 
 MAX_CALLS = 25  # API calls VK allows in one execute
 # VK error codes that mean execute cannot be used here (28: the token type may not call it; 3:

@@ -1,11 +1,11 @@
-"""Run the VK API emulator: ``python -m vkscraper.testing.fakevk --port 0 [options]``.
+"""Run the VK API emulator: ``python -m fakevk --port 0 [options]``.
 
 Once the socket listens, the FIRST line on stdout is exactly the URL,
 ``http://127.0.0.1:PORT/method/``: parents (``FakeVk``, scripts) read that one line to find the
 port. The lines after it are for people: the token(s) the emulator accepts, its communities
 and a copy-paste first crawl (``export VK_ACCESS_TOKEN=… VK_API_URL=<url>`` and ``scrapy
 crawl vk -a groups=…``). Then it serves until SIGTERM or SIGINT. See
-:mod:`vkscraper.testing.fakevk.server` for the behaviour and ``--help`` for the options.
+:mod:`fakevk.server` for the behaviour and ``--help`` for the options.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 from .dataset import Dataset, generate_dataset, load_dataset, save_dataset, wall_readable
 from .server import FakeVkServer, ServerConfig, parse_faults
 
-logger = logging.getLogger("vkscraper.testing.fakevk")
+logger = logging.getLogger("fakevk")
 
-# The crawler refuses tokens shorter than this (vkscraper.tokens.MIN_TOKEN_LENGTH); the
+# The crawler refuses tokens shorter than this (vkscraper.tokens.access.MIN_TOKEN_LENGTH); the
 # default token must pass that check so that the printed first crawl works as it is.
 DEFAULT_TOKEN = "fakevk-token-0123456789abcdef"
 MIN_CRAWLER_TOKEN_LENGTH = 16
@@ -31,7 +31,7 @@ GROUPS_SHOWN = 5
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m vkscraper.testing.fakevk",
+        prog="python -m fakevk",
         description="A faithful VK API emulator for tests.",
     )
     p.add_argument("--host", default="127.0.0.1")

@@ -1,6 +1,6 @@
 """VkAuthMiddleware: add the access token at download time, one download slot per token.
 
-Requests are built without the token (see :mod:`vkscraper.api`), so what waits in the
+Requests are built without the token (see :mod:`vkscraper.vk.api`), so what waits in the
 scheduler — and later in Redis — never holds it. This middleware puts it in the
 ``Authorization: Bearer`` header just before the download (never in the URL or body, which
 Scrapy logs) and takes it off again as soon as the download is over.
@@ -13,10 +13,10 @@ redirect) comes back through here and gets the token again only if it qualifies.
 The token goes only to the origin of ``VK_API_URL`` (scheme, host and port), whatever the meta
 says: a redirect keeps ``vk_method`` in its meta, and a request carrying it to another host
 must not carry the token too. And ``VK_API_URL`` itself must be VK's API or an origin the
-operator allows in the environment (:mod:`vkscraper.trust`), checked when the crawl starts:
+operator allows in the environment (:mod:`vkscraper.tokens.trust`), checked when the crawl starts:
 a setting can come from anyone who can reach scrapyd, the environment only from the operator.
 
-Several tokens (``VK_ACCESS_TOKEN=t1,t2,…``) form a pool (:mod:`vkscraper.tokenpool`): each
+Several tokens (``VK_ACCESS_TOKEN=t1,t2,…``) form a pool (:mod:`vkscraper.tokens.pool`): each
 request goes to the usable token with the least work in its download slot. When none can take
 it, the request waits for a parked token (at most ``VK_TOKEN_MAX_WAIT``), or fails with
 :class:`NoUsableToken`, which stops the crawl naming every token's state by its tag.
@@ -42,9 +42,9 @@ from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.asyncio import sleep
 
 from vkscraper import defaults
-from vkscraper.tokenpool import TokenPool
-from vkscraper.tokens import load_tokens, token_tag
-from vkscraper.trust import Origin, check_api_url, parse_origin
+from vkscraper.tokens.access import load_tokens, token_tag
+from vkscraper.tokens.pool import TokenPool
+from vkscraper.tokens.trust import Origin, check_api_url, parse_origin
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine

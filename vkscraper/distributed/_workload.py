@@ -1,5 +1,5 @@
 """The work a worker's crawl of a task has on hand, in VK calls: whether it takes another group
-(worker mode; asked by :class:`~vkscraper.extensions.distributed.VkDistributed`).
+(worker mode; asked by :class:`~vkscraper.distributed.extension.VkDistributed`).
 
 One process packs ``VK_EXECUTE_CALLS`` calls into nearly every ``execute`` because it holds
 every group of its task. A worker holds only the groups it took, so it takes another while
@@ -30,7 +30,7 @@ from weakref import WeakKeyDictionary
 
 from scrapy import signals
 
-from vkscraper.execute import MAX_CALLS, WallUnit
+from vkscraper.vk.execute import MAX_CALLS, WallUnit
 
 if TYPE_CHECKING:
     from collections.abc import Collection

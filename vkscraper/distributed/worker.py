@@ -2,9 +2,9 @@
 
 Any number of workers, on any machines that reach the same Redis (``REDIS_URL``) and
 PostgreSQL (``DATABASE_URL``), share every task: one Scrapy crawl of the ``vk`` spider per
-task per worker, with scrapy-redis's scheduler (:mod:`vkscraper.scheduler`) and the shared
-per-token rate limit (``VK_SHARED_RATE_LIMIT``, forced on). How the work is shared, replayed
-after a dead worker and finalized exactly once: :mod:`vkscraper.workqueue`.
+task per worker, with scrapy-redis's scheduler (:mod:`vkscraper.distributed.scheduler`) and the
+shared per-token rate limit (``VK_SHARED_RATE_LIMIT``, forced on). How the work is shared, replayed
+after a dead worker and finalized exactly once: :mod:`vkscraper.distributed.workqueue`.
 
 The loop: beat the heartbeat; put back the work of dead workers; join every open task it does
 not run yet; wait up to 2 s on the feed for a new task (a blocking Redis call in a thread: an
@@ -28,8 +28,8 @@ from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.reactor import install_reactor
 from twisted.python.failure import Failure
 
-from vkscraper import workqueue
 from vkscraper.addon import VkAddon
+from vkscraper.distributed import workqueue
 from vkscraper.spiders.vk import VkSpider
 
 if TYPE_CHECKING:
@@ -53,8 +53,8 @@ def worker_settings(
         "VK_WORKER_ROLE": role,
         "VK_WORKER_RUN": run,
         "VK_SHARED_RATE_LIMIT": True,
-        "SCHEDULER": "vkscraper.scheduler.VkScheduler",
-        "SCHEDULER_QUEUE_CLASS": "vkscraper.workqueue.EntryQueue",
+        "SCHEDULER": "vkscraper.distributed.scheduler.VkScheduler",
+        "SCHEDULER_QUEUE_CLASS": "vkscraper.distributed.workqueue.EntryQueue",
         "SCHEDULER_QUEUE_KEY": f"{prefix}:queue",
         "SCHEDULER_PERSIST": True,  # never delete the queue every worker shares
         "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",

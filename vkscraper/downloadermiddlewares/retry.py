@@ -20,7 +20,7 @@ What it adds for VK API calls (meta ``vk_method``):
   and its download slot is free meanwhile. The new request goes back through the scheduler,
   so it is still paced by the per-token delay; the token is stripped from it first. (The
   ``Retry-After`` of a 429 or 503 also holds the whole token, in every process when the
-  limit is shared: :mod:`vkscraper.ratelimit`.)
+  limit is shared: :mod:`vkscraper.downloadhandlers.ratelimit`.)
 
 Settings of its own: ``VK_BACKOFF_BASE``, ``VK_BACKOFF_MAX``. Stats: ``vk/api_error/<code>``,
 ``vk/malformed``.
@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Any
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.utils.asyncio import sleep
 
-from vkscraper.api import parse_envelope
-from vkscraper.backoff import backoff_delay, parse_retry_after
+from vkscraper.downloadermiddlewares.auth import downloader_slots, strip_token, token_error
 from vkscraper.exceptions import VkApiError, VkError, VkMalformedResponse, VkTransientError
-from vkscraper.middlewares.auth import downloader_slots, strip_token, token_error
+from vkscraper.vk.api import parse_envelope
+from vkscraper.vk.backoff import backoff_delay, parse_retry_after
 
 if TYPE_CHECKING:
     from scrapy import Request

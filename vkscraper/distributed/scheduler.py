@@ -1,16 +1,16 @@
 """VkScheduler: scrapy-redis's scheduler for worker mode, with a group's own requests local.
 
 A task's *entries* (one request per group, meta ``vk_entry``) go to Redis through
-scrapy-redis (queue class :class:`~vkscraper.workqueue.EntryQueue`), where any worker takes
-them. Every other request — a group's ``wall.get``, its comment pages, an ``execute`` — stays
+scrapy-redis (queue class :class:`~vkscraper.distributed.workqueue.EntryQueue`), where any worker
+takes them. Every other request — a group's ``wall.get``, its comment pages, an ``execute`` — stays
 in this process's memory (newest first, as Scrapy's default memory queue): the group is
 crawled where its entry was taken, so its batching and bookkeeping never cross processes, and
 a killed worker's groups are replayed whole from their entries.
 
 Entries are taken only while the worker's next requests need more calls than it has on hand
-(:mod:`vkscraper.workload`), up to ``VK_WORKER_GROUPS`` unfinished groups, so one worker
-cannot hoard a task's groups (scrapy-redis alone pops whatever the engine asks for);
-:class:`~vkscraper.extensions.distributed.VkDistributed` decides.
+(:mod:`vkscraper.distributed._workload`), up to ``VK_WORKER_GROUPS`` unfinished groups, so one
+worker cannot hoard a task's groups (scrapy-redis alone pops whatever the engine asks for);
+:class:`~vkscraper.distributed.extension.VkDistributed` decides.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy.exceptions import ScrapyDeprecationWarning
 from scrapy_redis.scheduler import Scheduler
 
-from vkscraper.extensions.distributed import VkDistributed
+from vkscraper.distributed.extension import VkDistributed
 
 if TYPE_CHECKING:
     from typing import Self

@@ -2,7 +2,7 @@
 
 Usage in tests::
 
-    from vkscraper.testing.fakevk import FakeVk, expected_rows, generate_dataset
+    from fakevk import FakeVk, expected_rows, generate_dataset
 
     data = generate_dataset(seed=7, big_post=True)
     with FakeVk(data) as vk:          # vk.url == "http://127.0.0.1:PORT/method/"
@@ -10,7 +10,7 @@ Usage in tests::
         assert vk.requests()          # parsed --log lines, the token only as a hash tag
     posts, comments = expected_rows(data, posts_per_group=10)
 
-The server is a separate process (``python -m vkscraper.testing.fakevk``) so it cannot share a
+The server is a separate process (``python -m fakevk``) so it cannot share a
 reactor or a GIL with the code under test and can be killed like a real remote service. This
 module only imports the stdlib.
 """
@@ -56,7 +56,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _START_TIMEOUT = 10.0
-_PROJECT_ROOT = Path(__file__).resolve().parents[3]
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class FakeVk:
@@ -110,7 +110,7 @@ class FakeVk:
         self._stderr_path = Path(self._tmp) / "stderr.txt"
 
     def _command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "vkscraper.testing.fakevk", "--port", "0"]
+        cmd = [sys.executable, "-m", "fakevk", "--port", "0"]
         if isinstance(self.dataset, dict):
             path = Path(self._tmp) / "dataset.json"
             save_dataset(self.dataset, path)

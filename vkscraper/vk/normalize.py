@@ -19,9 +19,9 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from vkscraper.api import owner_id_for_group
 from vkscraper.exceptions import VkMalformedResponse
 from vkscraper.items import VkComment, VkGroup, VkPage, VkPost
+from vkscraper.vk.api import owner_id_for_group
 
 
 def _utc(ts: Any) -> datetime | None:

@@ -1,4 +1,4 @@
-"""A task's shared work in Redis, for worker mode (:mod:`vkscraper.worker`).
+"""A task's shared work in Redis, for worker mode (:mod:`vkscraper.distributed.worker`).
 
 Workers find tasks in a feed (``vkscraper:tasks``, filled by ``task create --enqueue`` and by
 the HTTP service). The worker that takes a task from the feed *opens* it: it begins the run
@@ -56,8 +56,8 @@ FEED = f"{PREFIX}:tasks"
 ACTIVE = f"{PREFIX}:active"
 ENDED_TTL = 86400  # seconds a task's keys stay in Redis after it ended (final or cancelled)
 # An entry is answered in the worker (a data: URL), not by VK: it goes through a download slot
-# of its own without the tokens' delay (vkscraper.worker sets it), or a worker could start at
-# most one group per DOWNLOAD_DELAY, fewer than one execute's worth per request.
+# of its own without the tokens' delay (vkscraper.distributed.worker sets it), or a worker could
+# start at most one group per DOWNLOAD_DELAY, fewer than one execute's worth per request.
 ENTRY_SLOT = "vkscraper-entries"
 
 

@@ -6,10 +6,10 @@ A ``logging.Filter`` on the root logger would miss records of child loggers (log
 not propagate), and handler filters would miss handlers created later (Scrapy's, pytest's
 ``caplog``). Every record, however, is made by logging's record factory, so
 :func:`install_log_scrubber` wraps that factory: the message is rendered, scrubbed with
-:func:`vkscraper.tokens.scrub` and, if it held a token, stored pre-rendered (``args = ()``); an
-exception's traceback is pre-rendered into ``exc_text``, which ``logging.Formatter`` prints
-instead of formatting ``exc_info`` again. Fields passed with ``extra=`` are set after the factory
-runs and are not scrubbed.
+:func:`vkscraper.tokens.access.scrub` and, if it held a token, stored pre-rendered (``args =
+()``); an exception's traceback is pre-rendered into ``exc_text``, which ``logging.Formatter``
+prints instead of formatting ``exc_info`` again. Fields passed with ``extra=`` are set after the
+factory runs and are not scrubbed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from vkscraper.tokens import scrub
+from vkscraper.tokens.access import scrub
 
 _FORMATTER = logging.Formatter()
 

@@ -109,7 +109,7 @@ def _loads(body: bytes | str) -> Any:
     """orjson (several times faster on comment pages); what it refuses (a lone surrogate,
     NaN) is parsed by :mod:`json`, lone surrogates then replaced. An integer beyond 64 bits
     comes out as a float, which no id or counter check accepts; one between 2**63 and
-    2**64 - 1 as an int, which the id checks of :mod:`vkscraper.normalize` refuse."""
+    2**64 - 1 as an int, which the id checks of :mod:`vkscraper.vk.normalize` refuse."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -23,16 +23,16 @@ from urllib.parse import urlsplit
 
 import psycopg2
 
+from fakevk import FakeVk, expected_rows, wall_readable
 from vkscraper.store.backends import sqlite_path
-from vkscraper.testing.fakevk import FakeVk, expected_rows, wall_readable
-from vkscraper.trust import API_URLS_ENV, MAX_RPS_ENV, VK_RPS
+from vkscraper.tokens.trust import API_URLS_ENV, MAX_RPS_ENV, VK_RPS
 
-# Long enough for the crawler's token check (vkscraper.tokens.MIN_TOKEN_LENGTH).
+# Long enough for the crawler's token check (vkscraper.tokens.access.MIN_TOKEN_LENGTH).
 DEMO_TOKEN = "demo-token-0123456789abcdef"
 
 
 def operator_env(api_url: str, settings: dict[str, Any] | None = None) -> dict[str, str]:
-    """What an operator exports for a crawl of the emulator (vkscraper.trust): the token may
+    """What an operator exports for a crawl of the emulator (vkscraper.tokens.trust): the token may
     go to ``api_url``, and at the ``VK_REQUESTS_PER_SECOND`` of ``settings`` if it asks for
     more than VK's 3/s (the fast runs)."""
     env = {API_URLS_ENV: api_url}

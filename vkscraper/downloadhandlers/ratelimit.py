@@ -44,8 +44,8 @@ from scrapy.utils.asyncio import sleep
 from twisted.internet.abstract import FileDescriptor
 from twisted.web.client import HTTPConnectionPool
 
-from vkscraper.backoff import parse_retry_after
-from vkscraper.middlewares.auth import CrawlStopping, crawl_stopping
+from vkscraper.downloadermiddlewares.auth import CrawlStopping, crawl_stopping
+from vkscraper.vk.backoff import parse_retry_after
 
 if TYPE_CHECKING:
     from typing import Self
@@ -122,8 +122,8 @@ class LocalRateLimit:
     ) -> tuple[float, str]:
         """Wait until a request of the token ``tag`` may be sent; returns the seconds waited
         and the request's entry in the log (for :meth:`restamp`). Raises
-        :class:`~vkscraper.middlewares.auth.CrawlStopping` when ``stopping()`` turns true.
-        (``give_up`` is for the shared limit's Redis; memory always answers.)"""
+        :class:`~vkscraper.downloadermiddlewares.auth.CrawlStopping` when ``stopping()`` turns
+        true. (``give_up`` is for the shared limit's Redis; memory always answers.)"""
         sent = self._sent[tag]
         member = uuid.uuid4().hex
         waited = 0.0
@@ -182,7 +182,8 @@ class SharedRateLimit:
 
         Raises :class:`RedisUnreachable` (an ``OSError``: Scrapy retries it, then the request
         fails with that message) when Redis has not answered for ``give_up`` seconds, and
-        :class:`~vkscraper.middlewares.auth.CrawlStopping` when ``stopping()`` turns true."""
+        :class:`~vkscraper.downloadermiddlewares.auth.CrawlStopping` when ``stopping()`` turns
+        true."""
         member = uuid.uuid4().hex
         waited = 0.0
         unreachable_since: float | None = None

@@ -18,7 +18,7 @@ import heapq
 import itertools
 from collections import deque
 
-from vkscraper.execute import MAX_CALLS, Unit, WallUnit
+from vkscraper.vk.execute import MAX_CALLS, Unit, WallUnit
 
 ANSWER_LIMIT = 5 * 1024 * 1024  # VK's execute answer limit
 SAFE_SHARE = 0.8  # of the limit an answer is planned to fill
@@ -51,7 +51,7 @@ class Planner:
 
     def pending(self) -> tuple[int, int]:
         """(calls, of which ``wall.get``) the units here probably need, due or not: what a
-        worker weighs before taking another group (:mod:`vkscraper.workload`)."""
+        worker weighs before taking another group (:mod:`vkscraper.distributed._workload`)."""
         units = list(itertools.chain(self._ready, (u for _, _, u in self._later)))
         walls = sum(1 for u in units if isinstance(u, WallUnit))
         return sum(u.estimate(self.page_size) for u in units), walls

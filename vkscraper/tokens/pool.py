@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from vkscraper.tokens import token_tag
+from vkscraper.tokens.access import token_tag
 
 DROP_CODES = frozenset({5, 17, 27, 1117})
 PARK_CODES = frozenset({14})

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 from scrapy.extensions.httpcache import DummyPolicy
 
-from vkscraper.api import parse_response
 from vkscraper.exceptions import VkError
+from vkscraper.vk.api import parse_response
 
 if TYPE_CHECKING:
     from scrapy import Request

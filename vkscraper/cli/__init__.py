@@ -1,0 +1,2 @@
+"""The ``vkscraper`` command (also ``python -m vkscraper``) and what it shares with ``scrapy
+crawl``: exit statuses."""

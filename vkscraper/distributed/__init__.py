@@ -1,0 +1,1 @@
+"""Worker mode: a task's work shared through Redis by worker processes (``vkscraper worker``)."""
