@@ -1,11 +1,12 @@
 # Two commands do everything on a fresh machine:
 #   make demo   the main job, offline: emulator + `scrapy crawl vk` into the default store
 #   make test   every test, against the real PostgreSQL and Redis
+# and `make docs` builds the documentation (docs/) into docs/_build/html.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv services browser test demo demo-errors check bench serve
+.PHONY: venv services browser test demo demo-errors check bench serve docs
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,9 +38,18 @@ demo-errors: venv
 # and logs under var/scrapyd/. The crawls inherit this environment: export VK_ACCESS_TOKEN
 # (and DATABASE_URL for PostgreSQL; else the SQLite file vkscraper.sqlite3 here) first.
 # Without username/password in scrapyd.conf it listens on 127.0.0.1 only (it refuses
-# another bind_address); README "Security" says what is protected.
+# another bind_address); docs/topics/security.md says what is protected.
 serve: venv
 	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(VENV)/bin/scrapyd
+
+# Warnings are errors: a broken link or reference fails the build (CI runs it).
+docs: venv
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@# Readable offline: no page or stylesheet loads anything from another host.
+	@if grep -rlE '<(link|script|img)[^>]+(href|src)="(https?:)?//' --include='*.html' docs/_build/html \
+	  || grep -rlE "(@import|url\()[[:space:]]*[\"']?(https?:)?//" --include='*.css' docs/_build/html; \
+	then echo "docs: the files above load something from the internet"; exit 1; fi
+	@echo "docs: docs/_build/html/index.html"
 
 check: venv
 	$(PY) -m ruff check .

@@ -128,7 +128,7 @@ def main() -> None:
     baseline = tmp / "tree"
     git("worktree", "add", "--detach", "--quiet", str(baseline), commit)
     try:
-        # bytecode now, so the baseline's first run does not pay for it in its start-up
+        # bytecode first, so the baseline's first run does not pay for it in its start-up
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(baseline / "vkscraper")],
                        check=True)  # fmt: skip
         trees = {"baseline": baseline, "current": current}

@@ -29,8 +29,8 @@ Behaviour choices (unverified against live VK unless VK's documentation says so)
 * ``count`` above 100 is clamped to 100 (VK documents a max of 100, not what happens above it).
   Defaults: 20 for wall.get, 10 for wall.getComments. Negative ``count`` → 100.
 * ``wall.get`` on a positive ``owner_id`` (a user wall), on a user's screen name, or without
-  any owner → 15 ``Access denied``: the emulator has no user walls, and the measured note says
-  VK answers with an access-style error there.
+  any owner → 15 ``Access denied``: the emulator has no user walls, and VK answers an
+  access-style error there.
 * A deactivated community → 15 ``Access denied: group is blocked``. Checked before
   ``is_closed`` (members-only), which is checked before ``wall == 0`` (wall disabled).
 * ``wall.get`` ``filter``: ``all`` lists the wall, ``owner`` its posts by the community

@@ -7,7 +7,7 @@ runs in QuickJS (the ``quickjs`` package):
 * ``API.section.method({...})`` → a call back into the emulator's method handlers;
 * ``expr@.field`` → the field of every element of an array.
 
-What the real ``execute`` does and the emulator reproduces (see the README's emulator part):
+What the real ``execute`` does and the emulator reproduces (docs/topics/emulator.md):
 
 * at most :data:`MAX_CALLS` API calls; the next one fails the script with error 13 (VK's exact
   behaviour for a 26th call is undocumented: the crawler must never make one);
@@ -25,12 +25,13 @@ Limits of this emulation: the rewrite is textual, so ``API.`` and ``@.`` must no
 inside string literals of the script; VK's 1000-operation limit is approximated by a time
 limit.
 
-Speed: an answer of 25 pages is megabytes of JSON, which QuickJS used to parse and then write
-again (``JSON.stringify``), Python to parse and write once more. Now the script sees each API
-answer through proxies (see ``_ANSWERS``): its comments and authors are parsed only when the
-script looks into one, and an answer the script did not change is written as a marker that
-Python replaces with the JSON it sent. That JSON is what ``JSON.stringify`` would have written
-(for data :func:`.jsontext.plain` accepts; otherwise answers are passed as before), so the
+Speed: an answer of 25 pages is megabytes of JSON; parsed by QuickJS, written again by
+``JSON.stringify`` and parsed and written once more by Python, it would make the emulator, not
+the crawler, what benchmarks measure. So the script sees each API answer through proxies (see
+``_ANSWERS``): its comments and authors are parsed only when the script looks into one, and an
+answer the script did not change is written as a marker that Python replaces with the JSON it
+sent. That JSON is what ``JSON.stringify`` would have written (for data
+:func:`.jsontext.plain` accepts; other answers are handed to the script as plain JSON), so the
 answer is byte for byte the same. A script sees no difference short of freezing an answer and
 then changing it (an error's message may differ).
 """
@@ -277,7 +278,7 @@ def translate(code: str) -> str:
         raise ScriptError(12, "Unable to compile code: functions are not allowed")
     body = _API_CALL.sub(lambda m: f'__api("{m.group(1)}.{m.group(2)}", ', code)
     body = _guard_loops(_pluck_rewrite(body))
-    # JSON.stringify is looked up before the script runs, as it always was.
+    # JSON.stringify is looked up before the script runs, so a script cannot replace it.
     return f"JSON.stringify(__api.finishing((function () {{ {body}\n}})()))"
 
 

@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def demo_dataset(with_errors: bool) -> dict[str, Any]:
     """The emulator's own dataset: what `fakevk --generate 1` serves, or with
-    `--closed-comments --closed-groups 1` for the errors. The demo and the README's first
-    crawl write to the same database, so one comment id must sit on one post in both."""
+    `--closed-comments --closed-groups 1` for the errors. The demo and the first crawl of
+    docs/topics/emulator.md write to the same database, so one comment id must sit on one
+    post in both."""
     extra = ["--closed-comments", "--closed-groups", "1"] if with_errors else []
     return dataset_from_args(build_fakevk_parser().parse_args(["--generate", "1", *extra]))
 
@@ -119,11 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         f"`.venv/bin/python -m vkscraper task show {result['task_id']}` shows the task again."
     )
     if args.with_errors:
-        say("More in README.md: 'How errors appear' and 'Arguments and exit statuses'.")
+        say("More in the docs (make docs): docs/usage/errors.md and docs/reference/cli.md.")
     else:
         say(
-            "Next: `make demo-errors` shows how errors appear; in README.md, 'The VK emulator' "
-            "starts the emulator for a crawl by hand and 'Real use' crawls VK with your token."
+            "Next: `make demo-errors` shows how errors appear; docs/topics/emulator.md starts the "
+            "emulator for a crawl by hand and docs/usage/quickstart.md crawls VK with your token."
         )
     if not ok:
         print("\nThe demo did not end as intended; the end of the crawl log:", file=sys.stderr)

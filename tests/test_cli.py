@@ -133,7 +133,7 @@ def test_a_space_inside_a_list_entry_is_refused_naming_the_entry(capsys, sqlite_
     ],
 )
 def test_every_command_taking_a_task_id_says_a_missing_task_alike(tmp_path, args):
-    """One wording and one status (2, bad input, as the README's tables say) for "no such
+    """One wording and one status (2, bad input, as docs/reference/cli.md says) for "no such
     task", whichever command is given the id."""
     result = run_process("--database-url", f"sqlite:///{tmp_path / 'x.sqlite3'}", *args)
     assert (result.returncode, result.stdout) == (2, "")

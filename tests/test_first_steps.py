@@ -1,6 +1,6 @@
-"""A newcomer's first steps, run as the README shows them.
+"""A newcomer's first steps, run as the docs show them.
 
-* The emulator command of README "The VK emulator" prints what the README shows: its URL on the
+* The emulator command of the docs' emulator page prints what the page shows: its URL on the
   first line alone, the token it accepts, its groups and a copy-paste first crawl; that crawl,
   pasted as printed, exits 0 and its task is ``completed``.
 * ``make demo`` (``scripts/demo.py``) ends ``completed``; ``make demo-errors`` ends ``failed``
@@ -26,28 +26,25 @@ from pathlib import Path
 from vkscraper.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
-README = REPO / "README.md"
+EMULATOR_PAGE = REPO / "docs" / "topics" / "emulator.md"
 START_TIMEOUT = 10.0
 LAST_LINE = "Ctrl-C stops the emulator."
 URL_LINE = re.compile(r"http://127\.0\.0\.1:(\d+)/method/")
-# The README's dataset crawls in ~3 s at 3 requests/s; the crawl test uses a smaller one.
+# The emulator page's dataset crawls in ~3 s at 3 requests/s; the crawl test uses a smaller one.
 SMALL = ["--groups", "1", "--posts-per-group", "4", "--max-comments", "5"]
 
 
-def readme_section(title: str) -> str:
-    text = README.read_text(encoding="utf-8")
-    start = text.index(f"\n## {title}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end != -1 else len(text)]
+def emulator_page() -> str:
+    return EMULATOR_PAGE.read_text(encoding="utf-8")
 
 
 def fenced_blocks(section: str, lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", section, flags=re.S)
 
 
-def readme_emulator_command() -> list[str]:
-    """The first command of README "The VK emulator", as a user would paste it."""
-    block = fenced_blocks(readme_section("The VK emulator"), "sh")[0]
+def docs_emulator_command() -> list[str]:
+    """The first command of the emulator page, as a user would paste it."""
+    block = fenced_blocks(emulator_page(), "sh")[0]
     line = next(x for x in block.splitlines() if "-m fakevk" in x)
     argv = shlex.split(line)
     assert argv[0] == ".venv/bin/python", line
@@ -108,16 +105,16 @@ def emulator(argv: list[str]) -> Iterator[list[str]]:
         stderr.close()
 
 
-def test_the_readme_emulator_command_prints_what_the_readme_shows():
-    argv = readme_emulator_command()
+def test_the_docs_emulator_command_prints_what_the_readme_shows():
+    argv = docs_emulator_command()
     with emulator(with_port_zero(argv)) as out:
         pass
     port = URL_LINE.fullmatch(out[0])
     assert port, f"the first line must be the URL alone (FakeVk reads it): {out[0]!r}"
     shown_port = argv[argv.index("--port") + 1]
     printed = "\n".join(out).replace(f":{port.group(1)}/", f":{shown_port}/") + "\n"
-    shown = fenced_blocks(readme_section("The VK emulator"), "text")[0]
-    assert printed == shown, "README 'The VK emulator' must show the emulator's real output"
+    shown = fenced_blocks(emulator_page(), "text")[0]
+    assert printed == shown, "docs/topics/emulator.md must show the emulator's real output"
     # What a newcomer needs, named outright.
     text = "\n".join(out)
     assert "VK_API_URL" in text
@@ -127,8 +124,8 @@ def test_the_readme_emulator_command_prints_what_the_readme_shows():
     assert "  export VK_ACCESS_TOKEN=fakevk-token-0123456789abcdef" in out
     assert "  export VK_API_URL=http://127.0.0.1:8765/method/" in printed.splitlines()
     assert any(line.startswith("  .venv/bin/scrapy crawl vk -a groups=") for line in out)
-    # The README's own copy-paste block is that crawl.
-    crawl_block = fenced_blocks(readme_section("The VK emulator"), "sh")[1]
+    # The page's own copy-paste block is that crawl.
+    crawl_block = fenced_blocks(emulator_page(), "sh")[1]
     for line in crawl_block.splitlines()[:2]:
         assert f"  {line}" in printed.splitlines(), line
 
@@ -164,7 +161,7 @@ def run_printed_crawl(out: list[str], database: str) -> subprocess.CompletedProc
 
 def test_the_printed_first_crawl_completes(tmp_path):
     database = f"sqlite:///{tmp_path / 'x.sqlite3'}"
-    with emulator(with_port_zero(readme_emulator_command()) + SMALL) as out:
+    with emulator(with_port_zero(docs_emulator_command()) + SMALL) as out:
         result = run_printed_crawl(out, database)
     assert result.returncode == 0, result.stderr[-3000:]
     with open_store(database) as store:
@@ -184,7 +181,7 @@ def run_demo(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[st
         text=True,
         timeout=60,
     )
-    # The demo points to the repository (README, make targets), never to the outside.
+    # The demo points to the repository (docs, make targets), never to the outside.
     assert "https://" not in result.stdout and "vk.com" not in result.stdout
     return result, database
 
@@ -222,12 +219,12 @@ def test_the_error_demo_ends_failed_with_each_error_explained(tmp_path):
 
 
 def test_the_first_crawl_after_the_demo_finds_the_demos_data(tmp_path):
-    """README order: `make demo`, then the emulator's first crawl, both into the default
+    """The docs' order: `make demo`, then the emulator's first crawl, both into the default
     store. They serve one dataset, so the crawl stores every comment it expects (with two
     datasets a comment id sat on another post and the task ended `completed` at 496/1447)."""
     demo, database = run_demo(tmp_path)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
-    with emulator(with_port_zero(readme_emulator_command())) as out:
+    with emulator(with_port_zero(docs_emulator_command())) as out:
         result = run_printed_crawl(out, database)
     assert result.returncode == 0, result.stderr[-3000:]
     with open_store(database) as store:

@@ -31,12 +31,13 @@ def cyrillic_dataset():
     return data
 
 
-def readme_pipeline_example() -> type:
-    """The user pipeline the README documents, taken from the README itself."""
-    text = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+def docs_pipeline_example() -> type:
+    """The user pipeline the docs show, taken from docs/usage/pipelines.md itself."""
+    page = Path(__file__).parent.parent / "docs" / "usage" / "pipelines.md"
+    text = page.read_text(encoding="utf-8")
     block = text.split("# myproject/pipelines.py\n", 1)[1].split("```", 1)[0]
-    module = types.ModuleType("readme_pipelines")
-    exec(compile(block, "README.md", "exec"), module.__dict__)
+    module = types.ModuleType("docs_pipelines")
+    exec(compile(block, str(page), "exec"), module.__dict__)
     sys.modules[module.__name__] = module
     return module.DropAuthorComments
 
@@ -53,8 +54,8 @@ class Seen:
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 @deferred_f_from_coro_f
-async def test_the_readme_pipeline_drops_one_authors_comments_before_the_store(store_url):
-    drop = readme_pipeline_example()
+async def test_the_docs_pipeline_drops_one_authors_comments_before_the_store(store_url):
+    drop = docs_pipeline_example()
     data = small_dataset()
     data["profiles"].append({"id": 2, "first_name": "Bob", "last_name": "Ray"})
     data["groups"][1]["posts"][1]["comments"].append(
@@ -63,7 +64,7 @@ async def test_the_readme_pipeline_drops_one_authors_comments_before_the_store(s
     for comment in data["groups"][1]["posts"][1]["comments"]:
         comment["replies"] = [{"id": 40 + comment["id"], "from_id": 1, "date": T0, "text": "r"}]
     Seen.items = []
-    pipes = {"ITEM_PIPELINES": {"readme_pipelines.DropAuthorComments": 200,
+    pipes = {"ITEM_PIPELINES": {"docs_pipelines.DropAuthorComments": 200,
                                 f"{__name__}.Seen": 250}}  # fmt: skip
     with FakeVk(data, tokens=[TOKEN]) as vk:
         await run_crawl(vk.url, store_url, groups="threeposts", settings=pipes)

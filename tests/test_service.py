@@ -645,7 +645,7 @@ def test_the_token_never_reaches_the_client_or_scrapyd_logs(pg_server, fakevk):
 def test_an_egg_deployed_with_scrapyd_deploy_runs_tasks(tmp_path, pg_admin_url, fakevk):
     """A remote scrapyd: no scrapy.cfg of ours beside it, the project arrives as an egg built
     and uploaded by `scrapyd-deploy` (the migrations and page assets travel inside it) —
-    with `addversion.json` switched back on and credentials, as the README says."""
+    with `addversion.json` switched back on and credentials, as docs/topics/security.md says."""
     project = tmp_path / "project"
     project.mkdir()
     for name in ("scrapy.cfg", "setup.py", "pyproject.toml"):
@@ -835,8 +835,8 @@ def test_a_slow_database_does_not_stall_scrapyd(pg_server):
 
 
 def test_the_page_hints_name_the_port_scrapyd_listens_on(tmp_path):
-    """`SCRAPYD_HTTP_PORT=6801 make serve` (README "Another port or address"): scrapyd listens
-    there, and the page's curl hints name that port, not the default 6800 (they did)."""
+    """`SCRAPYD_HTTP_PORT=6801 make serve` (docs/usage/scrapyd.md, "Another port or address"):
+    scrapyd listens there, and the page's curl hints name that port, not the default 6800."""
     from tests.scrapyd import free_port
 
     work = tmp_path / "scrapyd"

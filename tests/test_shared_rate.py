@@ -1,6 +1,6 @@
-"""Two crawl processes on one token, started as the README says, against the emulator
-enforcing VK's 3 requests/s: with the shared limit in Redis they never put more than 3 of
-its requests into any 1-second window, and both finish."""
+"""Two crawl processes on one token, started as docs/topics/rate-limiting.md says, against the
+emulator enforcing VK's 3 requests/s: with the shared limit in Redis they never put more than 3
+of its requests into any 1-second window, and both finish."""
 
 from __future__ import annotations
 

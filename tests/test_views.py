@@ -1,4 +1,4 @@
-"""The SQL views of migration 0003 and the README's example queries, on PostgreSQL and SQLite."""
+"""The SQL views of migration 0003 and the docs' example queries, on PostgreSQL and SQLite."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from vkscraper.items import VkGroup
 from vkscraper.store import migrations, open_store
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+SCHEMA_PAGE = Path(__file__).resolve().parents[1] / "docs" / "reference" / "schema.md"
 EDITED = datetime(2024, 5, 2, 8, 30, tzinfo=UTC)
 
 POSTS_WITH_GROUP = [
@@ -29,7 +29,7 @@ COMMENTS_WITH_POST = [
 
 
 def query(store, sql, params=None):
-    """Rows of ``sql`` as dicts; ``:name`` parameters as in the README (psycopg2 spells them
+    """Rows of ``sql`` as dicts; ``:name`` parameters as in the docs (psycopg2 spells them
     ``%(name)s``); timestamps as aware datetimes and booleans as bools on both backends."""
     if store.backend == "postgresql":
         sql = re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
@@ -176,19 +176,19 @@ def test_migration_0003_keeps_existing_rows_valid(store_url):
         assert (comment["reply_to_user"], comment["reply_to_comment"]) == (None, None)
 
 
-# ------------------------------------------------------------------- the README's examples
+# --------------------------------------------------------------------- the docs' examples
 
 
-def readme_queries() -> list[str]:
-    """The ```sql blocks of the README's "Querying the data" section, in order."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("### Querying the data", 1)[1]
+def docs_queries() -> list[str]:
+    """The ```sql blocks of the "Querying the data" section of docs/reference/schema.md."""
+    text = SCHEMA_PAGE.read_text(encoding="utf-8")
+    section = text.split("## Querying the data", 1)[1]
     section = re.split(r"\n##+ ", section, maxsplit=1)[0]
     return re.findall(r"```sql\n(.*?)```", section, flags=re.S)
 
 
-def test_the_readme_has_the_four_examples():
-    queries = readme_queries()
+def test_the_docs_have_the_four_examples():
+    queries = docs_queries()
     assert len(queries) == 4
     assert "posts_with_group" in queries[0] and "comments_with_post" in queries[1]
     assert "RECURSIVE" in queries[2] and "last_seen_at" in queries[3]
@@ -222,7 +222,7 @@ def walls(store, make_post, make_comment):
 
 
 def run_example(store, n, **params):
-    return query(store, readme_queries()[n], params)
+    return query(store, docs_queries()[n], params)
 
 
 def test_example_top_posts_by_views(store, walls):

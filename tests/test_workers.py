@@ -1,6 +1,6 @@
-"""Worker mode: real `python -m vkscraper worker` processes, started as the README says, on
-real Redis and PostgreSQL, against the emulator (enforcing VK's 3 requests/s per token in the
-tests about the rate)."""
+"""Worker mode: real `python -m vkscraper worker` processes, started as
+docs/topics/distributed.md says, on real Redis and PostgreSQL, against the emulator (enforcing
+VK's 3 requests/s per token in the tests about the rate)."""
 
 from __future__ import annotations
 

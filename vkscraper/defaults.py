@@ -1,4 +1,4 @@
-"""Every ``VK_*`` default, once.
+"""Every ``VK_*`` default, once (their meaning and ranges: docs/reference/settings.md).
 
 ``vkscraper/settings.py`` imports them (so ``scrapy settings --get VK_…`` shows them) and the
 add-on registers them at Scrapy's "default" priority for projects that only enable the add-on,
@@ -67,7 +67,7 @@ RETRY_TIMES = 3  # Scrapy's default is 2
 # 2 × the interval (0.7 s) slow the token down, faster ones leave it at the limit.
 AUTOTHROTTLE_TARGET = 2.0
 
-# Settings that were ours and are now Scrapy's: refused with the new name.
+# Names whose job Scrapy's own settings do: refused, naming the setting to use.
 RENAMED = {"VK_RETRY_TIMES": "RETRY_TIMES", "VK_RETRY_HTTP_CODES": "RETRY_HTTP_CODES",
            "VK_CONCURRENCY_PER_TOKEN": "CONCURRENT_REQUESTS_PER_DOMAIN"}  # fmt: skip
 

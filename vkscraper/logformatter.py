@@ -2,8 +2,8 @@
 
 Scrapy builds that DEBUG record for every item and lets the handler drop it when ``LOG_LEVEL``
 is higher; with every record also scrubbed for the token (:mod:`vkscraper.tokens.logscrub`), that
-was a fifth of the crawler's CPU at 20,000 comments/s. With ``LOG_LEVEL=DEBUG`` it is logged as
-before.
+costs a fifth of the crawler's CPU at 20,000 comments/s. With ``LOG_LEVEL=DEBUG`` it is logged as
+Scrapy logs it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
 """Scrapy settings of vkscraper; ``VK_*`` defaults come from :mod:`vkscraper.defaults`.
+Every setting, its default and meaning: docs/reference/settings.md.
 
 Change a setting with ``-s NAME=value``. ``DATABASE_URL`` and ``REDIS_URL`` are also read from
 the environment. The access token is read from ``VK_ACCESS_TOKEN`` in the environment by the

@@ -3,7 +3,7 @@ for every process that uses the token.
 
 Scrapy's download delay spaces the moments the download slot lets a request go, not the
 moments it is sent: the middlewares in between take longer for some requests than for others,
-and four requests were measured leaving within 1.045 s with the delay at 0.35 s (a limit of 3
+so four requests released 0.35 s apart can leave within one window of 1.05 s (a limit of 3
 in any 1.05 s). So every VK request also passes a sliding-window log of its token in the
 download handler (:class:`VkDownloadHandler`), after the slot's delay: at most
 ``VK_REQUESTS_PER_SECOND`` requests of a token go in any window of ``VK_RATE_MARGIN`` seconds
@@ -16,11 +16,11 @@ limit before that time, in this process or (shared) in any other; the retry incl
 
 - :class:`LocalRateLimit` (the default): the log in this process's memory.
 - :class:`SharedRateLimit` (``VK_SHARED_RATE_LIMIT = True`` and ``REDIS_URL``): the log of
-  every process using the token. Two processes on one token were measured at 4.6 requests/s,
-  and VK answers error 6 above 3. :data:`SCRIPT` keeps the log in a sorted set, on Redis's
-  own clock, atomic because Redis runs one script at a time. Keys are
-  ``vkscraper:rate:<tag>`` (and ``vkscraper:rate:<tag>:hold``, the time ``Retry-After``
-  asked for): the token's non-secret tag, never the token. If Redis cannot be
+  every process using the token: each process paces only itself, so two on one token send
+  more than 3 requests/s together, and VK answers error 6 above 3. :data:`SCRIPT` keeps the
+  log in a sorted set, on Redis's own clock, atomic because Redis runs one script at a time.
+  Keys are ``vkscraper:rate:<tag>`` (and ``vkscraper:rate:<tag>:hold``, the time
+  ``Retry-After`` asked for): the token's non-secret tag, never the token. If Redis cannot be
   reached or does not answer within 5 s, requests wait (one WARNING per outage) rather than
   go out unpaced, for at most ``DOWNLOAD_TIMEOUT``; then the request fails like a connection
   error (retried, then recorded with the reason).

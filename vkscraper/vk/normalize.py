@@ -1,10 +1,10 @@
 """Turn VK response data into items. Pure functions; tolerant of absent optional fields.
 
 VK marks almost nothing as required in its response schema, so counters default to 0, and a deleted
-comment stub has no ``from_id`` or ``text`` (§3). Anything that is not the documented shape
+comment stub has no ``from_id`` or ``text``. Anything that is not the documented shape
 raises :class:`VkMalformedResponse` naming what was wrong, never a bare ``KeyError``. JSON
 objects are checked as ``dict`` (what the JSON parsers give), not ``Mapping``: an ABC check
-per field was a tenth of the crawler's CPU.
+per field costs a tenth of the crawler's CPU.
 
 The fields only analysis needs (a post's ``from_id``, ``signer_id``, ``views``, ``reposts``,
 ``edited``; a reply's ``reply_to_user`` and ``reply_to_comment``) never fail a page: absent,
