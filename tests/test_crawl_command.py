@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fakevk import FakeVk
-from tests.crawl import TOKEN
+from tests.helpers.crawl import TOKEN
 from tests.test_spider_vk import small_dataset
 from vkscraper.cli import exitcodes
 from vkscraper.store import open_store

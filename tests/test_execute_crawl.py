@@ -12,7 +12,7 @@ import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from fakevk import FakeVk, generate_dataset
-from tests.crawl import (
+from tests.helpers.crawl import (
     COMMENT_KEYS,
     POST_KEYS,
     TOKEN,

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from fakevk import FakeVk
-from tests.crawl import TOKEN, run_crawl, stored_rows
+from tests.helpers.crawl import TOKEN, run_crawl, stored_rows
 from tests.test_spider_vk import last_task, small_dataset
 from vkscraper.exceptions import VkError
 from vkscraper.vk.api import parse_response

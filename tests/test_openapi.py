@@ -18,8 +18,8 @@ import pytest
 
 from fakevk import FakeVk
 from testkit.pg import temporary_database
-from tests.crawl import TOKEN
-from tests.scrapyd import Scrapyd
+from tests.helpers.crawl import TOKEN
+from tests.helpers.scrapyd import Scrapyd
 from tests.test_spider_vk import small_dataset
 from vkscraper.service.openapi import DOCUMENT
 from vkscraper.store import open_store

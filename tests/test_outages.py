@@ -25,7 +25,15 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 
 from fakevk import FakeVk, generate_dataset
 from testkit.pg import admin_execute
-from tests.crawl import COMMENT_KEYS, POST_KEYS, TOKEN, comparable, edited, run_crawl, stored_rows
+from tests.helpers.crawl import (
+    COMMENT_KEYS,
+    POST_KEYS,
+    TOKEN,
+    comparable,
+    edited,
+    run_crawl,
+    stored_rows,
+)
 from tests.test_spider_vk import (
     DATASET,
     _open_all_comments,

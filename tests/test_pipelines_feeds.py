@@ -13,7 +13,7 @@ import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from fakevk import FakeVk
-from tests.crawl import TOKEN, run_crawl, stored_rows
+from tests.helpers.crawl import TOKEN, run_crawl, stored_rows
 from tests.test_spider_vk import T0, last_task, small_dataset
 from vkscraper.items import VkComment, VkPage, VkPost
 from vkscraper.store import open_store

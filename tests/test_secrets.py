@@ -21,7 +21,7 @@ from scrapy.utils.spider import DefaultSpider
 from scrapy.utils.test import get_crawler
 
 from fakevk import FakeVk, generate_dataset
-from tests.crawl import TOKEN, run_crawl
+from tests.helpers.crawl import TOKEN, run_crawl
 from vkscraper.addon import VkAddon
 from vkscraper.tokens.access import scrub, token_tag
 from vkscraper.tokens.logscrub import ScrubbingRecordFactory, install_log_scrubber

@@ -27,8 +27,8 @@ import pytest
 
 from fakevk import FakeVk, expected_rows, generate_dataset
 from testkit.pg import admin_execute, temporary_database
-from tests.crawl import TOKEN
-from tests.scrapyd import REPO, Scrapyd
+from tests.helpers.crawl import TOKEN
+from tests.helpers.scrapyd import REPO, Scrapyd
 from tests.test_spider_vk import small_dataset
 from vkscraper.items import VkComment, VkPost
 from vkscraper.store import open_store
@@ -837,7 +837,7 @@ def test_a_slow_database_does_not_stall_scrapyd(pg_server):
 def test_the_page_hints_name_the_port_scrapyd_listens_on(tmp_path):
     """`SCRAPYD_HTTP_PORT=6801 make serve` (README "Another port or address"): scrapyd listens
     there, and the page's curl hints name that port, not the default 6800 (they did)."""
-    from tests.scrapyd import free_port
+    from tests.helpers.scrapyd import free_port
 
     work = tmp_path / "scrapyd"
     database = f"sqlite:///{tmp_path / 'port.sqlite3'}"

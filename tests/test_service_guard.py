@@ -13,8 +13,8 @@ import urllib.request
 
 import pytest
 
-from tests.crawl import TOKEN
-from tests.scrapyd import Scrapyd, free_port
+from tests.helpers.crawl import TOKEN
+from tests.helpers.scrapyd import Scrapyd, free_port
 from tests.test_trust import Listener
 from vkscraper.store import open_store
 

@@ -12,7 +12,7 @@ import redis
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from fakevk import FakeVk, generate_dataset
-from tests.crawl import TOKEN, run_crawl
+from tests.helpers.crawl import TOKEN, run_crawl
 from tests.test_spider_vk import last_task, small_dataset
 from vkscraper.store import open_store
 from vkscraper.tokens.access import token_tag

@@ -14,7 +14,7 @@ from scrapy.http import Response
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from fakevk import FakeVk
-from tests.crawl import TOKEN, close_as, comparable, rows_scraped, run_crawl, stored_rows
+from tests.helpers.crawl import TOKEN, close_as, comparable, rows_scraped, run_crawl, stored_rows
 from tests.test_spider_vk import assert_stored_equals, last_task, small_dataset, task_of
 from vkscraper.extensions.task import VkTaskExtension
 from vkscraper.items import VkPage

@@ -10,7 +10,7 @@ import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from fakevk import FakeVk, generate_dataset
-from tests.crawl import run_crawl
+from tests.helpers.crawl import run_crawl
 from tests.test_spider_vk import assert_stored_equals, last_task, small_dataset
 from vkscraper.cli import exitcodes
 from vkscraper.extensions.task import VkTaskExtension

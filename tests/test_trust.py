@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from tests.crawl import TOKEN
-from tests.scrapyd import REPO
+from tests.helpers.crawl import TOKEN
+from tests.helpers.scrapyd import REPO
 from vkscraper.service.core import RequestError, check_task_settings
 from vkscraper.tokens.trust import api_url_allowed, check_api_url, max_rps, operator_api_url
 

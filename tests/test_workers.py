@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from fakevk import FakeVk, generate_dataset
-from tests.crawl import COMMENT_KEYS, POST_KEYS, comparable, stored_rows
+from tests.helpers.crawl import COMMENT_KEYS, POST_KEYS, comparable, stored_rows
 from tests.test_spider_vk import assert_stored_equals, task_of
 from tests.test_token_pool import windows
 from vkscraper.distributed import workqueue

@@ -18,7 +18,7 @@ import redis
 
 from fakevk import FakeVk, generate_dataset
 from testkit.offline import crawl_offline
-from tests.crawl import COMMENT_KEYS, POST_KEYS, comparable, stored_rows
+from tests.helpers.crawl import COMMENT_KEYS, POST_KEYS, comparable, stored_rows
 from tests.test_spider_vk import assert_stored_equals, task_of
 from tests.test_workers import FAST, ROOT, A, Workers, cli, dataset, refs, took, wait_done
 from vkscraper.distributed import workqueue

@@ -5,7 +5,7 @@ the task API follows them; cancel works for a queued and for a running task."""
 from __future__ import annotations
 
 from fakevk import FakeVk
-from tests.scrapyd import Scrapyd
+from tests.helpers.scrapyd import Scrapyd
 from tests.test_spider_vk import assert_stored_equals, task_of
 from tests.test_workers import REDIS_URL, A, dataset, refs, server, workers  # noqa: F401
 from vkscraper.distributed import workqueue
