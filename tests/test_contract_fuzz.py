@@ -29,6 +29,8 @@ from vkscraper.items import VkComment, VkPost
 from vkscraper.service.openapi import DOCUMENT
 from vkscraper.store import open_store
 
+pytestmark = pytest.mark.integration
+
 ST = Path(sys.executable).with_name("st")
 CHECKS = (
     "not_a_server_error",

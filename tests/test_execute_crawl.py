@@ -16,13 +16,16 @@ from tests.helpers.crawl import (
     COMMENT_KEYS,
     POST_KEYS,
     TOKEN,
+    assert_stored_equals,
     close_as,
     comparable,
     edited,
+    last_task,
     run_crawl,
     stored_rows,
 )
-from tests.test_spider_vk import assert_stored_equals, last_task
+
+pytestmark = pytest.mark.integration
 
 EXECUTE = {"VK_EXECUTE": True}
 PLAIN = {"VK_EXECUTE": False}

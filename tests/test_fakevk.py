@@ -25,8 +25,10 @@ from fakevk import (
 )
 from fakevk.dataset import normalize_dataset
 from fakevk.server import RateLimiter
+from tests.helpers.emulator import TOKEN, big_post, by_flag, call, err, first_group, ok
 
-TOKEN = "test-token"
+pytestmark = pytest.mark.integration
+
 BIG_WALL_ID = 999_999  # a hand-made community with 130 posts, for wall.get paging
 
 
@@ -48,45 +50,8 @@ def vk(data: dict[str, Any]) -> Iterator[FakeVk]:
         yield server
 
 
-def call(
-    vk: FakeVk, method: str, *, token: str | None = TOKEN, get: bool = False, **params: Any
-) -> Any:
-    """POST (or GET) one method and return the parsed JSON envelope."""
-    params.setdefault("v", "5.199")
-    if token is not None:
-        params["access_token"] = token
-    encoded = urllib.parse.urlencode(params)
-    if get:
-        request = urllib.request.Request(f"{vk.url}{method}?{encoded}")
-    else:
-        request = urllib.request.Request(vk.url + method, data=encoded.encode())
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        assert resp.status == 200
-        return json.loads(resp.read())
-
-
-def ok(vk: FakeVk, method: str, **params: Any) -> Any:
-    body = call(vk, method, **params)
-    assert "response" in body, body
-    return body["response"]
-
-
-def err(vk: FakeVk, method: str, **params: Any) -> dict[str, Any]:
-    body = call(vk, method, **params)
-    assert "error" in body, body
-    return body["error"]
-
-
-def first_group(data: dict[str, Any]) -> dict[str, Any]:
-    return data["groups"][0]
-
-
 def newest_post(group: dict[str, Any], rank: int = 0) -> dict[str, Any]:
     return sorted(group["posts"], key=lambda p: p["date"], reverse=True)[rank]
-
-
-def by_flag(data: dict[str, Any], **flags: Any) -> dict[str, Any]:
-    return next(g for g in data["groups"] if all(g.get(k) == v for k, v in flags.items()))
 
 
 # -- wall.get ----------------------------------------------------------------------------------
@@ -187,14 +152,9 @@ def test_wall_get_extended(vk: FakeVk, data: dict[str, Any]) -> None:
 # -- wall.getComments --------------------------------------------------------------------------
 
 
-def _big_post(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    group = first_group(data)
-    return group, max(group["posts"], key=lambda p: len(p["comments"]))
-
-
 def test_comments_offset_paging_over_100(vk: FakeVk, data: dict[str, Any]) -> None:
     """Top-level paging follows current_level_count; count includes the replies."""
-    group, post = _big_post(data)
+    group, post = big_post(data)
     params = {"owner_id": -group["id"], "post_id": post["id"], "preview_length": 0}
     first = ok(vk, "wall.getComments", **params, count=100)
     assert first["current_level_count"] > 100 and len(first["items"]) == 100
@@ -276,7 +236,7 @@ def test_need_likes_and_preview_length(vk: FakeVk, data: dict[str, Any]) -> None
 
 def test_sort_desc_and_start_comment_id(vk: FakeVk, data: dict[str, Any]) -> None:
     """desc reverses the level; start_comment_id starts there or at the next greater id."""
-    group, post = _big_post(data)
+    group, post = big_post(data)
     params = {"owner_id": -group["id"], "post_id": post["id"]}
     asc = [c["id"] for c in ok(vk, "wall.getComments", **params, count=100)["items"]]
     asc += [c["id"] for c in ok(vk, "wall.getComments", **params, count=100, offset=100)["items"]]
@@ -984,7 +944,7 @@ def test_sigterm_exits_cleanly(data: dict[str, Any]) -> None:
 
 def test_drift_deletes_comments_after_the_first_page(data: dict[str, Any]) -> None:
     """With drift, comments served on page 1 vanish; offsets then skip, anchors do not."""
-    group, post = _big_post(data)
+    group, post = big_post(data)
     params = {"owner_id": -group["id"], "post_id": post["id"], "count": 100}
     with FakeVk(data, drift=5) as drifting:
         first = ok(drifting, "wall.getComments", **params)

@@ -24,6 +24,8 @@ from vkscraper.downloadermiddlewares.auth import CrawlStopping
 from vkscraper.downloadhandlers.ratelimit import LocalRateLimit, SharedRateLimit, VkDownloadHandler
 
 REDIS_URL = os.environ.get("VK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+NEEDS_REDIS = pytest.mark.integration
+ON_REDIS = pytest.param(True, marks=NEEDS_REDIS)  # the shared log, in Redis
 
 
 def never() -> bool:
@@ -44,7 +46,7 @@ async def test_the_log_lets_limit_requests_of_a_token_into_any_window():
     assert waited >= 0.25
 
 
-@pytest.mark.parametrize("shared", [False, True], ids=["memory", "redis"])
+@pytest.mark.parametrize("shared", [False, ON_REDIS], ids=["memory", "redis"])
 @deferred_f_from_coro_f
 async def test_a_restamped_request_counts_once_from_its_new_time(shared):
     limit = SharedRateLimit(REDIS_URL, 2, 0.6) if shared else LocalRateLimit(2, 0.6)
@@ -64,7 +66,7 @@ async def test_a_restamped_request_counts_once_from_its_new_time(shared):
         await limit.close()
 
 
-@pytest.mark.parametrize("shared", [False, True], ids=["memory", "redis"])
+@pytest.mark.parametrize("shared", [False, ON_REDIS], ids=["memory", "redis"])
 @deferred_f_from_coro_f
 async def test_a_hold_keeps_every_request_of_the_token_back_until_it_ends(shared):
     """Retry-After: nothing of the token passes before the hold ends, whatever the log says;
@@ -156,7 +158,11 @@ def slow_server(request, tmp_path):
 
 @pytest.mark.parametrize(
     ("slow_server", "shared"),
-    [("http", False), ("http", True), ("https", True)],
+    [
+        ("http", False),
+        pytest.param("http", True, marks=NEEDS_REDIS),
+        pytest.param("https", True, marks=NEEDS_REDIS),
+    ],  # fmt: skip
     ids=["http-memory", "http-redis", "https-redis"],
     indirect=["slow_server"],
 )

@@ -27,12 +27,13 @@ import pytest
 
 from fakevk import FakeVk, expected_rows, generate_dataset
 from testkit.pg import admin_execute, temporary_database
-from tests.helpers.crawl import TOKEN
+from tests.helpers.crawl import TOKEN, small_dataset
 from tests.helpers.scrapyd import REPO, Scrapyd
-from tests.test_spider_vk import small_dataset
 from vkscraper.items import VkComment, VkPost
 from vkscraper.store import open_store
 from vkscraper.store.export import json_record
+
+pytestmark = pytest.mark.integration
 
 FAST = [("setting", "VK_REQUESTS_PER_SECOND=1000"), ("setting", "VK_BACKOFF_BASE=0")]
 GROUPS = "10,threeposts,https://vk.com/pinnedold"

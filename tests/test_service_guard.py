@@ -14,9 +14,11 @@ import urllib.request
 import pytest
 
 from tests.helpers.crawl import TOKEN
+from tests.helpers.emulator import Listener
 from tests.helpers.scrapyd import Scrapyd, free_port
-from tests.test_trust import Listener
 from vkscraper.store import open_store
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

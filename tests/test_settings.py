@@ -27,6 +27,7 @@ def scrapy_settings(*args: str) -> str:
     return out.stdout.strip()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("name", "shown"),
     [
@@ -41,6 +42,7 @@ def test_scrapy_settings_shows_what_the_crawl_uses(name, shown):
     assert scrapy_settings("--get", name) == shown
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("args", "shown"),
     [
@@ -52,16 +54,19 @@ def test_scrapy_settings_shows_the_delay_the_crawl_uses(args, shown):
     assert scrapy_settings("--get", "DOWNLOAD_DELAY", *args) == shown
 
 
+@pytest.mark.integration
 def test_scrapy_settings_shows_the_default_database(monkeypatch):
     monkeypatch.delenv("DATABASE_URL", raising=False)
     assert scrapy_settings("--get", "DATABASE_URL") == "sqlite:///vkscraper.sqlite3"
 
 
+@pytest.mark.integration
 def test_scrapy_settings_shows_database_url_from_the_environment(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "sqlite:///elsewhere.sqlite3")
     assert scrapy_settings("--get", "DATABASE_URL") == "sqlite:///elsewhere.sqlite3"
 
 
+@pytest.mark.integration
 def test_vk_api_url_from_the_environment_is_every_crawls_default(monkeypatch):
     """The operator's VK_API_URL (a worker's, scrapyd's, a shell's) replaces the project's
     value; -s (cmdline: scrapyd's setting=, a worker's -s) still wins."""

@@ -8,14 +8,16 @@ import os
 import subprocess
 import sys
 
+import pytest
 import redis
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from fakevk import FakeVk, generate_dataset
-from tests.helpers.crawl import TOKEN, run_crawl
-from tests.test_spider_vk import last_task, small_dataset
+from tests.helpers.crawl import TOKEN, last_task, run_crawl, small_dataset
 from vkscraper.store import open_store
 from vkscraper.tokens.access import token_tag
+
+pytestmark = pytest.mark.integration
 
 REDIS_URL = os.environ.get("VK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -19,6 +19,8 @@ from tests.helpers.crawl import TOKEN
 from tests.helpers.scrapyd import REPO, Scrapyd
 from vkscraper.store import open_store
 
+pytestmark = pytest.mark.integration
+
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

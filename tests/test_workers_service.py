@@ -4,16 +4,20 @@ the task API follows them; cancel works for a queued and for a running task."""
 
 from __future__ import annotations
 
+import pytest
+
 from fakevk import FakeVk
+from tests.helpers.crawl import assert_stored_equals, task_of
 from tests.helpers.scrapyd import Scrapyd
-from tests.test_spider_vk import assert_stored_equals, task_of
-from tests.test_workers import REDIS_URL, A, dataset, refs, server, workers  # noqa: F401
+from tests.helpers.workers import REDIS_URL, A, dataset, refs
 from vkscraper.distributed import workqueue
+
+pytestmark = pytest.mark.integration
 
 
 def test_collect_feeds_the_workers_and_cancel_ends_a_task_for_all(
-    workers,  # noqa: F811
-    server,  # noqa: F811
+    workers,
+    server,
     pg_url,
     tmp_path,
 ):
