@@ -149,11 +149,17 @@ def test_a_token_without_execute_gets_error_28_and_plain_calls_still_work(vk, da
 def test_one_execute_is_one_request_against_the_rate_limit(data):
     code = ("var i = 0; while (i < 25) { API.utils.resolveScreenName({\"screen_name\": \"n\"}); "
             "i = i + 1; } return i;")  # fmt: skip
-    with FakeVk(data, tokens=[TOKEN], rate_limit=3) as vk:
-        time.sleep(1.1)
-        answers = [call(vk, "execute", code=code) for _ in range(4)]
-    assert [a.get("response") for a in answers[:3]] == [25, 25, 25]
-    assert answers[3]["error"]["error_code"] == 6
+    for _attempt in range(3):
+        with FakeVk(data, tokens=[TOKEN], rate_limit=3) as vk:
+            time.sleep(1.1)
+            answers = [call(vk, "execute", code=code) for _ in range(4)]
+            arrivals = [e["t"] for e in vk.requests() if e["method"] == "execute"]
+        if arrivals[3] - arrivals[0] >= 1.0:
+            continue  # a loaded machine spread the four over a second: nothing to judge
+        assert [a.get("response") for a in answers[:3]] == [25, 25, 25]
+        assert answers[3]["error"]["error_code"] == 6
+        return
+    pytest.fail("four executes never came within one second (server clock) in three tries")
 
 
 def test_inner_transient_faults_are_false_with_error_10(data):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -134,22 +135,38 @@ def test_values_vk_cannot_honour_are_refused(name, value):
         get_crawler(settings_dict={"ADDONS": {VkAddon: 0}, name: value})
 
 
+async def until(condition, timeout: float = 30) -> None:
+    """Poll ``condition()`` on the reactor's loop; ``timeout`` only bounds a failure."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
 @deferred_f_from_coro_f
 async def test_periodic_skips_a_tick_while_the_last_run_goes_on():
-    running = []
-    peak = []
+    running: list[int] = []
+    peak: list[int] = []
+    release = asyncio.Event()
 
     async def slow():
         running.append(1)
         peak.append(len(running))
-        await asyncio.sleep(0.25)
+        await release.wait()  # as long as the test says: a run on a slow database
         running.pop()
 
     periodic = Periodic(slow, 0.02)
     periodic.start()
-    await asyncio.sleep(0.6)
-    await periodic.stop()
-    assert max(peak) == 1  # never two at once, however slow the run
-    assert 2 <= len(peak) <= 4
-    assert periodic.skipped > 10
-    assert running == []  # stop() waited for the run in progress
+    await until(lambda: periodic.skipped >= 5)  # ticks come, the first run goes on
+    assert peak == [1]  # never two at once, however slow the run
+    release.set()
+    await until(lambda: len(peak) >= 2)  # the next tick after the run ended starts one
+    release.clear()
+    await until(lambda: running == [1])
+    stopping = asyncio.ensure_future(periodic.stop())
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # stop() waits for the run in progress
+    release.set()
+    await stopping
+    assert max(peak) == 1
+    assert running == []
