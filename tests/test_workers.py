@@ -90,7 +90,7 @@ def finalized(workers: Workers, task_id: int) -> int:
 
 @pytest.mark.parametrize("tokens", [[A], [A, B]], ids=["1 token", "2 tokens"])
 def test_three_workers_share_a_task_under_one_limit_per_token(workers, pg_url, server, tokens):
-    data = dataset(seed=21)
+    data = dataset(seed=21, groups=4)
     with FakeVk(data, tokens=[A, B], rate_limit=3) as vk:
         w = workers(tokens, vk.url)
         w.start(3, "-s", f"VK_API_URL={vk.url}", "-s", "VK_EXECUTE=False")
@@ -111,7 +111,7 @@ def test_three_workers_share_a_task_under_one_limit_per_token(workers, pg_url, s
     assert len(comparable(posts, POST_KEYS)) == len(posts)
     assert finalized(w, task_id) == 1  # one worker finalized it, once
     assert sum(1 for n in took(w) if n) >= 2, took(w)  # the work was shared
-    assert sum(took(w)) >= 6
+    assert sum(took(w)) >= 4
     # The emulator's log: per token, never above 3 requests in any 1-second window.
     for tag in {r["token"] for r in log}:
         assert windows([r["t"] for r in log if r["token"] == tag]) <= 3
