@@ -1,12 +1,13 @@
 # Two commands do everything on a fresh machine:
 #   make demo   the main job, offline: emulator + `scrapy crawl vk` into the default store
 #   make test   every test, against the real PostgreSQL and Redis
+#   make test-fast  the unit tests only (no server, no child process): the inner loop
 # and `make docs` builds the documentation (docs/) into docs/_build/html.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv services browser test demo demo-errors check bench serve docs
+.PHONY: venv services browser test test-fast demo demo-errors check bench serve docs
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,11 @@ browser:
 
 test: venv services browser
 	$(PY) -m pytest
+
+# Tests marked `integration` need PostgreSQL, Redis, the emulator, scrapyd, a browser or the
+# `vkscraper` command as a process; the rest run with all of those refused (tests/conftest.py).
+test-fast: venv
+	$(PY) -m pytest -m "not integration"
 
 demo: venv
 	$(PY) scripts/demo.py

@@ -8,6 +8,7 @@ loudly instead of skipping them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -16,8 +17,51 @@ import psycopg2
 import pytest
 
 from testkit.pg import admin_execute, temporary_database
+from tests.helpers.isolation import servers_refused
 from vkscraper.items import VkComment, VkPost
 from vkscraper.store import Store, open_store
+
+# The worker-mode fixtures (``server``, ``workers``) live with the worker harness.
+pytest_plugins = ["tests.helpers.workers"]
+
+# ----------------------------------------------------------------------------- tiers
+#
+# `make test-fast` runs `pytest -m "not integration"`, `make test` runs everything. A test is
+# `integration` when it needs a server or a child process: it says so itself (a mark on the test,
+# `pytestmark` on its module) or it uses PostgreSQL through the fixtures below (marked here).
+# Every other test runs with PostgreSQL, Redis and child processes refused, in both tiers.
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgresql = callspec is not None and callspec.params.get("store_url") == "postgresql"
+        if on_postgresql or "pg_admin_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
+@contextlib.contextmanager
+def _unit_isolation(item: pytest.Item) -> Iterator[None]:
+    if item.get_closest_marker("integration"):
+        yield
+        return
+    with servers_refused() as refused:
+        yield
+    if refused:
+        pytest.fail(f"a unit test reached for {', '.join(refused)}: mark it `integration`")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with _unit_isolation(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with _unit_isolation(item):
+        return (yield)
+
 
 # ----------------------------------------------------------------------------- trust
 

@@ -123,6 +123,7 @@ def test_a_space_inside_a_list_entry_is_refused_naming_the_entry(capsys, sqlite_
     assert run(capsys, sqlite_url, "groups", "list")[1] == "no groups\n"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "args",
     [
@@ -165,6 +166,7 @@ def test_task_list_has_a_header_and_the_last_run(capsys, sqlite_url):
     ]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("url", "needle"),
     [
@@ -212,6 +214,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("flag", "levels"),
     [(None, ["WARNING", "ERROR"]), ("-q", ["ERROR"]), ("-v", ["INFO", "WARNING", "ERROR"])],

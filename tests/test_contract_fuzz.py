@@ -23,11 +23,13 @@ from xml.etree import ElementTree
 import pytest
 
 from testkit.pg import temporary_database
-from tests.crawl import TOKEN
-from tests.scrapyd import Scrapyd
+from tests.helpers.crawl import TOKEN
+from tests.helpers.scrapyd import Scrapyd
 from vkscraper.items import VkComment, VkPost
 from vkscraper.service.openapi import DOCUMENT
 from vkscraper.store import open_store
+
+pytestmark = pytest.mark.integration
 
 ST = Path(sys.executable).with_name("st")
 CHECKS = (

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from fakevk import FakeVk
-from tests.crawl import TOKEN
-from tests.test_spider_vk import small_dataset
+from tests.helpers.crawl import TOKEN, small_dataset
 from vkscraper.cli import exitcodes
 from vkscraper.store import open_store
+
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,7 +117,7 @@ def test_an_unreachable_database_is_exit_3(tmp_path, fakevk):
 def test_no_arguments_and_no_groups_table_says_so_and_sends_nothing(tmp_path, monkeypatch):
     """What ScrapydWeb's Start (a scrapyd job without arguments) runs on an empty groups
     table: exit 2 naming the way out, and not one request, not even to the operator's API."""
-    from tests.test_trust import Listener
+    from tests.helpers.emulator import Listener
 
     listener = Listener()
     try:

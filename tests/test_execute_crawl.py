@@ -12,17 +12,20 @@ import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from fakevk import FakeVk, generate_dataset
-from tests.crawl import (
+from tests.helpers.crawl import (
     COMMENT_KEYS,
     POST_KEYS,
     TOKEN,
+    assert_stored_equals,
     close_as,
     comparable,
     edited,
+    last_task,
     run_crawl,
     stored_rows,
 )
-from tests.test_spider_vk import assert_stored_equals, last_task
+
+pytestmark = pytest.mark.integration
 
 EXECUTE = {"VK_EXECUTE": True}
 PLAIN = {"VK_EXECUTE": False}

@@ -25,8 +25,10 @@ from fakevk import (
 )
 from fakevk.dataset import normalize_dataset
 from fakevk.server import RateLimiter
+from tests.helpers.emulator import TOKEN, big_post, by_flag, call, err, first_group, ok
 
-TOKEN = "test-token"
+pytestmark = pytest.mark.integration
+
 BIG_WALL_ID = 999_999  # a hand-made community with 130 posts, for wall.get paging
 
 
@@ -48,45 +50,8 @@ def vk(data: dict[str, Any]) -> Iterator[FakeVk]:
         yield server
 
 
-def call(
-    vk: FakeVk, method: str, *, token: str | None = TOKEN, get: bool = False, **params: Any
-) -> Any:
-    """POST (or GET) one method and return the parsed JSON envelope."""
-    params.setdefault("v", "5.199")
-    if token is not None:
-        params["access_token"] = token
-    encoded = urllib.parse.urlencode(params)
-    if get:
-        request = urllib.request.Request(f"{vk.url}{method}?{encoded}")
-    else:
-        request = urllib.request.Request(vk.url + method, data=encoded.encode())
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        assert resp.status == 200
-        return json.loads(resp.read())
-
-
-def ok(vk: FakeVk, method: str, **params: Any) -> Any:
-    body = call(vk, method, **params)
-    assert "response" in body, body
-    return body["response"]
-
-
-def err(vk: FakeVk, method: str, **params: Any) -> dict[str, Any]:
-    body = call(vk, method, **params)
-    assert "error" in body, body
-    return body["error"]
-
-
-def first_group(data: dict[str, Any]) -> dict[str, Any]:
-    return data["groups"][0]
-
-
 def newest_post(group: dict[str, Any], rank: int = 0) -> dict[str, Any]:
     return sorted(group["posts"], key=lambda p: p["date"], reverse=True)[rank]
-
-
-def by_flag(data: dict[str, Any], **flags: Any) -> dict[str, Any]:
-    return next(g for g in data["groups"] if all(g.get(k) == v for k, v in flags.items()))
 
 
 # -- wall.get ----------------------------------------------------------------------------------
@@ -187,14 +152,9 @@ def test_wall_get_extended(vk: FakeVk, data: dict[str, Any]) -> None:
 # -- wall.getComments --------------------------------------------------------------------------
 
 
-def _big_post(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    group = first_group(data)
-    return group, max(group["posts"], key=lambda p: len(p["comments"]))
-
-
 def test_comments_offset_paging_over_100(vk: FakeVk, data: dict[str, Any]) -> None:
     """Top-level paging follows current_level_count; count includes the replies."""
-    group, post = _big_post(data)
+    group, post = big_post(data)
     params = {"owner_id": -group["id"], "post_id": post["id"], "preview_length": 0}
     first = ok(vk, "wall.getComments", **params, count=100)
     assert first["current_level_count"] > 100 and len(first["items"]) == 100
@@ -276,7 +236,7 @@ def test_need_likes_and_preview_length(vk: FakeVk, data: dict[str, Any]) -> None
 
 def test_sort_desc_and_start_comment_id(vk: FakeVk, data: dict[str, Any]) -> None:
     """desc reverses the level; start_comment_id starts there or at the next greater id."""
-    group, post = _big_post(data)
+    group, post = big_post(data)
     params = {"owner_id": -group["id"], "post_id": post["id"]}
     asc = [c["id"] for c in ok(vk, "wall.getComments", **params, count=100)["items"]]
     asc += [c["id"] for c in ok(vk, "wall.getComments", **params, count=100, offset=100)["items"]]
@@ -512,21 +472,29 @@ def test_log_has_no_token(vk: FakeVk) -> None:
 @pytest.mark.rate
 def test_rate_limit_per_token(data: dict[str, Any]) -> None:
     """With 3 rps the 4th quick request is refused with 6; other tokens are independent."""
-    with FakeVk(data, rate_limit=3, tokens=("alpha", "beta")) as vk:
-        codes = [
-            call(vk, "wall.get", token="alpha", owner_id=-BIG_WALL_ID, count=1)
-            .get("error", {})
-            .get("error_code")
-            for _ in range(4)
-        ]
-        assert codes == [None, None, None, 6]
-        assert "response" in call(vk, "wall.get", token="beta", owner_id=-BIG_WALL_ID, count=1)
-        time.sleep(1.1)
-        assert "response" in call(vk, "wall.get", token="alpha", owner_id=-BIG_WALL_ID, count=1)
-        error = err(vk, "wall.get", token="alpha", v="1.0")  # refused later, but still counted
-        assert error["error_code"] == 8
-        outcomes = [e["outcome"] for e in vk.requests()]
-        assert outcomes.count("error:6") == 1
+    for _attempt in range(3):
+        with FakeVk(data, rate_limit=3, tokens=("alpha", "beta")) as vk:
+            codes = [
+                call(vk, "wall.get", token="alpha", owner_id=-BIG_WALL_ID, count=1)
+                .get("error", {})
+                .get("error_code")
+                for _ in range(4)
+            ]
+            arrivals = [e["t"] for e in vk.requests()]
+            if arrivals[3] - arrivals[0] >= 1.0:
+                continue  # a loaded machine spread the four over a second: nothing to judge
+            assert codes == [None, None, None, 6]
+            assert "response" in call(vk, "wall.get", token="beta", owner_id=-BIG_WALL_ID, count=1)
+            time.sleep(1.1)
+            assert "response" in call(
+                vk, "wall.get", token="alpha", owner_id=-BIG_WALL_ID, count=1
+            )
+            error = err(vk, "wall.get", token="alpha", v="1.0")  # refused later, still counted
+            assert error["error_code"] == 8
+            outcomes = [e["outcome"] for e in vk.requests()]
+            assert outcomes.count("error:6") == 1
+            return
+    pytest.fail("four requests never came within one second (server clock) in three tries")
 
 
 def test_rate_limiter_counts_refused_arrivals() -> None:
@@ -573,21 +541,24 @@ def test_an_arrival_is_timed_when_its_bytes_reached_the_server(data: dict[str, A
         with socket.create_connection((host, int(port))) as conn:
             conn.sendall(get(1))
             time.sleep(0.2)
-            sent = time.time()
+            before = time.time()
             conn.sendall(get(2))  # waits in the kernel while the first answer sleeps
+            sent = time.time()
             answers = b""
             while answers.count(b"HTTP/1.1 200") < 2:
                 answers += conn.recv(65536)
         (second,) = [e for e in vk.requests() if e["params"]["count"] == "2"]
-    assert abs(second["t"] - sent) < 0.2, second["t"] - sent
+    # Its bytes came during sendall (0.05 s for the clock readings); a handler thread gets to
+    # it only after the first answer, 0.8 s later.
+    assert before <= second["t"] <= sent + 0.05, (second["t"] - before, sent - before)
 
 
 def test_a_request_sent_before_its_connection_is_accepted_is_timed_when_sent(
     data: dict[str, Any],
 ) -> None:
     """The first request of a connection may come before the server has a thread for it
-    (here 0.5 s before: the emulator's process is stopped meanwhile): it is still timed when
-    its bytes came."""
+    (here the emulator's process is stopped meanwhile): it is still timed when its bytes
+    came, before the process went on."""
     import signal
     import socket
 
@@ -598,16 +569,17 @@ def test_a_request_sent_before_its_connection_is_accepted_is_timed_when_sent(
         pid = vk._proc.pid  # type: ignore[union-attr]
         os.kill(pid, signal.SIGSTOP)
         try:
+            before = time.time()
             conn = socket.create_connection((host, int(port)))  # the kernel accepts it
             conn.sendall(f"GET /method/wall.get?{query} HTTP/1.1\r\nHost: vk\r\n\r\n".encode())
-            sent = time.time()
             time.sleep(0.5)
+            resumed = time.time()
         finally:
             os.kill(pid, signal.SIGCONT)
         with conn:
             assert b"HTTP/1.1 200" in conn.recv(65536)
         (entry,) = vk.requests()
-    assert abs(entry["t"] - sent) < 0.2, entry["t"] - sent
+    assert before <= entry["t"] < resumed, (entry["t"] - before, resumed - before)
 
 
 def _wall_get_code(vk: FakeVk) -> int | None:
@@ -620,28 +592,35 @@ def _wall_get_code(vk: FakeVk) -> int | None:
 def test_refused_requests_count_toward_the_limit(data: dict[str, Any]) -> None:
     """A request refused with 6 stays in the one-second window: a client that keeps hammering
     stays locked out until it pauses for a whole second."""
-    with FakeVk(data, rate_limit=3) as vk:
-        accepted = [_wall_get_code(vk) for _ in range(3)]
-        time.sleep(0.5)
-        refused = [_wall_get_code(vk) for _ in range(3)]  # the 3 accepted ones are still in
-        # Wait until the accepted requests are more than a second old, but the refused ones
-        # are not: only the refused ones can keep this request out.
-        time.sleep(0.7)
-        probe = _wall_get_code(vk)
-        time.sleep(0.6)  # the refused requests leave the window; only the probe is left
-        after_pause = _wall_get_code(vk)
-        log = [e for e in vk.requests() if e["method"] == "wall.get"]
-
-    assert [e["outcome"] for e in log[:6]] == ["ok"] * 3 + ["error:6"] * 3
-    assert (accepted, refused) == ([None] * 3, [6] * 3)
-    t = [e["t"] for e in log]
-    # the scenario really happened as timed (server clock)
-    assert t[6] - t[2] > 1.0, "the accepted requests should have left the window by the probe"
-    assert t[6] - t[3] < 1.0, "the refused requests should still be in the window at the probe"
-    assert probe == 6
-    assert t[7] - t[5] > 1.0, "the refused requests should have left the window"
-    assert t[7] - t[6] < 1.0, "the refused probe should still be in the window"
-    assert after_pause is None  # one arrival in the window: accepted
+    for _attempt in range(3):
+        with FakeVk(data, rate_limit=3) as vk:
+            accepted = [_wall_get_code(vk) for _ in range(3)]
+            time.sleep(0.5)
+            refused = [_wall_get_code(vk) for _ in range(3)]  # the 3 accepted ones are still in
+            # Wait until the accepted requests are more than a second old, but the refused ones
+            # are not: only the refused ones can keep this request out.
+            time.sleep(0.7)
+            probe = _wall_get_code(vk)
+            time.sleep(0.6)  # the refused requests leave the window; only the probe is left
+            after_pause = _wall_get_code(vk)
+            log = [e for e in vk.requests() if e["method"] == "wall.get"]
+        t = [e["t"] for e in log]
+        # The scenario as timed by the server's clock; a loaded machine may shift a request
+        # across a window's edge, and then this run proves nothing either way.
+        if not (
+            t[5] - t[0] < 1.0  # the six first requests within one second
+            and t[6] - t[2] > 1.0  # the accepted requests have left the window by the probe
+            and t[6] - t[3] < 1.0  # the refused requests are still in the window at the probe
+            and t[7] - t[5] > 1.0  # the refused requests have left the window
+            and t[7] - t[6] < 1.0  # the refused probe is still in the window
+        ):
+            continue
+        assert [e["outcome"] for e in log[:6]] == ["ok"] * 3 + ["error:6"] * 3
+        assert (accepted, refused) == ([None] * 3, [6] * 3)
+        assert probe == 6
+        assert after_pause is None  # one arrival in the window: accepted
+        return
+    pytest.fail("three runs in a row were not timed as the scenario needs (server clock)")
 
 
 # -- faults ------------------------------------------------------------------------------------
@@ -984,7 +963,7 @@ def test_sigterm_exits_cleanly(data: dict[str, Any]) -> None:
 
 def test_drift_deletes_comments_after_the_first_page(data: dict[str, Any]) -> None:
     """With drift, comments served on page 1 vanish; offsets then skip, anchors do not."""
-    group, post = _big_post(data)
+    group, post = big_post(data)
     params = {"owner_id": -group["id"], "post_id": post["id"], "count": 100}
     with FakeVk(data, drift=5) as drifting:
         first = ok(drifting, "wall.getComments", **params)

@@ -15,7 +15,9 @@ import pytest
 
 from fakevk import FakeVk, generate_dataset
 from fakevk.vkscript import ScriptError, translate
-from tests.test_fakevk import TOKEN, _big_post, by_flag, call, err, first_group, ok
+from tests.helpers.emulator import TOKEN, big_post, by_flag, call, err, first_group, ok
+
+pytestmark = pytest.mark.integration
 
 SERVICE_TOKEN = "service-token-0123456789abcdef"
 
@@ -70,7 +72,7 @@ def test_a_batch_equals_the_plain_calls_and_failures_are_false_in_order(vk, data
 
 def test_pages_chained_inside_one_script_equal_plain_anchored_paging(vk, data):
     """The pattern the crawler needs: the next anchor comes from the page just read."""
-    group, post = _big_post(data)
+    group, post = big_post(data)
     base = {"owner_id": -group["id"], "post_id": post["id"], "count": 100, "preview_length": 0}
     code = """
         var params = {"owner_id": parseInt(Args.owner), "post_id": parseInt(Args.post),
@@ -127,7 +129,7 @@ def test_25_calls_are_allowed(vk):
 
 
 def test_an_answer_over_the_size_limit_is_error_13(vk, data):
-    group, post = _big_post(data)
+    group, post = big_post(data)
     one_page = (
         f'API.wall.getComments({{"owner_id": -{group["id"]}, "post_id": {post["id"]}, '
         '"count": 100, "preview_length": 0})'
@@ -147,11 +149,17 @@ def test_a_token_without_execute_gets_error_28_and_plain_calls_still_work(vk, da
 def test_one_execute_is_one_request_against_the_rate_limit(data):
     code = ("var i = 0; while (i < 25) { API.utils.resolveScreenName({\"screen_name\": \"n\"}); "
             "i = i + 1; } return i;")  # fmt: skip
-    with FakeVk(data, tokens=[TOKEN], rate_limit=3) as vk:
-        time.sleep(1.1)
-        answers = [call(vk, "execute", code=code) for _ in range(4)]
-    assert [a.get("response") for a in answers[:3]] == [25, 25, 25]
-    assert answers[3]["error"]["error_code"] == 6
+    for _attempt in range(3):
+        with FakeVk(data, tokens=[TOKEN], rate_limit=3) as vk:
+            time.sleep(1.1)
+            answers = [call(vk, "execute", code=code) for _ in range(4)]
+            arrivals = [e["t"] for e in vk.requests() if e["method"] == "execute"]
+        if arrivals[3] - arrivals[0] >= 1.0:
+            continue  # a loaded machine spread the four over a second: nothing to judge
+        assert [a.get("response") for a in answers[:3]] == [25, 25, 25]
+        assert answers[3]["error"]["error_code"] == 6
+        return
+    pytest.fail("four executes never came within one second (server clock) in three tries")
 
 
 def test_inner_transient_faults_are_false_with_error_10(data):
@@ -182,7 +190,7 @@ def test_answers_the_script_reads_or_changes_are_as_javascript_has_them(vk, data
     """Answers reach the script through proxies, their comments parsed when first read, and
     unchanged answers are written from the JSON sent: what the script changed, took apart or
     put together must come out as plain JavaScript objects would."""
-    group, post = _big_post(data)
+    group, post = big_post(data)
     params = {"owner_id": -group["id"], "post_id": post["id"], "count": 5,
               "preview_length": 0, "extended": 1, "thread_items_count": 2}  # fmt: skip
     page = ok(vk, "wall.getComments", **params)
@@ -213,7 +221,7 @@ def test_data_javascript_cannot_hold_exactly_is_passed_as_before(data):
     """A float or an integer past 2**53 in the dataset: answers go through QuickJS whole
     (JavaScript writes 1.0 as 1 and rounds big integers, as VK's own answers would)."""
     odd = json.loads(json.dumps(data))
-    group, post = _big_post(odd)
+    group, post = big_post(odd)
     post["comments"][0]["likes"] = 2.0
     post["comments"][1]["likes"] = 2**60 + 1
     params = {"owner_id": -group["id"], "post_id": post["id"], "count": 3, "need_likes": 1}

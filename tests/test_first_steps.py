@@ -23,7 +23,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from vkscraper.store import open_store
+
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 EMULATOR_PAGE = REPO / "docs" / "topics" / "emulator.md"

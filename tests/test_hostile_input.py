@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from fakevk import FakeVk
-from tests.crawl import TOKEN, run_crawl, stored_rows
-from tests.test_spider_vk import last_task, small_dataset
+from tests.helpers.crawl import TOKEN, last_task, run_crawl, small_dataset, stored_rows
 from vkscraper.exceptions import VkError
 from vkscraper.vk.api import parse_response
 from vkscraper.vk.grouprefs import GroupRefError, parse_group_ref, parse_group_refs
@@ -197,6 +196,7 @@ class NastyComments:
         return response.replace(body=json.dumps({"response": body}).encode())
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("start", range(len(NASTY_PAGES)))
 @deferred_f_from_coro_f
@@ -252,6 +252,7 @@ async def crawl_rewritten(store_url, monkeypatch, tmp_path, swaps):
     return task, {c["vk_comment_id"]: c for c in comments}
 
 
+@pytest.mark.integration
 @deferred_f_from_coro_f
 async def test_a_lone_surrogate_from_vk_is_stored_as_a_replacement_character(
     store_url, monkeypatch, tmp_path
@@ -267,6 +268,7 @@ async def test_a_lone_surrogate_from_vk_is_stored_as_a_replacement_character(
     assert comments[12]["author_name"] == "A\ufffdnn Lee"
 
 
+@pytest.mark.integration
 @deferred_f_from_coro_f
 async def test_an_id_beyond_bigint_is_a_named_error_not_a_stuck_batch(
     store_url, monkeypatch, tmp_path

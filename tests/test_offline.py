@@ -6,6 +6,8 @@ import pstats
 import random
 from pathlib import Path
 
+import pytest
+
 from fakevk import generate_dataset
 from testkit.offline import _longest_gap, _max_in_window, crawl_offline
 
@@ -34,6 +36,7 @@ def test_longest_gap_and_when_it_began():
     assert _longest_gap([10.0, 10.5, 14.0, 14.2]) == (3.5, 0.5)
 
 
+@pytest.mark.integration
 def test_a_measured_crawl_with_two_tokens_and_the_profile(tmp_path):
     dataset = generate_dataset(
         seed=5, groups=2, posts_per_group=3, max_comments=15, closed_comments=False

@@ -18,9 +18,8 @@ import pytest
 
 from fakevk import FakeVk
 from testkit.pg import temporary_database
-from tests.crawl import TOKEN
-from tests.scrapyd import Scrapyd
-from tests.test_spider_vk import small_dataset
+from tests.helpers.crawl import TOKEN, small_dataset
+from tests.helpers.scrapyd import Scrapyd
 from vkscraper.service.openapi import DOCUMENT
 from vkscraper.store import open_store
 
@@ -225,6 +224,7 @@ def test_every_route_answers_as_its_document_says(server):
             assert 200 in codes and codes - {200}, f"{method} {template}: only saw {codes}"
 
 
+@pytest.mark.integration
 def test_the_database_down_answers_as_documented(tmp_path):
     dead = "postgresql://postgres@127.0.0.1:1/nothing"
     with Scrapyd(tmp_path, database_url=dead, token=TOKEN) as server:

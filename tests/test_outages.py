@@ -25,18 +25,26 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 
 from fakevk import FakeVk, generate_dataset
 from testkit.pg import admin_execute
-from tests.crawl import COMMENT_KEYS, POST_KEYS, TOKEN, comparable, edited, run_crawl, stored_rows
-from tests.test_spider_vk import (
+from tests.helpers.crawl import (
+    COMMENT_KEYS,
     DATASET,
-    _open_all_comments,
+    POST_KEYS,
+    TOKEN,
     assert_stored_equals,
+    comparable,
+    edited,
     expected,
     group_refs,
     last_task,
+    open_all_comments,
+    run_crawl,
+    stored_rows,
     task_of,
 )
 from vkscraper.cli import exitcodes
 from vkscraper.pipelines.store import VkStorePipeline
+
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -270,7 +278,7 @@ def _ts(value: str) -> int:
 
 
 def _signal_data(data):
-    _open_all_comments(data)
+    open_all_comments(data)
     # A group without comments is done right after its wall.get, while the others go on.
     quiet = [g for g in data["groups"] if not g.get("author_only")][-1]
     for post in quiet["posts"]:

@@ -13,10 +13,11 @@ import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from fakevk import FakeVk
-from tests.crawl import TOKEN, run_crawl, stored_rows
-from tests.test_spider_vk import T0, last_task, small_dataset
+from tests.helpers.crawl import T0, TOKEN, last_task, run_crawl, small_dataset, stored_rows
 from vkscraper.items import VkComment, VkPage, VkPost
 from vkscraper.store import open_store
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(autouse=True)

@@ -20,77 +20,108 @@ from scrapy.utils.asyncio import sleep
 from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
+from tests.helpers.clock import FakeClock
 from vkscraper.downloadermiddlewares.auth import CrawlStopping
-from vkscraper.downloadhandlers.ratelimit import LocalRateLimit, SharedRateLimit, VkDownloadHandler
+from vkscraper.downloadhandlers.ratelimit import (
+    KEY,
+    LocalRateLimit,
+    SharedRateLimit,
+    VkDownloadHandler,
+)
 
 REDIS_URL = os.environ.get("VK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+NEEDS_REDIS = pytest.mark.integration
+ON_REDIS = pytest.param(True, marks=NEEDS_REDIS)  # the shared log, in Redis
 
 
 def never() -> bool:
     return False
 
 
+async def acquire(limit: LocalRateLimit | SharedRateLimit, tag: str) -> float:
+    """Seconds the limit made a request of ``tag`` wait (0.0: it went at once)."""
+    waited, _ = await limit.acquire(tag, give_up=1, stopping=never)
+    return waited
+
+
+def limit_and_clock(shared: bool, limit: int, window: float):
+    """The limit under test and the clock its waits are measured on: the memory log runs on a
+    clock that moves only when it waits (exact), the Redis log on Redis's and the real one."""
+    if shared:
+        return SharedRateLimit(REDIS_URL, limit, window), time.monotonic, sleep
+    clock = FakeClock()
+    return LocalRateLimit(limit, window, clock=clock, sleep=clock.sleep), clock, clock.sleep
+
+
 @deferred_f_from_coro_f
 async def test_the_log_lets_limit_requests_of_a_token_into_any_window():
-    limit = LocalRateLimit(3, 0.3)
-    start = time.monotonic()
-    for _ in range(3):
-        waited, _ = await limit.acquire("a", give_up=1, stopping=never)
-        assert waited == 0
-    await limit.acquire("b", give_up=1, stopping=never)  # another token: its own log
-    assert time.monotonic() - start < 0.1
-    waited, _ = await limit.acquire("a", give_up=1, stopping=never)
-    assert time.monotonic() - start >= 0.3
-    assert waited >= 0.25
+    clock = FakeClock()
+    limit = LocalRateLimit(3, 0.3, clock=clock, sleep=clock.sleep)
+    assert [await acquire(limit, "a") for _ in range(3)] == [0, 0, 0]
+    await clock.sleep(0.1)
+    assert await acquire(limit, "b") == 0  # another token: its own log
+    # The fourth of "a" waits until the first leaves the window: 0.3 after it, not a new
+    # window starting with the fourth.
+    assert await acquire(limit, "a") == pytest.approx(0.2)
+    assert clock.elapsed == pytest.approx(0.3)
 
 
-@pytest.mark.parametrize("shared", [False, True], ids=["memory", "redis"])
+async def restamped(limit: SharedRateLimit, tag: str, member: str, before: float | None) -> None:
+    """Wait until Redis holds the background restamp of ``member`` (its score moved)."""
+    deadline = time.monotonic() + 10
+    while await limit.redis.zscore(KEY.format(tag=tag), member) == before:
+        assert time.monotonic() < deadline, "the restamp never reached Redis"
+        await sleep(0.01)
+
+
+@pytest.mark.parametrize("shared", [False, ON_REDIS], ids=["memory", "redis"])
 @deferred_f_from_coro_f
 async def test_a_restamped_request_counts_once_from_its_new_time(shared):
-    limit = SharedRateLimit(REDIS_URL, 2, 0.6) if shared else LocalRateLimit(2, 0.6)
+    limit, clock, pause = limit_and_clock(shared, 2, 0.6)
     tag = uuid.uuid4().hex[:8]
     try:
         _, member = await limit.acquire(tag, give_up=1, stopping=never)
-        await sleep(0.2)
+        before = await limit.redis.zscore(KEY.format(tag=tag), member) if shared else None
+        await pause(0.2)
         limit.restamp(tag, member)
-        await sleep(0.05)  # Redis's restamp runs in the background
-        start = time.monotonic()
-        await limit.acquire(tag, give_up=1, stopping=never)
-        assert time.monotonic() - start < 0.1  # moved, not added: one entry in the log
-        await limit.acquire(tag, give_up=1, stopping=never)
-        # 0.6 after the restamp (0.2), not after the first time (0): 0.55 after `start`
-        assert time.monotonic() - start >= 0.45
+        if shared:
+            await restamped(limit, tag, member, before)  # Redis's restamp runs in the background
+        start = clock()
+        assert await acquire(limit, tag) == 0  # moved, not added: one entry in the log
+        await acquire(limit, tag)
+        # 0.6 after the restamp (start), not after the first time (0.4 after start)
+        assert clock() - start >= 0.55
     finally:
         await limit.close()
 
 
-@pytest.mark.parametrize("shared", [False, True], ids=["memory", "redis"])
+@pytest.mark.parametrize("shared", [False, ON_REDIS], ids=["memory", "redis"])
 @deferred_f_from_coro_f
 async def test_a_hold_keeps_every_request_of_the_token_back_until_it_ends(shared):
     """Retry-After: nothing of the token passes before the hold ends, whatever the log says;
     a shorter hold asked for later does not shorten it; other tokens go on."""
-    limit = SharedRateLimit(REDIS_URL, 3, 0.3) if shared else LocalRateLimit(3, 0.3)
+    limit, clock, _ = limit_and_clock(shared, 3, 0.3)
     tag, other = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
     try:
-        start = time.monotonic()
+        start = clock()
         await limit.hold(tag, 0.6)
         await limit.hold(tag, 0.1)
-        await limit.acquire(other, give_up=1, stopping=never)
-        assert time.monotonic() - start < 0.2
-        await limit.acquire(tag, give_up=1, stopping=never)
-        assert time.monotonic() - start >= 0.55
+        assert await acquire(limit, other) == 0
+        await acquire(limit, tag)
+        assert clock() - start >= 0.55
     finally:
         await limit.close()
 
 
 @deferred_f_from_coro_f
 async def test_a_wait_ends_when_the_crawl_stops():
-    limit = LocalRateLimit(1, 60)
-    await limit.acquire("a", give_up=1, stopping=never)
-    stop_at = time.monotonic() + 0.2
+    clock = FakeClock()
+    limit = LocalRateLimit(1, 60, clock=clock, sleep=clock.sleep)
+    await acquire(limit, "a")
+    stop_at = clock() + 0.2
     with pytest.raises(CrawlStopping):
-        await limit.acquire("a", give_up=1, stopping=lambda: time.monotonic() > stop_at)
-    assert time.monotonic() < stop_at + 1
+        await limit.acquire("a", give_up=1, stopping=lambda: clock() > stop_at)
+    assert clock() <= stop_at + 0.5  # a waiting request looks at the crawl twice a second
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -100,6 +131,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.server.arrivals.append(time.time())  # type: ignore[attr-defined]
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         time.sleep(0.5)  # a slow answer
+        self.server.answered.append(time.time())  # type: ignore[attr-defined]
         body = b'{"response": []}'
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -139,9 +171,10 @@ def _certificate(tmp: Path) -> tuple[Path, Path]:
 @pytest.fixture
 def slow_server(request, tmp_path):
     """A keep-alive server answering every POST 0.5 s late, in plain HTTP or TLS; its
-    ``arrivals`` are the times requests came."""
+    ``arrivals`` are the times requests came, ``answered`` the times their answers went."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.arrivals = []  # type: ignore[attr-defined]
+    server.answered = []  # type: ignore[attr-defined]
     if request.param == "https":
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*_certificate(tmp_path))
@@ -156,7 +189,11 @@ def slow_server(request, tmp_path):
 
 @pytest.mark.parametrize(
     ("slow_server", "shared"),
-    [("http", False), ("http", True), ("https", True)],
+    [
+        ("http", False),
+        pytest.param("http", True, marks=NEEDS_REDIS),
+        pytest.param("https", True, marks=NEEDS_REDIS),
+    ],  # fmt: skip
     ids=["http-memory", "http-redis", "https-redis"],
     indirect=["slow_server"],
 )
@@ -201,7 +238,9 @@ async def test_a_request_counts_from_when_its_bytes_go_to_the_socket(shared, slo
         await handler.close()
     first, second, third = slow_server.arrivals
     assert second - first >= 1.45, second - first
-    assert 0.95 <= third - second < 1.3, third - second
+    assert third - second >= 0.95, third - second
+    # Before 1.0 s after the second was answered: counted from its sending, not its answer.
+    assert third < slow_server.answered[1] + 1.0, third - slow_server.answered[1]
     assert set(restamped) == set(logged)  # each send moved its own request's entry
 
 

@@ -12,10 +12,11 @@ from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
 
 from fakevk import FakeVk
-from tests.crawl import TOKEN, run_crawl
-from tests.test_spider_vk import last_task, small_dataset
+from tests.helpers.crawl import TOKEN, last_task, run_crawl, small_dataset
 from vkscraper.addon import VkAddon
 from vkscraper.downloadermiddlewares.retry import VkRetryMiddleware
+
+pytestmark = pytest.mark.integration
 
 URL = "http://127.0.0.1:1/method/wall.get"
 

@@ -21,7 +21,7 @@ from scrapy.utils.spider import DefaultSpider
 from scrapy.utils.test import get_crawler
 
 from fakevk import FakeVk, generate_dataset
-from tests.crawl import TOKEN, run_crawl
+from tests.helpers.crawl import TOKEN, run_crawl
 from vkscraper.addon import VkAddon
 from vkscraper.tokens.access import scrub, token_tag
 from vkscraper.tokens.logscrub import ScrubbingRecordFactory, install_log_scrubber
@@ -155,6 +155,7 @@ class LeakyHeadersMiddleware:
                 leaky_logger.exception("Leaky component failed")
 
 
+@pytest.mark.integration
 @pytest.mark.usefixtures("record_factory", "token_env")
 @deferred_f_from_coro_f
 async def test_token_never_reaches_the_log_even_from_a_leaky_component(sqlite_url, caplog):
@@ -172,6 +173,7 @@ async def test_token_never_reaches_the_log_even_from_a_leaky_component(sqlite_ur
     assert "Leaky component failed" in logged and tag(TOKEN) in logged
 
 
+@pytest.mark.integration
 @pytest.mark.usefixtures("record_factory", "token_env")
 @deferred_f_from_coro_f
 async def test_http_cache_never_holds_the_token(sqlite_url, tmp_path):
@@ -235,6 +237,7 @@ def test_a_console_runs_only_when_the_operator_allows_it(
     assert crawler.settings.getbool(name) is enabled
 
 
+@pytest.mark.integration
 @pytest.mark.usefixtures("record_factory", "token_env")
 @deferred_f_from_coro_f
 async def test_a_crawl_has_no_remote_control(sqlite_url):

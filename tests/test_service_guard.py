@@ -1,5 +1,5 @@
 """The shipped scrapyd configuration against hostile pages and clients, over HTTP to a real
-scrapyd process (``tests/scrapyd.py``): the token never leaves for a host the operator did
+scrapyd process (``tests/helpers/scrapyd.py``): the token never leaves for a host the operator did
 not allow, whatever ``schedule.json`` is sent; every route refuses a foreign Host (DNS
 rebinding) and a POST from another origin (host AND port); egg uploads are off; scrapyd
 refuses to listen beyond loopback without credentials."""
@@ -13,10 +13,12 @@ import urllib.request
 
 import pytest
 
-from tests.crawl import TOKEN
-from tests.scrapyd import Scrapyd, free_port
-from tests.test_trust import Listener
+from tests.helpers.crawl import TOKEN
+from tests.helpers.emulator import Listener
+from tests.helpers.scrapyd import Scrapyd, free_port
 from vkscraper.store import open_store
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ def scrapy_settings(*args: str) -> str:
     return out.stdout.strip()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("name", "shown"),
     [
@@ -41,6 +43,7 @@ def test_scrapy_settings_shows_what_the_crawl_uses(name, shown):
     assert scrapy_settings("--get", name) == shown
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("args", "shown"),
     [
@@ -52,16 +55,19 @@ def test_scrapy_settings_shows_the_delay_the_crawl_uses(args, shown):
     assert scrapy_settings("--get", "DOWNLOAD_DELAY", *args) == shown
 
 
+@pytest.mark.integration
 def test_scrapy_settings_shows_the_default_database(monkeypatch):
     monkeypatch.delenv("DATABASE_URL", raising=False)
     assert scrapy_settings("--get", "DATABASE_URL") == "sqlite:///vkscraper.sqlite3"
 
 
+@pytest.mark.integration
 def test_scrapy_settings_shows_database_url_from_the_environment(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "sqlite:///elsewhere.sqlite3")
     assert scrapy_settings("--get", "DATABASE_URL") == "sqlite:///elsewhere.sqlite3"
 
 
+@pytest.mark.integration
 def test_vk_api_url_from_the_environment_is_every_crawls_default(monkeypatch):
     """The operator's VK_API_URL (a worker's, scrapyd's, a shell's) replaces the project's
     value; -s (cmdline: scrapyd's setting=, a worker's -s) still wins."""
@@ -129,22 +135,38 @@ def test_values_vk_cannot_honour_are_refused(name, value):
         get_crawler(settings_dict={"ADDONS": {VkAddon: 0}, name: value})
 
 
+async def until(condition, timeout: float = 30) -> None:
+    """Poll ``condition()`` on the reactor's loop; ``timeout`` only bounds a failure."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
 @deferred_f_from_coro_f
 async def test_periodic_skips_a_tick_while_the_last_run_goes_on():
-    running = []
-    peak = []
+    running: list[int] = []
+    peak: list[int] = []
+    release = asyncio.Event()
 
     async def slow():
         running.append(1)
         peak.append(len(running))
-        await asyncio.sleep(0.25)
+        await release.wait()  # as long as the test says: a run on a slow database
         running.pop()
 
     periodic = Periodic(slow, 0.02)
     periodic.start()
-    await asyncio.sleep(0.6)
-    await periodic.stop()
-    assert max(peak) == 1  # never two at once, however slow the run
-    assert 2 <= len(peak) <= 4
-    assert periodic.skipped > 10
-    assert running == []  # stop() waited for the run in progress
+    await until(lambda: periodic.skipped >= 5)  # ticks come, the first run goes on
+    assert peak == [1]  # never two at once, however slow the run
+    release.set()
+    await until(lambda: len(peak) >= 2)  # the next tick after the run ended starts one
+    release.clear()
+    await until(lambda: running == [1])
+    stopping = asyncio.ensure_future(periodic.stop())
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # stop() waits for the run in progress
+    release.set()
+    await stopping
+    assert max(peak) == 1
+    assert running == []

@@ -8,14 +8,16 @@ import os
 import subprocess
 import sys
 
+import pytest
 import redis
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from fakevk import FakeVk, generate_dataset
-from tests.crawl import TOKEN, run_crawl
-from tests.test_spider_vk import last_task, small_dataset
+from tests.helpers.crawl import TOKEN, last_task, run_crawl, small_dataset
 from vkscraper.store import open_store
 from vkscraper.tokens.access import token_tag
+
+pytestmark = pytest.mark.integration
 
 REDIS_URL = os.environ.get("VK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -47,8 +49,10 @@ def test_two_processes_on_one_token_keep_to_its_limit_together(tmp_path):
     assert busiest <= 3
     assert not [r for r in log if r["outcome"] == "error:6"]
     assert len(log) > 30
-    # The two together used the token's whole rate, not one process's share of it.
-    assert (len(times) - 1) / (times[-1] - times[0]) > 2.4
+    # The two together used the token's whole rate, not one process's share of it: judged on
+    # their busiest 5 s (a loaded machine slows some stretches; the start and the end of a
+    # crawl have one process only).
+    assert max(sum(1 for t in times if s <= t < s + 5.0) for s in times) >= 12
     for n in range(2):
         with open_store(f"sqlite:///{tmp_path / f'crawl{n}.sqlite3'}") as store:
             (task,) = store.list_tasks()

@@ -14,11 +14,23 @@ from scrapy.http import Response
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from fakevk import FakeVk
-from tests.crawl import TOKEN, close_as, comparable, rows_scraped, run_crawl, stored_rows
-from tests.test_spider_vk import assert_stored_equals, last_task, small_dataset, task_of
+from tests.helpers.crawl import (
+    TOKEN,
+    assert_stored_equals,
+    close_as,
+    comparable,
+    last_task,
+    rows_scraped,
+    run_crawl,
+    small_dataset,
+    stored_rows,
+    task_of,
+)
 from vkscraper.extensions.task import VkTaskExtension
 from vkscraper.items import VkPage
 from vkscraper.store import open_store
+
+pytestmark = pytest.mark.integration
 
 T0 = 1_700_000_000
 POST = 777_777  # post and comment ids share one id space per wall

@@ -8,22 +8,27 @@ import logging
 import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
-from fakevk import FakeVk, expected_rows, generate_dataset
-from tests.crawl import (
-    COMMENT_KEYS,
-    POST_KEYS,
+from fakevk import FakeVk, generate_dataset
+from tests.helpers.crawl import (
+    DATASET,
     TOKEN,
+    assert_stored_equals,
     close_as,
-    comparable,
     edited,
+    expected,
+    group_refs,
+    last_task,
+    open_all_comments,
     run_crawl,
+    small_dataset,
     stored_rows,
+    task_of,
 )
 from vkscraper.spiders.vk import check_arguments
 from vkscraper.store import open_store
 from vkscraper.vk.grouprefs import GroupRef
 
-T0 = 1_700_000_000
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(autouse=True)
@@ -32,61 +37,10 @@ def token(monkeypatch):
     return TOKEN
 
 
-def expected(dataset, posts_per_group=10):
-    posts, comments = expected_rows(dataset, posts_per_group, nul_replacement="")
-    return comparable(posts, POST_KEYS), comparable(comments, COMMENT_KEYS)
-
-
-def task_of(url, task_id):
-    with open_store(url) as store:
-        return store.get_task(task_id)
-
-
-def last_task(url):
-    with open_store(url) as store:
-        return store.list_tasks(limit=1)[0]
-
-
-def assert_stored_equals(url, task_id, dataset, posts_per_group=10, only=None):
-    """The task's rows equal the oracle's for the dataset (or its groups ``only``)."""
-    if only is not None:
-        # The other groups give no rows, but still their names to the comments they wrote.
-        groups = [g if g["id"] in only else {**g, "wall": 0} for g in dataset["groups"]]
-        dataset = {**dataset, "groups": groups}
-    posts, comments = stored_rows(url, task_id)
-    want_posts, want_comments = expected(dataset, posts_per_group)
-    got_posts, got_comments = comparable(posts, POST_KEYS), comparable(comments, COMMENT_KEYS)
-    assert got_posts.keys() == want_posts.keys()
-    assert got_posts == want_posts
-    assert got_comments.keys() == want_comments.keys()
-    assert got_comments == want_comments
-    return got_posts, got_comments
-
-
-def _open_all_comments(data):
-    for group in data["groups"]:
-        for post in group["posts"]:
-            post["comments_closed"] = False
-
-
-# The generator closes one post's comments; the happy path wants none closed.
-DATASET = edited(
-    generate_dataset(seed=7, groups=3, posts_per_group=12, max_comments=30, big_post=True),
-    _open_all_comments,
-)
-
-
 @pytest.fixture(scope="module")
 def fakevk():
     with FakeVk(DATASET, tokens=[TOKEN]) as vk:
         yield vk
-
-
-def group_refs(dataset):
-    return ",".join(
-        g["screen_name"] if i % 2 else str(g["id"])
-        for i, g in enumerate(g for g in dataset["groups"] if not g.get("author_only"))
-    )
 
 
 @deferred_f_from_coro_f
@@ -111,36 +65,6 @@ async def test_happy_path_stores_exactly_the_dataset(fakevk, store_url):
     assert all(g["status"] == "done" for g in m["groups"].values())
     assert task.groups == [g["id"] for g in DATASET["groups"] if not g.get("author_only")]
     assert task.started_at <= task.finished_at
-
-
-def small_dataset():
-    def post(pid, date, **kw):
-        return {"id": pid, "date": date, "text": f"post {pid}", "likes": pid, "comments": [], **kw}
-
-    def comment(cid, date, replies=()):
-        return {"id": cid, "from_id": 1, "date": date, "text": f"c{cid}", "likes": 1,
-                "replies": list(replies)}  # fmt: skip
-
-    return {
-        "profiles": [{"id": 1, "first_name": "Ann", "last_name": "Lee"}],
-        "groups": [
-            {   # recent pinned post: it is among the 10 newest, so it counts
-                "id": 10, "screen_name": "pinnedrecent", "name": "Pinned recent",
-                "posts": [post(1, T0 + 10_000, is_pinned=True)]
-                + [post(i, T0 + i) for i in range(2, 15)],
-            },
-            {   # only three posts
-                "id": 11, "screen_name": "threeposts", "name": "Three posts",
-                "posts": [post(i, T0 + i, comments=[comment(10 + i, T0 + 50)])
-                          for i in range(1, 4)],
-            },
-            {   # an old pinned post that must not be counted
-                "id": 12, "screen_name": "pinnedold", "name": "Pinned old",
-                "posts": [post(1, T0 - 10_000, is_pinned=True)]
-                + [post(i, T0 + i) for i in range(2, 14)],
-            },
-        ],
-    }  # fmt: skip
 
 
 @deferred_f_from_coro_f
@@ -250,7 +174,7 @@ async def test_mini_load(store_url):
     generated = generate_dataset(
         seed=11, groups=3, posts_per_group=10, min_comments=3, max_comments=8, max_replies=8
     )
-    data = edited(generated, _open_all_comments)
+    data = edited(generated, open_all_comments)
     want_posts, want_comments = expected(data)
     assert len(want_posts) == 30 and 200 <= len(want_comments) <= 500, len(want_comments)
     with FakeVk(data, tokens=[TOKEN]) as vk:
@@ -371,14 +295,14 @@ async def test_no_arguments_crawls_the_active_groups_table(store_url):
 @deferred_f_from_coro_f
 async def test_rate_limit_is_never_exceeded(store_url):
     generated = generate_dataset(
-        seed=5, groups=6, posts_per_group=10, min_comments=1, max_comments=5, max_replies=12
+        seed=5, groups=3, posts_per_group=10, min_comments=1, max_comments=5, max_replies=12
     )
-    data = edited(generated, _open_all_comments)
+    data = edited(generated, open_all_comments)
     with FakeVk(data, tokens=[TOKEN], rate_limit=3) as vk:
         await run_crawl(vk.url, store_url, groups=group_refs(data),
                         settings={"VK_REQUESTS_PER_SECOND": 3})  # fmt: skip
         log = vk.requests()
-    assert len(log) >= 60
+    assert len(log) >= 30  # ten seconds at the full rate: windows in every phase of a crawl
     assert [r for r in log if r["outcome"] == "error:6"] == []
     times = sorted(r["t"] for r in log)
     assert max(sum(1 for t in times if s <= t < s + 1.0) for s in times) <= 3

@@ -75,15 +75,20 @@ def test_database_url_from_environment(pg_url, monkeypatch):
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        (
+        pytest.param(
             "postgresql://postgres@127.0.0.1:1/nope",
             'PostgreSQL at 127.0.0.1:1/nope: cannot connect: connection to server at "127.0.0.1", '
             "port 1 failed: Connection refused",
+            marks=pytest.mark.integration,
         ),
         ("mysql://u:pw@host/db", "unsupported DATABASE_URL 'mysql://u:***@host/db'"),
         ("sqlite://relative.db", "SQLite: bad URL"),
         ("sqlite:////nonexistent-dir/x/db.sqlite3", "directory /nonexistent-dir/x does not exist"),
-        ("postgresql://postgres@127.0.0.1:5432/vkst_missing_db", 'database "vkst_missing_db"'),
+        pytest.param(
+            "postgresql://postgres@127.0.0.1:5432/vkst_missing_db",
+            'database "vkst_missing_db"',
+            marks=pytest.mark.integration,
+        ),
     ],
 )
 def test_bad_url_is_one_clear_line(url, expected):
@@ -164,6 +169,7 @@ def _migrations(url):
         )
 
 
+@pytest.mark.integration
 def test_migrate_from_several_processes_at_once(store_url):
     procs = [
         subprocess.Popen(

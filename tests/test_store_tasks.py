@@ -344,6 +344,7 @@ def test_metrics_from_threads_with_their_own_stores_add_up(
     _assert_totals(store.get_task(task_id).metrics, workers, N_CALLS)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("url_fixture", ["pg_url", "sqlite_url"])
 def test_metrics_from_several_processes_add_up(request, url_fixture, make_post, make_comment):
     url = request.getfixturevalue(url_fixture)

@@ -15,9 +15,11 @@ from playwright.sync_api import sync_playwright
 
 from fakevk import FakeVk, expected_rows, generate_dataset, wall_readable
 from testkit.pg import temporary_database
-from tests.crawl import TOKEN
-from tests.scrapyd import REPO, Scrapyd
+from tests.helpers.crawl import TOKEN
+from tests.helpers.scrapyd import REPO, Scrapyd
 from vkscraper.store import open_store
+
+pytestmark = pytest.mark.integration
 
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -10,12 +10,14 @@ import pytest
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from fakevk import FakeVk, generate_dataset
-from tests.crawl import run_crawl
-from tests.test_spider_vk import assert_stored_equals, last_task, small_dataset
+from tests.helpers.crawl import assert_stored_equals, last_task, run_crawl, small_dataset
+from tests.helpers.emulator import windows
 from vkscraper.cli import exitcodes
 from vkscraper.extensions.task import VkTaskExtension
 from vkscraper.tokens.access import token_tag
 from vkscraper.tokens.pool import TokenPool
+
+pytestmark = pytest.mark.integration
 
 A = "token-a-5f2b9c-0123456789"
 B = "token-b-77aa31-0123456789"
@@ -34,11 +36,6 @@ async def crawl(monkeypatch, url, tokens, settings=None, data=DATA, **fakevk):
         crawler = await run_crawl(vk.url, url, settings=settings or {}, groups=refs)
         log = vk.requests()
     return crawler, last_task(url), log
-
-
-def windows(times):
-    times = sorted(times)
-    return max((sum(1 for t in times if s <= t < s + 1.0) for s in times), default=0)
 
 
 @deferred_f_from_coro_f

@@ -4,15 +4,14 @@ service's use of it, and a real ``scrapy crawl`` that must refuse before sending
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import threading
 
 import pytest
 
-from tests.crawl import TOKEN
-from tests.scrapyd import REPO
+from tests.helpers.crawl import TOKEN
+from tests.helpers.emulator import Listener
+from tests.helpers.scrapyd import REPO
 from vkscraper.service.core import RequestError, check_task_settings
 from vkscraper.tokens.trust import api_url_allowed, check_api_url, max_rps, operator_api_url
 
@@ -131,41 +130,6 @@ def test_a_client_may_only_slow_the_crawl_down(monkeypatch):
         check_task_settings({"VK_REQUESTS_PER_SECOND": "21"})
 
 
-class Listener:
-    """A real socket that records every byte sent to it (and answers nothing useful)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/method/"
-        self.received = b""
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            with conn:
-                conn.settimeout(2)
-                try:
-                    while chunk := conn.recv(65536):
-                        self.received += chunk
-                        if b"\r\n\r\n" in self.received:
-                            conn.sendall(b"HTTP/1.1 500 No\r\nContent-Length: 0\r\n\r\n")
-                            break
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture
 def listener():
     server = Listener()
@@ -182,6 +146,7 @@ def crawl(tmp_path, *args: str, env: dict[str, str]) -> subprocess.CompletedProc
     )  # fmt: skip
 
 
+@pytest.mark.integration
 def test_scrapy_crawl_refuses_an_api_url_the_operator_did_not_allow(
     tmp_path, listener, monkeypatch
 ):
@@ -198,6 +163,7 @@ def test_scrapy_crawl_refuses_an_api_url_the_operator_did_not_allow(
     assert f"Bearer {TOKEN}".encode() in listener.received
 
 
+@pytest.mark.integration
 def test_scrapy_crawl_refuses_a_rate_above_the_operators_ceiling(tmp_path, monkeypatch):
     monkeypatch.delenv("VKSCRAPER_MAX_RPS")
     result = crawl(tmp_path, "-s", "VK_REQUESTS_PER_SECOND=20", env=dict(os.environ))
@@ -206,6 +172,7 @@ def test_scrapy_crawl_refuses_a_rate_above_the_operators_ceiling(tmp_path, monke
     assert "VKSCRAPER_MAX_RPS" in result.stderr
 
 
+@pytest.mark.integration
 def test_scrapy_crawl_uses_and_trusts_the_operators_default_api_url(
     tmp_path, listener, monkeypatch
 ):

@@ -126,6 +126,7 @@ def watcher():
 # ------------------------------------------------------------------------------------ watch
 
 
+@pytest.mark.integration
 def test_watch_follows_a_run_until_it_fails(store, store_url, watcher, make_post, make_comment):
     task = store.create_task([1, 2])
     w = watcher(store_url, task)
@@ -159,6 +160,7 @@ def test_watch_follows_a_run_until_it_fails(store, store_url, watcher, make_post
     assert err == ""
 
 
+@pytest.mark.integration
 def test_watch_exits_0_when_the_task_completes(store, store_url, watcher):
     task = store.create_task([7])
     store.begin_run(task)
@@ -173,6 +175,7 @@ def test_watch_exits_0_when_the_task_completes(store, store_url, watcher):
     assert (code, rest, err) == (watch.EXIT_COMPLETED, [], "")
 
 
+@pytest.mark.integration
 def test_watch_of_an_ended_task_exits_at_once_with_its_status(store, store_url):
     done = store.create_task([1])
     store.begin_run(done)
@@ -190,6 +193,7 @@ def test_watch_of_an_ended_task_exits_at_once_with_its_status(store, store_url):
     assert result.stdout.decode().splitlines()[1:] == ["error: boom second line"]
 
 
+@pytest.mark.integration
 def test_watch_stops_on_ctrl_c_with_130(store, store_url, watcher):
     task = store.create_task([1])
     w = watcher(store_url, task)
@@ -200,12 +204,14 @@ def test_watch_stops_on_ctrl_c_with_130(store, store_url, watcher):
     assert store.get_task(task).status == "created"  # watching never touches the task
 
 
+@pytest.mark.integration
 def test_watch_of_a_missing_task_exits_2(sqlite_url):
     result = run_cli("--database-url", sqlite_url, "task", "watch", "42")
     assert (result.returncode, result.stdout) == (2, b"")
     assert result.stderr.decode() == "vkscraper: error: task 42 does not exist\n"
 
 
+@pytest.mark.integration
 def test_watch_database_error_exits_3_not_failed():
     result = run_cli("--database-url", "postgresql://postgres@127.0.0.1:1/x", "task", "watch", "1")
     assert result.returncode == 3
@@ -372,6 +378,7 @@ def on_terminal(args: list[str], columns: int, meanwhile=lambda: None) -> tuple[
     return proc.returncode, err, plain
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("columns", [80, 120])
 def test_watch_draws_a_live_bar_on_a_terminal(sqlite_url, columns):
     """The live display of a running task at 80 and 120 columns: every label and count whole
@@ -479,6 +486,7 @@ def test_fields_are_what_task_results_returns(store, results):
         assert set(export.FIELDS[kind]) == set(_task_rows(store, results, kind)[0])
 
 
+@pytest.mark.integration
 def test_export_jsonl_to_stdout_is_the_task_rows(store, store_url, results):
     # An ASCII locale (C, without Python's coercion to C.UTF-8) gives Python an ASCII stdout:
     # the export must still be UTF-8.
@@ -537,6 +545,7 @@ def test_export_pages_with_the_key_cursor(store, results):
     assert [o["id"] for o in got] == ids["posts"] + ids["comments"]
 
 
+@pytest.mark.integration
 def test_export_csv_reads_back(store, store_url, results, tmp_path):
     out = tmp_path / "comments.csv"
     result = run_cli(
@@ -583,6 +592,7 @@ def test_export_csv_reads_back(store, store_url, results, tmp_path):
     assert len(post_rows) == 5 and post_rows[0]["is_pinned"] == "true"
 
 
+@pytest.mark.integration
 def test_an_export_names_the_last_task_as_such_and_shows_vanished_comments(
     store, store_url, make_post, make_comment, tmp_path
 ):
@@ -641,6 +651,7 @@ def test_failed_export_leaves_no_file(store, results, tmp_path, monkeypatch):
     assert target.read_text() == "previous export\n"
 
 
+@pytest.mark.integration
 def test_export_csv_needs_one_kind(store, store_url, results, tmp_path):
     out = tmp_path / "all.csv"
     for extra in ([], ["--kind", "all"]):
@@ -656,6 +667,7 @@ def test_export_csv_needs_one_kind(store, store_url, results, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.integration
 def test_export_kind_posts_only_and_errors(store, store_url, results, tmp_path):
     result = run_cli("--database-url", store_url, "export", str(results), "--kind", "posts")
     kinds = {json.loads(line)["kind"] for line in result.stdout.decode().splitlines()}
@@ -674,6 +686,7 @@ def test_export_kind_posts_only_and_errors(store, store_url, results, tmp_path):
     assert len(result.stderr.decode().splitlines()) == 1
 
 
+@pytest.mark.integration
 def test_export_of_a_running_task_warns(store, store_url, make_post):
     task = store.create_task([1])
     store.begin_run(task)

@@ -18,11 +18,19 @@ import redis
 
 from fakevk import FakeVk, generate_dataset
 from testkit.offline import crawl_offline
-from tests.crawl import COMMENT_KEYS, POST_KEYS, comparable, stored_rows
-from tests.test_spider_vk import assert_stored_equals, task_of
-from tests.test_workers import FAST, ROOT, A, Workers, cli, dataset, refs, took, wait_done
+from tests.helpers.crawl import (
+    COMMENT_KEYS,
+    POST_KEYS,
+    assert_stored_equals,
+    comparable,
+    stored_rows,
+    task_of,
+)
+from tests.helpers.workers import FAST, ROOT, A, Workers, cli, dataset, refs, took, wait_done
 from vkscraper.distributed import workqueue
 from vkscraper.extensions._tracking import GroupTracker
+
+pytestmark = pytest.mark.integration
 
 
 class RedisServer:

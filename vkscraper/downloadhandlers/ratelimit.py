@@ -35,7 +35,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -111,9 +111,19 @@ class LocalRateLimit:
     """The same sliding-window log as :data:`SCRIPT`, in this process's memory (monotonic
     clock): the default, when one process uses its tokens."""
 
-    def __init__(self, limit: int, window: float) -> None:
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = sleep,
+    ) -> None:
         self.limit = limit
         self.window = window
+        # The clock and the wait it measures: tests pass a clock that moves only when waited on.
+        self._clock = clock
+        self._sleep = sleep
         self._sent: dict[str, deque[tuple[float, str]]] = defaultdict(deque)
         self._held: dict[str, float] = {}  # tag -> monotonic time its hold ends
 
@@ -130,7 +140,7 @@ class LocalRateLimit:
         while True:
             if stopping():
                 raise CrawlStopping("the crawl is stopping")
-            now = time.monotonic()
+            now = self._clock()
             while sent and sent[0][0] <= now - self.window:
                 sent.popleft()
             held = self._held.get(tag, 0.0) - now
@@ -138,12 +148,12 @@ class LocalRateLimit:
                 sent.append((now, member))
                 return waited, member
             step = min(max(held, sent[0][0] + self.window - now if sent else 0.0), 0.5)
-            await sleep(step)
+            await self._sleep(step)
             waited += step
 
     async def hold(self, tag: str, seconds: float) -> None:
         """No request of the token ``tag`` passes for ``seconds`` (VK's ``Retry-After``)."""
-        self._held[tag] = max(self._held.get(tag, 0.0), time.monotonic() + seconds)
+        self._held[tag] = max(self._held.get(tag, 0.0), self._clock() + seconds)
 
     def restamp(self, tag: str, member: str) -> None:
         """Log the request ``member`` as sent now (see :class:`VkDownloadHandler`)."""
@@ -151,7 +161,7 @@ class LocalRateLimit:
         kept = [entry for entry in sent if entry[1] != member]
         sent.clear()
         sent.extend(kept)
-        sent.append((time.monotonic(), member))
+        sent.append((self._clock(), member))
 
     async def close(self) -> None:
         pass

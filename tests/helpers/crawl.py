@@ -11,6 +11,7 @@ from scrapy import signals
 from scrapy.crawler import AsyncCrawlerRunner, Crawler
 from scrapy.settings import Settings
 
+from fakevk import expected_rows, generate_dataset
 from vkscraper.items import VkPage
 from vkscraper.spiders.vk import VkSpider
 from vkscraper.store import open_store
@@ -135,3 +136,89 @@ def edited(dataset: dict, fn: Any) -> dict:
     data = copy.deepcopy(dataset)
     fn(data)
     return data
+
+
+# ----------------------------------------------------------------------------- datasets and checks
+
+T0 = 1_700_000_000
+
+
+def expected(dataset, posts_per_group=10):
+    posts, comments = expected_rows(dataset, posts_per_group, nul_replacement="")
+    return comparable(posts, POST_KEYS), comparable(comments, COMMENT_KEYS)
+
+
+def task_of(url, task_id):
+    with open_store(url) as store:
+        return store.get_task(task_id)
+
+
+def last_task(url):
+    with open_store(url) as store:
+        return store.list_tasks(limit=1)[0]
+
+
+def assert_stored_equals(url, task_id, dataset, posts_per_group=10, only=None):
+    """The task's rows equal the oracle's for the dataset (or its groups ``only``)."""
+    if only is not None:
+        # The other groups give no rows, but still their names to the comments they wrote.
+        groups = [g if g["id"] in only else {**g, "wall": 0} for g in dataset["groups"]]
+        dataset = {**dataset, "groups": groups}
+    posts, comments = stored_rows(url, task_id)
+    want_posts, want_comments = expected(dataset, posts_per_group)
+    got_posts, got_comments = comparable(posts, POST_KEYS), comparable(comments, COMMENT_KEYS)
+    assert got_posts.keys() == want_posts.keys()
+    assert got_posts == want_posts
+    assert got_comments.keys() == want_comments.keys()
+    assert got_comments == want_comments
+    return got_posts, got_comments
+
+
+def open_all_comments(data):
+    for group in data["groups"]:
+        for post in group["posts"]:
+            post["comments_closed"] = False
+
+
+# The generator closes one post's comments; the happy path wants none closed.
+DATASET = edited(
+    generate_dataset(seed=7, groups=3, posts_per_group=12, max_comments=30, big_post=True),
+    open_all_comments,
+)
+
+
+def group_refs(dataset):
+    return ",".join(
+        g["screen_name"] if i % 2 else str(g["id"])
+        for i, g in enumerate(g for g in dataset["groups"] if not g.get("author_only"))
+    )
+
+
+def small_dataset():
+    def post(pid, date, **kw):
+        return {"id": pid, "date": date, "text": f"post {pid}", "likes": pid, "comments": [], **kw}
+
+    def comment(cid, date, replies=()):
+        return {"id": cid, "from_id": 1, "date": date, "text": f"c{cid}", "likes": 1,
+                "replies": list(replies)}  # fmt: skip
+
+    return {
+        "profiles": [{"id": 1, "first_name": "Ann", "last_name": "Lee"}],
+        "groups": [
+            {   # recent pinned post: it is among the 10 newest, so it counts
+                "id": 10, "screen_name": "pinnedrecent", "name": "Pinned recent",
+                "posts": [post(1, T0 + 10_000, is_pinned=True)]
+                + [post(i, T0 + i) for i in range(2, 15)],
+            },
+            {   # only three posts
+                "id": 11, "screen_name": "threeposts", "name": "Three posts",
+                "posts": [post(i, T0 + i, comments=[comment(10 + i, T0 + 50)])
+                          for i in range(1, 4)],
+            },
+            {   # an old pinned post that must not be counted
+                "id": 12, "screen_name": "pinnedold", "name": "Pinned old",
+                "posts": [post(1, T0 - 10_000, is_pinned=True)]
+                + [post(i, T0 + i) for i in range(2, 14)],
+            },
+        ],
+    }  # fmt: skip
