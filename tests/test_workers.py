@@ -34,6 +34,7 @@ from tests.helpers.workers import (
     Workers,
     cli,
     dataset,
+    redis_db_of_our_own,
     refs,
     took,
     wait_done,
@@ -409,10 +410,8 @@ def test_worker_stop_by_pidfile_stops_that_worker_only(workers, tmp_path, server
 
 @pytest.fixture
 def other_redis():
-    r = redis.Redis.from_url(OTHER_REDIS_URL)
-    r.flushdb()
-    yield r
-    r.flushdb()
+    with redis_db_of_our_own(OTHER_REDIS_URL) as r:
+        yield r
 
 
 OTHER_REDIS_URL = REDIS_URL.rpartition("/")[0] + "/8"

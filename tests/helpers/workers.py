@@ -5,11 +5,16 @@ PostgreSQL database, stopped after the test) are registered by tests/conftest.py
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,12 +47,25 @@ def refs(data, only=None):
     return ",".join(g["screen_name"] for g in groups)
 
 
+@contextmanager
+def redis_db_of_our_own(url: str) -> Iterator[redis.Redis]:
+    """The Redis database ``url``, emptied, for one test at a time on this machine: the worker
+    tests flush it, so two test runs at once (two checkouts) wait for each other here."""
+    safe = re.sub(r"\W", "_", url)
+    with open(Path(tempfile.gettempdir()) / f"vkscraper-tests-{safe}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        r = redis.Redis.from_url(url)
+        r.flushdb()
+        try:
+            yield r
+        finally:
+            r.flushdb()
+
+
 @pytest.fixture
 def server():
-    r = redis.Redis.from_url(REDIS_URL)
-    r.flushdb()
-    yield r
-    r.flushdb()
+    with redis_db_of_our_own(REDIS_URL) as r:
+        yield r
 
 
 class Workers:
