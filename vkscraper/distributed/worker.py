@@ -29,6 +29,7 @@ from scrapy.utils.reactor import install_reactor
 from twisted.python.failure import Failure
 
 from vkscraper.addon import VkAddon
+from vkscraper.cli import exitcodes
 from vkscraper.distributed import workqueue
 from vkscraper.spiders.vk import VkSpider
 
@@ -258,4 +259,4 @@ def check(settings: Settings) -> str | None:
 def run(settings: Settings) -> int:
     install_reactor(settings["TWISTED_REACTOR"], settings["ASYNCIO_EVENT_LOOP"])
     Worker(settings).run()
-    return 0
+    return exitcodes.OK
