@@ -14,7 +14,15 @@ from scrapy.http import Response
 from scrapy.utils.defer import deferred_f_from_coro_f
 
 from fakevk import FakeVk
-from tests.crawl import TOKEN, close_as, comparable, rows_scraped, run_crawl, stored_rows
+from tests.crawl import (
+    TOKEN,
+    close_as,
+    comparable,
+    finished_groups,
+    rows_scraped,
+    run_crawl,
+    stored_rows,
+)
 from tests.test_spider_vk import assert_stored_equals, last_task, small_dataset, task_of
 from vkscraper.extensions.task import VkTaskExtension
 from vkscraper.items import VkPage
@@ -131,7 +139,7 @@ async def test_rerun_of_a_finished_task_is_a_fresh_run_with_history(store_url):
 
 
 def some_group_finished(crawler) -> bool:
-    return bool(crawler.get_extension(VkTaskExtension).tracker.finished_groups())
+    return bool(finished_groups(crawler))
 
 
 @deferred_f_from_coro_f
@@ -185,8 +193,8 @@ def two_group_dataset(wall_of_31=1):
 
 
 def failed_while_30_runs(crawler) -> bool:
+    finished = finished_groups(crawler)
     tracker = crawler.get_extension(VkTaskExtension).tracker
-    finished = tracker.finished_groups()
     return 31 in finished and tracker.failed(31) and 30 not in finished
 
 

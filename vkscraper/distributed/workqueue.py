@@ -200,17 +200,8 @@ end
 return 0
 """
 
-# The task's keys expire ENDED_TTL s after it ended (final or cancelled).
-# KEYS: state, pending, queue, owners, run; ARGV: owner-list prefix, ttl.
-_EXPIRE = """
-for _, w in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-  redis.call('EXPIRE', ARGV[1] .. w, ARGV[2])
-end
-for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ARGV[2]) end
-"""
-
-# The finalizer finished it. KEYS: state, active, pending, queue, owners, run;
-# ARGV: task, worker, owner-list prefix, ttl.
+# The finalizer finished it: a final task's keys expire ENDED_TTL s later.
+# KEYS: state, active, pending, queue, owners, run; ARGV: task, worker, owner-list prefix, ttl.
 _FINALIZED = """
 local s = redis.call('GET', KEYS[1])
 if s == 'done:' .. ARGV[2] then
@@ -228,8 +219,8 @@ if s == 'final' then
 end
 """
 
-# The HTTP service cancels it. KEYS: state, active, feed, pending, queue, owners, run;
-# ARGV: task, owner-list prefix, ttl.
+# The HTTP service cancels it: its keys expire ENDED_TTL s later.
+# KEYS: state, active, feed, pending, queue, owners, run; ARGV: task, owner-list prefix, ttl.
 _CANCEL = """
 redis.call('LREM', KEYS[3], 0, ARGV[1])
 redis.call('SET', KEYS[1], 'cancelled')
