@@ -427,16 +427,16 @@ class EntryQueue(Base):
         settings = spider.crawler.settings
         task_id = spider.task_id_arg  # type: ignore[attr-defined]  # the vk spider's
         worker, run = settings.get("VK_WORKER_ID"), settings.get("VK_WORKER_RUN", "")
-        self.tasks = TaskQueue(server, task_id, worker, run)
+        self.task_queue = TaskQueue(server, task_id, worker, run)
 
     def __len__(self) -> int:
-        return self.tasks.waiting()
+        return self.task_queue.waiting()
 
     def push(self, request: Request) -> None:
-        self.tasks.push(request.meta["vk_entry"], self._encode_request(request))
+        self.task_queue.push(request.meta["vk_entry"], self._encode_request(request))
 
     def pop(self, timeout: float = 0) -> Request | None:
-        data = self.tasks.take(int(timeout))
+        data = self.task_queue.take(int(timeout))
         return None if data is None else self.entry(data)
 
     def entry(self, data: bytes) -> Request:
