@@ -22,11 +22,13 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+import vkscraper
+
 REPO = Path(__file__).resolve().parents[1]
 # The source tree as a clone has it: what must stay out of the package is there too.
 SOURCE_FILES = ("pyproject.toml", "setup.py", "README.md", "scrapy.cfg", "requirements.txt")
 SOURCE_DIRS = ("vkscraper", "fakevk", "testkit", "tests", "benchmarks", "scripts")
-DIST_INFO = "vkscraper-0.1.0.dist-info/"
+DIST_INFO = f"vkscraper-{vkscraper.__version__}.dist-info/"
 
 
 def _run(args: list[str | Path], **kwargs) -> subprocess.CompletedProcess[str]:
@@ -84,6 +86,7 @@ def test_the_wheel_carries_the_vkscraper_package_only(wheel):
 
 def test_the_wheel_declares_the_runtime_dependencies_within_the_pins(wheel):
     meta = email.parser.Parser().parsestr(_metadata(wheel, "METADATA"))
+    assert meta["Version"] == vkscraper.__version__  # the one place it is written
     required = {Requirement(r).name.lower(): Requirement(r) for r in meta.get_all("Requires-Dist")}
     for name in ("scrapy", "twisted", "scrapy-redis", "redis", "scrapyd", "psycopg2-binary"):
         assert name in required, f"{name} is not declared"
