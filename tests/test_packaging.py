@@ -10,6 +10,7 @@ installed."""
 from __future__ import annotations
 
 import email.parser
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -40,6 +41,9 @@ def _run(args: list[str | Path], **kwargs) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A wheel built from a copy of the source tree (a build writes into the tree it builds)."""
+    if importlib.util.find_spec("wheel") is None:
+        pytest.fail("the pinned setuptools builds wheels with the wheel package: make venv "
+                    "(requirements-dev.txt)", pytrace=False)  # fmt: skip
     root = tmp_path_factory.mktemp("packaging")
     source = root / "source"
     source.mkdir()
