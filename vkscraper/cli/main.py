@@ -194,9 +194,9 @@ def add_crawl_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         description="Send SIGTERM to the worker that holds --pidfile PATH (repeatable), or "
         "with --all to every worker of this machine registered in this Redis ($REDIS_URL: "
         "its heartbeat), and wait until they have exited (each puts its unfinished groups "
-        "back). Only processes running `python -m vkscraper worker` are signalled. Exit "
-        "status: 0 stopped, or none was running (a warning says so); 1 one still runs after "
-        "--timeout or Redis is unreachable; 2 bad options.",
+        "back). Only processes running `vkscraper worker` (or `python -m vkscraper worker`) "
+        "are signalled. Exit status: 0 stopped, or none was running (a warning says so); 1 "
+        "one still runs after --timeout or Redis is unreachable; 2 bad options.",
     )
     which = stop.add_mutually_exclusive_group(required=True)
     which.add_argument(
