@@ -9,10 +9,13 @@ PY := $(VENV)/bin/python
 
 .PHONY: venv services browser test test-fast demo demo-errors check bench serve docs
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# The pinned requirements, then this checkout itself in editable mode: $(VENV)/bin/vkscraper
+# runs the code here (built offline with the pinned setuptools and wheel).
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(VENV)/.installed

@@ -6,6 +6,7 @@ import json
 from urllib.parse import parse_qs
 
 import pytest
+from scrapy import FormRequest
 
 from vkscraper.exceptions import (
     FATAL_CODES,
@@ -39,7 +40,9 @@ def test_build_call_url_version_and_encoding():
         "fields": "a,b",
         "v": "5.199",
     }
-    assert parse_qs(call.body) == {k: [v] for k, v in call.params.items()}
+    # The spider sends the params as the form body of a POST.
+    request = FormRequest(call.url, formdata=call.params)
+    assert parse_qs(request.body.decode()) == {k: [v] for k, v in call.params.items()}
 
 
 def test_build_call_defaults_to_vk_ru_and_5_199():
@@ -61,7 +64,7 @@ def test_owner_id_needs_positive_group_id(group_id):
 
 def test_owner_id_is_negative_group_id():
     assert api.owner_id_for_group(42) == -42
-    assert api.wall_get_params(42, count=11)["owner_id"] == -42
+    assert api.wall_get_params(42, count=11) == {"owner_id": -42, "count": 11}
 
 
 def test_get_comments_params_have_the_parameters_that_matter():
@@ -71,6 +74,7 @@ def test_get_comments_params_have_the_parameters_that_matter():
     assert top["thread_items_count"] == 10 and top["extended"] == 1
     assert top["comment_id"] is None
     assert top["start_comment_id"] is None and top["sort"] == "asc"
+    assert "offset" not in top  # VK's default (0), as the execute script sends it
     thread = api.wall_get_comments_params(7, 3, comment_id=9, start_comment_id=20)
     assert thread["comment_id"] == 9 and thread["start_comment_id"] == 20
     assert thread["thread_items_count"] is None  # only meaningful on the top level

@@ -16,11 +16,13 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from fakevk import FakeVk
 from tests.helpers.crawl import TOKEN, last_task, run_crawl, small_dataset, stored_rows
 from vkscraper.exceptions import VkError
+from vkscraper.items import VkPage
 from vkscraper.vk.api import parse_response
 from vkscraper.vk.grouprefs import GroupRefError, parse_group_ref, parse_group_refs
 from vkscraper.vk.normalize import (
+    check_comments_page,
     latest_posts,
-    parse_comments,
+    normalize_comments,
     parse_groups,
     parse_posts,
     threads_to_fetch,
@@ -78,6 +80,14 @@ FAST = settings(
 )
 
 
+def comment_rows(data, group_id, post_id):
+    """A comments page as the spider checks it and the normalize pipeline makes rows of it
+    (a malformed comment is an error of its own, not a row)."""
+    check_comments_page(data)
+    rows, _ = normalize_comments(VkPage("comments", group_id, post_id, raw=data))
+    return rows
+
+
 def survives(fn, *args, **kwargs):
     """``fn`` returns, or raises a VkError (recorded by the spider); nothing else."""
     try:
@@ -93,7 +103,7 @@ def test_normalizers_never_crash(body):
     if posts is not None:
         assert all(p.owner_id == -5 and p.group_id == 5 for p in posts)
         latest_posts(posts, 10)
-    comments = survives(parse_comments, body, 5, 77)
+    comments = survives(comment_rows, body, 5, 77)
     if comments is not None:
         assert all(c.owner_id == -5 and c.post_vk_id == 77 for c in comments)
         assert all(isinstance(c.text, str) and isinstance(c.likes, int) for c in comments)
@@ -125,7 +135,7 @@ def test_any_body_is_a_response_or_a_vk_error(raw):
 def test_known_nasty_bodies(body):
     data = survives(parse_response, body, "wall.getComments")
     if data is not None:
-        survives(parse_comments, data, 5, 77)
+        survives(comment_rows, data, 5, 77)
         survives(parse_posts, data, 5)
 
 

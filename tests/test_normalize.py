@@ -10,16 +10,30 @@ from vkscraper.exceptions import VkMalformedResponse
 from vkscraper.items import VkComment, VkGroup, VkPage, VkPost
 from vkscraper.vk.normalize import (
     ThreadToFetch,
+    check_comments_page,
     latest_posts,
     normalize_comments,
     normalize_posts,
-    parse_comments,
     parse_groups,
     parse_posts,
     threads_to_fetch,
 )
 
 T0 = 1_700_000_000
+
+
+def comments_page(data, group_id, post_id, thread_id=None):
+    """What a ``wall.getComments`` page becomes: its shape checked by the spider (a malformed
+    page raises), its rows and per-comment errors made by the normalize pipeline."""
+    check_comments_page(data)
+    return normalize_comments(VkPage("comments", group_id, post_id, thread_id, raw=data))
+
+
+def comment_rows(data, group_id, post_id, thread_id=None):
+    """The rows of a page whose every comment is well-formed."""
+    rows, errors = comments_page(data, group_id, post_id, thread_id)
+    assert errors == []
+    return rows
 
 
 def _post(pid, date, **extra):
@@ -149,7 +163,7 @@ COMMENTS = {
 
 
 def test_comments_users_communities_stubs_and_inline_replies():
-    got = parse_comments(COMMENTS, 5, 77)
+    got = comment_rows(COMMENTS, 5, 77)
     d = lambda s: datetime.fromtimestamp(T0 + s, UTC)  # noqa: E731
     assert got == [
         VkComment(10, 77, -5, None, 12, 1, "Анна Ким", "hi 😀\x00 end", d(0), 2, False),
@@ -177,12 +191,12 @@ def test_comments_reply_to_fields():
             {"id": 33, "date": T0 + 3, "thread": {"count": 1}, "deleted": True},
         ],
     }  # fmt: skip
-    comments = parse_comments(page, 5, 77)
+    comments = comment_rows(page, 5, 77)
     got = {c.vk_comment_id: (c.reply_to_user, c.reply_to_comment) for c in comments}
     assert got == {30: (None, None), 31: (1, 30), 32: (2, 31), 33: (None, None)}
     thread = {"items": [{"id": 40, "from_id": 3, "date": T0, "text": "r",
                          "reply_to_user": -9, "reply_to_comment": 32}]}  # fmt: skip
-    (reply,) = parse_comments(thread, 5, 77, parent_id=30)
+    (reply,) = comment_rows(thread, 5, 77, thread_id=30)
     assert (reply.parent_id, reply.reply_to_user, reply.reply_to_comment) == (30, -9, 32)
 
 
@@ -194,7 +208,7 @@ def test_comments_reply_to_fields_of_the_wrong_type_are_none(reply_to_user, repl
     reply = {"id": 31, "from_id": 2, "date": T0, "text": "r"}
     reply |= {"reply_to_user": reply_to_user, "reply_to_comment": reply_to_comment}
     page = {"items": [reply]}
-    (reply,) = parse_comments(page, 5, 77, parent_id=30)
+    (reply,) = comment_rows(page, 5, 77, thread_id=30)
     assert (reply.reply_to_user, reply.reply_to_comment) == (None, None)
     assert (reply.vk_comment_id, reply.author_id, reply.text) == (31, 2, "r")
 
@@ -205,13 +219,13 @@ def test_comments_reply_to_fields_of_the_wrong_type_are_none(reply_to_user, repl
 def test_counters_that_do_not_fit_are_zero(likes):
     """A like count the INTEGER column cannot hold would fail a whole batch: 0 instead."""
     (post,) = parse_posts({"items": [{"id": 1, "date": T0, "likes": likes}]}, 5)
-    (comment,) = parse_comments({"items": [{"id": 1, "date": T0, "likes": likes}]}, 5, 1)
+    (comment,) = comment_rows({"items": [{"id": 1, "date": T0, "likes": likes}]}, 5, 1)
     assert post.likes == comment.likes == 0
 
 
 def test_thread_page_sets_parent_and_ignores_thread_field():
     page = {"items": [{"id": 20, "from_id": 1, "date": T0, "text": "r", "thread": {"count": 5}}]}
-    (reply,) = parse_comments(page, 5, 77, parent_id=10)
+    (reply,) = comment_rows(page, 5, 77, thread_id=10)
     assert reply.parent_id == 10 and reply.thread_count == 0
 
 
@@ -223,12 +237,15 @@ def test_threads_to_fetch_only_incomplete_threads():
 
 
 def test_malformed_comment_pages():
+    """A malformed comment is an error of its own (its post's); a malformed page, an inline
+    reply without an id included, fails as a whole."""
+    rows, errors = comments_page({"items": [{"id": 1, "date": "yesterday"}]}, 5, 1)
+    assert rows == [] and len(errors) == 1
+    assert errors[0][0].startswith("group 5 post 1 comment 1: ") and errors[0][1] == 1
     with pytest.raises(VkMalformedResponse):
-        parse_comments({"items": [{"id": 1, "date": "yesterday"}]}, 5, 1)
+        comments_page({"items": [{"id": 1, "thread": {"items": [{"x": 1}]}}]}, 5, 1)
     with pytest.raises(VkMalformedResponse):
-        parse_comments({"items": [{"id": 1, "thread": {"items": [{"x": 1}]}}]}, 5, 1)
-    with pytest.raises(VkMalformedResponse):
-        parse_comments({"count": 1}, 5, 1)
+        comments_page({"count": 1}, 5, 1)
 
 
 def test_groups_both_shapes():

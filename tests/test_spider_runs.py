@@ -19,6 +19,7 @@ from tests.helpers.crawl import (
     assert_stored_equals,
     close_as,
     comparable,
+    finished_groups,
     last_task,
     rows_scraped,
     run_crawl,
@@ -143,7 +144,7 @@ async def test_rerun_of_a_finished_task_is_a_fresh_run_with_history(store_url):
 
 
 def some_group_finished(crawler) -> bool:
-    return bool(crawler.get_extension(VkTaskExtension).tracker.finished_groups())
+    return bool(finished_groups(crawler))
 
 
 @deferred_f_from_coro_f
@@ -197,8 +198,8 @@ def two_group_dataset(wall_of_31=1):
 
 
 def failed_while_30_runs(crawler) -> bool:
+    finished = finished_groups(crawler)
     tracker = crawler.get_extension(VkTaskExtension).tracker
-    finished = tracker.finished_groups()
     return 31 in finished and tracker.failed(31) and 30 not in finished
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from vkscraper.cli import watch
+from vkscraper.cli import exitcodes, watch
 from vkscraper.exceptions import StoreError
 from vkscraper.store import export, open_store
 
@@ -155,7 +155,7 @@ def test_watch_follows_a_run_until_it_fails(store, store_url, watcher, make_post
     assert store.finish_task(task) == "failed"
     w.expect(rf"task {task} failed run 1  groups 2/2 .* errors 1  left 0:00:00$")
     code, rest, err = w.finish()
-    assert code == watch.EXIT_FAILED, (rest, err)
+    assert code == exitcodes.TASK_FAILED, (rest, err)
     assert rest == ["error: wall of 2 is closed (VK error 15)"]
     assert err == ""
 
@@ -172,7 +172,7 @@ def test_watch_exits_0_when_the_task_completes(store, store_url, watcher):
     assert store.finish_task(task) == "completed"
     w.expect(rf"task {task} completed ")
     code, rest, err = w.finish()
-    assert (code, rest, err) == (watch.EXIT_COMPLETED, [], "")
+    assert (code, rest, err) == (exitcodes.OK, [], "")
 
 
 @pytest.mark.integration

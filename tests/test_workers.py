@@ -40,6 +40,7 @@ from tests.helpers.workers import (
     wait_done,
 )
 from vkscraper.distributed import workqueue
+from vkscraper.distributed.pids import is_worker
 
 pytestmark = pytest.mark.integration
 
@@ -453,6 +454,32 @@ def test_worker_stop_all_stops_this_redis_workers_and_never_another_program(
         other.stop()
         bystander.kill()
         bystander.wait()
+
+
+def test_worker_stop_knows_a_worker_of_the_installed_command_and_nothing_else(tmp_path):
+    """``worker stop`` signals a pid only if its command line is a worker: ``python -m
+    vkscraper … worker`` or the console script ``vkscraper … worker`` (its interpreter runs
+    ``…/bin/vkscraper``); not ``worker stop``, not another program."""
+    script = tmp_path / "bin" / "vkscraper"  # stands for the installed command: it only waits
+    script.parent.mkdir()
+    script.write_text("import time; time.sleep(60)\n")
+    wait = "import time; time.sleep(60)"
+    command_lines = {
+        (sys.executable, str(script), "worker"): True,
+        (sys.executable, str(script), "-s", "LOG_LEVEL=INFO", "worker"): True,
+        (sys.executable, str(script), "worker", "stop", "--all"): False,
+        (sys.executable, str(script), "task", "list"): False,
+        (sys.executable, "-c", wait, "vkscraper", "worker"): False,
+        ("sleep", "60", "vkscraper", "worker"): False,
+    }
+    # Popen returns once the child has exec'd: /proc/PID/cmdline is the new program's.
+    procs = {line: subprocess.Popen(line) for line in command_lines}
+    try:
+        assert {line: is_worker(p.pid) for line, p in procs.items()} == command_lines
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
 
 
 def test_worker_stop_options(tmp_path):

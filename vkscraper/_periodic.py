@@ -1,6 +1,6 @@
 """Run a coroutine every few seconds, skipping a tick while the previous run still goes on.
 
-Scrapy's looping call refuses coroutine functions, and firing a new task on every tick lets
+Scrapy's looping call refuses coroutine functions, and starting a new run on every tick lets
 runs pile up when each one waits on a slow or dead database (flushes, metrics refreshes).
 """
 
@@ -18,7 +18,7 @@ class Periodic:
         self.func = func
         self.interval = interval
         self.skipped = 0
-        self._task: asyncio.Task[Any] | None = None
+        self._running: asyncio.Task[Any] | None = None
         self._loop: Any = None
 
     def start(self) -> None:
@@ -27,14 +27,14 @@ class Periodic:
             self._loop.start(self.interval, now=False)
 
     def _tick(self) -> None:
-        if self._task is not None and not self._task.done():
+        if self._running is not None and not self._running.done():
             self.skipped += 1
             return
-        self._task = asyncio.ensure_future(self.func())
+        self._running = asyncio.ensure_future(self.func())
 
     async def stop(self) -> None:
         """Stop ticking and wait for a run in progress."""
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        if self._task is not None and not self._task.done():
-            await asyncio.wait([self._task])
+        if self._running is not None and not self._running.done():
+            await asyncio.wait([self._running])

@@ -6,12 +6,14 @@ import asyncio
 import copy
 from collections.abc import Callable
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from scrapy import signals
 from scrapy.crawler import AsyncCrawlerRunner, Crawler
 from scrapy.settings import Settings
 
 from fakevk import expected_rows, generate_dataset
+from vkscraper import signals as vk_signals
 from vkscraper.items import VkPage
 from vkscraper.spiders.vk import VkSpider
 from vkscraper.store import open_store
@@ -53,6 +55,10 @@ async def run_crawl(
     ``when=(test, action)`` runs it once ``test(crawler)`` holds after an item."""
     runner = AsyncCrawlerRunner(crawl_settings(api_url, database_url, **(settings or {})))
     crawler = runner.create_crawler(VkSpider)
+    finished = _FINISHED.setdefault(crawler, [])
+    crawler.signals.connect(
+        lambda group: finished.append(group), signal=vk_signals.group_finished, weak=False
+    )
     if when is not None:
         test, then = when
         fired: list[bool] = []
@@ -77,6 +83,15 @@ async def run_crawl(
         crawler.signals.connect(on_item, signal=signals.item_scraped, weak=False)
     await crawler.crawl_async(**spider_args)
     return crawler
+
+
+_FINISHED: WeakKeyDictionary[Crawler, list[int]] = WeakKeyDictionary()
+
+
+def finished_groups(crawler: Crawler) -> list[int]:
+    """The groups a crawl started by :func:`run_crawl` has recorded as finished (done or
+    failed) so far, in order: the task extension's ``group_finished`` signals."""
+    return _FINISHED.get(crawler, [])
 
 
 def rows_scraped(stats: Any) -> int:

@@ -1,11 +1,11 @@
 """Command line: ``python -m vkscraper migrate | groups … | task … | export …``.
 
 Every command applies pending migrations first (a no-op when the schema is current), so a
-first run works on an empty database. Exit codes: 0 success, 1 database error (one line on
-stderr, never a traceback), 2 bad input, a task id that names no task included (one line on
-stderr: ``vkscraper: error: task N does not exist`` for every command taking an id). ``task
-watch`` differs, see its help: it exits with the task's outcome (0 completed, 1 failed) and 3
-on a database error.
+first run works on an empty database. Exit statuses (:mod:`vkscraper.cli.exitcodes`): 0
+success, 1 database error (one line on stderr, never a traceback), 2 bad input, a task id that
+names no task included (one line on stderr: ``vkscraper: error: task N does not exist`` for
+every command taking an id). ``task watch`` differs, see its help: it exits with the task's
+outcome (0 completed, 1 failed), 3 on a database error and 130 on Ctrl-C.
 
 Logging goes to stderr: warnings by default, ``-v`` adds INFO (which store is used, migrations
 applied), ``-q`` leaves errors only. Command output goes to stdout.
@@ -35,24 +35,18 @@ PROG = "vkscraper"
 
 
 class UsageError(Exception):
-    """Bad input from the user: exit code 2."""
+    """Bad input from the user: :data:`~vkscraper.cli.exitcodes.BAD_ARGUMENTS`."""
 
 
 class _Failed(Exception):
     """The command could not do its job (an export file not written, a worker still running
-    after `worker stop`): exit code 1."""
-
-
-# `task watch` only: a database error is not the task's "failed" (1) but the crawl's status
-# for "could not do its job"; Ctrl-C is 128 + SIGINT, as shells report it.
-WATCH_DATABASE_ERROR = exitcodes.NOT_DONE
-INTERRUPTED = 130
+    after `worker stop`): :data:`~vkscraper.cli.exitcodes.FAILED`."""
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line instead of argparse's usage block: the message names what is wrong.
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(exitcodes.BAD_ARGUMENTS, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,9 +194,9 @@ def add_crawl_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         description="Send SIGTERM to the worker that holds --pidfile PATH (repeatable), or "
         "with --all to every worker of this machine registered in this Redis ($REDIS_URL: "
         "its heartbeat), and wait until they have exited (each puts its unfinished groups "
-        "back). Only processes running `python -m vkscraper worker` are signalled. Exit "
-        "status: 0 stopped, or none was running (a warning says so); 1 one still runs after "
-        "--timeout or Redis is unreachable; 2 bad options.",
+        "back). Only processes running `vkscraper worker` (or `python -m vkscraper worker`) "
+        "are signalled. Exit status: 0 stopped, or none was running (a warning says so); 1 "
+        "one still runs after --timeout or Redis is unreachable; 2 bad options.",
     )
     which = stop.add_mutually_exclusive_group(required=True)
     which.add_argument(
@@ -223,7 +217,7 @@ def run(args: argparse.Namespace, store: Store) -> int:
         # main() already migrated; report what that did.
         applied = args.applied
         print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
-        return 0
+        return exitcodes.OK
     if args.command == "groups":
         return _groups(args, store)
     if args.command == "task":
@@ -261,7 +255,7 @@ def _groups(args: argparse.Namespace, store: Store) -> int:
             ident = "pending" if g["pending"] else str(g["id"])
             state = "active" if g["is_active"] else "inactive"
             print(f"{ident:>12}  {g['screen_name'] or '-':<32}  {state:<8}  {g['name'] or ''}")
-    return 0
+    return exitcodes.OK
 
 
 def _fmt(dt: datetime | None) -> str:
@@ -279,7 +273,7 @@ def _task(args: argparse.Namespace, store: Store) -> int:
         if args.enqueue:
             workqueue.enqueue(server, task_id)
         print(task_id)
-        return 0
+        return exitcodes.OK
     if args.action == "watch":
         try:
             return watch.watch(store, _existing_task(store, args.task_id), interval=args.interval)
@@ -287,13 +281,13 @@ def _task(args: argparse.Namespace, store: Store) -> int:
             raise UsageError(str(exc)) from None
     if args.action == "show":
         _print_task(_existing_task(store, args.task_id))
-        return 0
+        return exitcodes.OK
     tasks = store.list_tasks(limit=args.limit)
     if not tasks:
         print("no tasks")
-        return 0
+        return exitcodes.OK
     _print_table(_TASK_COLUMNS, [_task_row(t) for t in tasks])
-    return 0
+    return exitcodes.OK
 
 
 # `task list`: (header, right-aligned). LAST RUN is when the latest run started (a task run
@@ -416,7 +410,7 @@ def _worker_stop(args: argparse.Namespace) -> int:
     if running:
         left = ", ".join(str(p) for p in running)
         raise _Failed(f"worker(s) {left} still running after {args.timeout:g} s")
-    return 0
+    return exitcodes.OK
 
 
 def _existing_task(store: Store, task_id: int) -> Task:
@@ -441,7 +435,7 @@ def _export(args: argparse.Namespace, store: Store) -> int:
         raise _Failed(f"cannot write {args.out}: {exc.strerror or exc}") from None
     if args.out is not None:
         print(f"wrote {counts.posts} posts and {counts.comments} comments to {args.out}")
-    return 0
+    return exitcodes.OK
 
 
 def _print_task(task: Task) -> None:
@@ -490,22 +484,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(args, store)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return exitcodes.BAD_ARGUMENTS
     except StoreError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
-        return WATCH_DATABASE_ERROR if watching else 1
+        return exitcodes.WATCH_DATABASE_ERROR if watching else exitcodes.FAILED
     except _Failed as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
+        return exitcodes.FAILED
     except BrokenPipeError:
         # The reader went away (`export N | head`): stop quietly, and keep Python from
         # complaining when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        return exitcodes.FAILED
     except KeyboardInterrupt:
         if not watching:
             raise
-        return INTERRUPTED
+        return exitcodes.WATCH_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ scrapy-redis workers on other machines — and never changes the task. It shows:
 
 On a terminal (stdout a TTY and ``TERM`` not ``dumb``) it draws a live rich display; anywhere
 else (a pipe, a file, a log) it prints one plain line per refresh. It returns when the task
-ends: :data:`EXIT_COMPLETED` (0) or :data:`EXIT_FAILED` (1). A task that has already ended
-gets one refresh and the same exit status; one that has not started yet is waited for. While
-the database is unavailable it says so and retries, for up to :data:`OUTAGE_LIMIT` seconds.
+ends: :data:`~vkscraper.cli.exitcodes.OK` (0) or :data:`~vkscraper.cli.exitcodes.TASK_FAILED`
+(1). A task that has already ended gets one refresh and the same exit status; one that has not
+started yet is waited for. While the database is unavailable it says so and retries, for up to
+:data:`OUTAGE_LIMIT` seconds.
 """
 
 from __future__ import annotations
@@ -37,11 +38,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from vkscraper.cli import exitcodes
 from vkscraper.exceptions import StoreError
 from vkscraper.store import Store, Task
 
-EXIT_COMPLETED = 0
-EXIT_FAILED = 1
 FINISHED = ("completed", "failed")
 # The rate is measured over this many seconds of refreshes: long enough to span several of a
 # crawl's metrics refreshes (every 5 s), short enough to follow a slowing crawl.
@@ -243,8 +243,9 @@ def watch(
     sleep: Callable[[float], Any] = time.sleep,
 ) -> int:
     """Follow ``task`` until it ends, refreshing every ``interval`` seconds; return
-    :data:`EXIT_COMPLETED` or :data:`EXIT_FAILED`. Raises :class:`TaskGone` if its row is
-    deleted meanwhile, :class:`StoreError` if the database stays unavailable."""
+    :data:`~vkscraper.cli.exitcodes.OK` or :data:`~vkscraper.cli.exitcodes.TASK_FAILED`.
+    Raises :class:`TaskGone` if its row is deleted meanwhile, :class:`StoreError` if the
+    database stays unavailable."""
     out = out or sys.stdout
     display = _Display(out)
     meter = RateMeter()
@@ -265,7 +266,7 @@ def watch(
     finally:
         display.close()
     _report_end(figures, out)
-    return EXIT_COMPLETED if figures.status == "completed" else EXIT_FAILED
+    return exitcodes.OK if figures.status == "completed" else exitcodes.TASK_FAILED
 
 
 def _stamp() -> str:

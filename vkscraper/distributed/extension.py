@@ -79,7 +79,7 @@ class VkDistributed:
 
     @property
     def task_id(self) -> int:
-        return self.queue.tasks.task_id
+        return self.queue.task_queue.task_id
 
     # taking entries
 
@@ -124,7 +124,7 @@ class VkDistributed:
         try:
             self._ack_all()
             over = not self._unacked and (
-                self.finalizer or self.closing or self.queue.tasks.done()
+                self.finalizer or self.closing or self.queue.task_queue.done()
             )
             if not over and not self._refill() and (self._waiter is None or self._waiter.done()):
                 self._waiter = asyncio.ensure_future(self._wait())
@@ -137,9 +137,9 @@ class VkDistributed:
 
     async def _wait(self) -> None:
         """Idle: block in Redis (in a thread) until an entry comes or the task ends."""
-        tasks = self.queue.tasks
+        task_queue = self.queue.task_queue
         while not self.closing and self.room():
-            data = await run_in_thread(tasks.take, WAIT_SECONDS)
+            data = await run_in_thread(task_queue.take, WAIT_SECONDS)
             if data is not None:
                 request = self.queue.entry(data)
                 self._taken(request)
@@ -147,10 +147,10 @@ class VkDistributed:
                 if engine is not None and engine.running and not self.closing:
                     engine.crawl(request)
                 else:  # closing meanwhile: it goes back with the rest
-                    await run_in_thread(tasks.release)
+                    await run_in_thread(task_queue.release)
                 self._refill()
                 return
-            if await run_in_thread(tasks.done):
+            if await run_in_thread(task_queue.done):
                 return
 
     async def _check_ended(self) -> None:
@@ -159,7 +159,7 @@ class VkDistributed:
             return  # idle, it closes by itself once the task is done
         engine = self.crawler.engine
         try:
-            status = await run_in_thread(self.queue.tasks.status)
+            status = await run_in_thread(self.queue.task_queue.status)
         except Exception as exc:  # redis.RedisError, OSError: the next check tries again
             logger.warning("Task %(task)s: Redis: %(error)s", {"task": self.task_id,
                                                                "error": exc})  # fmt: skip
@@ -198,7 +198,7 @@ class VkDistributed:
         while self._unacked:
             entry_id, data = self._unacked[0]
             try:
-                last = self.queue.tasks.ack(entry_id, data)
+                last = self.queue.task_queue.ack(entry_id, data)
             except Exception as exc:  # redis.RedisError, OSError
                 logger.warning(
                     "Task %(task)s: could not acknowledge a finished group yet: %(error)s",
@@ -215,7 +215,7 @@ class VkDistributed:
 
     def finalized(self) -> None:
         """The task extension finalized the task."""
-        self.queue.tasks.finalized()
+        self.queue.task_queue.finalized()
 
     # opening the task (the opener only)
 
@@ -240,27 +240,27 @@ class VkDistributed:
             return  # stopped while opening: the next worker to take the task opens it
         if self._resolved and self._entries_queued >= self._entries_made and not self._opened:
             self._opened = True
-            if self.queue.tasks.opened():
+            if self.queue.task_queue.opened():
                 self.finalizer = True  # nothing to crawl (every group done or unresolvable)
 
     async def task_closing(self, reason: str) -> str | None:
         """The crawl is closing. Returns the reason to finalize the task with when this crawl
         finalizes it, else None (its part is over; the task goes on or ends elsewhere)."""
         self.closing = True
-        tasks = self.queue.tasks
+        task_queue = self.queue.task_queue
         await self._watch.stop()
         if self._waiter is not None:
             await asyncio.wait([self._waiter])
         self._ack_all()
         if self.finalizer:
             return "finished"  # every group is done, whatever stops this crawl now
-        released = await run_in_thread(tasks.release)
+        released = await run_in_thread(task_queue.release)
         if released:
             logger.info(
                 "Task %(task)s: %(n)d group(s) not finished here went back to the queue",
-                {"task": tasks.task_id, "n": released},
+                {"task": task_queue.task_id, "n": released},
             )
         if reason in ("finished", "shutdown"):
             return None
         # Any other end (a fatal token error…) ends the task for every worker.
-        return reason if await run_in_thread(tasks.claim) else None
+        return reason if await run_in_thread(task_queue.claim) else None

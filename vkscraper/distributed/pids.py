@@ -5,8 +5,9 @@ while a running worker holds PATH) and removes it as it exits. ``worker stop --p
 sends SIGTERM to that worker only; ``worker stop --all`` to the workers of this machine that
 beat a heartbeat in this Redis (their ids are ``host:pid:random``, see
 :mod:`vkscraper.distributed.worker`). Either way a pid is signalled only if its
-``/proc/PID/cmdline`` is a ``python -m vkscraper worker``: a stale pidfile or heartbeat may name a
-pid that another program has since reused.
+``/proc/PID/cmdline`` is a worker (``python -m vkscraper worker`` or the installed
+``vkscraper worker``): a stale pidfile or heartbeat may name a pid that another program has
+since reused.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class PidfileError(Exception):
 
 
 def is_worker(pid: int) -> bool:
-    """``pid`` is a live ``python -m vkscraper [options] worker`` process (not ``worker stop``)."""
+    """``pid`` is a live ``python -m vkscraper [options] worker`` process, or the installed
+    command's ``python …/bin/vkscraper [options] worker`` (not ``worker stop``)."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
         state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
@@ -36,11 +38,20 @@ def is_worker(pid: int) -> bool:
         return False
     if state in ("Z", "X"):  # exited, not yet reaped by its parent
         return False
+    rest: list[str] | None = None
     for i in range(len(argv) - 1):
         if argv[i] == "-m" and argv[i + 1] == "vkscraper":
             rest = argv[i + 2 :]
-            return "worker" in rest and "stop" not in rest[rest.index("worker") + 1 :]
-    return False
+            break
+    else:
+        # The console script: its interpreter runs it (the shebang), its path comes next.
+        if (
+            argv[1:]
+            and Path(argv[0]).name.startswith("python")
+            and Path(argv[1]).name == "vkscraper"
+        ):
+            rest = argv[2:]
+    return rest is not None and "worker" in rest and "stop" not in rest[rest.index("worker") + 1 :]
 
 
 def read_pid(path: Path) -> int | None:

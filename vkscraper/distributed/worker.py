@@ -29,6 +29,7 @@ from scrapy.utils.reactor import install_reactor
 from twisted.python.failure import Failure
 
 from vkscraper.addon import VkAddon
+from vkscraper.cli import exitcodes
 from vkscraper.distributed import workqueue
 from vkscraper.spiders.vk import VkSpider
 
@@ -45,7 +46,7 @@ def worker_settings(
     settings: Settings, task_id: int, worker: str, role: str, run: str = ""
 ) -> Settings:
     """The settings of one task's crawl in this worker (``run``: the run it takes part in)."""
-    task_settings = settings.copy()
+    crawl_settings = settings.copy()
     prefix = workqueue.task_prefix(task_id)
     for name, value in {
         "VK_DISTRIBUTED": True,
@@ -64,8 +65,8 @@ def worker_settings(
             workqueue.ENTRY_SLOT: {"delay": 0, "concurrency": 16},
         },
     }.items():
-        task_settings.set(name, value, priority="cmdline")
-    return task_settings
+        crawl_settings.set(name, value, priority="cmdline")
+    return crawl_settings
 
 
 class Worker(CrawlerProcess):
@@ -90,10 +91,11 @@ class Worker(CrawlerProcess):
     # the process
 
     def run(self) -> None:
-        from twisted.internet import reactor, task
+        from twisted.internet import reactor
+        from twisted.internet.task import LoopingCall
 
         self.redis.ping()  # fails here, before anything starts, when Redis is unreachable
-        beat = task.LoopingCall(self._beat)
+        beat = LoopingCall(self._beat)
         beat.start(max(0.5, self.heartbeat_ttl / 3))
         reactor.callWhenRunning(lambda: deferred_from_coro(self._loop()))
         logger.info("Worker %(id)s waiting for tasks in Redis", {"id": self.id})
@@ -258,4 +260,4 @@ def check(settings: Settings) -> str | None:
 def run(settings: Settings) -> int:
     install_reactor(settings["TWISTED_REACTOR"], settings["ASYNCIO_EVENT_LOOP"])
     Worker(settings).run()
-    return 0
+    return exitcodes.OK

@@ -200,17 +200,8 @@ end
 return 0
 """
 
-# The task's keys expire ENDED_TTL s after it ended (final or cancelled).
-# KEYS: state, pending, queue, owners, run; ARGV: owner-list prefix, ttl.
-_EXPIRE = """
-for _, w in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-  redis.call('EXPIRE', ARGV[1] .. w, ARGV[2])
-end
-for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ARGV[2]) end
-"""
-
-# The finalizer finished it. KEYS: state, active, pending, queue, owners, run;
-# ARGV: task, worker, owner-list prefix, ttl.
+# The finalizer finished it: a final task's keys expire ENDED_TTL s later.
+# KEYS: state, active, pending, queue, owners, run; ARGV: task, worker, owner-list prefix, ttl.
 _FINALIZED = """
 local s = redis.call('GET', KEYS[1])
 if s == 'done:' .. ARGV[2] then
@@ -228,8 +219,8 @@ if s == 'final' then
 end
 """
 
-# The HTTP service cancels it. KEYS: state, active, feed, pending, queue, owners, run;
-# ARGV: task, owner-list prefix, ttl.
+# The HTTP service cancels it: its keys expire ENDED_TTL s later.
+# KEYS: state, active, feed, pending, queue, owners, run; ARGV: task, owner-list prefix, ttl.
 _CANCEL = """
 redis.call('LREM', KEYS[3], 0, ARGV[1])
 redis.call('SET', KEYS[1], 'cancelled')
@@ -436,16 +427,16 @@ class EntryQueue(Base):
         settings = spider.crawler.settings
         task_id = spider.task_id_arg  # type: ignore[attr-defined]  # the vk spider's
         worker, run = settings.get("VK_WORKER_ID"), settings.get("VK_WORKER_RUN", "")
-        self.tasks = TaskQueue(server, task_id, worker, run)
+        self.task_queue = TaskQueue(server, task_id, worker, run)
 
     def __len__(self) -> int:
-        return self.tasks.waiting()
+        return self.task_queue.waiting()
 
     def push(self, request: Request) -> None:
-        self.tasks.push(request.meta["vk_entry"], self._encode_request(request))
+        self.task_queue.push(request.meta["vk_entry"], self._encode_request(request))
 
     def pop(self, timeout: float = 0) -> Request | None:
-        data = self.tasks.take(int(timeout))
+        data = self.task_queue.take(int(timeout))
         return None if data is None else self.entry(data)
 
     def entry(self, data: bytes) -> Request:

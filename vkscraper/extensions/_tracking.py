@@ -124,9 +124,6 @@ class GroupTracker:
             self._groups[group] = _Group()
             self._dropped.pop(group, None)
 
-    def finished_groups(self) -> list[int]:
-        return sorted(gid for gid, g in self._groups.items() if g.finished)
-
     def open_groups(self) -> list[int]:
         """Groups being crawled now."""
         return sorted(gid for gid, g in self._groups.items() if not g.finished)

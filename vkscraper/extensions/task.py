@@ -530,9 +530,9 @@ class VkTaskExtension:
         return all(result is True for _, result in results)
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)  # the event loop only keeps weak references to tasks
-        task.add_done_callback(self._background.discard)
+        future = asyncio.ensure_future(coro)
+        self._background.add(future)  # the event loop only keeps weak references to them
+        future.add_done_callback(self._background.discard)
 
     async def _drain(self) -> None:
         while self._background:

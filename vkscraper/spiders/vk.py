@@ -158,7 +158,7 @@ class VkSpider(scrapy.Spider):
         # Bad arguments fail here, before anything is written, with the input named.
         self.task_id_arg, self.group_refs = check_arguments(task_id=task_id, groups=groups)
         self._scheduled_groups: set[int] = set()  # one wall.get per group, whatever the refs
-        self._task: VkTaskExtension | None = None
+        self._task_ext: VkTaskExtension | None = None
         self._in_flight = 0  # execute requests yielded whose callback has not run yet
         self._latency = 0.0  # running estimate of an execute's download latency (seconds)
         self._wakeup: tuple[float, Any] | None = None  # (due, timer) sending backed-off units
@@ -198,14 +198,15 @@ class VkSpider(scrapy.Spider):
         return str(self.crawler.settings.get("VK_API_URL"))
 
     @property
-    def task(self) -> VkTaskExtension:
+    def task_ext(self) -> VkTaskExtension:
+        """The task extension: this crawl's task (store, bookkeeping, errors, status)."""
         # Extensions are built after the spider: look it up when first needed, once (this is
         # called for every request and item).
-        if self._task is None:
-            self._task = self.crawler.get_extension(VkTaskExtension)
-            if self._task is None:
+        if self._task_ext is None:
+            self._task_ext = self.crawler.get_extension(VkTaskExtension)
+            if self._task_ext is None:
                 raise RuntimeError("the vk spider needs VkTaskExtension (EXTENSIONS)")
-        return self._task
+        return self._task_ext
 
     @cached_property
     def distributed(self) -> VkDistributed | None:
@@ -217,7 +218,7 @@ class VkSpider(scrapy.Spider):
         if self.distributed is not None and not self.distributed.opener:
             return  # worker mode, joining a task: its groups come from Redis
         # A resume skips what an earlier run finished; failed groups are tried again.
-        refs = [r for r in self.task.refs if str(r) not in self.task.done_groups]
+        refs = [r for r in self.task_ext.refs if str(r) not in self.task_ext.done_groups]
         for i in range(0, len(refs), self.groups_per_request):
             batch = refs[i : i + self.groups_per_request]
             self._resolving += 1
@@ -262,7 +263,7 @@ class VkSpider(scrapy.Spider):
             meta={
                 "vk_method": method,
                 "vk_group_id": group_id,
-                "vk_serial": self.task.new_request(group_id, post_id)
+                "vk_serial": self.task_ext.new_request(group_id, post_id)
                 if serial is None
                 else serial,
                 "dont_redirect": True,
@@ -272,13 +273,13 @@ class VkSpider(scrapy.Spider):
 
     def _unit(self, unit: Unit) -> Unit:
         """A new unit of work, counted for its group (and post) until it is over."""
-        return replace(unit, serial=self.task.new_request(unit.group_id, unit.post_id))
+        return replace(unit, serial=self.task_ext.new_request(unit.group_id, unit.post_id))
 
     def _requeued(self, unit: Unit) -> Unit:
         """The unit under a new serial, the old one closed: whatever happens to the request
         it came in (a crash fails its serials), the unit stays counted until it runs."""
         again = self._unit(unit)
-        self.task.request_done({"vk_serial": unit.serial})
+        self.task_ext.request_done({"vk_serial": unit.serial})
         return again
 
     def _send(self, unit: Unit) -> Iterator[scrapy.Request]:
@@ -407,14 +408,14 @@ class VkSpider(scrapy.Spider):
         except VkTargetError as exc:
             if exc.code != 100:  # 100: none of the batch exists, each is reported below
                 await self._record(exc, f"groups {', '.join(refs)}", meta=response.meta)
-                self.task.request_done(response.meta)
+                self.task_ext.request_done(response.meta)
                 self._resolved(1)
                 return
             found = []
         except VkError as exc:
             # The refs stay in the task unresolved: unfinished now, tried again by a re-run.
             await self._record(exc, f"groups {', '.join(refs)}", meta=response.meta)
-            self.task.request_done(response.meta)
+            self.task_ext.request_done(response.meta)
             self._resolved(1)
             return
         by_key: dict[str, VkGroup] = {}
@@ -429,42 +430,42 @@ class VkSpider(scrapy.Spider):
                 # Stopping (Ctrl-C, a cancel, a task ended elsewhere): a batch of 500 unknown
                 # names is 2,000 writes, and the engine waits for this callback. The rest
                 # stays unresolved in the task, which a re-run resolves again.
-                self.task.request_done(response.meta)
+                self.task_ext.request_done(response.meta)
                 self._resolved(1)
                 return
             match = by_key.get(ref.lower())
             if match is None:
-                await self.task.restart_group(ref)
-                await self.task.add_error(f"group {ref}: not found on VK", group=ref)
-                await self.task.deactivate(ref, "not found on VK")
-                await self.task.group_over(ref, "failed")
+                await self.task_ext.restart_group(ref)
+                await self.task_ext.add_error(f"group {ref}: not found on VK", group=ref)
+                await self.task_ext.deactivate(ref, "not found on VK")
+                await self.task_ext.group_over(ref, "failed")
                 continue
             resolved[ref] = match.id
             if match not in groups:
                 groups.append(match)
-        await self.task.resolve_groups(groups, resolved)
+        await self.task_ext.resolve_groups(groups, resolved)
         for group in groups:
             if group.id in self._scheduled_groups:
                 continue  # the same group by id and by name, possibly in another batch
             self._scheduled_groups.add(group.id)
-            if str(group.id) in self.task.done_groups:
+            if str(group.id) in self.task_ext.done_groups:
                 logger.info("Group %(g)s was finished by an earlier run", {"g": group.id})
                 continue
-            await self.task.restart_group(group.id)
+            await self.task_ext.restart_group(group.id)
             if group.deactivated:
-                await self.task.add_error(
+                await self.task_ext.add_error(
                     f"group {group.id} ({group.screen_name}): community is {group.deactivated}",
                     group=group.id,
                 )
-                await self.task.deactivate(str(group.id), f"community is {group.deactivated}")
-                await self.task.group_over(group.id, "failed")
+                await self.task_ext.deactivate(str(group.id), f"community is {group.deactivated}")
+                await self.task_ext.group_over(group.id, "failed")
             elif self.distributed is not None:
                 self.distributed.entry_made()
                 yield self._entry(group.id)  # crawled by whichever worker takes it
             else:
                 for request in self._send(self._unit(WallUnit(group.id))):
                     yield request
-        self.task.request_done(response.meta)
+        self.task_ext.request_done(response.meta)
         for request in self._flush():
             yield request
         self._resolved(1)
@@ -482,7 +483,7 @@ class VkSpider(scrapy.Spider):
         """Worker mode: this worker took the group's entry and crawls the whole group."""
         gid = response.meta["vk_group_id"]
         # The group may have been begun by a worker that died: count it once.
-        await self.task.restart_group(gid, always=True)
+        await self.task_ext.restart_group(gid, always=True)
         for request in self._send(self._unit(WallUnit(gid))):
             yield request
         # Full batches only: a worker starts the groups it takes one callback each, and a
@@ -528,7 +529,7 @@ class VkSpider(scrapy.Spider):
                         yield request
                 else:
                     yield out
-            self.task.request_done(response.meta)
+            self.task_ext.request_done(response.meta)
 
         async for out in self._requests_first(outputs()):
             yield out
@@ -598,7 +599,7 @@ class VkSpider(scrapy.Spider):
         """Pages counted for their groups that will never be yielded (the callback's output
         was abandoned): not outstanding any more, and their groups failed."""
         for page in pages:
-            self.task.page_lost(page)
+            self.task_ext.page_lost(page)
 
     async def _replay(self, result: UnitResult, token_tag: str | None) -> AsyncIterator[Any]:
         """Handle the answers one unit got inside an execute as the plain calls would be."""
@@ -624,7 +625,7 @@ class VkSpider(scrapy.Spider):
                     self.planner.add(out)
                 else:
                     yield out
-            self.task.request_done({"vk_serial": current.serial})
+            self.task_ext.request_done({"vk_serial": current.serial})
             if unit is None:
                 if n + 1 < len(result.answers):
                     assert self.crawler.stats is not None
@@ -665,7 +666,7 @@ class VkSpider(scrapy.Spider):
             return [self._plain(units[0])]  # one page, alone: a plain call has no 5 MB limit
         for unit in units:
             await self._record(exc, unit.where(), unit=unit, meta=meta)
-            self.task.request_done({"vk_serial": unit.serial})
+            self.task_ext.request_done({"vk_serial": unit.serial})
         return []
 
     async def on_execute_error(self, failure: Failure) -> None:
@@ -677,10 +678,10 @@ class VkSpider(scrapy.Spider):
         reason = self._failure_reason(failure, request)
         for unit in request.cb_kwargs["units"]:
             # Worded as the plain request's error: the call, the target, the reason.
-            await self.task.add_error(
+            await self.task_ext.add_error(
                 f"{unit.describe()}: {reason}", group=unit.group_id, post=unit.post_id
             )
-            self.task.request_done({"vk_serial": unit.serial}, failed=True)
+            self.task_ext.request_done({"vk_serial": unit.serial}, failed=True)
         self._kick()
 
     # what one answer means (the same in plain and execute mode)
@@ -704,14 +705,14 @@ class VkSpider(scrapy.Spider):
         except VkError as exc:
             await self._record(exc, unit.where(), unit=unit, meta=meta)
             return
-        await self.task.group_started(gid, len(posts), sum(p.comments_count for p in posts))
+        await self.task_ext.group_started(gid, len(posts), sum(p.comments_count for p in posts))
         for post in posts:
-            self.task.new_post(gid, post.vk_post_id)
+            self.task_ext.new_post(gid, post.vk_post_id)
             if post.comments_count > 0:
                 yield self._unit(CommentsUnit(gid, post.vk_post_id, hint=post.comments_count))
         if posts:
             chosen = {p.vk_post_id for p in posts}
-            self.task.new_item(gid)
+            self.task_ext.new_item(gid)
             # What VK sent, for the normalize pipeline (parsed here only to choose the posts).
             raw = [item for item in data["items"] if item["id"] in chosen]
             yield VkPage("posts", gid, raw={"items": list({i["id"]: i for i in raw}.values())})
@@ -736,7 +737,7 @@ class VkSpider(scrapy.Spider):
         repeated = anchor is not None and bool(items) and items[0]["id"] == anchor
         new_items = items[1:] if repeated else items
         if new_items:
-            self.task.new_item(gid)
+            self.task_ext.new_item(gid)
             yield VkPage("comments", gid, post_id, comment_id, raw=data, anchor=anchor)
         seen = unit.seen + len(new_items)
         level_now = data.get("current_level_count", data.get("count", 0))
@@ -760,7 +761,7 @@ class VkSpider(scrapy.Spider):
             )
         elif seen < level_now:
             # The coverage check: VK announced more than the level gave.
-            await self.task.add_error(
+            await self.task_ext.add_error(
                 f"{where}: incomplete, {seen} of {level_now} comments announced by VK",
                 group=gid,
                 post=post_id,
@@ -787,12 +788,12 @@ class VkSpider(scrapy.Spider):
             return  # its group stays unfinished for the next run
         await self._no_token_left(failure, request)
         gid = request.meta.get("vk_group_id", 0)
-        await self.task.add_error(
+        await self.task_ext.add_error(
             f"{describe_request(request)}: {self._failure_reason(failure, request)}",
             group=gid or None,
             post=request.cb_kwargs.get("post_id"),
         )
-        self.task.request_done(request.meta, failed=True)
+        self.task_ext.request_done(request.meta, failed=True)
 
     def _unsent(self, failure: Failure) -> bool:
         """Never sent (the crawl is closing), or lost to the close itself: a download cut
@@ -808,10 +809,10 @@ class VkSpider(scrapy.Spider):
         if not isinstance(failure.value, NoUsableToken):
             return
         for serial in request.meta.get("vk_serials") or [request.meta.get("vk_serial")]:
-            self.task.request_done({"vk_serial": serial}, failed=True)
+            self.task_ext.request_done({"vk_serial": serial}, failed=True)
         message = str(failure.value)
         hints = [hint for code, hint in FIX_HINTS.items() if f"VK error {code} " in message]
-        await self.task.add_error(" — ".join([message, *hints]))
+        await self.task_ext.add_error(" — ".join([message, *hints]))
         raise CloseSpider("vk_no_token")
 
     # helpers
@@ -856,7 +857,7 @@ class VkSpider(scrapy.Spider):
         post = unit.post_id if unit is not None else None
         if isinstance(exc, VkFatalError | VkCaptchaError | VkQuotaError):
             hint = FIX_HINTS.get(exc.code, "check the token and the VK_* settings")
-            await self.task.add_error(f"{exc} — {hint}")
+            await self.task_ext.add_error(f"{exc} — {hint}")
             # What reaches here is not the token's (the pool takes those): the configuration
             # is wrong, and the task fails.
             raise CloseSpider("vk_fatal")
@@ -867,7 +868,7 @@ class VkSpider(scrapy.Spider):
             message = f"{where}: gave up after {retries} retries ({exc})"
         else:  # a target error, or a VK code we do not know
             message = f"{where}: {exc}"
-        await self.task.add_error(message, group=gid, post=post)
+        await self.task_ext.add_error(message, group=gid, post=post)
 
 
 def _same_cursor(unit: CommentsUnit, other: Unit) -> bool:

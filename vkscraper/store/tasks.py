@@ -108,7 +108,7 @@ _COLUMNS = (
 )
 
 
-def _task(db: Backend, row: Sequence[Any]) -> Task:
+def _task_of_row(db: Backend, row: Sequence[Any]) -> Task:
     return Task(
         id=row[0],
         status=row[1],
@@ -145,12 +145,12 @@ def create_task(db: Backend, cur: Any, groups: Sequence[int | str | GroupRef]) -
 def get_task(db: Backend, cur: Any, task_id: int) -> Task | None:
     cur.execute(db.sql(f"SELECT {_COLUMNS} FROM tasks WHERE id = %s"), (task_id,))
     row = cur.fetchone()
-    return None if row is None else _task(db, row)
+    return None if row is None else _task_of_row(db, row)
 
 
 def list_tasks(db: Backend, cur: Any, limit: int) -> list[Task]:
     cur.execute(db.sql(f"SELECT {_COLUMNS} FROM tasks ORDER BY id DESC LIMIT %s"), (limit,))
-    return [_task(db, row) for row in cur.fetchall()]
+    return [_task_of_row(db, row) for row in cur.fetchall()]
 
 
 def _lock_task(db: Backend, cur: Any, task_id: int) -> Task:
@@ -159,7 +159,7 @@ def _lock_task(db: Backend, cur: Any, task_id: int) -> Task:
     row = cur.fetchone()
     if row is None:
         raise StoreError(f"task {task_id} does not exist")
-    return _task(db, row)
+    return _task_of_row(db, row)
 
 
 def _write_task(db: Backend, cur: Any, task_id: int, groups: list[Any], metrics: dict) -> None:

@@ -12,7 +12,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import orjson
 
@@ -26,11 +25,7 @@ ParamValue = str | int | bool | Sequence[str | int] | None
 class VkCall:
     method: str
     url: str
-    params: dict[str, str]
-
-    @property
-    def body(self) -> str:
-        return urlencode(self.params)
+    params: dict[str, str]  # form fields of the POST
 
 
 def owner_id_for_group(group_id: int) -> int:
@@ -38,13 +33,6 @@ def owner_id_for_group(group_id: int) -> int:
     if group_id <= 0:
         raise ValueError(f"group ids are positive, got {group_id}")
     return -group_id
-
-
-def group_id_for_owner(owner_id: int) -> int:
-    """The community whose wall ``owner_id`` is (the inverse of :func:`owner_id_for_group`)."""
-    if owner_id >= 0:
-        raise ValueError(f"a community wall has a negative owner_id, got {owner_id}")
-    return -owner_id
 
 
 def build_call(
@@ -136,18 +124,18 @@ def _in(method: str) -> str:
 
 
 # Parameters of the calls the collector makes (VK API reference: wall.get, wall.getComments,
-# groups.getById).
+# groups.getById). No ``offset``: the crawl reads a wall's first page only and pages comments
+# by ``start_comment_id``; VK's default offset is 0, as in the execute script's calls.
 
 
-def wall_get_params(group_id: int, *, count: int, offset: int = 0) -> dict[str, ParamValue]:
-    return {"owner_id": owner_id_for_group(group_id), "offset": offset, "count": count}
+def wall_get_params(group_id: int, *, count: int) -> dict[str, ParamValue]:
+    return {"owner_id": owner_id_for_group(group_id), "count": count}
 
 
 def wall_get_comments_params(
     group_id: int,
     post_id: int,
     *,
-    offset: int = 0,
     count: int = defaults.VK_COMMENTS_PAGE_SIZE,
     comment_id: int | None = None,
     start_comment_id: int | None = None,
@@ -162,7 +150,6 @@ def wall_get_comments_params(
     return {
         "owner_id": owner_id_for_group(group_id),
         "post_id": post_id,
-        "offset": offset,
         "count": count,
         "sort": "asc",
         "preview_length": 0,

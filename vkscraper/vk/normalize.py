@@ -228,18 +228,6 @@ def normalize_comment(
     )
 
 
-def parse_comments(
-    data: Any, group_id: int, post_id: int, *, parent_id: int | None = None
-) -> list[VkComment]:
-    """Comments of one ``wall.getComments`` page, normalized (a malformed one raises)."""
-    check_comments_page(data)
-    page = VkPage("comments", group_id, post_id, parent_id, raw=data)
-    rows, errors = normalize_comments(page)
-    if errors:
-        raise VkMalformedResponse(errors[0][0])
-    return rows
-
-
 class ThreadToFetch(NamedTuple):
     comment_id: int  # the top-level comment
     total: int  # thread.count
