@@ -25,6 +25,8 @@ from packaging.requirements import Requirement
 
 import vkscraper
 
+pytestmark = pytest.mark.integration  # builds a wheel and a venv, runs the installed command
+
 REPO = Path(__file__).resolve().parents[1]
 # The source tree as a clone has it: what must stay out of the package is there too.
 SOURCE_FILES = ("pyproject.toml", "setup.py", "README.md", "scrapy.cfg", "requirements.txt")
