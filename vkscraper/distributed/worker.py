@@ -28,6 +28,7 @@ from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.reactor import install_reactor
 from twisted.python.failure import Failure
 
+from vkscraper._internals import on_shutdown_signal
 from vkscraper.addon import VkAddon
 from vkscraper.distributed import workqueue
 from vkscraper.spiders.vk import VkSpider
@@ -86,6 +87,7 @@ class Worker(CrawlerProcess):
         # of it once Redis is back, and none is taken for dead meanwhile.
         self._missing: dict[str, float] = {}
         self.stopping = False
+        on_shutdown_signal(self, self._shutdown_asked)
 
     # the process
 
@@ -103,9 +105,8 @@ class Worker(CrawlerProcess):
         self._give_back(self.id)
         logger.info("Worker %(id)s stopped", {"id": self.id})
 
-    def _signal_shutdown(self, signum: int, frame: Any) -> None:
+    def _shutdown_asked(self, signum: int) -> None:
         self.stopping = True  # no new task; the crawls close and put back what they hold
-        super()._signal_shutdown(signum, frame)
 
     def _beat(self) -> None:
         try:

@@ -58,13 +58,10 @@ from scrapy.exceptions import CloseSpider, DontCloseSpider, IgnoreRequest
 from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.utils.asyncio import call_later
 
+from vkscraper._internals import crawl_stopping
 from vkscraper.distributed.extension import VkDistributed
-from vkscraper.downloadermiddlewares.auth import (
-    CrawlStopping,
-    NoUsableToken,
-    crawl_stopping,
-    token_error,
-)
+from vkscraper.downloadermiddlewares.auth import token_error
+from vkscraper.dropped import CrawlStopping, NoUsableToken
 from vkscraper.exceptions import (
     VkApiError,
     VkCaptchaError,
