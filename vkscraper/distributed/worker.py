@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 
 from vkscraper._internals import on_shutdown_signal
 from vkscraper.addon import VkAddon
+from vkscraper.connections import redis_url
 from vkscraper.distributed import workqueue
 from vkscraper.spiders.vk import VkSpider
 
@@ -75,7 +76,10 @@ class Worker(CrawlerProcess):
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
         import redis  # only worker mode needs it here
 
-        self.redis: redis.Redis = redis.Redis.from_url(settings["REDIS_URL"])
+        url = redis_url(settings.get("REDIS_URL"))
+        if url is None:
+            raise ValueError("worker mode needs Redis: export REDIS_URL=redis://host:6379/0")
+        self.redis: redis.Redis = redis.Redis.from_url(url)
         self.heartbeat_ttl = settings.getfloat("VK_WORKER_HEARTBEAT")
         self.max_tasks = max(1, settings.getint("VK_WORKER_TASKS"))
         self.running: dict[Crawler, int] = {}  # crawl -> its task

@@ -7,9 +7,9 @@ and four requests were measured leaving within 1.045 s with the delay at 0.35 s 
 in any 1.05 s). So every VK request also passes a sliding-window log of its token in the
 download handler (:class:`VkDownloadHandler`), after the slot's delay: at most
 ``VK_REQUESTS_PER_SECOND`` requests of a token go in any window of ``VK_RATE_MARGIN`` seconds
-(1.05: the margin absorbs the network's jitter). A request is logged when it passes, and again,
-as sent then, each time the socket sends its bytes. The slot's delay stays in force as the
-floor.
+(1.05: the margin absorbs the network's jitter; :func:`vkscraper.addon.rate_window`). A
+request is logged when it passes, and again, as sent then, each time the socket sends its
+bytes. The slot's delay stays in force as the floor.
 
 A 429 or 503 answer with ``Retry-After`` holds the token: none of its requests passes the
 limit before that time, in this process or (shared) in any other; the retry included.
@@ -44,6 +44,8 @@ from scrapy.utils.asyncio import sleep
 from twisted.web.client import HTTPConnectionPool
 
 from vkscraper._internals import crawl_stopping, on_socket_write, socket_transport, watch_pool
+from vkscraper.addon import rate_window
+from vkscraper.connections import redis_url
 from vkscraper.dropped import CrawlStopping
 from vkscraper.vk.backoff import parse_retry_after
 
@@ -330,13 +332,10 @@ class VkDownloadHandler(HTTP11DownloadHandler):
         # getConnection never sees: its bytes would go unlogged. Scrapy's RETRY_* retry it.
         pool.retryAutomatically = False
         s = crawler.settings
-        rate, margin = s.getfloat("VK_REQUESTS_PER_SECOND"), s.getfloat("VK_RATE_MARGIN")
-        # 3/s with the 1.05 margin: 3 in any 1.05 s; 2.5/s: 2 in any 0.84 s.
-        count = max(1, int(rate))
-        window = margin * count / rate
+        count, window = rate_window(s)
         self.limit: LocalRateLimit | SharedRateLimit
         if s.getbool("VK_SHARED_RATE_LIMIT"):
-            url = s.get("REDIS_URL")
+            url = redis_url(s.get("REDIS_URL"))
             if not url:
                 raise ValueError("VK_SHARED_RATE_LIMIT needs REDIS_URL (redis://host:6379/0)")
             self.limit = SharedRateLimit(url, count, window)
