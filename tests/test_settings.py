@@ -294,3 +294,30 @@ async def test_periodic_skips_a_tick_while_the_last_run_goes_on():
     assert 2 <= len(peak) <= 4
     assert periodic.skipped > 10
     assert running == []  # stop() waited for the run in progress
+
+
+def test_the_spider_reads_its_settings_once_the_addon_has_run(monkeypatch):
+    """Scrapy creates the spider before the add-ons run: what the add-on registers or
+    derives (the VK_* defaults, RETRY_TIMES, the delay) reaches the spider when it opens."""
+    from pydispatch import dispatcher
+    from scrapy import signals
+    from scrapy.crawler import Crawler
+
+    from vkscraper.spiders.vk import VkSpider
+
+    monkeypatch.setenv("VK_ACCESS_TOKEN", "t1,t2")
+    settings = Settings({"ADDONS": {VkAddon: 0}})
+    settings.set("VK_REQUESTS_PER_SECOND", 2, "cmdline")
+    crawler = Crawler(VkSpider, settings)
+    spider = crawler._create_spider(groups="club1")
+    assert not hasattr(spider, "groups_per_request")  # nothing read before the add-on
+    opened = dispatcher.liveReceivers(
+        dispatcher.getAllReceivers(crawler.signals.sender, signals.spider_opened)
+    )
+    assert spider._read_settings in list(opened)  # read when the spider opens
+    crawler._apply_settings()
+    spider._read_settings()
+    assert spider.groups_per_request == defaults.VK_GROUPS_PER_REQUEST
+    assert spider.max_retries == 3
+    assert spider.interval == pytest.approx(0.525)
+    assert spider.tokens == 2

@@ -4,12 +4,11 @@ Runs before the settings freeze, so ``-s VK_REQUESTS_PER_SECOND=2`` on the comma
 sets the download delay. It registers every ``VK_*`` default (:mod:`vkscraper.defaults`),
 takes ``VK_API_URL`` from the environment when set there (the operator's default, below
 ``-s``), resolves ``DATABASE_URL`` and ``REDIS_URL`` (:mod:`vkscraper.connections`), refuses
-settings that
-cannot work (:func:`check_settings`) and settings that would undo the token's and the rate
-limit's guards (:func:`check_wiring`: Scrapy's consoles stay off unless the operator allows
-them), installs the log scrubber for the tokens, and sets the Scrapy settings this crawler
-needs unless a user chose them (retries, per-token concurrency, AutoThrottle, feed encoding
-and fields, the cache policy).
+settings that cannot work (:func:`check_settings`) and settings that would undo the token's
+and the rate limit's guards (:func:`check_wiring`: Scrapy's consoles stay off unless the
+operator allows them), installs the log scrubber for the tokens, and sets the Scrapy settings
+this crawler needs unless a user chose them (retries, per-token concurrency, AutoThrottle,
+feed encoding and fields, the cache policy).
 
 Pacing: a fixed delay of ``VK_RATE_MARGIN / VK_REQUESTS_PER_SECOND`` (0.35 s for 3/s) with no
 jitter, one download slot per token (set by
