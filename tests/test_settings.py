@@ -321,3 +321,22 @@ def test_the_spider_reads_its_settings_once_the_addon_has_run(monkeypatch):
     assert spider.max_retries == 3
     assert spider.interval == pytest.approx(0.525)
     assert spider.tokens == 2
+
+
+def test_a_worker_process_reads_its_own_settings_with_the_defaults(monkeypatch):
+    """The worker reads VK_WORKER_* from the project's settings, before any crawl (and its
+    add-on) starts."""
+    import scrapy.crawler
+
+    from vkscraper.distributed.worker import Worker
+
+    monkeypatch.setattr(scrapy.crawler, "configure_logging", lambda *a, **k: None)
+    monkeypatch.setattr(scrapy.crawler, "log_scrapy_info", lambda *a, **k: None)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/15")  # never connected to here
+    settings = Settings()
+    settings.setmodule("vkscraper.settings", priority="project")
+    settings.set("VK_WORKER_TASKS", 2, "cmdline")
+    worker = Worker(settings)
+    assert worker.heartbeat_ttl == defaults.VK_WORKER_HEARTBEAT
+    assert worker.max_tasks == 2
+    assert worker.redis.connection_pool.connection_kwargs["db"] == 15

@@ -29,7 +29,7 @@ from scrapy.utils.reactor import install_reactor
 from twisted.python.failure import Failure
 
 from vkscraper._internals import on_shutdown_signal
-from vkscraper.addon import VkAddon
+from vkscraper.addon import VkAddon, register_defaults
 from vkscraper.connections import redis_url
 from vkscraper.distributed import workqueue
 from vkscraper.spiders.vk import VkSpider
@@ -72,6 +72,7 @@ def worker_settings(
 
 class Worker(CrawlerProcess):
     def __init__(self, settings: Settings) -> None:
+        register_defaults(settings)  # VK_WORKER_*: read here, before any crawl's add-on runs
         super().__init__(settings)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
         import redis  # only worker mode needs it here
