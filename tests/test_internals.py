@@ -179,3 +179,17 @@ def test_scrapy_redis_scheduler_keeps_its_queue_and_stats():
     assert scheduler.stats is None  # set by from_crawler
     assert "self.queue = " in inspect.getsource(Scheduler.open)
     assert ".stats = crawler.stats" in inspect.getsource(Scheduler.from_crawler)
+
+
+# ----------------------------------------------------------------------------- feeds
+
+
+def test_the_feed_exporter_takes_items_through_item_scraped():
+    """:class:`~vkscraper.extensions.feedexport.VkFeedExporter` overrides it to feed rows."""
+    from scrapy.extensions.feedexport import FeedExporter
+
+    assert "exporter.item_scraped, signals.item_scraped" in inspect.getsource(
+        FeedExporter.from_crawler
+    )
+    params = list(inspect.signature(FeedExporter.item_scraped).parameters)
+    assert params == ["self", "item", "spider"]

@@ -34,7 +34,8 @@ Private names used, and why:
 Public names relied on in their current shape (also tested): ``Downloader.slots`` and a
 slot's ``active`` and ``delay`` (:func:`downloader_slots`), ``HTTPConnectionPool``'s
 ``getConnection`` and ``retryAutomatically``, scrapy-redis's ``Scheduler.queue`` and
-``Scheduler.stats``.
+``Scheduler.stats``, ``FeedExporter.item_scraped`` (the signal handler
+:class:`~vkscraper.extensions.feedexport.VkFeedExporter` overrides).
 """
 
 from __future__ import annotations
