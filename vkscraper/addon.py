@@ -139,7 +139,7 @@ def check_settings(settings: BaseSettings) -> None:
             raise ValueError(f"{old} is no longer a setting: use Scrapy's {new}")
     check_api_url(settings.get("VK_API_URL") or defaults.VK_API_URL)
     request_interval(settings)
-    if settings.getbool("VK_SHARED_RATE_LIMIT") and not redis_url(settings.get("REDIS_URL")):
+    if settings.getbool("VK_SHARED_RATE_LIMIT") and not settings.get("REDIS_URL"):
         raise ValueError(
             "VK_SHARED_RATE_LIMIT needs Redis: export REDIS_URL=redis://host:6379/0 (or -s)"
         )

@@ -45,7 +45,6 @@ from twisted.web.client import HTTPConnectionPool
 
 from vkscraper._internals import crawl_stopping, on_socket_write, socket_transport, watch_pool
 from vkscraper.addon import rate_window
-from vkscraper.connections import redis_url
 from vkscraper.dropped import CrawlStopping
 from vkscraper.vk.backoff import parse_retry_after
 
@@ -335,7 +334,7 @@ class VkDownloadHandler(HTTP11DownloadHandler):
         count, window = rate_window(s)
         self.limit: LocalRateLimit | SharedRateLimit
         if s.getbool("VK_SHARED_RATE_LIMIT"):
-            url = redis_url(s.get("REDIS_URL"))
+            url = s.get("REDIS_URL")  # resolved by the add-on (vkscraper.connections)
             if not url:
                 raise ValueError("VK_SHARED_RATE_LIMIT needs REDIS_URL (redis://host:6379/0)")
             self.limit = SharedRateLimit(url, count, window)
