@@ -33,6 +33,33 @@ class _Idle(Spider):
         yield
 
 
+# ----------------------------------------------------------------------------- one place
+
+REACHED = {
+    "_slot", "_pool", "_factory", "_clientProtocol", "_create_crawler", "_signal_shutdown",
+    "_encode_request", "_decode_request", "writeSomeData", "frozen",
+}  # fmt: skip
+
+
+def test_only_the_internals_module_reaches_them():
+    import ast
+    from pathlib import Path
+
+    package = Path(_internals.__file__).parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "_internals.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in REACHED:
+                found.append(f"{path.relative_to(package)}:{node.lineno} .{node.attr}")
+            elif isinstance(node, ast.Attribute) and node.attr == "__class__":
+                found.append(f"{path.relative_to(package)}:{node.lineno} .__class__")
+            elif isinstance(node, ast.FunctionDef) and node.name in REACHED:
+                found.append(f"{path.relative_to(package)}:{node.lineno} def {node.name}")
+    assert found == []
+
+
 # ----------------------------------------------------------------------------- the engine
 
 
