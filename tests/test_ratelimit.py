@@ -21,13 +21,13 @@ from scrapy.utils.defer import deferred_f_from_coro_f
 from scrapy.utils.test import get_crawler
 
 from tests.helpers.clock import FakeClock
-from vkscraper.downloadermiddlewares.auth import CrawlStopping
 from vkscraper.downloadhandlers.ratelimit import (
     KEY,
     LocalRateLimit,
     SharedRateLimit,
     VkDownloadHandler,
 )
+from vkscraper.dropped import CrawlStopping
 
 REDIS_URL = os.environ.get("VK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 NEEDS_REDIS = pytest.mark.integration

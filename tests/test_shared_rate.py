@@ -119,10 +119,11 @@ def test_the_shared_limit_without_redis_url_is_refused():
     import pytest
     from scrapy.settings import Settings
 
-    from vkscraper.addon import check_settings
+    from vkscraper.addon import check_settings, register_defaults
 
     settings = Settings()
     settings.setmodule("vkscraper.settings", priority="project")
+    register_defaults(settings)
     settings.set("REDIS_URL", None, "cmdline")
     settings.set("VK_SHARED_RATE_LIMIT", True, "cmdline")
     with pytest.raises(ValueError, match="VK_SHARED_RATE_LIMIT needs Redis: export REDIS_URL"):

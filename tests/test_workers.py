@@ -361,10 +361,11 @@ def test_a_cancelled_task_is_dropped_until_it_is_collected_again(server):
 def test_worker_mode_is_started_with_the_worker_command_only():
     from scrapy.settings import Settings
 
-    from vkscraper.addon import check_settings
+    from vkscraper.addon import check_settings, register_defaults
 
     settings = Settings()
     settings.setmodule("vkscraper.settings", priority="project")
+    register_defaults(settings)
     settings.set("VK_DISTRIBUTED", True, "cmdline")
     with pytest.raises(ValueError, match="start workers with `python -m vkscraper worker`"):
         check_settings(settings)

@@ -1,18 +1,22 @@
 """VkAddon: wire vkscraper's components and derive Scrapy settings from ``VK_*`` ones.
 
 Runs before the settings freeze, so ``-s VK_REQUESTS_PER_SECOND=2`` on the command line still
-sets the download delay. It registers every ``VK_*`` default, takes ``VK_API_URL`` from the
-environment when set there (the operator's default, below ``-s``), refuses settings that
-cannot work (:func:`check_settings`) and settings that would undo the token's and the rate
-limit's guards (:func:`check_wiring`: Scrapy's consoles stay off unless the operator allows
-them), installs the log scrubber for the tokens, and sets the Scrapy settings this crawler
-needs unless a user chose them (retries, per-token concurrency, AutoThrottle, feed encoding
-and fields, the cache policy).
+sets the download delay. It registers every ``VK_*`` default (:mod:`vkscraper.defaults`),
+takes ``VK_API_URL`` from the environment when set there (the operator's default, below
+``-s``), resolves ``DATABASE_URL`` and ``REDIS_URL`` (:mod:`vkscraper.connections`), refuses
+settings that cannot work (:func:`check_settings`) and settings that would undo the token's
+and the rate limit's guards (:func:`check_wiring`: Scrapy's consoles stay off unless the
+operator allows them), installs the log scrubber for the tokens, and sets the Scrapy settings
+this crawler needs unless a user chose them (retries, per-token concurrency, AutoThrottle,
+feed encoding and fields, the cache policy).
 
 Pacing: a fixed delay of ``VK_RATE_MARGIN / VK_REQUESTS_PER_SECOND`` (0.35 s for 3/s) with no
 jitter, one download slot per token (set by
-:class:`~vkscraper.downloadermiddlewares.auth.VkAuthMiddleware`). A user may slow the crawl down
-with ``DOWNLOAD_DELAY`` or AutoThrottle, never speed it past the limit.
+:class:`~vkscraper.downloadermiddlewares.auth.VkAuthMiddleware`), and the download handler's
+limit per token (:func:`rate_window`). A user may slow the crawl down with ``DOWNLOAD_DELAY``
+or AutoThrottle, never speed it past the limit. A value a user chose is told from this add-on's
+by its priority: anything above Scrapy's "default" (a project's settings module, ``-s``, a
+spider's ``custom_settings``) is the user's.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from scrapy.settings import SETTINGS_PRIORITIES
 from scrapy.utils.conf import build_component_list
 
 from vkscraper import defaults
+from vkscraper.connections import database_url, redis_url
 from vkscraper.items import VkComment, VkPost
 from vkscraper.tokens.access import load_tokens
 from vkscraper.tokens.logscrub import install_log_scrubber
@@ -85,6 +90,22 @@ def request_interval(settings: BaseSettings) -> float:
     return margin / rps
 
 
+def rate_window(settings: BaseSettings) -> tuple[int, float]:
+    """The limit per token the download handler keeps: at most ``count`` requests in any
+    ``window`` seconds, ``count`` intervals of :func:`request_interval` (3/s with the 1.05
+    margin: 3 in any 1.05 s; 2.5/s: 2 in any 0.84 s)."""
+    interval = request_interval(settings)
+    count = max(1, int(_number(settings, "VK_REQUESTS_PER_SECOND", float)))
+    return count, count * interval
+
+
+# Settings that were ours and are now Scrapy's: refused with the new name.
+RENAMED = {
+    "VK_RETRY_TIMES": "RETRY_TIMES",
+    "VK_RETRY_HTTP_CODES": "RETRY_HTTP_CODES",
+    "VK_CONCURRENCY_PER_TOKEN": "CONCURRENT_REQUESTS_PER_DOMAIN",
+}
+
 # Settings that only make sense from a lower bound: (name, type, lowest value allowed).
 _AT_LEAST: list[tuple[str, type, float]] = [
     ("CONCURRENT_REQUESTS", int, 1),
@@ -113,7 +134,7 @@ def check_settings(settings: BaseSettings) -> None:
             "VK_ACCESS_TOKEN is read from the environment only (settings are logged, and "
             "scrapyd stores them): export VK_ACCESS_TOKEN=… instead of -s"
         )
-    for old, new in defaults.RENAMED.items():
+    for old, new in RENAMED.items():
         if settings.get(old) is not None:
             raise ValueError(f"{old} is no longer a setting: use Scrapy's {new}")
     check_api_url(settings.get("VK_API_URL") or defaults.VK_API_URL)
@@ -225,30 +246,35 @@ def _unset(settings: BaseSettings, name: str) -> bool:
     return (settings.getpriority(name) or 0) <= SETTINGS_PRIORITIES["default"]
 
 
-def _ours(settings: BaseSettings, name: str) -> bool:
-    """The value is vkscraper/settings.py's own interval, not one a user chose."""
-    return (settings.getpriority(name) or 0) <= SETTINGS_PRIORITIES[
-        "project"
-    ] and settings.getfloat(name) == defaults.DEFAULT_INTERVAL
+def register_defaults(settings: BaseSettings) -> None:
+    """Every ``VK_*`` default (:mod:`vkscraper.defaults`), at Scrapy's "default" priority."""
+    for name, value in defaults.all_defaults().items():
+        settings.setdefault(name, value, "default")
 
 
 class VkAddon:
     def update_settings(self, settings: BaseSettings) -> None:
-        for name, value in defaults.all_defaults().items():
-            settings.setdefault(name, value, "default")
+        register_defaults(settings)
         if (api_url := operator_api_url()) is not None:
             # The operator's default API for every crawl this process starts (scrapyd's
             # jobs, workers, `scrapy crawl`), like DATABASE_URL: it replaces the project's
             # value, while -s / scrapyd's setting= (cmdline) and a spider's own still win.
             settings.set("VK_API_URL", api_url, "project")
+        for name, resolve in (("DATABASE_URL", database_url), ("REDIS_URL", redis_url)):
+            if not settings.get(name):
+                settings.set(name, resolve(), "default")  # the environment's, else the default
         check_settings(settings)
-        # Scrapy settings whose value differs for this crawler, unless a user chose one (also
-        # without vkscraper/settings.py, when only the add-on is enabled).
+        # Scrapy settings whose value differs for this crawler, unless a user chose one.
         for name, value in (
-            ("RETRY_TIMES", defaults.RETRY_TIMES),
-            ("CONCURRENT_REQUESTS_PER_DOMAIN", defaults.CONCURRENCY_PER_TOKEN),
+            ("RETRY_TIMES", 3),  # Scrapy's is 2
+            # Each token is one download slot (vk-<tag>): requests in flight per token.
+            ("CONCURRENT_REQUESTS_PER_DOMAIN", 4),
+            # Slow answers slow a token down; its floor is DOWNLOAD_DELAY, so nothing speeds
+            # it past the limit.
             ("AUTOTHROTTLE_ENABLED", True),
-            ("AUTOTHROTTLE_TARGET_CONCURRENCY", defaults.AUTOTHROTTLE_TARGET),
+            # AutoThrottle aims at this many requests in flight per token: answers slower than
+            # 2 × the interval (0.7 s) slow the token down, faster ones leave it at the limit.
+            ("AUTOTHROTTLE_TARGET_CONCURRENCY", 2.0),
             # Feeds: UTF-8 text (not \u escapes), and one column set for posts and comments,
             # so a CSV holds every field of both (blank where a kind has no such field).
             ("FEED_EXPORT_ENCODING", "utf-8"),
@@ -267,10 +293,10 @@ class VkAddon:
             settings[name].update(components, priority="addon")
         check_wiring(settings)
         interval = request_interval(settings)
-        # Whatever priority a lower value came with, the limit wins. settings.py's own values
-        # are the default limit's interval: they follow VK_REQUESTS_PER_SECOND, both ways.
+        # Whatever priority a lower value came with, the limit wins. Unless a user chose a
+        # delay, it is the limit's interval and follows VK_REQUESTS_PER_SECOND, both ways.
         top = SETTINGS_PRIORITIES["cmdline"]
-        delay = 0.0 if _ours(settings, "DOWNLOAD_DELAY") else settings.getfloat("DOWNLOAD_DELAY")
+        delay = 0.0 if _unset(settings, "DOWNLOAD_DELAY") else settings.getfloat("DOWNLOAD_DELAY")
         settings.set("DOWNLOAD_DELAY", max(delay, interval), top)
         settings.set("DOWNLOAD_DELAY_JITTER", 0, top)
         if not _unset(settings, "RANDOMIZE_DOWNLOAD_DELAY"):
@@ -279,5 +305,5 @@ class VkAddon:
         if settings.getbool("AUTOTHROTTLE_ENABLED"):
             name = "AUTOTHROTTLE_START_DELAY"
             # Start at the limit (not Scrapy's 5 s) unless a user chose a slower start.
-            start = 0.0 if _ours(settings, name) or _unset(settings, name) else settings[name]
+            start = 0.0 if _unset(settings, name) else settings[name]
             settings.set(name, max(float(start), interval), top)

@@ -1,9 +1,11 @@
 """Every ``VK_*`` default, once (their meaning and ranges: docs/reference/settings.md).
 
-``vkscraper/settings.py`` imports them (so ``scrapy settings --get VK_…`` shows them) and the
-add-on registers them at Scrapy's "default" priority for projects that only enable the add-on,
-so components read settings without fallbacks of their own. :data:`LIMITS` holds the range VK
-accepts for a setting; the add-on refuses a value outside it (VK would silently answer less).
+The add-on registers them at Scrapy's "default" priority
+(:func:`vkscraper.addon.register_defaults`), so components read settings without fallbacks of
+their own and ``scrapy settings --get VK_…`` shows them. The VK layer (:mod:`vkscraper.vk`)
+takes its defaults from here too, without Scrapy. :data:`LIMITS` holds the range VK accepts
+for a setting; the add-on refuses a value outside it (VK would silently answer less). Only the
+``VK_*`` names are settings.
 """
 
 from __future__ import annotations
@@ -59,18 +61,7 @@ LIMITS = {
     "VK_EXECUTE_CALLS": (1, 25),
 }
 
-# One request per token per this many seconds: what settings.py sets as DOWNLOAD_DELAY.
-DEFAULT_INTERVAL = VK_RATE_MARGIN / VK_REQUESTS_PER_SECOND
-CONCURRENCY_PER_TOKEN = 4  # CONCURRENT_REQUESTS_PER_DOMAIN: each token is one download slot
-RETRY_TIMES = 3  # Scrapy's default is 2
-# AutoThrottle aims at this many requests in flight per token: answers slower than
-# 2 × the interval (0.7 s) slow the token down, faster ones leave it at the limit.
-AUTOTHROTTLE_TARGET = 2.0
-
-# Names whose job Scrapy's own settings do: refused, naming the setting to use.
-RENAMED = {"VK_RETRY_TIMES": "RETRY_TIMES", "VK_RETRY_HTTP_CODES": "RETRY_HTTP_CODES",
-           "VK_CONCURRENCY_PER_TOKEN": "CONCURRENT_REQUESTS_PER_DOMAIN"}  # fmt: skip
-
 
 def all_defaults() -> dict[str, object]:
+    """Every ``VK_*`` setting's default, by name."""
     return {name: value for name, value in globals().items() if name.startswith("VK_")}

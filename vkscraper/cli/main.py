@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from vkscraper.cli import exitcodes, watch
+from vkscraper.connections import redis_url
 from vkscraper.distributed import pids as workerpids
 from vkscraper.distributed import workqueue
 from vkscraper.exceptions import StoreError
@@ -338,7 +339,7 @@ def _print_table(columns: list[tuple[str, bool]], rows: list[list[str]]) -> None
 
 
 def _redis() -> Any:
-    url = os.environ.get("REDIS_URL")
+    url = redis_url()
     if not url:
         raise UsageError("worker mode needs Redis: export REDIS_URL=redis://host:6379/0")
     import redis

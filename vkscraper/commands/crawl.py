@@ -6,10 +6,11 @@ whether the crawl did its job (:mod:`vkscraper.cli.exitcodes`). Other spiders ru
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scrapy.commands.crawl import Command as ScrapyCrawl
 
+from vkscraper._internals import create_crawler, on_shutdown_signal
 from vkscraper.addon import VkAddon
 from vkscraper.cli import exitcodes
 from vkscraper.exceptions import StoreError
@@ -70,19 +71,12 @@ class Command(ScrapyCrawl):
             super().run(args, opts)
             return
         assert self.crawler_process
-        crawler = self._create_crawler(args[0])
+        crawler = create_crawler(self, args[0])
         # A second Ctrl-C / SIGTERM ends the process before the task extension can say so;
-        # remember the signal (Scrapy's handler, wrapped) so the status still says
-        # "interrupted, resumable" rather than "could not do its job".
+        # remember the signal so the status still says "interrupted, resumable" rather than
+        # "could not do its job".
         signals_seen: list[int] = []
-        handler = getattr(self.crawler_process, "_signal_shutdown", None)
-        if handler is not None:
-
-            def remember(signum: int, frame: Any) -> None:
-                signals_seen.append(signum)
-                handler(signum, frame)
-
-            self.crawler_process._signal_shutdown = remember  # type: ignore[method-assign,assignment]
+        on_shutdown_signal(self.crawler_process, signals_seen.append)
         self.crawler_process.crawl(crawler, **opts.spargs)
         self.crawler_process.start()
         ext = crawler.get_extension(VkTaskExtension) if hasattr(crawler, "extensions") else None

@@ -29,9 +29,9 @@ from scrapy.exceptions import DontCloseSpider, NotConfigured
 from scrapy.utils.asyncio import run_in_thread
 
 from vkscraper import signals as vk_signals
+from vkscraper._internals import crawl_stopping
 from vkscraper._periodic import Periodic
 from vkscraper.distributed._workload import Workload
-from vkscraper.downloadermiddlewares.auth import crawl_stopping
 
 if TYPE_CHECKING:
     from typing import Self

@@ -28,8 +28,10 @@ from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.reactor import install_reactor
 from twisted.python.failure import Failure
 
-from vkscraper.addon import VkAddon
+from vkscraper._internals import on_shutdown_signal
+from vkscraper.addon import VkAddon, register_defaults
 from vkscraper.cli import exitcodes
+from vkscraper.connections import redis_url
 from vkscraper.distributed import workqueue
 from vkscraper.spiders.vk import VkSpider
 
@@ -71,11 +73,15 @@ def worker_settings(
 
 class Worker(CrawlerProcess):
     def __init__(self, settings: Settings) -> None:
+        register_defaults(settings)  # VK_WORKER_*: read here, before any crawl's add-on runs
         super().__init__(settings)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
         import redis  # only worker mode needs it here
 
-        self.redis: redis.Redis = redis.Redis.from_url(settings["REDIS_URL"])
+        url = redis_url(settings.get("REDIS_URL"))
+        if url is None:
+            raise ValueError("worker mode needs Redis: export REDIS_URL=redis://host:6379/0")
+        self.redis: redis.Redis = redis.Redis.from_url(url)
         self.heartbeat_ttl = settings.getfloat("VK_WORKER_HEARTBEAT")
         self.max_tasks = max(1, settings.getint("VK_WORKER_TASKS"))
         self.running: dict[Crawler, int] = {}  # crawl -> its task
@@ -87,6 +93,7 @@ class Worker(CrawlerProcess):
         # of it once Redis is back, and none is taken for dead meanwhile.
         self._missing: dict[str, float] = {}
         self.stopping = False
+        on_shutdown_signal(self, self._shutdown_asked)
 
     # the process
 
@@ -105,9 +112,8 @@ class Worker(CrawlerProcess):
         self._give_back(self.id)
         logger.info("Worker %(id)s stopped", {"id": self.id})
 
-    def _signal_shutdown(self, signum: int, frame: Any) -> None:
+    def _shutdown_asked(self, signum: int) -> None:
         self.stopping = True  # no new task; the crawls close and put back what they hold
-        super()._signal_shutdown(signum, frame)
 
     def _beat(self) -> None:
         try:

@@ -43,6 +43,8 @@ from urllib.parse import urlsplit
 
 from scrapy_redis.queue import Base
 
+from vkscraper._internals import decode_request, encode_request
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -433,7 +435,7 @@ class EntryQueue(Base):
         return self.task_queue.waiting()
 
     def push(self, request: Request) -> None:
-        self.task_queue.push(request.meta["vk_entry"], self._encode_request(request))
+        self.task_queue.push(request.meta["vk_entry"], encode_request(self, request))
 
     def pop(self, timeout: float = 0) -> Request | None:
         data = self.task_queue.take(int(timeout))
@@ -441,7 +443,7 @@ class EntryQueue(Base):
 
     def entry(self, data: bytes) -> Request:
         """The request of a taken entry."""
-        request = self._decode_request(data)
+        request = decode_request(self, data)
         request.meta["vk_entry_data"] = data  # what the ack removes from the owner list
         request.meta["download_slot"] = ENTRY_SLOT
         request.meta["autothrottle_dont_adjust_delay"] = True

@@ -19,7 +19,8 @@ a setting can come from anyone who can reach scrapyd, the environment only from 
 Several tokens (``VK_ACCESS_TOKEN=t1,t2,…``) form a pool (:mod:`vkscraper.tokens.pool`): each
 request goes to the usable token with the least work in its download slot. When none can take
 it, the request waits for a parked token (at most ``VK_TOKEN_MAX_WAIT``), or fails with
-:class:`NoUsableToken`, which stops the crawl naming every token's state by its tag.
+:class:`~vkscraper.dropped.NoUsableToken`, which stops the crawl naming every token's state by
+its tag.
 
 Settings: ``VK_API_URL`` (the origin trusted with the token), ``VK_TOKEN_PARK_SECONDS``,
 ``VK_QUOTA_PARK_SECONDS``, ``VK_TOKEN_MAX_WAIT``. The tokens come only from the
@@ -38,10 +39,11 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.asyncio import sleep
 
 from vkscraper import defaults
+from vkscraper._internals import crawl_stopping, downloader_slots
+from vkscraper.dropped import CrawlStopping, NoUsableToken
 from vkscraper.tokens.access import load_tokens, token_tag
 from vkscraper.tokens.pool import TokenPool
 from vkscraper.tokens.trust import Origin, check_api_url, parse_origin
@@ -59,28 +61,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 AUTH_HEADER = b"Authorization"
-
-
-class NoUsableToken(IgnoreRequest):
-    """No token of the pool can take the request (the message names each token's state)."""
-
-
-class CrawlStopping(IgnoreRequest):
-    """The crawl is closing while the request waited (for a token, for the shared limit): it
-    is dropped unsent, and its group stays unfinished for the next run."""
-
-
-def crawl_stopping(crawler: Crawler) -> bool:
-    """The engine is closing the spider (Ctrl-C, cancel, CLOSESPIDER_*, a fatal error): a wait
-    before a download must end now, or the close waits for it."""
-    try:
-        engine = crawler.engine
-    except RuntimeError:
-        return False
-    if engine is None:
-        return False
-    slot = getattr(engine, "_slot", None)  # Scrapy 2.19: the slot's `closing` is set at close
-    return not engine.running or (slot is not None and slot.closing is not None)
 
 
 class VkAuthMiddleware:
@@ -125,7 +105,8 @@ class VkAuthMiddleware:
         return None
 
     async def _wait_for_token(self, request: Request, methods: list[str]) -> None:
-        """Wait for a parked token, at most ``max_wait``; else :class:`NoUsableToken`."""
+        """Wait for a parked token, at most ``max_wait``; else
+        :class:`~vkscraper.dropped.NoUsableToken`."""
         deadline = time.monotonic() + self.max_wait
         while (token := self.pool.pick(methods, self._load)) is None:
             ready = self.pool.next_ready(methods)
@@ -182,14 +163,6 @@ def token_error(crawler: Crawler, tag: str | None, exc: VkApiError) -> bool:
     assert crawler.stats is not None
     crawler.stats.inc_value(f"vk/token_errors/{exc.code}")
     return True
-
-
-def downloader_slots(crawler: Crawler) -> dict[str, Any]:
-    """The downloader's slots by key; none before the engine exists (unit tests)."""
-    try:
-        return crawler.engine.downloader.slots if crawler.engine is not None else {}
-    except RuntimeError:  # Crawler.engine before the crawl starts
-        return {}
 
 
 def strip_token(request: Request) -> None:

@@ -33,9 +33,11 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.settings import BaseSettings
 from scrapy.utils.asyncio import sleep
 
-from vkscraper.downloadermiddlewares.auth import downloader_slots, strip_token, token_error
+from vkscraper._internals import downloader_slots
+from vkscraper.downloadermiddlewares.auth import strip_token, token_error
 from vkscraper.exceptions import VkApiError, VkError, VkMalformedResponse, VkTransientError
 from vkscraper.vk.api import parse_envelope
 from vkscraper.vk.backoff import backoff_delay, parse_retry_after
@@ -43,7 +45,6 @@ from vkscraper.vk.backoff import backoff_delay, parse_retry_after
 if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.http import Response
-    from scrapy.settings import BaseSettings
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,7 @@ class VkRetryMiddleware(RetryMiddleware):
         # still parse VK answers, so it only stops retrying.
         self.enabled = settings.getbool("RETRY_ENABLED")
         if not self.enabled:
-            settings = settings.copy()
-            settings.frozen = False
+            settings = BaseSettings(settings)  # an unfrozen copy, priorities kept
             settings.set("RETRY_ENABLED", True, priority=1000)
         super().__init__(settings)
         self.base = settings.getfloat("VK_BACKOFF_BASE")

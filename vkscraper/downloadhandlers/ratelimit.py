@@ -7,9 +7,9 @@ so four requests released 0.35 s apart can leave within one window of 1.05 s (a 
 in any 1.05 s). So every VK request also passes a sliding-window log of its token in the
 download handler (:class:`VkDownloadHandler`), after the slot's delay: at most
 ``VK_REQUESTS_PER_SECOND`` requests of a token go in any window of ``VK_RATE_MARGIN`` seconds
-(1.05: the margin absorbs the network's jitter). A request is logged when it passes, and again,
-as sent then, each time the socket sends its bytes. The slot's delay stays in force as the
-floor.
+(1.05: the margin absorbs the network's jitter; :func:`vkscraper.addon.rate_window`). A
+request is logged when it passes, and again, as sent then, each time the socket sends its
+bytes. The slot's delay stays in force as the floor.
 
 A 429 or 503 answer with ``Retry-After`` holds the token: none of its requests passes the
 limit before that time, in this process or (shared) in any other; the retry included.
@@ -41,10 +41,11 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.utils.asyncio import sleep
-from twisted.internet.abstract import FileDescriptor
 from twisted.web.client import HTTPConnectionPool
 
-from vkscraper.downloadermiddlewares.auth import CrawlStopping, crawl_stopping
+from vkscraper._internals import crawl_stopping, on_socket_write, socket_transport, watch_pool
+from vkscraper.addon import rate_window
+from vkscraper.dropped import CrawlStopping
 from vkscraper.vk.backoff import parse_retry_after
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ class LocalRateLimit:
     ) -> tuple[float, str]:
         """Wait until a request of the token ``tag`` may be sent; returns the seconds waited
         and the request's entry in the log (for :meth:`restamp`). Raises
-        :class:`~vkscraper.downloadermiddlewares.auth.CrawlStopping` when ``stopping()`` turns
+        :class:`~vkscraper.dropped.CrawlStopping` when ``stopping()`` turns
         true. (``give_up`` is for the shared limit's Redis; memory always answers.)"""
         sent = self._sent[tag]
         member = uuid.uuid4().hex
@@ -192,7 +193,7 @@ class SharedRateLimit:
 
         Raises :class:`RedisUnreachable` (an ``OSError``: Scrapy retries it, then the request
         fails with that message) when Redis has not answered for ``give_up`` seconds, and
-        :class:`~vkscraper.downloadermiddlewares.auth.CrawlStopping` when ``stopping()`` turns
+        :class:`~vkscraper.dropped.CrawlStopping` when ``stopping()`` turns
         true."""
         member = uuid.uuid4().hex
         waited = 0.0
@@ -284,43 +285,27 @@ _SENDING: ContextVar[_Sending | None] = ContextVar("vkscraper_sending", default=
 _ATTR = "_vkscraper_sending"  # on a socket's transport: the _Sending whose bytes it writes
 
 
-def _socket_transport(protocol: Any) -> FileDescriptor | None:
-    """The transport that writes ``protocol``'s bytes to the socket (under TLS's, if any), or
-    None if there is none to be found."""
-    # A reused connection comes wrapped in the pool's retrying protocol.
-    protocol = getattr(protocol, "_clientProtocol", protocol)
-    # By type: TLS's wrapper answers for its transport's attributes (ProtocolWrapper.__getattr__).
-    transport = getattr(protocol, "transport", None)
-    while transport is not None and not isinstance(transport, FileDescriptor):
-        transport = getattr(transport, "transport", None)
-    return transport
-
-
 def _watch(connection: Any, sending: _Sending) -> Any:
     """Make the socket under ``connection`` stamp ``sending`` each time it sends bytes."""
-    transport = _socket_transport(connection)
+    transport = socket_transport(connection)
     if transport is None:
         return connection  # the download stamps when it ends instead
     if not hasattr(transport, _ATTR):  # a new connection: no download has used it
         sending.opened = True
-        send = transport.writeSomeData
-
-        # Twisted buffers a write and sends it on a later turn of the loop (doWrite): this
-        # is the moment the bytes go to the socket.
-        def write_some_data(data: bytes) -> Any:
-            result = send(data)
-            current = getattr(transport, _ATTR)
-            if current is not None:
-                try:
-                    current.stamp()
-                except Exception:  # the bytes are gone: never fail the connection over it
-                    logger.exception("could not log a sent request in the rate limit")
-            return result
-
-        transport.writeSomeData = write_some_data  # type: ignore[method-assign]
+        on_socket_write(transport, lambda: _stamp(transport))
     setattr(transport, _ATTR, sending)
     sending.transport = transport
     return connection
+
+
+def _stamp(transport: Any) -> None:
+    """The socket under ``transport`` sent bytes: log its download's request as sent now."""
+    current = getattr(transport, _ATTR)
+    if current is not None:
+        try:
+            current.stamp()
+        except Exception:  # the bytes are gone: never fail the connection over it
+            logger.exception("could not log a sent request in the rate limit")
 
 
 class _WatchedPool(HTTPConnectionPool):
@@ -350,19 +335,16 @@ class VkDownloadHandler(HTTP11DownloadHandler):
 
     def __init__(self, crawler: Crawler) -> None:
         super().__init__(crawler)
-        # Same pool, settings and factory as Scrapy's (whose attribute this is).
-        self._pool.__class__ = _WatchedPool
+        # Same pool, settings and factory as Scrapy's.
+        pool = watch_pool(self, _WatchedPool)
         # Twisted resends a failed idempotent request on a connection it opens itself, which
         # getConnection never sees: its bytes would go unlogged. Scrapy's RETRY_* retry it.
-        self._pool.retryAutomatically = False
+        pool.retryAutomatically = False
         s = crawler.settings
-        rate, margin = s.getfloat("VK_REQUESTS_PER_SECOND"), s.getfloat("VK_RATE_MARGIN")
-        # 3/s with the 1.05 margin: 3 in any 1.05 s; 2.5/s: 2 in any 0.84 s.
-        count = max(1, int(rate))
-        window = margin * count / rate
+        count, window = rate_window(s)
         self.limit: LocalRateLimit | SharedRateLimit
         if s.getbool("VK_SHARED_RATE_LIMIT"):
-            url = s.get("REDIS_URL")
+            url = s.get("REDIS_URL")  # resolved by the add-on (vkscraper.connections)
             if not url:
                 raise ValueError("VK_SHARED_RATE_LIMIT needs REDIS_URL (redis://host:6379/0)")
             self.limit = SharedRateLimit(url, count, window)

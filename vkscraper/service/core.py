@@ -34,7 +34,8 @@ from twisted.internet import reactor, threads
 from twisted.python.threadable import isInIOThread
 
 from vkscraper import defaults
-from vkscraper.addon import check_settings
+from vkscraper.addon import check_settings, register_defaults
+from vkscraper.connections import redis_url
 from vkscraper.distributed import workqueue
 from vkscraper.exceptions import StoreError, VkscraperError
 from vkscraper.store import Store, open_store
@@ -64,7 +65,7 @@ ENVIRONMENT_ONLY = ("VK_ACCESS_TOKEN", "DATABASE_URL", "REDIS_URL")
 # shared limit off would let two processes on one token add up past VK's limit.
 OPERATOR_ONLY = {"VK_API_URL", "VK_UNSAVED_DIR", "VK_SHARED_RATE_LIMIT"}
 CLIENT_SETTINGS = frozenset(
-    {n for n in dir(defaults) if n.startswith("VK_") and not n.startswith("VK_WORKER_")}
+    {n for n in defaults.all_defaults() if not n.startswith("VK_WORKER_")}
     - OPERATOR_ONLY
 ) | {
     "LOG_LEVEL", "RETRY_ENABLED", "RETRY_TIMES", "DOWNLOAD_TIMEOUT", "DOWNLOAD_DELAY",
@@ -201,7 +202,7 @@ class TaskService:
     def _workers(self) -> Any:
         """The workers' Redis (distributed mode)."""
         if self._redis is None:
-            url = os.environ.get("REDIS_URL")
+            url = redis_url()
             if not url:
                 raise RequestError(503, f"{DISTRIBUTED_ENV}=1 needs REDIS_URL in the environment")
             import redis
@@ -470,6 +471,7 @@ def check_task_settings(settings: Sequence[str] | Mapping[str, Any]) -> dict[str
         out[name] = text
     probe = Settings()
     probe.setmodule("vkscraper.settings", priority="project")
+    register_defaults(probe)
     probe.setdict(out, priority="cmdline")
     try:
         check_settings(probe)

@@ -58,13 +58,10 @@ from scrapy.exceptions import CloseSpider, DontCloseSpider, IgnoreRequest
 from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.utils.asyncio import call_later
 
+from vkscraper._internals import crawl_stopping
 from vkscraper.distributed.extension import VkDistributed
-from vkscraper.downloadermiddlewares.auth import (
-    CrawlStopping,
-    NoUsableToken,
-    crawl_stopping,
-    token_error,
-)
+from vkscraper.downloadermiddlewares.auth import token_error
+from vkscraper.dropped import CrawlStopping, NoUsableToken
 from vkscraper.exceptions import (
     VkApiError,
     VkCaptchaError,
@@ -170,25 +167,29 @@ class VkSpider(scrapy.Spider):
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
         spider = super().from_crawler(crawler, *args, **kwargs)
-        s = crawler.settings
-        spider.api_version = s.get("VK_API_VERSION")
-        spider.posts_per_group = s.getint("VK_POSTS_PER_GROUP")
-        spider.page_size = s.getint("VK_COMMENTS_PAGE_SIZE")
-        spider.thread_items = s.getint("VK_THREAD_ITEMS_COUNT")
-        spider.groups_per_request = s.getint("VK_GROUPS_PER_REQUEST")
-        # Inner calls of an execute are retried here, with Scrapy's retry settings.
-        spider.max_retries = s.getint("RETRY_TIMES") if s.getbool("RETRY_ENABLED") else 0
-        spider.backoff = (s.getfloat("VK_BACKOFF_BASE"), s.getfloat("VK_BACKOFF_MAX"))
-        spider.use_execute = s.getbool("VK_EXECUTE")
-        spider.tokens = max(1, len(load_tokens()))
-        spider.interval = s.getfloat("DOWNLOAD_DELAY")
-        spider.planner = Planner(spider.page_size, s.getint("VK_EXECUTE_CALLS"))
-        spider.page_params = PageParams(
-            spider.posts_per_group, spider.page_size, spider.thread_items
-        )
+        # Settings are read when the spider opens, not here: the crawler creates the spider
+        # before the add-ons run, and the add-on registers the VK_* defaults and sets the
+        # delay and the retries.
+        crawler.signals.connect(spider._read_settings, signal=signals.spider_opened)
         crawler.signals.connect(spider._spider_idle, signal=signals.spider_idle)
         crawler.signals.connect(spider._request_dropped, signal=signals.request_dropped)
         return spider
+
+    def _read_settings(self) -> None:
+        s = self.crawler.settings
+        self.api_version = s.get("VK_API_VERSION")
+        self.posts_per_group = s.getint("VK_POSTS_PER_GROUP")
+        self.page_size = s.getint("VK_COMMENTS_PAGE_SIZE")
+        self.thread_items = s.getint("VK_THREAD_ITEMS_COUNT")
+        self.groups_per_request = s.getint("VK_GROUPS_PER_REQUEST")
+        # Inner calls of an execute are retried here, with Scrapy's retry settings.
+        self.max_retries = s.getint("RETRY_TIMES") if s.getbool("RETRY_ENABLED") else 0
+        self.backoff = (s.getfloat("VK_BACKOFF_BASE"), s.getfloat("VK_BACKOFF_MAX"))
+        self.use_execute = s.getbool("VK_EXECUTE")
+        self.tokens = max(1, len(load_tokens()))
+        self.interval = s.getfloat("DOWNLOAD_DELAY")
+        self.planner = Planner(self.page_size, s.getint("VK_EXECUTE_CALLS"))
+        self.page_params = PageParams(self.posts_per_group, self.page_size, self.thread_items)
 
     @cached_property
     def api_url(self) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -27,21 +26,16 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
+from vkscraper.connections import DEFAULT_SQLITE_FILE
 from vkscraper.exceptions import StoreError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SQLITE_FILE = "vkscraper.sqlite3"
 # ON CONFLICT upserts need 3.24, json_insert(…, '$[#]', …) needs 3.31.
 MIN_SQLITE = (3, 31)
 # SQLite text timestamps all have this fixed width so that text order is time order.
 _SQLITE_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _NAMED_PARAM = re.compile(r"%\((\w+)\)s")
-
-
-def resolve_url(url: str | None) -> str:
-    """The URL to use: the argument, else ``DATABASE_URL``, else the embedded SQLite file."""
-    return url or os.environ.get("DATABASE_URL") or f"sqlite:///{DEFAULT_SQLITE_FILE}"
 
 
 def redact_url(url: str) -> str:

@@ -26,10 +26,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
+from vkscraper.connections import database_url
 from vkscraper.exceptions import StoreError
 from vkscraper.items import VkComment, VkGroup, VkPost
 from vkscraper.store import content, groups, migrations, tasks
-from vkscraper.store.backends import Backend, backend_for, first_line, resolve_url
+from vkscraper.store.backends import Backend, backend_for, first_line
 from vkscraper.store.content import UpsertResult
 from vkscraper.store.tasks import Task
 from vkscraper.vk.grouprefs import GroupRef
@@ -45,12 +46,13 @@ class _CommitLost(Exception):
 
 
 def open_store(url: str | None = None) -> Store:
-    """Connect to ``url``, else ``DATABASE_URL``, else ``sqlite:///vkscraper.sqlite3``.
+    """Connect to ``url``, else ``DATABASE_URL``, else ``sqlite:///vkscraper.sqlite3``
+    (:func:`~vkscraper.connections.database_url`).
 
     Does not migrate: call :meth:`Store.migrate`. Raises :class:`StoreError` with one line
     (backend, where, the driver's first line) when the URL is bad or the server unreachable.
     """
-    backend = backend_for(resolve_url(url))
+    backend = backend_for(database_url(url))
     store = Store(backend)
     logger.info("using %s store %s", backend.label, backend.safe_url)
     return store
