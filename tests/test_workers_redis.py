@@ -379,3 +379,70 @@ def test_a_group_restarted_while_crawled_settles_after_both_crawls():
     assert not t.settled(8)
     t.request_done(second)
     assert t.settled(8)
+
+
+def test_entries_owned_but_not_held_go_back_to_the_head_of_the_queue(own_redis):
+    r = own_redis(persist=False).client()
+    a = workqueue.TaskQueue(r, 8, "wa")
+    assert a.begin() == 1
+    for n in range(3):
+        a.push(f"e{n}", f"data{n}".encode())
+    a.opened()
+    assert a.take() == b"data0" and a.take() == b"data1"
+    assert a.restore([b"data0"]) == 1  # data1's take lost its answer: not held
+    assert r.lrange(a.owner, 0, -1) == [b"data0"]
+    assert r.lrange(a.queue, 0, -1) == [b"data1", b"data2"]  # next to be taken
+    assert a.restore([b"data0"]) == 0
+    workqueue.TaskQueue(r, 8, "wb").cancel()
+    workqueue.enqueue(r, 8)  # collected again: a new run
+    assert workqueue.TaskQueue(r, 8, "wb").begin() == 1
+    assert a.restore([]) == 0  # the old run's entries are void
+
+
+class LosingAnswers:
+    """The worker's queue of entries (real Redis) whose takes Redis carries out but whose
+    answers are lost, as when a connection drops just after the command ran."""
+
+    def __init__(self, task_queue: workqueue.TaskQueue) -> None:
+        self.task_queue = task_queue
+        self.lose = True
+
+    def pop(self, timeout: float = 0):
+        data = self.task_queue.take(int(timeout))
+        if self.lose:
+            raise redis.ConnectionError("Connection closed by server.")
+        return None if data is None else self.entry(data)
+
+    def entry(self, data: bytes):
+        from scrapy import Request
+
+        return Request("data:,", meta={"vk_entry": "e", "vk_entry_data": data,
+                                       "vk_group_id": int(data[4:])})  # fmt: skip
+
+
+def test_an_entry_whose_take_lost_its_answer_is_not_owned_for_good(own_redis):
+    """A live worker that owned an entry it never crawls would hold the task open forever."""
+    from scrapy.utils.test import get_crawler
+
+    from vkscraper.defaults import all_defaults
+    from vkscraper.distributed.extension import VkDistributed
+
+    r = own_redis(persist=False).client()
+    queue = workqueue.TaskQueue(r, 9, "wa")
+    assert queue.begin() == 1
+    queue.push("e0", b"data0")
+    queue.opened()
+    settings = {**all_defaults(), "VK_DISTRIBUTED": True, "VK_WORKER_ID": "wa"}
+    crawler = get_crawler(settings_dict=settings)
+    distributed = VkDistributed(crawler)
+    distributed.queue = LosingAnswers(queue)  # type: ignore[assignment]
+    assert distributed.take() is None  # the error is logged, not raised into the engine
+    assert r.lrange(queue.owner, 0, -1) == [b"data0"]  # but Redis moved it
+    distributed._restore()
+    assert r.lrange(queue.queue, 0, -1) == [b"data0"] and not r.llen(queue.owner)
+    distributed.queue.lose = False  # type: ignore[attr-defined]
+    request = distributed.take()
+    assert request is not None and request.meta["vk_entry_data"] == b"data0"
+    distributed._take_failed = True  # a later failure: what is held stays owned
+    distributed._restore()
+    assert r.lrange(queue.owner, 0, -1) == [b"data0"] and not r.llen(queue.queue)

@@ -64,6 +64,7 @@ class VkDistributed:
         self._unacked: list[tuple[str, bytes]] = []  # entries of finished groups
         self.closing = False
         self._waiter: asyncio.Task[Any] | None = None
+        self._take_failed = False
         self._closer: asyncio.Future[Any] | None = None
         self._entries_made = self._entries_queued = 0
         self._resolved = self._opened = False
@@ -91,10 +92,40 @@ class VkDistributed:
         """The next entry, if this worker has room for another group."""
         if self.closing or not self.room():
             return None
-        request = self.queue.pop()
+        try:
+            request = self.queue.pop()
+        except Exception as exc:  # redis.RedisError, OSError: the move may have happened
+            self._lost_take(exc)
+            return None
         if request is not None:
             self._taken(request)
         return request
+
+    def _lost_take(self, exc: Exception) -> None:
+        logger.warning("Task %(task)s: Redis: %(error)s", {"task": self.task_id, "error": exc})
+        self._take_failed = True  # an entry may sit in our owner list, unheld: _restore
+
+    def _restore(self) -> None:
+        """After a take that failed: entries Redis moved to this worker but whose answer was
+        lost go back to the queue (else this live worker would own them for good, and the
+        task would never end). Not while a blocking take runs: its entry is not held yet."""
+        if not self._take_failed or (self._waiter is not None and not self._waiter.done()):
+            return
+        held = [data for entries in self.held.values() for _, data in entries]
+        held += [data for _, data in self._unacked]
+        try:
+            moved = self.queue.task_queue.restore(held)
+        except Exception as exc:  # redis.RedisError, OSError: tried again on the next tick
+            logger.warning("Task %(task)s: Redis: %(error)s", {"task": self.task_id,
+                                                               "error": exc})  # fmt: skip
+            return
+        self._take_failed = False
+        if moved:
+            logger.warning(
+                "Task %(task)s: %(n)d group(s) taken while Redis was failing went back to the "
+                "queue",
+                {"task": self.task_id, "n": moved},
+            )
 
     def _taken(self, request: Request) -> None:
         meta = request.meta
@@ -123,6 +154,7 @@ class VkDistributed:
     def _spider_idle(self) -> None:
         try:
             self._ack_all()
+            self._restore()
             over = not self._unacked and (
                 self.finalizer or self.closing or self.queue.task_queue.done()
             )
@@ -139,7 +171,11 @@ class VkDistributed:
         """Idle: block in Redis (in a thread) until an entry comes or the task ends."""
         task_queue = self.queue.task_queue
         while not self.closing and self.room():
-            data = await run_in_thread(task_queue.take, WAIT_SECONDS)
+            try:
+                data = await run_in_thread(task_queue.take, WAIT_SECONDS)
+            except Exception as exc:  # redis.RedisError, OSError: the move may have happened
+                self._lost_take(exc)
+                return
             if data is not None:
                 request = self.queue.entry(data)
                 self._taken(request)
@@ -155,6 +191,7 @@ class VkDistributed:
 
     async def _check_ended(self) -> None:
         self._ack_all()  # acks a Redis error held back
+        self._restore()
         if self.closing or self.finalizer or not self.held:
             return  # idle, it closes by itself once the task is done
         engine = self.crawler.engine

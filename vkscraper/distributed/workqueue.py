@@ -235,6 +235,24 @@ for _, key in ipairs({KEYS[1], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}) do
 end
 """
 
+# Entries in this worker's owner list that its crawl does not hold (ARGV[2]…) go back at the
+# head of the queue: a take whose answer Redis lost (a connection dropped after the move) would
+# else stay owned by a live worker that never crawls it. KEYS: run, owner, queue; ARGV: run, held…
+_RESTORE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local held = {}
+for i = 2, #ARGV do held[ARGV[i]] = true end
+local moved = 0
+for _, data in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  if not held[data] then
+    redis.call('LREM', KEYS[2], 1, data)
+    redis.call('LPUSH', KEYS[3], data)
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
 # A worker stops: its entries go back at the head of the queue (an ended run's are void).
 # KEYS: owners, queue, run, owner; ARGV: worker, run.
 _RELEASE = """
@@ -284,7 +302,7 @@ class TaskQueue:
                 ("begin", _BEGIN), ("opened", _OPENED), ("take", _TAKE), ("keep", _KEEP),
                 ("ack", _ACK), ("claim", _CLAIM), ("take_over", _TAKE_OVER),
                 ("finalized", _FINALIZED), ("cancel", _CANCEL), ("release", _RELEASE),
-                ("reap", _REAP),
+                ("reap", _REAP), ("restore", _RESTORE),
             )
         }  # fmt: skip
 
@@ -371,6 +389,12 @@ class TaskQueue:
         """Out of the feed and of every worker: their crawls of it close (resumable)."""
         keys = [self.state, ACTIVE, FEED, self.pending, self.queue, self.owners, self.run_key]
         self.scripts["cancel"](keys, [self.task_id, self.owner_prefix, ENDED_TTL])
+
+    def restore(self, held: Iterable[bytes]) -> int:
+        """Put back at the head of the queue the entries this worker owns but does not hold
+        (``held``: the data of every entry its crawl took and has not acked); their number."""
+        keys = [self.run_key, self.owner, self.queue]
+        return int(self.scripts["restore"](keys, [self.run, *held]))
 
     def release(self) -> int:
         """Put back every entry this worker holds (it stops); returns how many."""
