@@ -39,6 +39,7 @@ REACHED = {
     "_slot", "_pool", "_factory", "_clientProtocol", "_create_crawler", "_signal_shutdown",
     "_encode_request", "_decode_request", "writeSomeData", "frozen",
 }  # fmt: skip
+THIRD_PARTY = ("scrapy", "twisted", "scrapy_redis", "scrapyd")
 
 
 def test_only_the_internals_module_reaches_them():
@@ -57,6 +58,23 @@ def test_only_the_internals_module_reaches_them():
                 found.append(f"{path.relative_to(package)}:{node.lineno} .__class__")
             elif isinstance(node, ast.FunctionDef) and node.name in REACHED:
                 found.append(f"{path.relative_to(package)}:{node.lineno} def {node.name}")
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "setattr", "hasattr", "delattr")
+                and len(node.args) > 1
+                and isinstance(node.args[1], ast.Constant)
+                and node.args[1].value in REACHED
+            ):
+                found.append(f"{path.relative_to(package)}:{node.lineno} {node.func.id} "
+                             f"{node.args[1].value!r}")  # fmt: skip
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in (
+                THIRD_PARTY
+            ):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                if private or any(p.startswith("_") for p in (node.module or "").split(".")):
+                    found.append(f"{path.relative_to(package)}:{node.lineno} from "
+                                 f"{node.module} import {', '.join(private) or '…'}")  # fmt: skip
     assert found == []
 
 
