@@ -37,7 +37,7 @@ class _Idle(Spider):
 
 REACHED = {
     "_slot", "_pool", "_factory", "_clientProtocol", "_create_crawler", "_signal_shutdown",
-    "_encode_request", "_decode_request", "writeSomeData", "frozen",
+    "_encode_request", "_decode_request", "writeSomeData", "frozen", "_retry",
 }  # fmt: skip
 THIRD_PARTY = ("scrapy", "twisted", "scrapy_redis", "scrapyd")
 
@@ -238,3 +238,29 @@ def test_the_feed_exporter_takes_items_through_item_scraped():
     )
     params = list(inspect.signature(FeedExporter.item_scraped).parameters)
     assert params == ["self", "item", "spider"]
+
+
+# ----------------------------------------------------------------------------- retries
+
+
+def test_the_retry_middleware_retries_with_its_settings_and_the_request_meta():
+    """``RetryMiddleware._retry(request, reason)``: a copy of the request counted in
+    ``retry_times`` while retries are left (``RETRY_TIMES``, or the request's
+    ``max_retry_times``), then None; each counted in the stats."""
+    from scrapy.downloadermiddlewares.retry import RetryMiddleware
+
+    params = list(inspect.signature(RetryMiddleware._retry).parameters)
+    assert params == ["self", "request", "reason"]
+    crawler = get_crawler(_Idle, {"RETRY_TIMES": 1})
+    crawler.spider = crawler._create_spider()
+    crawler.stats.open_spider()
+    middleware = RetryMiddleware.from_crawler(crawler)
+    request = Request("https://api.vk.ru/method/x", meta={"vk_method": "x"})
+    again = _internals.retry_request(middleware, request, "VK error 10")
+    assert again is not None and again is not request
+    assert (again.url, again.meta["retry_times"], again.dont_filter) == (request.url, 1, True)
+    assert _internals.retry_request(middleware, again, "VK error 10") is None  # spent
+    assert crawler.stats.get_value("retry/count") == 1
+    assert crawler.stats.get_value("retry/max_reached") == 1
+    more = Request("https://api.vk.ru/method/x", meta={"max_retry_times": 2, "retry_times": 1})
+    assert _internals.retry_request(middleware, more, "VK error 10") is not None
