@@ -231,3 +231,20 @@ def test_log_levels(sqlite_url, flag, levels):
     assert (result.returncode, result.stdout) == (0, "no tasks\n"), result.stderr
     seen = [line.split()[0] for line in result.stderr.splitlines()]
     assert sorted(set(seen)) == sorted(levels), result.stderr
+
+
+def test_a_worker_checks_the_redis_its_s_setting_names(capsys, pg_url, monkeypatch):
+    """``worker -s REDIS_URL=…`` is the Redis the worker uses (vkscraper.connections: the
+    value given for the run, then the environment): its check before starting asks that one,
+    not the environment's. The settings are refused here (nothing starts), after Redis."""
+    refused = ["-s", "VK_POSTS_PER_GROUP=500"]  # the worker's own check stops it
+    reachable, unreachable = "redis://127.0.0.1:6379/0", "redis://127.0.0.1:1/0"
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    code, _, err = run(capsys, pg_url, "worker", "-s", f"REDIS_URL={reachable}", *refused)
+    assert (code, "VK_POSTS_PER_GROUP must be between" in err) == (2, True), err
+    monkeypatch.setenv("REDIS_URL", unreachable)
+    code, _, err = run(capsys, pg_url, "worker", "-s", f"REDIS_URL={reachable}", *refused)
+    assert (code, "VK_POSTS_PER_GROUP must be between" in err) == (2, True), err
+    monkeypatch.setenv("REDIS_URL", reachable)
+    code, _, err = run(capsys, pg_url, "worker", "-s", f"REDIS_URL={unreachable}", *refused)
+    assert code == 1 and "127.0.0.1:1" in err and "unreachable" in err, err

@@ -37,8 +37,9 @@ class _Idle(Spider):
 
 REACHED = {
     "_slot", "_pool", "_factory", "_clientProtocol", "_create_crawler", "_signal_shutdown",
-    "_encode_request", "_decode_request", "writeSomeData", "frozen",
+    "_encode_request", "_decode_request", "writeSomeData", "frozen", "_retry",
 }  # fmt: skip
+THIRD_PARTY = ("scrapy", "twisted", "scrapy_redis", "scrapyd")
 
 
 def test_only_the_internals_module_reaches_them():
@@ -57,6 +58,23 @@ def test_only_the_internals_module_reaches_them():
                 found.append(f"{path.relative_to(package)}:{node.lineno} .__class__")
             elif isinstance(node, ast.FunctionDef) and node.name in REACHED:
                 found.append(f"{path.relative_to(package)}:{node.lineno} def {node.name}")
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "setattr", "hasattr", "delattr")
+                and len(node.args) > 1
+                and isinstance(node.args[1], ast.Constant)
+                and node.args[1].value in REACHED
+            ):
+                found.append(f"{path.relative_to(package)}:{node.lineno} {node.func.id} "
+                             f"{node.args[1].value!r}")  # fmt: skip
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in (
+                THIRD_PARTY
+            ):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                if private or any(p.startswith("_") for p in (node.module or "").split(".")):
+                    found.append(f"{path.relative_to(package)}:{node.lineno} from "
+                                 f"{node.module} import {', '.join(private) or '…'}")  # fmt: skip
     assert found == []
 
 
@@ -220,3 +238,29 @@ def test_the_feed_exporter_takes_items_through_item_scraped():
     )
     params = list(inspect.signature(FeedExporter.item_scraped).parameters)
     assert params == ["self", "item", "spider"]
+
+
+# ----------------------------------------------------------------------------- retries
+
+
+def test_the_retry_middleware_retries_with_its_settings_and_the_request_meta():
+    """``RetryMiddleware._retry(request, reason)``: a copy of the request counted in
+    ``retry_times`` while retries are left (``RETRY_TIMES``, or the request's
+    ``max_retry_times``), then None; each counted in the stats."""
+    from scrapy.downloadermiddlewares.retry import RetryMiddleware
+
+    params = list(inspect.signature(RetryMiddleware._retry).parameters)
+    assert params == ["self", "request", "reason"]
+    crawler = get_crawler(_Idle, {"RETRY_TIMES": 1})
+    crawler.spider = crawler._create_spider()
+    crawler.stats.open_spider()
+    middleware = RetryMiddleware.from_crawler(crawler)
+    request = Request("https://api.vk.ru/method/x", meta={"vk_method": "x"})
+    again = _internals.retry_request(middleware, request, "VK error 10")
+    assert again is not None and again is not request
+    assert (again.url, again.meta["retry_times"], again.dont_filter) == (request.url, 1, True)
+    assert _internals.retry_request(middleware, again, "VK error 10") is None  # spent
+    assert crawler.stats.get_value("retry/count") == 1
+    assert crawler.stats.get_value("retry/max_reached") == 1
+    more = Request("https://api.vk.ru/method/x", meta={"max_retry_times": 2, "retry_times": 1})
+    assert _internals.retry_request(middleware, more, "VK error 10") is not None

@@ -313,6 +313,38 @@ def test_values_vk_cannot_honour_are_refused(name, value):
         get_crawler(settings_dict={"ADDONS": {VkAddon: 0}, name: value})
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "AUTOTHROTTLE_TARGET_CONCURRENCY must be positive"),
+        ("-1", "AUTOTHROTTLE_TARGET_CONCURRENCY must be positive"),
+        ("abc", "AUTOTHROTTLE_TARGET_CONCURRENCY must be a number"),
+    ],
+)
+def test_a_target_concurrency_autothrottle_cannot_use_is_refused(value, message):
+    """AutoThrottle is on unless a user turns it off (the add-on turns it on): a target it
+    cannot use is refused before the crawl, not left to switch AutoThrottle off silently
+    (Scrapy's NotConfigured) or to fail inside it."""
+    from scrapy.crawler import Crawler
+    from scrapy.utils.spider import DefaultSpider
+
+    from vkscraper.service.core import RequestError, check_task_settings
+
+    settings = Settings()
+    settings.setmodule("vkscraper.settings", priority="project")
+    settings.set("AUTOTHROTTLE_TARGET_CONCURRENCY", value, "cmdline")
+    with pytest.raises(ValueError, match=message):
+        Crawler(DefaultSpider, settings)._apply_settings()
+    with pytest.raises(RequestError, match=message):
+        check_task_settings({"AUTOTHROTTLE_TARGET_CONCURRENCY": value})
+    # A user who turns AutoThrottle off may leave any value there.
+    settings = Settings()
+    settings.setmodule("vkscraper.settings", priority="project")
+    settings.set("AUTOTHROTTLE_TARGET_CONCURRENCY", value, "cmdline")
+    settings.set("AUTOTHROTTLE_ENABLED", False, "cmdline")
+    Crawler(DefaultSpider, settings)._apply_settings()
+
+
 async def until(condition, timeout: float = 30) -> None:
     """Poll ``condition()`` on the reactor's loop; ``timeout`` only bounds a failure."""
     deadline = time.monotonic() + timeout

@@ -27,6 +27,11 @@ Private names used, and why:
 - ``CrawlerProcessBase._signal_shutdown`` (Scrapy): the handler of the first SIGINT/SIGTERM,
   installed when the reactor starts (:func:`on_shutdown_signal`). There is no signal for
   "a shutdown was asked"; the crawl command and the worker must know.
+- ``RetryMiddleware._retry`` (Scrapy): the retry of a request with the middleware's own
+  ``RETRY_*`` settings and the request's ``max_retry_times`` / ``priority_adjust`` /
+  ``give_up_log_level`` meta, logged and counted in the stats as Scrapy's retries are
+  (:func:`retry_request`); :class:`~vkscraper.downloadermiddlewares.retry.VkRetryMiddleware`
+  retries VK answers that are not HTTP errors, after its own backoff.
 - ``scrapy_redis.queue.Base._encode_request`` / ``_decode_request`` (scrapy-redis): a request
   to and from the bytes scrapy-redis stores, with the scheduler's serializer
   (:func:`encode_request`, :func:`decode_request`).
@@ -50,6 +55,7 @@ if TYPE_CHECKING:
     from scrapy.commands import BaseRunSpiderCommand
     from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
     from scrapy.crawler import Crawler, CrawlerProcessBase
+    from scrapy.downloadermiddlewares.retry import RetryMiddleware
     from scrapy_redis.queue import Base
     from twisted.web.client import HTTPConnectionPool
 
@@ -97,6 +103,17 @@ def on_shutdown_signal(process: CrawlerProcessBase, callback: Callable[[int], No
         handler(signum, frame)
 
     process._signal_shutdown = shutdown  # type: ignore[method-assign,assignment]
+
+
+# Scrapy's retry middleware
+
+
+def retry_request(
+    middleware: RetryMiddleware, request: Request, reason: str | Exception
+) -> Request | None:
+    """The retry of ``request`` as ``middleware`` (a Scrapy ``RetryMiddleware``) makes it, or
+    None once its retries are spent."""
+    return middleware._retry(request, reason)
 
 
 # Scrapy's HTTP/1.1 handler and Twisted's connections

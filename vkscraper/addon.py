@@ -155,9 +155,11 @@ def check_settings(settings: BaseSettings) -> None:
     for name, kind, lowest in _AT_LEAST:
         if settings.get(name) is not None and not _number(settings, name, kind) >= lowest:
             raise ValueError(f"{name} must be at least {lowest}, got {settings.get(name)!r}")
-    if settings.getbool("AUTOTHROTTLE_ENABLED") and not (
-        _number(settings, "AUTOTHROTTLE_TARGET_CONCURRENCY", float) > 0
-    ):
+    # On unless a user turned it off: the add-on enables it after these checks.
+    autothrottle = _unset(settings, "AUTOTHROTTLE_ENABLED") or settings.getbool(
+        "AUTOTHROTTLE_ENABLED"
+    )
+    if autothrottle and not (_number(settings, "AUTOTHROTTLE_TARGET_CONCURRENCY", float) > 0):
         raise ValueError("AUTOTHROTTLE_TARGET_CONCURRENCY must be positive")
 
 

@@ -9,6 +9,7 @@ reactor stay allowed.
 
 from __future__ import annotations
 
+import _posixsubprocess
 import contextlib
 import os
 import subprocess
@@ -49,6 +50,8 @@ def servers_refused() -> Iterator[list[str]]:
                     patch.setattr(cls, "_connect", _refusing("a Redis connection", seen))
         # Every subprocess (subprocess.run, asyncio's subprocesses, Playwright) ends here.
         patch.setattr(subprocess.Popen, "_execute_child", _refusing("a child process", seen))
+        # multiprocessing's spawn and forkserver start their interpreter through this.
+        patch.setattr(_posixsubprocess, "fork_exec", _refusing("a child process", seen))
         for name in ("system", "fork", "posix_spawn", "posix_spawnp"):
             patch.setattr(os, name, _refusing("a child process", seen))
         yield seen

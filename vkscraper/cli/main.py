@@ -338,8 +338,10 @@ def _print_table(columns: list[tuple[str, bool]], rows: list[list[str]]) -> None
         print("  ".join(cells).rstrip())
 
 
-def _redis() -> Any:
-    url = redis_url()
+def _redis(given: str | None = None) -> Any:
+    """The workers' Redis, reachable: ``given`` (a worker's ``-s REDIS_URL``), else the
+    environment's (:func:`~vkscraper.connections.redis_url`)."""
+    url = redis_url(given)
     if not url:
         raise UsageError("worker mode needs Redis: export REDIS_URL=redis://host:6379/0")
     import redis
@@ -355,7 +357,6 @@ def _redis() -> Any:
 
 def _worker(args: argparse.Namespace, store: Store) -> int:
     store.require_multiprocess("worker mode")
-    _redis()
     os.environ.setdefault("SCRAPY_SETTINGS_MODULE", "vkscraper.settings")
     from scrapy.utils.project import get_project_settings
 
@@ -367,6 +368,7 @@ def _worker(args: argparse.Namespace, store: Store) -> int:
         if not sep or not name:
             raise UsageError(f"-s takes NAME=VALUE, got {item!r}")
         settings.set(name, value, priority="cmdline")
+    _redis(settings.get("REDIS_URL"))  # the one the worker uses
     if args.database_url:
         settings.set("DATABASE_URL", args.database_url, priority="cmdline")
     if problem := worker.check(settings):

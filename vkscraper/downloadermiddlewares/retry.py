@@ -36,7 +36,7 @@ from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.settings import BaseSettings
 from scrapy.utils.asyncio import sleep
 
-from vkscraper._internals import downloader_slots
+from vkscraper._internals import downloader_slots, retry_request
 from vkscraper.downloadermiddlewares.auth import strip_token, token_error
 from vkscraper.exceptions import VkApiError, VkError, VkMalformedResponse, VkTransientError
 from vkscraper.vk.api import parse_envelope
@@ -112,7 +112,7 @@ class VkRetryMiddleware(RetryMiddleware):
         if not self.enabled or request.meta.get("dont_retry", False):
             return None
         attempt = request.meta.get("retry_times", 0)
-        new = self._retry(request, reason)
+        new = retry_request(self, request, reason)
         if new is None:
             return None
         strip_token(new)
