@@ -313,6 +313,12 @@ def test_values_vk_cannot_honour_are_refused(name, value):
         get_crawler(settings_dict={"ADDONS": {VkAddon: 0}, name: value})
 
 
+def test_an_empty_api_url_is_refused_before_anything_starts():
+    """Not a traceback at the first request (where the token would go is checked as given)."""
+    with pytest.raises(ValueError, match="VK_API_URL '' is not VK's API"):
+        get_crawler(settings_dict={"ADDONS": {VkAddon: 0}, "VK_API_URL": ""})
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [

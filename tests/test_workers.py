@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -483,15 +484,21 @@ def test_worker_stop_knows_a_worker_of_the_installed_command_and_nothing_else(tm
             p.wait()
 
 
+def default_databases() -> dict[Path, int]:
+    """The default SQLite files in the checkout (``make demo`` leaves one), with their mtimes."""
+    return {p: p.stat().st_mtime_ns for p in ROOT.glob("vkscraper.sqlite3*")}
+
+
 def test_worker_stop_options(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    before = default_databases()
     out = cli(env, "worker", "stop", check=False)
     assert out.returncode == 2 and "one of the arguments --pidfile --all is required" in out.stderr
     out = cli(env, "worker", "stop", "--all", check=False)
     assert out.returncode == 2 and "export REDIS_URL=" in out.stderr
     out = cli(env, "worker", "--pidfile", "x", "stop", "--all", check=False)
     assert out.returncode == 2 and "`worker stop --pidfile PATH`" in out.stderr
-    assert not list(ROOT.glob("vkscraper.sqlite3*"))  # `worker stop` opens no database
+    assert default_databases() == before  # `worker stop` opens no database
 
 
 _JOIN_WITH_ENTRIES_QUEUED = """

@@ -137,7 +137,8 @@ def check_settings(settings: BaseSettings) -> None:
     for old, new in RENAMED.items():
         if settings.get(old) is not None:
             raise ValueError(f"{old} is no longer a setting: use Scrapy's {new}")
-    check_api_url(settings.get("VK_API_URL") or defaults.VK_API_URL)
+    api_url = settings.get("VK_API_URL")  # "" too is checked: it is where the token goes
+    check_api_url(defaults.VK_API_URL if api_url is None else api_url)
     request_interval(settings)
     if settings.getbool("VK_SHARED_RATE_LIMIT") and not settings.get("REDIS_URL"):
         raise ValueError(
