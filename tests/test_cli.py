@@ -233,6 +233,19 @@ def test_log_levels(sqlite_url, flag, levels):
     assert sorted(set(seen)) == sorted(levels), result.stderr
 
 
+def test_a_worker_uses_the_database_its_s_setting_names(capsys, tmp_path, pg_url, monkeypatch):
+    """``worker -s DATABASE_URL=postgresql://…`` with none in the environment: the worker's
+    checks use that database (no SQLite file made, no "needs PostgreSQL" refusal)."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)  # where the default SQLite file would be made
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    args = ["-q", "worker", "-s", f"DATABASE_URL={pg_url}", "-s", "VK_POSTS_PER_GROUP=500"]
+    code = main(args)  # refused by the worker's own check of the settings: nothing starts
+    err = capsys.readouterr().err
+    assert (code, "VK_POSTS_PER_GROUP must be between" in err) == (2, True), err
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_worker_checks_the_redis_its_s_setting_names(capsys, pg_url, monkeypatch):
     """``worker -s REDIS_URL=…`` is the Redis the worker uses (vkscraper.connections: the
     value given for the run, then the environment): its check before starting asks that one,

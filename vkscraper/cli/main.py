@@ -470,6 +470,14 @@ def _parse_input(args: argparse.Namespace) -> None:
             raise UsageError(str(exc)) from None
 
 
+def _set_value(items: Sequence[str], name: str) -> str | None:
+    """The value ``-s NAME=VALUE`` gives ``name`` (the last wins, as in Scrapy), else None."""
+    values = [
+        value for key, sep, value in (i.partition("=") for i in items) if sep and key == name
+    ]
+    return values[-1] if values else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
@@ -482,6 +490,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker" and args.action == "stop":
             return _worker_stop(args)
         _parse_input(args)
+        if args.command == "worker" and not args.database_url:
+            # A worker's crawls read -s DATABASE_URL=…: its own checks use that one too.
+            args.database_url = _set_value(args.set, "DATABASE_URL")
         with open_store(args.database_url) as store:
             args.applied = store.migrate()
             return run(args, store)
