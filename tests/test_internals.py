@@ -38,6 +38,7 @@ class _Idle(Spider):
 REACHED = {
     "_slot", "_pool", "_factory", "_clientProtocol", "_create_crawler", "_signal_shutdown",
     "_encode_request", "_decode_request", "writeSomeData", "frozen", "_retry",
+    "processes", "signalProcess",
 }  # fmt: skip
 THIRD_PARTY = ("scrapy", "twisted", "scrapy_redis", "scrapyd")
 
@@ -264,3 +265,30 @@ def test_the_retry_middleware_retries_with_its_settings_and_the_request_meta():
     assert crawler.stats.get_value("retry/max_reached") == 1
     more = Request("https://api.vk.ru/method/x", meta={"max_retry_times": 2, "retry_times": 1})
     assert _internals.retry_request(middleware, more, "VK error 10") is not None
+
+
+# ----------------------------------------------------------------------------- scrapyd
+
+
+def test_scrapyd_keeps_its_running_jobs_as_process_protocols_by_slot():
+    """``Launcher.processes``: slot → ``ScrapyProcessProtocol`` with ``job`` and, once
+    started, the process ``transport`` that ``signalProcess`` stops."""
+    from scrapyd.config import Config
+    from scrapyd.interfaces import IJobStorage
+    from scrapyd.jobstorage import MemoryJobStorage
+    from scrapyd.launcher import Launcher, ScrapyProcessProtocol
+    from twisted.application.service import Application
+
+    app = Application("scrapyd")
+    config = Config()
+    app.setComponent(IJobStorage, MemoryJobStorage(config))
+    launcher = Launcher(config, app)
+    assert launcher.processes == {}
+    process = ScrapyProcessProtocol("vkscraper", "vk", "job1", {}, [])
+    signalled = []
+    process.transport = SimpleNamespace(signalProcess=signalled.append)
+    launcher.processes[0] = process
+    root = SimpleNamespace(launcher=launcher)
+    assert _internals.scrapyd_running(root) == {"job1": process}
+    _internals.scrapyd_interrupt(process)
+    assert signalled == ["INT"]

@@ -36,6 +36,13 @@ Private names used, and why:
   to and from the bytes scrapy-redis stores, with the scheduler's serializer
   (:func:`encode_request`, :func:`decode_request`).
 
+- ``Launcher.processes`` (scrapyd): its running jobs, each a ``ScrapyProcessProtocol`` with
+  ``job`` and the process ``transport`` (:func:`scrapyd_running`, :func:`scrapyd_interrupt`).
+  Not in scrapyd's interfaces, but what its own ``listjobs.json`` and ``cancel.json`` read; the
+  task service needs a job's state and a way to stop it. The rest it uses of scrapyd is
+  declared in ``scrapyd.interfaces`` (``IPoller.queues``, ``ISpiderQueue.list``/``remove``,
+  ``ISpiderScheduler.schedule``, ``IJobStorage``) and is used directly.
+
 Public names relied on in their current shape (also tested): ``Downloader.slots`` and a
 slot's ``active`` and ``delay`` (:func:`downloader_slots`), ``HTTPConnectionPool``'s
 ``getConnection`` and ``retryAutomatically``, scrapy-redis's ``Scheduler.queue`` and
@@ -169,3 +176,16 @@ def decode_request(queue: Base, data: bytes) -> Request:
     """The request ``data`` (from :func:`encode_request`) stands for."""
     request: Request = queue._decode_request(data)
     return request
+
+
+# scrapyd
+
+
+def scrapyd_running(root: Any) -> dict[str, Any]:
+    """scrapyd's running jobs by id (``root``: its web root), each a process protocol."""
+    return {process.job: process for process in root.launcher.processes.values()}
+
+
+def scrapyd_interrupt(process: Any) -> None:
+    """Ctrl-C to a running job's process (scrapyd's ``cancel.json`` does the same)."""
+    process.transport.signalProcess("INT")

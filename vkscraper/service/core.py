@@ -34,6 +34,7 @@ from twisted.internet import reactor, threads
 from twisted.python.threadable import isInIOThread
 
 from vkscraper import defaults
+from vkscraper._internals import scrapyd_interrupt, scrapyd_running
 from vkscraper.addon import check_settings, register_defaults
 from vkscraper.connections import redis_url
 from vkscraper.distributed import workqueue
@@ -235,7 +236,7 @@ class TaskService:
         for queue in self.root.poller.queues.values():
             for message in queue.list():
                 states[message["_job"]] = "pending"
-        running = {p.job for p in self.root.launcher.processes.values()}
+        running = set(scrapyd_running(self.root))
         self._stopping &= running  # forget the jobs that ended
         for job in running:
             states[job] = "stopping" if job in self._stopping else "running"
@@ -390,11 +391,9 @@ class TaskService:
             state = self._job_states().get(job or "")
             if state == "pending":
                 self._queue().remove(lambda message: message["_job"] == job)
-            elif state == "running":
-                for process in self.root.launcher.processes.values():
-                    if process.job == job:
-                        process.transport.signalProcess("INT")
-                        self._stopping.add(process.job)
+            elif state == "running" and (process := scrapyd_running(self.root).get(job or "")):
+                scrapyd_interrupt(process)
+                self._stopping.add(process.job)
             return state
 
         state = on_reactor(stop)
