@@ -1,9 +1,9 @@
-"""Every place vkscraper reaches into Scrapy's, Twisted's or scrapy-redis's internals, each
+"""Every place vkscraper reaches into Scrapy's, Twisted's, scrapy-redis's or scrapyd's internals,
 behind one small function, so that an upgrade has one module to check (and
 ``tests/test_internals.py`` fails loudly when one of them changes).
 
 Checked against the versions pinned in ``requirements.txt``: Scrapy 2.19.0, Twisted 26.10.0,
-scrapy-redis 0.9.1. Nothing public does what these do in those versions.
+scrapy-redis 0.9.1, scrapyd 1.6.0. Nothing public does what these do in those versions.
 
 Private names used, and why:
 
