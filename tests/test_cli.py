@@ -233,6 +233,11 @@ def test_log_levels(sqlite_url, flag, levels):
     assert sorted(set(seen)) == sorted(levels), result.stderr
 
 
+def test_a_worker_refuses_an_s_option_without_a_value(capsys, pg_url):
+    code, _, err = run(capsys, pg_url, "worker", "-s", "VK_EXECUTE")
+    assert (code, err) == (2, "vkscraper: error: -s takes NAME=VALUE, got 'VK_EXECUTE'\n")
+
+
 def test_a_worker_uses_the_database_its_s_setting_names(capsys, tmp_path, pg_url, monkeypatch):
     """``worker -s DATABASE_URL=postgresql://…`` with none in the environment: the worker's
     checks use that database (no SQLite file made, no "needs PostgreSQL" refusal)."""

@@ -363,10 +363,7 @@ def _worker(args: argparse.Namespace, store: Store) -> int:
     from vkscraper.distributed import worker
 
     settings = get_project_settings()
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise UsageError(f"-s takes NAME=VALUE, got {item!r}")
+    for name, value in _cmdline_settings(args.set):
         settings.set(name, value, priority="cmdline")
     _redis(settings.get("REDIS_URL"))  # the one the worker uses
     if args.database_url:
@@ -470,12 +467,15 @@ def _parse_input(args: argparse.Namespace) -> None:
             raise UsageError(str(exc)) from None
 
 
-def _set_value(items: Sequence[str], name: str) -> str | None:
-    """The value ``-s NAME=VALUE`` gives ``name`` (the last wins, as in Scrapy), else None."""
-    values = [
-        value for key, sep, value in (i.partition("=") for i in items) if sep and key == name
-    ]
-    return values[-1] if values else None
+def _cmdline_settings(items: Sequence[str]) -> list[tuple[str, str]]:
+    """``-s NAME=VALUE`` options as (name, value), in order (the last of a name wins)."""
+    pairs = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"-s takes NAME=VALUE, got {item!r}")
+        pairs.append((name, value))
+    return pairs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -492,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parse_input(args)
         if args.command == "worker" and not args.database_url:
             # A worker's crawls read -s DATABASE_URL=…: its own checks use that one too.
-            args.database_url = _set_value(args.set, "DATABASE_URL")
+            args.database_url = dict(_cmdline_settings(args.set)).get("DATABASE_URL")
         with open_store(args.database_url) as store:
             args.applied = store.migrate()
             return run(args, store)

@@ -102,8 +102,11 @@ class VkDistributed:
         return request
 
     def _lost_take(self, exc: Exception) -> None:
-        logger.warning("Task %(task)s: Redis: %(error)s", {"task": self.task_id, "error": exc})
+        self._redis_failed(exc)
         self._take_failed = True  # an entry may sit in our owner list, unheld: _restore
+
+    def _redis_failed(self, exc: Exception) -> None:
+        logger.warning("Task %(task)s: Redis: %(error)s", {"task": self.task_id, "error": exc})
 
     def _restore(self) -> None:
         """After a take that failed: entries Redis moved to this worker but whose answer was
@@ -116,8 +119,7 @@ class VkDistributed:
         try:
             moved = self.queue.task_queue.restore(held)
         except Exception as exc:  # redis.RedisError, OSError: tried again on the next tick
-            logger.warning("Task %(task)s: Redis: %(error)s", {"task": self.task_id,
-                                                               "error": exc})  # fmt: skip
+            self._redis_failed(exc)
             return
         self._take_failed = False
         if moved:
@@ -161,8 +163,7 @@ class VkDistributed:
             if not over and not self._refill() and (self._waiter is None or self._waiter.done()):
                 self._waiter = asyncio.ensure_future(self._wait())
         except Exception as exc:  # redis.RedisError, OSError: keep waiting, try again
-            logger.warning("Task %(task)s: Redis: %(error)s", {"task": self.task_id,
-                                                               "error": exc})  # fmt: skip
+            self._redis_failed(exc)
             over = False
         if not over:
             raise DontCloseSpider
@@ -198,8 +199,7 @@ class VkDistributed:
         try:
             status = await run_in_thread(self.queue.task_queue.status)
         except Exception as exc:  # redis.RedisError, OSError: the next check tries again
-            logger.warning("Task %(task)s: Redis: %(error)s", {"task": self.task_id,
-                                                               "error": exc})  # fmt: skip
+            self._redis_failed(exc)
             return
         if status in ("opening", "open") or engine is None:
             return
