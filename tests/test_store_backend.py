@@ -22,6 +22,8 @@ SCHEMA_TABLES = {
     "posts",
     "comments",
     "task_posts",
+    "schedules",
+    "schedule_runs",
     "schema_migrations",
 }
 
