@@ -205,7 +205,8 @@ class LocalLauncher:
 
     @staticmethod
     def job(task_id: int) -> str:
-        return f"local:{task_id}"
+        """``local:PID:N``: which runner process ran it."""
+        return f"local:{os.getpid()}:{task_id}"
 
     def job_states(self) -> dict[str, str]:
         self.poll()
