@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from vkscraper.store.content import UpsertResult
 from vkscraper.store.core import Store, open_store
+from vkscraper.store.schedules import Schedule, ScheduleRun
 from vkscraper.store.tasks import Task
 
-__all__ = ["Store", "Task", "UpsertResult", "open_store"]
+__all__ = ["Schedule", "ScheduleRun", "Store", "Task", "UpsertResult", "open_store"]

@@ -24,16 +24,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from vkscraper.connections import database_url
 from vkscraper.exceptions import StoreError
 from vkscraper.items import VkComment, VkGroup, VkPost
-from vkscraper.store import content, groups, migrations, tasks
+from vkscraper.store import content, groups, migrations, schedules, tasks
 from vkscraper.store.backends import Backend, backend_for, first_line
 from vkscraper.store.content import UpsertResult
+from vkscraper.store.schedules import Schedule, ScheduleRun
 from vkscraper.store.tasks import Task
 from vkscraper.vk.grouprefs import GroupRef
+
+if TYPE_CHECKING:
+    from vkscraper.schedules.spec import ScheduleSpec
 
 # The package logger by contract (not __name__): "which store is in use" is logged here.
 logger = logging.getLogger("vkscraper.store")
@@ -382,4 +386,51 @@ class Store:
         self._run(
             "save_resolved_groups",
             lambda cur: groups.save_resolved_groups(self._db, cur, resolved),
+        )
+
+    # ---------------------------------------------------------------- schedules
+    def add_schedule(self, spec: ScheduleSpec, first_run_at: datetime | None = None) -> int:
+        """Store a checked schedule; its first run is ``first_run_at``, else the next due time
+        from now. Returns its id."""
+        return self._run(
+            "add_schedule", lambda cur: schedules.add_schedule(self._db, cur, spec, first_run_at)
+        )
+
+    def get_schedule(self, schedule_id: int) -> Schedule | None:
+        return self._run(
+            "get_schedule",
+            lambda cur: schedules.get_schedule(self._db, cur, schedule_id),
+            write=False,
+        )
+
+    def list_schedules(self) -> list[Schedule]:
+        """Every schedule, by id."""
+        return self._run(
+            "list_schedules", lambda cur: schedules.list_schedules(self._db, cur), write=False
+        )
+
+    def pause_schedule(self, schedule_id: int) -> Schedule | None:
+        """Pause it (no runs until resumed); None when there is no such schedule."""
+        return self._run(
+            "pause_schedule", lambda cur: schedules.pause_schedule(self._db, cur, schedule_id)
+        )
+
+    def resume_schedule(self, schedule_id: int) -> Schedule | None:
+        """Unpause it: next run at the next due time from now, skipped_in_a_row 0."""
+        return self._run(
+            "resume_schedule", lambda cur: schedules.resume_schedule(self._db, cur, schedule_id)
+        )
+
+    def remove_schedule(self, schedule_id: int) -> bool:
+        """Delete it and its run history (its tasks stay); False when there was none."""
+        return self._run(
+            "remove_schedule", lambda cur: schedules.remove_schedule(self._db, cur, schedule_id)
+        )
+
+    def schedule_runs(self, schedule_id: int, limit: int = 20) -> list[ScheduleRun]:
+        """The schedule's runs, newest due time first."""
+        return self._run(
+            "schedule_runs",
+            lambda cur: schedules.schedule_runs(self._db, cur, schedule_id, limit),
+            write=False,
         )
