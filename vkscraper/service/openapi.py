@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vkscraper.schedules.spec import MAX_NAME
 from vkscraper.service.core import (
     JOB_STATES,
     MAX_BODY,
@@ -18,9 +19,9 @@ from vkscraper.service.core import (
     RESULTS_LIMIT,
     TASKS_LIMIT,
 )
-from vkscraper.schedules.spec import MAX_NAME
-from vkscraper.service.schedules import ADD_FIELDS, OUTCOMES, RUNS_LIMIT
+from vkscraper.service.schedules import ADD_FIELDS, RUNS_LIMIT
 from vkscraper.store.export import FIELDS
+from vkscraper.store.schedules import OUTCOMES
 from vkscraper.store.tasks import STATUSES
 
 Schema = dict[str, Any]

@@ -31,7 +31,6 @@ from twisted.web.server import Request
 
 from vkscraper.service.core import MAX_BODY, RequestError, TaskService, bad_request
 from vkscraper.service.openapi import DOCUMENT
-from vkscraper.service.schedules import ScheduleService
 from vkscraper.service.resources import (
     Work,
     answer,
@@ -43,6 +42,7 @@ from vkscraper.service.resources import (
     json_response,
     outcome,
 )
+from vkscraper.service.schedules import ScheduleService
 
 
 class Api(resource.Resource):

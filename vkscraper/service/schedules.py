@@ -16,8 +16,8 @@ distributed mode like a collect's. The access token is never accepted anywhere i
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from vkscraper.schedules.spec import ScheduleError, parse_spec
 from vkscraper.service.core import (
@@ -31,12 +31,13 @@ from vkscraper.service.core import (
     parse_int,
 )
 from vkscraper.store import Store
+from vkscraper.store.schedules import Schedule, ScheduleRun
 from vkscraper.store.tasks import Task
 from vkscraper.tokens.access import load_tokens, token_forms
 
+T = TypeVar("T")
 RUNS_LIMIT = (1, 200, 20)  # lowest, highest, default runs shown with a schedule
 ADD_FIELDS = ("name", "groups", "every", "cron", "timezone", "settings")
-OUTCOMES = ("claimed", "started", "skipped", "failed")
 
 
 class ScheduleService:
@@ -49,16 +50,16 @@ class ScheduleService:
     def of(cls, root: Any) -> ScheduleService:
         return cls(TaskService.of(root))
 
-    def _call(self, fn: Any) -> Any:
+    def _call(self, fn: Callable[[Store], T]) -> T:
         return self.tasks.database.call(fn)
 
-    def _schedule(self, schedule_id: int) -> Any:
+    def _schedule(self, schedule_id: int) -> Schedule:
         schedule = self._call(lambda s: s.get_schedule(schedule_id))
         if schedule is None:
             raise RequestError(404, f"schedule {schedule_id} does not exist")
         return schedule
 
-    def _views(self, schedules: list[Any]) -> list[dict[str, Any]]:
+    def _views(self, schedules: list[Schedule]) -> list[dict[str, Any]]:
         """Each schedule with its last task's status and job state."""
         ids = {s.last_task_id for s in schedules if s.last_task_id is not None}
 
@@ -67,7 +68,7 @@ class ScheduleService:
 
         last = self._call(read) if ids else {}
         states = self.tasks.job_states() if last else {}
-        return [schedule_view(s, last.get(s.last_task_id), states) for s in schedules]
+        return [schedule_view(s, last.get(s.last_task_id or 0), states) for s in schedules]
 
     # ------------------------------------------------------------------ operations
     def schedules(self) -> list[dict[str, Any]]:
@@ -100,9 +101,7 @@ class ScheduleService:
         )
         if not isinstance(name, str):
             raise bad_request("'name' must be a string")
-        if every is not None and (
-            isinstance(every, bool) or not isinstance(every, int | str)
-        ):
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int | str)):
             raise bad_request("'every' must be seconds (an integer) or a string like '15m'")
         if cron is not None and not isinstance(cron, str):
             raise bad_request("'cron' must be a string of five cron fields")
@@ -163,7 +162,9 @@ def refuse_tokens(body: Mapping[str, Any]) -> None:
             raise bad_request("the request holds the access token: it must not be sent")
 
 
-def schedule_view(schedule: Any, last: Task | None, states: Mapping[str, str]) -> dict[str, Any]:
+def schedule_view(
+    schedule: Schedule, last: Task | None, states: Mapping[str, str]
+) -> dict[str, Any]:
     """A schedule for the API and the page (camelCase, as the REST routes answer)."""
     return {
         "scheduleId": schedule.id,
@@ -188,7 +189,7 @@ def schedule_view(schedule: Any, last: Task | None, states: Mapping[str, str]) -
     }
 
 
-def run_view(run: Any) -> dict[str, Any]:
+def run_view(run: ScheduleRun) -> dict[str, Any]:
     return {
         "dueAt": _iso(run.due_at),
         "ranAt": _iso(run.ran_at),
