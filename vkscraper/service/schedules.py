@@ -16,6 +16,7 @@ distributed mode like a collect's. The access token is never accepted anywhere i
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -36,6 +37,7 @@ from vkscraper.store.tasks import Task
 from vkscraper.tokens.access import load_tokens, token_forms
 
 T = TypeVar("T")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # the database refuses NUL; none belongs in a field
 RUNS_LIMIT = (1, 200, 20)  # lowest, highest, default runs shown with a schedule
 ADD_FIELDS = ("name", "groups", "every", "cron", "timezone", "settings")
 
@@ -90,6 +92,10 @@ class ScheduleService:
         """Check a schedule as a client sends it (the fields of :data:`ADD_FIELDS`) and store
         it; 400 naming the problem."""
         refuse_tokens(body)
+        try:
+            json.dumps(body, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise bad_request("the body holds a lone surrogate (not valid Unicode)") from None
         unknown = sorted(set(body) - set(ADD_FIELDS))
         if unknown:
             raise bad_request(f"unknown field(s): {', '.join(unknown)}")
@@ -107,6 +113,10 @@ class ScheduleService:
             raise bad_request("'cron' must be a string of five cron fields")
         if not isinstance(timezone, str):
             raise bad_request("'timezone' must be a string naming a time zone")
+        for field_name, text in (("name", name), ("every", every), ("cron", cron),
+                                 ("timezone", timezone)):  # fmt: skip
+            if isinstance(text, str) and CONTROL.search(text):
+                raise bad_request(f"'{field_name}' holds a control character")
         if not isinstance(settings, dict):
             raise bad_request("'settings' must be an object of NAME: value")
         if groups is not None:
