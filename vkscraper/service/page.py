@@ -488,10 +488,15 @@ def schedule_name(schedule: dict[str, Any]) -> str:
     return f'<a href="/tasks/schedules/{sid}">#{sid}</a>{name}'
 
 
+def when(iso: str | None) -> str:
+    """``2026-01-01 12:00:00`` of an API time (``…T…Z``): the headings say UTC."""
+    return "–" if iso is None else esc(iso.replace("T", " ").removesuffix("Z"))
+
+
 def next_run(schedule: dict[str, Any]) -> str:
     if schedule["paused"]:
         return '<span class="muted">paused</span>'
-    return esc(schedule["nextRunAt"])
+    return when(schedule["nextRunAt"])
 
 
 def skipped(schedule: dict[str, Any]) -> str:
@@ -515,11 +520,11 @@ def schedule_list(service: ScheduleService, base: str) -> tuple[str, bool]:
             False,
         )
     rows = [
-        f'<tr data-schedule="{s["scheduleId"]}"><td class="wrap">{schedule_name(s)}</td>'
-        f'<td class="wrap">{what(s)}</td><td>{how_often(s)}</td>'
+        f'<tr data-schedule="{s["scheduleId"]}"><td class="wrap narrow">{schedule_name(s)}</td>'
+        f'<td class="wrap narrow">{what(s)}</td><td>{how_often(s)}</td>'
         f'<td class="muted">{next_run(s)}</td><td>{last_task(s)}</td>'
-        f'<td class="num">{skipped(s)}</td><td>{schedule_state(s)}</td>'
-        f"<td>{schedule_button(s)}</td></tr>"
+        f'<td class="num">{skipped(s)}</td>'
+        f"<td>{schedule_state(s)} {schedule_button(s)}</td></tr>"
         for s in schedules
     ]
     live = schedules_live(schedules)
@@ -528,7 +533,7 @@ def schedule_list(service: ScheduleService, base: str) -> tuple[str, bool]:
         f'<h1>Schedules {note}</h1><div class="scroll"><table><thead><tr><th>Schedule</th>'
         "<th>Collects</th><th>How often</th><th>Next run (UTC)</th><th>Last task</th>"
         '<th class="num" title="due runs skipped in a row: the last task was still running">'
-        "Skipped</th><th>State</th><th></th></tr></thead>"
+        "Skipped</th><th>State</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></div>",
         live,
     )
@@ -543,22 +548,23 @@ def schedule_detail(s: dict[str, Any]) -> tuple[str, bool]:
         ("Last task", last_task(s)),
         ("Skipped in a row", skipped(s)),
         ("Settings", esc(settings) if settings else '<span class="muted">none</span>'),
-        ("Created (UTC)", esc(s["createdAt"])),
+        ("Created (UTC)", when(s["createdAt"])),
     ]
     facts_html = "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in facts)
+    # What a run did first, when it ran last: on a phone the table scrolls sideways.
     runs = [
-        f'<tr data-run="{esc(r["dueAt"])}"><td class="muted">{esc(r["dueAt"])}</td>'
-        f'<td class="muted">{esc(r["ranAt"])}</td>'
+        f'<tr data-run="{esc(r["dueAt"])}"><td class="muted">{when(r["dueAt"])}</td>'
         f'<td><span class="badge run-{esc(r["outcome"])}">'
         f"{esc(RUN_TEXT.get(r['outcome'], r['outcome']))}</span></td>"
         f"<td>{task_link(r['taskId'])}</td>"
-        f'<td class="wrap">{esc(r["message"] or "")}</td></tr>'
+        f'<td class="wrap">{esc(r["message"] or "")}</td>'
+        f'<td class="muted">{when(r["ranAt"])}</td></tr>'
         for r in s["runs"]
     ]
     runs_html = (
-        '<div class="scroll"><table><thead><tr><th>Due (UTC)</th><th>Ran (UTC)</th>'
-        f"<th>Outcome</th><th>Task</th><th>Message</th></tr></thead><tbody>{''.join(runs)}"
-        "</tbody></table></div>"
+        '<div class="scroll"><table><thead><tr><th>Due (UTC)</th><th>Outcome</th>'
+        "<th>Task</th><th>Message</th><th>Ran (UTC)</th></tr></thead>"
+        f"<tbody>{''.join(runs)}</tbody></table></div>"
         if runs
         else '<div class="card empty">No run yet.</div>'
     )
