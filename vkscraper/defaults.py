@@ -52,6 +52,13 @@ VK_STORE_MAX_BUFFER = 50_000  # items held while the database is down; more go t
 VK_METRICS_INTERVAL = 2.0  # seconds between task-metrics refreshes (the task page polls at 2 s)
 VK_UNSAVED_DIR = "."  # where items go when the database stays down at close
 
+# Schedules (vkscraper.schedules): seconds between two looks for due schedules; how long a
+# task of another process counts as running after its last update; how long a run may stay
+# claimed but not launched (its process died) before another runner launches it.
+VK_SCHEDULE_TICK = 10.0
+VK_SCHEDULE_STALE_AFTER = 600.0
+VK_SCHEDULE_CLAIM_GRACE = 60.0
+
 # Ranges VK accepts (wall.get count ≤ 100 and we ask one more than we keep).
 LIMITS = {
     "VK_POSTS_PER_GROUP": (1, 99),

@@ -148,7 +148,73 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     add_crawl_commands(commands)
+    add_schedule_commands(commands)
     return parser
+
+
+def add_schedule_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """``schedule …``: recurring collection (docs/usage/schedules.md)."""
+    sched = commands.add_parser("schedule", help="collect again and again: schedules")
+    cmds = sched.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = cmds.add_parser(
+        "add",
+        help="add a schedule; prints its id",
+        description="Add a schedule: a task of its groups (or, without --groups, of the active "
+        "groups of the groups table at each run) every --every or at each --cron time. The "
+        "first run is the first due time from now. Exit status: 0 added, 1 database error, 2 "
+        "bad options (a bad cron, time zone, group or setting).",
+    )
+    add.add_argument("--groups", metavar="REF[,REF…]", help="communities, comma-separated")
+    when = add.add_mutually_exclusive_group(required=True)
+    when.add_argument("--every", metavar="INTERVAL", help="90, 90s, 15m, 2h or 1d")
+    when.add_argument("--cron", metavar="EXPR", help="five fields, e.g. '0 */6 * * *'")
+    add.add_argument(
+        "--timezone", default="UTC", metavar="ZONE", help="the cron's zone (default UTC)"
+    )
+    add.add_argument("--name", default="", help="a name to recognise it by")
+    add.add_argument(
+        "-s",
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a crawl setting of its tasks, those collect.json takes (repeatable)",
+    )
+    add.add_argument("--paused", action="store_true", help="add it paused (see resume)")
+    cmds.add_parser("list", help="every schedule: when, next run, last task")
+    for action, text in (
+        ("show", "a schedule and its run history"),
+        ("pause", "no runs until resumed"),
+        ("resume", "run again, from the next due time from now"),
+        ("remove", "delete a schedule and its history (its tasks stay)"),
+    ):
+        one = cmds.add_parser(
+            action,
+            help=text,
+            description=f"{text[0].upper()}{text[1:]}. Exit status: 0 done, 1 database "
+            "error, 2 no schedule N.",
+        )
+        one.add_argument("schedule_id", type=int, metavar="N")
+    runner = cmds.add_parser(
+        "run",
+        help="run the schedules in the foreground (or once, from cron)",
+        description="Claim the due schedules and launch their tasks, every --tick seconds "
+        "until stopped (Ctrl-C or SIGTERM: a running crawl is interrupted and stays "
+        "resumable). --launch local runs each task as `scrapy crawl vk -a task_id=N` here, "
+        "one at a time; --launch workers puts it in the workers' Redis feed ($REDIS_URL; "
+        "PostgreSQL only). --once claims and launches once and, with local, waits for those "
+        "crawls to end: for cron. Several runners may share a PostgreSQL database (each due "
+        "run starts once); an SQLite database takes one runner only. Exit status: 0, 1 "
+        "database or Redis error (--once; the loop logs it and goes on), 2 bad options.",
+    )
+    runner.add_argument("--launch", choices=("local", "workers"), default="local")
+    runner.add_argument("--once", action="store_true", help="one round, then exit")
+    runner.add_argument(
+        "--tick",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="time between rounds (default: $VK_SCHEDULE_TICK, else 10)",
+    )
 
 
 def _positive_seconds(text: str) -> float:
@@ -227,6 +293,15 @@ def run(args: argparse.Namespace, store: Store) -> int:
         return _export(args, store)
     if args.command == "worker":
         return _worker(args, store)
+    if args.command == "schedule":
+        from vkscraper.cli import schedules
+
+        try:
+            return schedules.run(args, store)
+        except schedules.ScheduleUsageError as exc:
+            raise UsageError(str(exc)) from None
+        except schedules.ScheduleFailed as exc:
+            raise _Failed(str(exc)) from None
     raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover
 
 

@@ -87,6 +87,17 @@ def enqueue(server: redis.Redis, task_id: int) -> None:
     server.register_script(_ENQUEUE)([f"{task_prefix(task_id)}:state", FEED], [task_id])
 
 
+def task_states(server: redis.Redis) -> dict[int, str]:
+    """The tasks the workers know: ``pending`` in the feed (or being opened), ``running``
+    while workers crawl them. Raises redis.RedisError / OSError when Redis is away."""
+    queued = server.lrange(FEED, 0, -1)
+    for key in server.scan_iter(opening_key("*")):
+        queued += server.lrange(key, 0, -1)
+    states = {int(t): "pending" for t in queued}
+    states.update({int(t): "running" for t in server.smembers(ACTIVE)})
+    return states
+
+
 def redis_location(url: str) -> str:
     """``host:port/db`` of a Redis URL, without a password, for messages."""
     parts = urlsplit(url)

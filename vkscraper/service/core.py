@@ -62,11 +62,12 @@ ENVIRONMENT_ONLY = ("VK_ACCESS_TOKEN", "DATABASE_URL", "REDIS_URL")
 # the operator allows, vkscraper.tokens.trust), so it is refused. The rate may only be made slower:
 # the crawl refuses VK_REQUESTS_PER_SECOND above the operator's VKSCRAPER_MAX_RPS, and
 # VK_RATE_MARGIN may not go below the project's (_check_margin).
-# The shared limit and the workers' settings are the operator's too: a client turning the
-# shared limit off would let two processes on one token add up past VK's limit.
+# The shared limit, the workers' and the schedule runner's settings are the operator's too: a
+# client turning the shared limit off would let two processes on one token add up past VK's
+# limit.
 OPERATOR_ONLY = {"VK_API_URL", "VK_UNSAVED_DIR", "VK_SHARED_RATE_LIMIT"}
 CLIENT_SETTINGS = frozenset(
-    {n for n in defaults.all_defaults() if not n.startswith("VK_WORKER_")}
+    {n for n in defaults.all_defaults() if not n.startswith(("VK_WORKER_", "VK_SCHEDULE_"))}
     - OPERATOR_ONLY
 ) | {
     "LOG_LEVEL", "RETRY_ENABLED", "RETRY_TIMES", "DOWNLOAD_TIMEOUT", "DOWNLOAD_DELAY",
@@ -225,16 +226,10 @@ class TaskService:
 
     def _worker_states(self) -> dict[str, str]:
         try:
-            server = self._workers()
-            queued = server.lrange(workqueue.FEED, 0, -1)
-            for key in server.scan_iter(workqueue.opening_key("*")):
-                queued += server.lrange(key, 0, -1)
-            active = server.smembers(workqueue.ACTIVE)
+            states = workqueue.task_states(self._workers())
         except Exception as exc:  # redis.RedisError, OSError
             raise RequestError(503, f"the workers' Redis is unreachable: {exc}") from None
-        states = {worker_job(int(t)): "pending" for t in queued}
-        states.update({worker_job(int(t)): "running" for t in active})
-        return states
+        return {worker_job(t): state for t, state in states.items()}
 
     def _enqueue(self, task_id: int) -> dict[str, Any]:
         job = worker_job(task_id)
@@ -296,9 +291,7 @@ class TaskService:
         if task_id is None:
             values = self._group_values(groups)
             created = self._call(lambda s: s.create_task(values))
-            if self.distributed:
-                return self._enqueue(created)
-            return self._schedule(created, overrides)
+            return self.queue_task(created, overrides)
         if groups is not None:
             raise bad_request("give either 'groups' or 'task_id', not both")
         tid = parse_int("task_id", task_id)
@@ -308,12 +301,26 @@ class TaskService:
             if state in ACTIVE_STATES:
                 raise RequestError(409, f"task {task.id} is already {state} as job {task.job_id}")
             if self.distributed:
-                return self._enqueue(task.id)
+                return self.queue_task(task.id, {})
             if not given and task.job_settings:
                 # Run it as it was queued last (the emulator's URL, a page size…), checked
                 # again: the operator's rules may have changed since.
                 overrides = check_task_settings(task.job_settings)
-            return self._schedule(task.id, overrides)
+            return self.queue_task(task.id, overrides)
+
+    def queue_task(self, task_id: int, overrides: dict[str, str]) -> dict[str, Any]:
+        """Queue a crawl of an existing task: a scrapyd job with ``overrides`` (checked by
+        :func:`check_task_settings`), or, in distributed mode, the workers' feed (where the
+        workers' own settings apply: ``overrides`` must be empty). Returns task_id and jobid."""
+        if self.distributed:
+            if overrides:
+                raise bad_request(
+                    "settings cannot be sent in distributed mode: the workers' own apply "
+                    "(python -m vkscraper worker -s NAME=VALUE)"
+                )
+            return self._enqueue(task_id)
+        self._queue()
+        return self._schedule(task_id, overrides)
 
     def _schedule(self, task_id: int, overrides: dict[str, str]) -> dict[str, Any]:
         jobid = uuid.uuid1().hex

@@ -32,7 +32,7 @@ from vkscraper.items import VkComment, VkGroup, VkPost
 from vkscraper.store import content, groups, migrations, schedules, tasks
 from vkscraper.store.backends import Backend, backend_for, first_line
 from vkscraper.store.content import UpsertResult
-from vkscraper.store.schedules import Schedule, ScheduleRun
+from vkscraper.store.schedules import Claimed, JobStates, Schedule, ScheduleRun
 from vkscraper.store.tasks import Task
 from vkscraper.vk.grouprefs import GroupRef
 
@@ -433,4 +433,24 @@ class Store:
             "schedule_runs",
             lambda cur: schedules.schedule_runs(self._db, cur, schedule_id, limit),
             write=False,
+        )
+
+    def claim_due_schedules(self, jobs: JobStates, limit: int = 100) -> list[Claimed]:
+        """Claim the due schedules exactly once across processes (see
+        :func:`vkscraper.store.schedules.claim_due`); returns the runs to launch."""
+        return self._run(
+            "claim_due_schedules", lambda cur: schedules.claim_due(self._db, cur, jobs, limit)
+        )
+
+    def reclaim_stale_runs(self, grace: float, limit: int = 100) -> list[Claimed]:
+        """Runs left ``claimed`` longer than ``grace`` seconds, claimed again to be launched."""
+        return self._run(
+            "reclaim_stale_runs", lambda cur: schedules.reclaim_stale(self._db, cur, grace, limit)
+        )
+
+    def set_run_outcome(self, run_id: int, outcome: str, message: str | None = None) -> bool:
+        """A claimed run is ``started`` (launched) or ``failed`` (with the reason)."""
+        return self._run(
+            "set_run_outcome",
+            lambda cur: schedules.set_run_outcome(self._db, cur, run_id, outcome, message),
         )
