@@ -313,11 +313,7 @@ class TaskService:
         :func:`check_task_settings`), or, in distributed mode, the workers' feed (where the
         workers' own settings apply: ``overrides`` must be empty). Returns task_id and jobid."""
         if self.distributed:
-            if overrides:
-                raise bad_request(
-                    "settings cannot be sent in distributed mode: the workers' own apply "
-                    "(python -m vkscraper worker -s NAME=VALUE)"
-                )
+            self.refuse_distributed_settings(bool(overrides))
             return self._enqueue(task_id)
         self._queue()
         return self._schedule(task_id, overrides)
