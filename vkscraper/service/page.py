@@ -515,7 +515,8 @@ def schedule_list(service: ScheduleService, base: str) -> tuple[str, bool]:
         return (
             "<h1>Schedules</h1><div class='card empty'>No schedule yet. Add one with "
             f"<code>curl -H 'Content-Type: application/json' -d '{esc(example)}' "
-            f"{esc(base)}/api/schedules</code> or <code>python -m vkscraper schedule add</code>."
+            f"{esc(base)}/api/schedules</code> or <code>python -m vkscraper schedule add "
+            "--groups apiclub --every 1h</code>."
             "</div>",
             False,
         )

@@ -43,14 +43,11 @@ ADD_FIELDS = ("name", "groups", "every", "cron", "timezone", "settings")
 
 
 class ScheduleService:
-    """The schedule operations of one scrapyd process, over its task service."""
+    """The schedule operations of one scrapyd process, over its task service (cheap: one
+    per request)."""
 
     def __init__(self, tasks: TaskService) -> None:
         self.tasks = tasks
-
-    @classmethod
-    def of(cls, root: Any) -> ScheduleService:
-        return cls(TaskService.of(root))
 
     def _call(self, fn: Callable[[Store], T]) -> T:
         return self.tasks.database.call(fn)
