@@ -20,12 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from xml.etree import ElementTree
 
+import psycopg2
 import pytest
 
 from testkit.pg import temporary_database
 from tests.helpers.crawl import TOKEN
 from tests.helpers.scrapyd import Scrapyd
 from vkscraper.items import VkComment, VkPost
+from vkscraper.schedules.spec import parse_spec
 from vkscraper.service.openapi import DOCUMENT
 from vkscraper.store import open_store
 
@@ -39,15 +41,15 @@ CHECKS = (
     "response_headers_conformance",
     "response_schema_conformance",
 )
-EXAMPLES = 100  # per operation: ~1,300 requests, about 15 s
+EXAMPLES = 100  # per operation: ~1,900 requests, about 17 s
 SEED = 17
 NEVER = 10**7  # seconds: scrapyd's poller never takes a queued job during the test
 
 
 def seed_tasks(database_url: str) -> None:
-    """Tasks 1–3 so that generated small ids find something: one with stored posts and
-    comments (nullable fields both null and set) and an error, one never queued, one whose
-    job scrapyd does not know."""
+    """Tasks 1–3 and schedules 1–2 so that generated small ids find something: one task with
+    stored posts and comments (nullable fields both null and set) and an error, one never
+    queued, one whose job scrapyd does not know; a schedule whose last task is the first."""
     when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     with open_store(database_url) as store:
         store.migrate()
@@ -79,6 +81,17 @@ def seed_tasks(database_url: str) -> None:
         store.create_task([11])
         third = store.create_task([12, 13])
         store.set_job(third, "fedcba9876543210fedcba9876543210")
+        # Schedules 1 and 2: one whose last task is task 1, with a run; one by cron.
+        hourly = store.add_schedule(parse_spec(name="hourly", groups=[10], every="1h"))
+        store.add_schedule(parse_spec(cron="0 */6 * * *", timezone="Europe/Moscow"))
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE schedules SET last_task_id = %s WHERE id = %s", (task, hourly))
+        cur.execute(
+            "INSERT INTO schedule_runs (schedule_id, due_at, outcome, task_id) "
+            "VALUES (%s, now(), 'started', %s)",
+            (hourly, task),
+        )
+    conn.close()
 
 
 @pytest.fixture

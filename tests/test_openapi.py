@@ -14,6 +14,7 @@ import urllib.request
 from typing import Any
 
 import jsonschema_rs
+import psycopg2
 import pytest
 
 from fakevk import FakeVk
@@ -215,6 +216,56 @@ def test_every_route_answers_as_its_document_says(server):
         status, _ = contract.raw("POST", path, body, headers)
         assert status == 403, path
 
+    # Schedules: one with a last task and runs, one by cron; each route's refusals.
+    body = {"name": "hourly", "groups": [10, "apiclub"], "every": "1h", "settings": FAST}
+    sid = call("POST", "/api/schedules", 200, json_body=body)["schedule"]["scheduleId"]
+    by_cron = call("POST", "/api/schedules", 200, json_body={"cron": "0 * * * *"})
+    with psycopg2.connect(server.database_url) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE schedules SET last_task_id = %s WHERE id = %s", (task_id, sid))
+        cur.execute(
+            "INSERT INTO schedule_runs (schedule_id, due_at, outcome, task_id, message) VALUES "
+            "(%s, now() - interval '2 hours', 'started', %s, NULL), "
+            "(%s, now() - interval '1 hour', 'skipped', NULL, 'skipped, still running')",
+            (sid, task_id, sid),
+        )
+    conn.close()
+    call("GET", "/api/schedules", 200)
+    shown = call("GET", f"/api/schedules/{sid}", 200)["schedule"]
+    assert shown["lastTask"]["taskId"] == task_id and len(shown["runs"]) == 2
+    call("GET", f"/api/schedules/{sid}?limit=1", 200)
+    call("POST", f"/api/schedules/{sid}/pause", 200, data={})
+    call("POST", f"/api/schedules/{sid}/resume", 200, data={})
+    call("DELETE", f"/api/schedules/{by_cron['schedule']['scheduleId']}", 200)
+    call("POST", "/api/schedules", 400, json_body={"every": "fortnightly"})
+    call("POST", "/api/schedules", 413, json_body={"every": 60, "groups": list(range(50_002))})
+    contract.raw("POST", "/api/schedules", b"every=60",
+                 {"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    call("GET", "/api/schedules?limit=1", 400)
+    call("GET", f"/api/schedules/{sid}?limit=0", 400)
+    call("GET", "/api/schedules/999999", 404)
+    call("DELETE", "/api/schedules/x", 400)
+    call("DELETE", "/api/schedules/999999", 404)
+    call("POST", "/api/schedules/999999/pause", 404, data={})
+    call("POST", "/api/schedules/x/resume", 400, data={})
+    call("POST", "/api/schedules/999999/resume", 404, data={})
+    for method, path in (
+        ("PUT", "/api/schedules"),
+        ("POST", f"/api/schedules/{sid}"),
+        ("GET", f"/api/schedules/{sid}/pause"),
+        ("GET", f"/api/schedules/{sid}/resume"),
+    ):
+        call(method, path, 405, data={} if method != "GET" else None)
+    for path in (f"/api/schedules/{sid}/pause", f"/api/schedules/{sid}/resume"):
+        status, _ = contract.raw("POST", path, b"", {"Origin": "http://evil.example"})
+        assert status == 403, path
+    status, _ = contract.raw("DELETE", f"/api/schedules/{sid}", b"",
+                             {"Origin": "http://evil.example"})  # fmt: skip
+    assert status == 403
+    status, _ = contract.raw("POST", "/api/schedules", b'{"every": 60}',
+                             {"Content-Type": "application/json",
+                              "Origin": "http://evil.example"})  # fmt: skip
+    assert status == 403
+
     # Every operation of the document was seen answering 200 and refusing.
     for template, item in DOCUMENT["paths"].items():
         if template == "/api/openapi.json":
@@ -239,8 +290,14 @@ def test_the_database_down_answers_as_documented(tmp_path):
             ("GET", "/api/tasks/1", None),
             ("GET", "/api/tasks/1/results", None),
             ("POST", "/api/tasks/1/cancel", {}),
+            ("GET", "/api/schedules", None),
+            ("GET", "/api/schedules/1", None),
+            ("DELETE", "/api/schedules/1", None),
+            ("POST", "/api/schedules/1/pause", {}),
+            ("POST", "/api/schedules/1/resume", {}),
         ):
             contract.call(method, path, 503, data=data)
         started = time.monotonic()
         contract.call("POST", "/api/tasks/collect", 503, json_body={"groups": [10]})
+        contract.call("POST", "/api/schedules", 503, json_body={"every": 60})
         assert time.monotonic() - started < 5

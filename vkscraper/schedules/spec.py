@@ -69,7 +69,7 @@ def parse_every(every: int | str) -> int:
 def _zone(timezone: str) -> ZoneInfo:
     try:
         return ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe", a name too long
         raise ScheduleError(
             f"timezone: {str(timezone)[:60]!r} is not a time zone (e.g. UTC, Europe/Moscow)"
         ) from None

@@ -125,33 +125,18 @@ def on_reactor(fn: Callable[[], T]) -> T:
     return threads.blockingCallFromThread(reactor, fn)
 
 
-class TaskService:
-    """The task operations for one scrapyd process (see :meth:`of`)."""
+class ServiceStore:
+    """The database of one scrapyd process's services, shared by their request threads (one
+    connection): the task operations and the schedule operations read and write through
+    :meth:`call`."""
 
-    def __init__(self, root: Any, store_factory: Callable[[], Store] = open_store) -> None:
-        self.root = root
+    def __init__(self, store_factory: Callable[[], Store] = open_store) -> None:
         self._store_factory = store_factory
         self._store: Store | None = None
-        self._stopping: set[str] = set()  # jobs sent SIGINT: a second one would force them
-        # Requests run in pool threads: "is a job of this task queued? if not, queue one"
-        # must not interleave for one task.
-        self._queueing = threading.Lock()
         self._opening = threading.Lock()
         self._open_failed: tuple[float, str] | None = None  # (monotonic time, the 503's text)
-        self.distributed = os.environ.get(DISTRIBUTED_ENV, "").lower() in ("1", "true", "yes")
-        self._redis: Any = None
 
-    @classmethod
-    def of(cls, root: Any) -> TaskService:
-        """The one service of this scrapyd root, shared by every route (one connection)."""
-        service = getattr(root, "_vkscraper_service", None)
-        if service is None:
-            service = cls(root)
-            root._vkscraper_service = service
-        return service
-
-    # ------------------------------------------------------------------ database
-    def _call(self, fn: Callable[[Store], T]) -> T:
+    def call(self, fn: Callable[[Store], T]) -> T:
         """Run ``fn`` with the store (thread-safe, shared by the request threads), opened and
         migrated on first use; a database error is a 503 that names it, and the next request
         opens and migrates afresh (a database recreated meanwhile has no tables).
@@ -185,6 +170,33 @@ class TaskService:
                     self._store = None
                     store.close()
             raise RequestError(503, f"the database is unavailable: {exc}") from None
+
+
+class TaskService:
+    """The task operations for one scrapyd process (see :meth:`of`)."""
+
+    def __init__(self, root: Any, store_factory: Callable[[], Store] = open_store) -> None:
+        self.root = root
+        self.database = ServiceStore(store_factory)
+        self._stopping: set[str] = set()  # jobs sent SIGINT: a second one would force them
+        # Requests run in pool threads: "is a job of this task queued? if not, queue one"
+        # must not interleave for one task.
+        self._queueing = threading.Lock()
+        self.distributed = os.environ.get(DISTRIBUTED_ENV, "").lower() in ("1", "true", "yes")
+        self._redis: Any = None
+
+    @classmethod
+    def of(cls, root: Any) -> TaskService:
+        """The one service of this scrapyd root, shared by every route (one connection)."""
+        service = getattr(root, "_vkscraper_service", None)
+        if service is None:
+            service = cls(root)
+            root._vkscraper_service = service
+        return service
+
+    # ------------------------------------------------------------------ database
+    def _call(self, fn: Callable[[Store], T]) -> T:
+        return self.database.call(fn)
 
     def _task(self, task_id: int) -> Task:
         task = self._call(lambda s: s.get_task(task_id))
@@ -247,6 +259,15 @@ class TaskService:
             )
         return queue
 
+    def refuse_distributed_settings(self, given: bool) -> None:
+        """In distributed mode a task runs with the settings of the workers that take it:
+        settings sent with it would be silently ignored, so they are refused."""
+        if self.distributed and given:
+            raise bad_request(
+                "settings cannot be sent in distributed mode: the workers' own apply "
+                "(python -m vkscraper worker -s NAME=VALUE)"
+            )
+
     # ------------------------------------------------------------------ operations
     def collect(
         self,
@@ -262,11 +283,7 @@ class TaskService:
         given = bool(settings)
         overrides = check_task_settings(settings)
         if self.distributed:
-            if given:
-                raise bad_request(
-                    "settings cannot be sent in distributed mode: the workers' own apply "
-                    "(python -m vkscraper worker -s NAME=VALUE)"
-                )
+            self.refuse_distributed_settings(given)
             self._call(lambda s: s.require_multiprocess("distributed mode"))
             self._worker_states()  # Redis answers, before a task is created
         else:
@@ -296,11 +313,7 @@ class TaskService:
         :func:`check_task_settings`), or, in distributed mode, the workers' feed (where the
         workers' own settings apply: ``overrides`` must be empty). Returns task_id and jobid."""
         if self.distributed:
-            if overrides:
-                raise bad_request(
-                    "settings cannot be sent in distributed mode: the workers' own apply "
-                    "(python -m vkscraper worker -s NAME=VALUE)"
-                )
+            self.refuse_distributed_settings(bool(overrides))
             return self._enqueue(task_id)
         self._queue()
         return self._schedule(task_id, overrides)

@@ -1,5 +1,5 @@
 """The task API's contract: an OpenAPI 3.1 document of the ``*.json`` services and the
-``/api/tasks…`` routes, served at ``GET /api/openapi.json``.
+``/api/tasks…`` and ``/api/schedules…`` routes, served at ``GET /api/openapi.json``.
 
 Written by hand from what the routes answer (``core``, ``resources``, ``rest``) and kept true by
 ``tests/test_openapi.py``, which validates every answer of a live scrapyd against it. The
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vkscraper.schedules.spec import MAX_NAME
 from vkscraper.service.core import (
     JOB_STATES,
     MAX_BODY,
@@ -18,7 +19,9 @@ from vkscraper.service.core import (
     RESULTS_LIMIT,
     TASKS_LIMIT,
 )
+from vkscraper.service.schedules import ADD_FIELDS, RUNS_LIMIT
 from vkscraper.store.export import FIELDS
+from vkscraper.store.schedules import OUTCOMES
 from vkscraper.store.tasks import STATUSES
 
 Schema = dict[str, Any]
@@ -148,6 +151,54 @@ _RESULTS: dict[str, Schema] = {
     "next_after": {"type": "integer", "description": "pass it back as `after`"},
     "has_more": BOOL,
 }
+_SCHEDULE: dict[str, Schema] = {
+    "scheduleId": INT,
+    "name": STR,
+    "groups": {
+        "type": ["array", "null"],
+        "items": GROUP,
+        "description": "null: the active groups of the groups table at each run",
+    },
+    "everySeconds": {**nullable(INT), "description": "the interval; null for a cron schedule"},
+    "cron": {**nullable(STR), "description": "five cron fields, read in `timezone`"},
+    "timezone": STR,
+    "settings": {"type": "object", "additionalProperties": STR},
+    "paused": BOOL,
+    "nextRunAt": TIME,
+    "skippedInARow": {
+        **INT,
+        "description": "due runs skipped one after the other (the last task still queued or "
+        "running); 0 once a run starts",
+    },
+    "lastTask": {
+        "anyOf": [
+            {"type": "null"},
+            obj(
+                {
+                    "taskId": INT,
+                    "status": {"enum": list(STATUSES)},
+                    "job": ref("Job"),
+                }
+            ),
+        ],
+        "description": "the last task the schedule started; null before its first",
+    },
+    "createdAt": TIME,
+    "updatedAt": TIME,
+}
+_SCHEDULE_RUN = obj(
+    {
+        "dueAt": TIME,
+        "ranAt": TIME,
+        "outcome": {
+            "enum": list(OUTCOMES),
+            "description": "`claimed`: its task created, not yet queued; `started`: queued; "
+            "`skipped`: the last task was still queued or running; `failed`: see `message`",
+        },
+        "taskId": nullable(INT),
+        "message": nullable(STR),
+    }
+)
 OK: Schema = {"const": "ok"}
 NODE: Schema = {"type": "string", "description": "scrapyd's node name"}
 
@@ -192,16 +243,27 @@ SCHEMAS: dict[str, Schema] = {
     "RestCollectOk": obj({"status": OK, "taskId": INT, "jobId": STR}),
     "RestTasksOk": obj({"status": OK, "tasks": {"type": "array", "items": ref("Task")}}),
     "RestResultsOk": obj({"status": OK, **_RESULTS}),
+    "Schedule": obj(_SCHEDULE),
+    "ScheduleDetail": obj(
+        {**_SCHEDULE, "runs": {"type": "array", "items": _SCHEDULE_RUN}}
+    ),  # fmt: skip
+    "RestSchedulesOk": obj(
+        {"status": OK, "schedules": {"type": "array", "items": ref("Schedule")}}
+    ),  # fmt: skip
+    "RestScheduleOk": obj({"status": OK, "schedule": ref("Schedule")}),
+    "RestScheduleDetailOk": obj({"status": OK, "schedule": ref("ScheduleDetail")}),
+    "RestScheduleRemovedOk": obj({"status": OK, "scheduleId": INT}),
     "RestCancelOk": obj(
         {"status": OK, "task_id": INT, "jobid": STR, "prevstate": {"enum": ["pending", "running"]}}
     ),
 }
 
 _WHY = {
-    "400": "a missing, empty, repeated, malformed or unknown parameter, a bad group "
-    "reference (each named, truncated) or a refused setting",
+    "400": "a missing, empty, repeated, malformed or unknown parameter or field, a bad group "
+    "reference (each named, truncated), a refused setting or a schedule that cannot be (its "
+    "interval, cron expression or time zone named)",
     "403": "a cross-site POST (its Origin is another site)",
-    "404": "an unknown task or route",
+    "404": "an unknown task, schedule or route",
     "405": "a wrong method (the Allow header names the right one; HEAD works as GET)",
     "409": "a job of the task already pending, running or stopping; or none to cancel",
     "413": f"more than {MAX_GROUPS} group references, or a body over {MAX_BODY} bytes",
@@ -245,6 +307,50 @@ _RESULT_PARAMS = [
 _FORM = "application/x-www-form-urlencoded"
 
 
+_SCHEDULE_ID_PATH = {
+    "name": "scheduleId",
+    "in": "path",
+    "required": True,
+    "schema": {**INT, "minimum": 0, "examples": [1]},
+}
+_ADD_SCHEDULE: Schema = obj(
+    {
+        "name": {**STR, "maxLength": MAX_NAME},
+        "groups": {
+            "type": ["array", "null"],
+            "items": GROUP,
+            "maxItems": MAX_GROUPS,
+            "description": "ids, names or URLs; null or left out: the active groups of the "
+            "groups table at each run",
+        },
+        "every": {
+            "type": ["integer", "string"],
+            "description": "the interval: seconds, or a number with s, m, h or d (`15m`, `2h`)",
+            "examples": [3600, "15m"],
+        },
+        "cron": {
+            **STR,
+            "description": "five cron fields (minute hour day-of-month month day-of-week)",
+            "examples": ["0 */6 * * *"],
+        },
+        "timezone": {**STR, "default": "UTC", "description": "the cron's time zone (IANA)"},
+        "settings": {
+            "type": "object",
+            "additionalProperties": {"type": ["string", "number"]},
+            "description": "crawl settings, as a collect takes them",
+        },
+    },
+    optional=ADD_FIELDS,
+) | {
+    "oneOf": [{"required": ["every"]}, {"required": ["cron"]}],
+    "examples": [
+        {"name": "hourly", "groups": [1, "apiclub"], "every": "1h",
+         "settings": {"LOG_LEVEL": "INFO"}},
+        {"name": "nightly", "cron": "30 2 * * *", "timezone": "Europe/Moscow"},
+    ],
+}  # fmt: skip
+
+
 def EITHER(task_id: str) -> Schema:  # noqa: N802  (reads as a schema constant)
     """A collect body names new groups or an existing task, never both (a 400)."""
     return {"not": {"required": ["groups", task_id]}}
@@ -256,8 +362,9 @@ DOCUMENT: dict[str, Any] = {
         "title": "vkscraper task API",
         "version": "1",
         "description": (
-            "Tasks that crawl VK communities, run as scrapyd jobs. The `*.json` services follow "
-            "scrapyd's conventions (form parameters, `node_name`); `/api/tasks…` take and give "
+            "Tasks that crawl VK communities, run as scrapyd jobs, and the schedules that start "
+            "them. The `*.json` services follow scrapyd's conventions (form parameters, "
+            "`node_name`); `/api/tasks…` and `/api/schedules…` take and give "
             'JSON. Every refusal is `{"status": "error", "message": …}` with its HTTP '
             "status. Parameters are strict: an unknown, repeated or empty one is a 400."
         ),
@@ -389,6 +496,46 @@ DOCUMENT: dict[str, Any] = {
                 "summary": "stop the task's job (out of the queue, or SIGINT)",
                 "parameters": [_TASK_ID_PATH],
                 "responses": _responses("RestCancelOk", "400", "403", "404", "409"),
+            }
+        },
+        "/api/schedules": {
+            "get": {
+                "summary": "every schedule, oldest first",
+                "responses": _responses("RestSchedulesOk", "400"),
+            },
+            "post": {
+                "summary": "add a schedule (exactly one of `every` and `cron`)",
+                "requestBody": {"required": True, "content": _json(_ADD_SCHEDULE)},
+                "responses": _responses("RestScheduleOk", "400", "403", "413", "415"),
+            },
+        },
+        "/api/schedules/{scheduleId}": {
+            "get": {
+                "summary": "one schedule with its newest runs, newest first",
+                "parameters": [
+                    _SCHEDULE_ID_PATH,
+                    _query("limit", _bounded(RUNS_LIMIT), about="how many runs"),
+                ],
+                "responses": _responses("RestScheduleDetailOk", "400", "404"),
+            },
+            "delete": {
+                "summary": "remove the schedule and its runs (its tasks stay)",
+                "parameters": [_SCHEDULE_ID_PATH],
+                "responses": _responses("RestScheduleRemovedOk", "400", "403", "404"),
+            },
+        },
+        "/api/schedules/{scheduleId}/pause": {
+            "post": {
+                "summary": "stop the schedule from starting tasks (a running one runs on)",
+                "parameters": [_SCHEDULE_ID_PATH],
+                "responses": _responses("RestScheduleOk", "400", "403", "404"),
+            }
+        },
+        "/api/schedules/{scheduleId}/resume": {
+            "post": {
+                "summary": "let a paused schedule start tasks again",
+                "parameters": [_SCHEDULE_ID_PATH],
+                "responses": _responses("RestScheduleOk", "400", "403", "404"),
             }
         },
         "/api/openapi.json": {

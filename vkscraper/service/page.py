@@ -4,6 +4,9 @@
     /tasks/N                       one task: figures, a bar per group, errors, downloads
     /tasks/N/posts.jsonl           the task's rows, streamed (also comments.jsonl, posts.csv,
                                    comments.csv: the formats of `python -m vkscraper export`)
+    /tasks/schedules               the schedules: what, how often, next run, last task,
+                                   pause / resume
+    /tasks/schedules/N             one schedule and its newest runs
     /tasks/static/tasks.{css,js}   the page's only assets
 
 Server-rendered HTML; ``tasks.js`` re-fetches the page's ``<main>`` (``?partial=1``) every 2 s
@@ -27,6 +30,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from vkscraper.service.core import ACTIVE_STATES, RequestError, TaskService
+from vkscraper.service.schedules import ScheduleService
 from vkscraper.store import export, open_store
 
 log = Logger()
@@ -179,6 +183,12 @@ class TasksPage(resource.Resource):
             match path:
                 case []:
                     return (200, "Tasks", *self._list(service, base))
+                case ["schedules"]:
+                    return (200, "Schedules", *schedule_list(ScheduleService(service), base))
+                case ["schedules", schedule_id]:
+                    view = ScheduleService(service).schedule(schedule_id)
+                    title = f"Schedule {view['scheduleId']}"
+                    return (200, title, *schedule_detail(view))
                 case [task_id]:
                     view = service.task(task_id)
                     return (200, f"Task {view['task_id']}", *self._detail(view, base))
@@ -208,6 +218,7 @@ class TasksPage(resource.Resource):
                 '<link rel="stylesheet" href="/tasks/static/tasks.css">'
                 '<script src="/tasks/static/tasks.js" defer></script></head><body>'
                 '<header><a href="/tasks">vkscraper tasks</a>'
+                '<a href="/tasks/schedules">schedules</a>'
                 '<span class="sub">VK posts and comments → database, run by scrapyd</span>'
                 f"</header>{main}</body></html>"
             )
@@ -423,3 +434,147 @@ class _Stream:
     def stopProducing(self) -> None:
         self.stopped = True
         self._resumed.set()
+
+
+# ---------------------------------------------------------------------- schedules
+RUN_TEXT = {"claimed": "starting", "started": "started", "skipped": "skipped", "failed": "failed"}
+
+
+def how_often(schedule: dict[str, Any]) -> str:
+    """``every 2 h`` (the largest unit that divides the interval), or the cron and its zone."""
+    every = schedule["everySeconds"]
+    if every is None:
+        return f"<code>{esc(schedule['cron'])}</code> ({esc(schedule['timezone'])})"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if every % size == 0:
+            return f"every {every // size} {unit}"
+    return f"every {every} s"
+
+
+def what(schedule: dict[str, Any], limit: int = 4) -> str:
+    groups = schedule["groups"]
+    if groups is None:
+        return '<span class="muted">the active groups</span>'
+    shown = ", ".join(str(g) for g in groups[:limit])
+    return esc(shown + (f" … ({len(groups)})" if len(groups) > limit else ""))
+
+
+def schedule_state(schedule: dict[str, Any]) -> str:
+    state = "paused" if schedule["paused"] else "active"
+    return f'<span class="badge {state}">{state}</span>'
+
+
+def schedule_button(schedule: dict[str, Any]) -> str:
+    sid = schedule["scheduleId"]
+    if schedule["paused"]:
+        return f'<button class="resume" data-schedule-resume="{sid}">Resume</button>'
+    return f'<button class="pause" data-schedule-pause="{sid}">Pause</button>'
+
+
+def task_link(task_id: int | None) -> str:
+    return "" if task_id is None else f'<a href="/tasks/{task_id}">#{task_id}</a>'
+
+
+def last_task(schedule: dict[str, Any]) -> str:
+    last = schedule["lastTask"]
+    if last is None:
+        return '<span class="muted">none yet</span>'
+    return f"{task_link(last['taskId'])} {badge(last)}"
+
+
+def schedule_name(schedule: dict[str, Any]) -> str:
+    sid = schedule["scheduleId"]
+    name = f" {esc(schedule['name'])}" if schedule["name"] else ""
+    return f'<a href="/tasks/schedules/{sid}">#{sid}</a>{name}'
+
+
+def when(iso: str | None) -> str:
+    """``2026-01-01 12:00:00`` of an API time (``…T…Z``): the headings say UTC."""
+    return "–" if iso is None else esc(iso.replace("T", " ").removesuffix("Z"))
+
+
+def next_run(schedule: dict[str, Any]) -> str:
+    if schedule["paused"]:
+        return '<span class="muted">paused</span>'
+    return when(schedule["nextRunAt"])
+
+
+def skipped(schedule: dict[str, Any]) -> str:
+    n = schedule["skippedInARow"]
+    return f'<span class="warn">{num(n)}</span>' if n else num(n)
+
+
+def schedules_live(schedules: Iterable[dict[str, Any]]) -> bool:
+    return is_live(s["lastTask"] for s in schedules if s["lastTask"] is not None)
+
+
+def schedule_list(service: ScheduleService, base: str) -> tuple[str, bool]:
+    schedules = service.schedules()
+    if not schedules:
+        example = '{"name": "hourly", "groups": ["apiclub"], "every": "1h"}'
+        return (
+            "<h1>Schedules</h1><div class='card empty'>No schedule yet. Add one with "
+            f"<code>curl -H 'Content-Type: application/json' -d '{esc(example)}' "
+            f"{esc(base)}/api/schedules</code> or <code>python -m vkscraper schedule add "
+            "--groups apiclub --every 1h</code>."
+            "</div>",
+            False,
+        )
+    rows = [
+        f'<tr data-schedule="{s["scheduleId"]}"><td class="wrap narrow">{schedule_name(s)}</td>'
+        f'<td class="wrap narrow">{what(s)}</td><td>{how_often(s)}</td>'
+        f'<td class="muted">{next_run(s)}</td><td>{last_task(s)}</td>'
+        f'<td class="num">{skipped(s)}</td>'
+        f"<td>{schedule_state(s)} {schedule_button(s)}</td></tr>"
+        for s in schedules
+    ]
+    live = schedules_live(schedules)
+    note = '<span class="live" id="live-note">refreshing every 2 s</span>' if live else ""
+    return (
+        f'<h1>Schedules {note}</h1><div class="scroll"><table><thead><tr><th>Schedule</th>'
+        "<th>Collects</th><th>How often</th><th>Next run (UTC)</th><th>Last task</th>"
+        '<th class="num" title="due runs skipped in a row: the last task was still running">'
+        "Skipped</th><th>State</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>",
+        live,
+    )
+
+
+def schedule_detail(s: dict[str, Any]) -> tuple[str, bool]:
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(s["settings"].items()))
+    facts = [
+        ("Collects", what(s, limit=50)),
+        ("How often", how_often(s)),
+        ("Next run (UTC)", next_run(s)),
+        ("Last task", last_task(s)),
+        ("Skipped in a row", skipped(s)),
+        ("Settings", esc(settings) if settings else '<span class="muted">none</span>'),
+        ("Created (UTC)", when(s["createdAt"])),
+    ]
+    facts_html = "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in facts)
+    # What a run did first, when it ran last: on a phone the table scrolls sideways.
+    runs = [
+        f'<tr data-run="{esc(r["dueAt"])}"><td class="muted">{when(r["dueAt"])}</td>'
+        f'<td><span class="badge run-{esc(r["outcome"])}">'
+        f"{esc(RUN_TEXT.get(r['outcome'], r['outcome']))}</span></td>"
+        f"<td>{task_link(r['taskId'])}</td>"
+        f'<td class="wrap">{esc(r["message"] or "")}</td>'
+        f'<td class="muted">{when(r["ranAt"])}</td></tr>'
+        for r in s["runs"]
+    ]
+    runs_html = (
+        '<div class="scroll"><table><thead><tr><th>Due (UTC)</th><th>Outcome</th>'
+        "<th>Task</th><th>Message</th><th>Ran (UTC)</th></tr></thead>"
+        f"<tbody>{''.join(runs)}</tbody></table></div>"
+        if runs
+        else '<div class="card empty">No run yet.</div>'
+    )
+    live = schedules_live([s])
+    note = '<span class="live" id="live-note">refreshing every 2 s</span>' if live else ""
+    name = f" {esc(s['name'])}" if s["name"] else ""
+    return (
+        f"<h1>Schedule #{s['scheduleId']}{name} {schedule_state(s)} {schedule_button(s)} "
+        f'{note}</h1><dl class="card facts">{facts_html}</dl>'
+        f"<h2>Runs</h2>{runs_html}",
+        live,
+    )

@@ -169,12 +169,14 @@ def check_body_size(txrequest: Request) -> None:
             raise RequestError(413, f"the body is larger than {MAX_BODY // (1 << 20)} MiB")
 
 
-def check_method(txrequest: Request, allowed: str) -> None:
-    """405 unless the request's method is ``allowed``; HEAD is a GET without the body
-    (Twisted drops the body of a HEAD answer)."""
+def check_method(txrequest: Request, allowed: str | tuple[str, ...]) -> None:
+    """405 unless the request's method is ``allowed`` (one or several); HEAD is a GET
+    without the body (Twisted drops the body of a HEAD answer)."""
+    methods = (allowed,) if isinstance(allowed, str) else allowed
     method = txrequest.method.decode("latin-1")
-    if method != allowed and not (allowed == "GET" and method == "HEAD"):
-        raise method_not_allowed(txrequest, "GET, HEAD" if allowed == "GET" else allowed)
+    if method not in methods and not ("GET" in methods and method == "HEAD"):
+        named = [m for a in methods for m in ((a, "HEAD") if a == "GET" else (a,))]
+        raise method_not_allowed(txrequest, ", ".join(named))
 
 
 def check_params(

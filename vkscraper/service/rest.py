@@ -7,9 +7,17 @@
     GET  /api/tasks/N              → the task (as task.json's "task")
     GET  /api/tasks/N/results?kind=posts|comments&limit=&after=
     POST /api/tasks/N/cancel
+    GET  /api/schedules            → {"schedules": [...]}
+    POST /api/schedules            {"name": …, "groups": [...] | null, "every": 3600 | "1h"
+                                    or "cron": "0 * * * *", "timezone": …, "settings": {…}}
+                                   → {"schedule": {...}}
+    GET  /api/schedules/N[?limit=20]  → {"schedule": {..., "runs": [...]}}
+    DELETE /api/schedules/N        → {"scheduleId": N}
+    POST /api/schedules/N/pause    → {"schedule": {...}}   (also /resume)
     GET  /api/openapi.json         → the OpenAPI 3.1 document of these routes and the *.json
 
-Thin adapters over :class:`~vkscraper.service.core.TaskService`, the code behind the ``*.json``
+Thin adapters over :class:`~vkscraper.service.core.TaskService` and
+:class:`~vkscraper.service.schedules.ScheduleService`, the code behind the ``*.json``
 services; errors are the same ``{"status": "error", "message": …}`` with the same statuses.
 """
 
@@ -34,6 +42,7 @@ from vkscraper.service.resources import (
     json_response,
     outcome,
 )
+from vkscraper.service.schedules import ScheduleService
 
 
 class Api(resource.Resource):
@@ -65,6 +74,8 @@ class Api(resource.Resource):
 
     def route(self, service: TaskService, txrequest: Request, path: list[str]) -> Work:
         """Check the request now; return the work to run in a thread (see ``answer``)."""
+
+        schedules = ScheduleService(service)
 
         def need(expected: str, *params: str, json_body: bool = False) -> None:
             check_method(txrequest, expected)
@@ -109,6 +120,28 @@ class Api(resource.Resource):
             case ["tasks", task_id, "cancel"]:
                 need("POST")
                 return lambda: service.cancel(task_id)
+            case ["schedules"]:
+                check_method(txrequest, ("GET", "POST"))
+                if txrequest.method == b"POST":
+                    need("POST", json_body=True)
+                    body = _json_body(txrequest)
+                    return lambda: {"schedule": schedules.add(body)}
+                need("GET")
+                return lambda: {"schedules": schedules.schedules()}
+            case ["schedules", schedule_id]:
+                check_method(txrequest, ("GET", "DELETE"))
+                if txrequest.method == b"DELETE":
+                    need("DELETE")
+                    return lambda: schedules.remove(schedule_id)
+                need("GET", "limit")
+                limit = arg(txrequest, "limit")
+                return lambda: {"schedule": schedules.schedule(schedule_id, limit)}
+            case ["schedules", schedule_id, "pause"]:
+                need("POST")
+                return lambda: {"schedule": schedules.pause(schedule_id)}
+            case ["schedules", schedule_id, "resume"]:
+                need("POST")
+                return lambda: {"schedule": schedules.resume(schedule_id)}
         raise RequestError(404, f"no such route: /api/{'/'.join(path)}")
 
 

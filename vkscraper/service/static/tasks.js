@@ -47,11 +47,28 @@
       .finally(function () { window.location.reload(); });
   }
 
-  // Cancel (after a confirmation: the crawl stops) and Resume (queues the task again).
+  // POST to a REST route of this origin (no body), then show the outcome and reload.
+  function postApi(path) {
+    return fetch(path, { method: "POST", credentials: "same-origin" })
+      .then(function (r) { return r.json(); })
+      .then(function (data) { if (data.status !== "ok") window.alert(data.message); })
+      .catch(function (err) { window.alert("request failed: " + err.message); })
+      .finally(function () { window.location.reload(); });
+  }
+
+  // Cancel (after a confirmation: the crawl stops) and Resume (queues the task again);
+  // a schedule's Pause and Resume.
   document.addEventListener("click", function (event) {
     var cancel = event.target.closest("button[data-cancel]");
     var resume = event.target.closest("button[data-resume]");
-    if (cancel) {
+    var pause = event.target.closest("button[data-schedule-pause]");
+    var unpause = event.target.closest("button[data-schedule-resume]");
+    if (pause || unpause) {
+      var button = pause || unpause;
+      var sid = button.getAttribute(pause ? "data-schedule-pause" : "data-schedule-resume");
+      button.disabled = true;
+      postApi("/api/schedules/" + encodeURIComponent(sid) + (pause ? "/pause" : "/resume"));
+    } else if (cancel) {
       var id = cancel.getAttribute("data-cancel");
       var question = "Cancel task #" + id + "? The crawl stops after what it is doing; " +
         "the task keeps what it stored and can be resumed.";
