@@ -24,6 +24,7 @@ from twisted.web import error, resource
 from twisted.web.server import Request
 
 from vkscraper.exceptions import VkscraperError
+from vkscraper.service.alerting import start_alerts
 from vkscraper.service.core import RequestError, check_task_settings
 from vkscraper.service.resources import check_origin, json_response
 
@@ -73,6 +74,7 @@ class GuardedRoot(Root):
     def __init__(self, config: Any, app: Any) -> None:
         check_exposure(config)
         super().__init__(config, app)
+        self.alerts = start_alerts()
 
     def getChildWithDefault(self, path: bytes, request: Request) -> resource.Resource:  # noqa: N802
         try:
