@@ -141,7 +141,8 @@ class Dispatcher:
                 retry_at = datetime.now(UTC) + timedelta(seconds=delay)
             store.settle_alert_delivery(delivery.id, error, retry_at)
             logger.warning(
-                "Alert %(event)s to %(webhook)s failed (%(error)s, attempt %(n)s of %(max)s)%(then)s",
+                "Alert %(event)s to %(webhook)s failed (%(error)s, attempt %(n)s of "
+                "%(max)s)%(then)s",
                 {
                     "event": delivery.event_id,
                     "webhook": hook.tag,

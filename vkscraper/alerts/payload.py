@@ -91,4 +91,4 @@ def body_for(
 ) -> dict[str, Any]:
     """The document for a webhook of ``shape``, with every token scrubbed."""
     build = slack_body if shape == "slack" else generic_body
-    return scrub_value(build(delivery, config), tokens)  # type: ignore[no-any-return]
+    return scrub_value(build(delivery, config), tokens)

@@ -15,16 +15,13 @@ logger = logging.getLogger(__name__)
 
 
 def start_alerts() -> DispatchLoop | None:
-    """Start the loop when webhooks are configured; it stops with the reactor."""
+    """Start the loop when webhooks are configured (a daemon thread: it ends with the
+    process; a delivery it held then is retried once its claim lapses)."""
     from scrapy.utils.project import get_project_settings
-    from twisted.internet import reactor
 
     try:
         config = alert_config(get_project_settings())
     except ValueError as exc:
         logger.error("Alerts off: %(error)s", {"error": exc})
         return None
-    loop = start_loop(config)
-    if loop is not None:
-        reactor.addSystemEventTrigger("before", "shutdown", loop.stop, 0)  # type: ignore[attr-defined]
-    return loop
+    return start_loop(config)

@@ -193,8 +193,7 @@ def claim_delivery(
         return None
     cur.execute(
         db.sql(
-            "UPDATE alert_deliveries SET attempts = attempts + 1, claimed_until = %s "
-            "WHERE id = %s"
+            "UPDATE alert_deliveries SET attempts = attempts + 1, claimed_until = %s WHERE id = %s"
         ),
         (db.ts(lease_until), row[0]),
     )

@@ -381,9 +381,7 @@ class Store:
         given up)."""
         self._run(
             "settle_alert_delivery",
-            lambda cur: alerts.settle_delivery(
-                self._db, cur, delivery_id, error, next_attempt_at
-            ),
+            lambda cur: alerts.settle_delivery(self._db, cur, delivery_id, error, next_attempt_at),
         )
 
     def list_alert_events(self, limit: int = 20) -> list[dict[str, Any]]:
