@@ -314,3 +314,31 @@ def test_cli_lists_the_events_and_their_deliveries(store_url, capsys, monkeypatc
     out = capsys.readouterr().out
     assert f"failed     task {task_id}" in out and "attempts 1  retry at" in out
     assert "(HTTP 500)" in out and receiver.url not in out
+
+
+def test_the_service_sends_the_outbox_from_its_own_loop(pg_url, tmp_path):
+    """scrapyd with webhooks in its environment delivers an alert no crawl of its own sent."""
+    from tests.helpers.scrapyd import Scrapyd
+
+    task_id = ended_task(pg_url, ["failed elsewhere"])
+    with Receiver() as receiver:
+        env = {"VK_ALERT_WEBHOOKS": f"{receiver.url}/generic", "VK_ALERT_INTERVAL": "0.2"}
+        with Scrapyd(tmp_path / "scrapyd", database_url=pg_url, token=TOKEN, env=env):
+            [body] = receiver.wait_for("/generic", timeout=30)
+    assert body["event"] == "task_failed" and body["task"]["task_id"] == task_id
+
+
+def test_a_worker_sends_the_outbox_from_its_own_loop(pg_url, workers):
+    """A worker configured by its -s options delivers an alert of a task it never ran."""
+    from tests.helpers.workers import A
+
+    task_id = ended_task(pg_url, ["failed elsewhere"])
+    with Receiver() as receiver:
+        w = workers([A], "http://127.0.0.1:9/method/")
+        w.start(1, "-s", f"VK_ALERT_SLACK_WEBHOOKS={receiver.url}/slack",
+                "-s", "VK_ALERT_INTERVAL=0.2")  # fmt: skip
+        w.wait_started()
+        [body] = receiver.wait_for("/slack", timeout=30)
+        w.stop()
+    assert f"task {task_id} failed" in body["text"]
+    assert receiver.url not in w.logs()
