@@ -32,9 +32,9 @@ class VkAlertsExtension:
             self.config = alert_config(crawler.settings)
         except ValueError as exc:
             logger.error("Alerts off for this crawl: %(error)s", {"error": exc})
-            raise NotConfigured(str(exc)) from None
+            raise NotConfigured from None
         if not self.config.enabled:
-            raise NotConfigured("no alert webhook")
+            raise NotConfigured  # no webhook: quietly off (Scrapy warns when given a reason)
         self.database_url: str | None = crawler.settings.get("DATABASE_URL") or None
         self.thread: threading.Thread | None = None
         crawler.signals.connect(self.task_finished, signal=vk_signals.task_finished)
