@@ -41,7 +41,7 @@ def config(receiver: Receiver, **settings: str):
     return alert_config(None, env)
 
 
-def ended_task(url: str, errors: list[str] = (), groups=(10, 11)) -> int:  # type: ignore[assignment]
+def ended_task(url: str, errors=(), groups=(10, 11)) -> int:
     """A task that ran and ended (failed with ``errors``, else completed)."""
     with open_store(url) as store:
         store.migrate()
