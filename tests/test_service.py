@@ -292,6 +292,9 @@ BAD_REQUESTS = [
     # token would add up past VK's limit without the shared one).
     refused_setting("VK_SHARED_RATE_LIMIT=False", "VK_SHARED_RATE_LIMIT cannot be sent"),
     refused_setting("VK_WORKER_GROUPS=5", "VK_WORKER_GROUPS cannot be sent"),
+    # Where alerts go (a webhook URL is a secret) and when, are the operator's.
+    refused_setting("VK_ALERT_WEBHOOKS=http://evil.example/", "VK_ALERT_WEBHOOKS cannot be sent"),
+    refused_setting("VK_ALERT_ON=completed", "VK_ALERT_ON cannot be sent"),
     # A NUL in a value would stop scrapyd's launcher for good (spawnProcess refuses it).
     refused_setting("VK_BACKOFF_BASE=1\x00", "control character"),
     ("POST", "/collect.json", [("groups", "10"), ("groups", "11")], 400, "more than once"),
@@ -320,6 +323,13 @@ BAD_REQUESTS = [
     ("GET", "/cancel-task.json?task_id=1", None, 405, "use POST"),
     ("POST", "/api/tasks/collect", b"{not json", 400, "not valid JSON"),
     ("POST", "/api/tasks/collect", [10], 400, "JSON object"),
+    (
+        "POST",
+        "/api/tasks/collect",
+        {"groups": [10], "settings": {"VK_ALERT_SLACK_WEBHOOKS": "https://hooks.example/x"}},
+        400,
+        "VK_ALERT_SLACK_WEBHOOKS cannot be sent",
+    ),
     ("POST", "/api/tasks/collect", {"groups": "10", "extra": 1}, 400, "extra"),
     ("POST", "/api/tasks/collect", {"groups": [{"id": 1}]}, 400, "'groups' must be a list"),
     ("POST", "/api/tasks/collect", {"groups": []}, 400, "names no community"),

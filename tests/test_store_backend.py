@@ -24,6 +24,8 @@ SCHEMA_TABLES = {
     "task_posts",
     "schedules",
     "schedule_runs",
+    "alert_events",
+    "alert_deliveries",
     "schema_migrations",
 }
 

@@ -14,9 +14,13 @@ True, or False when the write failed; a Failure or False keeps the group open fo
 
 ``group_finished`` (``group``: its id): the task extension recorded the group as done or
 failed; in worker mode the group's entry is acked then.
+
+``task_finished`` (``task_id``, ``status``): the task extension ended the task (``completed``
+or ``failed``: its alert event is in the outbox). Sent with ``send_catch_log``.
 """
 
 task_opened = object()
 task_error = object()
 flush_requested = object()
 group_finished = object()
+task_finished = object()

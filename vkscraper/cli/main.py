@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_crawl_commands(commands)
     add_schedule_commands(commands)
+    add_alert_commands(commands)
     return parser
 
 
@@ -279,6 +280,69 @@ def add_crawl_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
 
 
+def add_alert_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """``alerts deliver`` (one dispatcher pass, for cron) and ``alerts list``."""
+    alerts = commands.add_parser("alerts", help="send and inspect webhook alerts")
+    alert_cmds = alerts.add_subparsers(dest="action", required=True, metavar="ACTION")
+    alert_cmds.add_parser(
+        "deliver",
+        help="send the alerts that are due, once (for cron)",
+        description="One pass of the alert dispatcher: the due deliveries to the webhooks of "
+        "VK_ALERT_WEBHOOKS and VK_ALERT_SLACK_WEBHOOKS (the environment, or the project's "
+        "settings module) are sent; a failed one is retried by a later pass. Exit status: 0 "
+        "none failed, 1 a delivery failed or database error, 2 no webhook configured or a "
+        "malformed alert setting.",
+    )
+    recent = alert_cmds.add_parser(
+        "list",
+        help="recent alert events and the state of their deliveries",
+        description="The newest alert events (what happened, its task or schedule), each "
+        "followed by its deliveries: the webhook's tag (never its URL), attempts, and "
+        "delivered, retrying (when, after which error) or given up.",
+    )
+    recent.add_argument("--limit", type=int, default=20)
+
+
+def _alerts(args: argparse.Namespace, store: Store) -> int:
+    from vkscraper.alerts.config import alert_config
+    from vkscraper.alerts.dispatch import Dispatcher
+
+    if args.action == "list":
+        for event in store.list_alert_events(max(1, args.limit)):
+            subject = (
+                f"task {event['task_id']}"
+                if event["task_id"] is not None
+                else f"schedule {event['schedule_id']}"
+            )
+            print(f"{event['id']:>6}  {_fmt(event['created_at'])}  {event['kind']:<9}  {subject}")
+            for d in event["deliveries"]:
+                if d["delivered_at"] is not None:
+                    state = f"delivered {_fmt(d['delivered_at'])}"
+                elif d["next_attempt_at"] is None:
+                    state = f"given up ({d['last_error']})"
+                elif d["last_error"]:
+                    state = f"retry at {_fmt(d['next_attempt_at'])} ({d['last_error']})"
+                else:
+                    state = "pending"
+                print(f"        {d['webhook']:<21}  attempts {d['attempts']}  {state}")
+        return exitcodes.OK
+    os.environ.setdefault("SCRAPY_SETTINGS_MODULE", "vkscraper.settings")
+    from scrapy.utils.project import get_project_settings
+
+    try:
+        config = alert_config(get_project_settings())
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not config.enabled:
+        raise UsageError(
+            "no alert webhook configured: set VK_ALERT_WEBHOOKS or VK_ALERT_SLACK_WEBHOOKS "
+            "(and VK_ALERT_ON not empty)"
+        )
+    result = Dispatcher(config, store_factory=lambda _url: store).run_pass()
+    print(f"delivered {result.delivered}, failed {result.failed}")
+    return exitcodes.FAILED if result.failed else exitcodes.OK
+
+
 def run(args: argparse.Namespace, store: Store) -> int:
     if args.command == "migrate":
         # main() already migrated; report what that did.
@@ -302,6 +366,8 @@ def run(args: argparse.Namespace, store: Store) -> int:
             raise UsageError(str(exc)) from None
         except schedules.ScheduleFailed as exc:
             raise _Failed(str(exc)) from None
+    if args.command == "alerts":
+        return _alerts(args, store)
     raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover
 
 

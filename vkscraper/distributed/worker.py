@@ -30,6 +30,8 @@ from twisted.python.failure import Failure
 
 from vkscraper._internals import on_shutdown_signal
 from vkscraper.addon import VkAddon, register_defaults
+from vkscraper.alerts.config import alert_config
+from vkscraper.alerts.dispatch import DispatchLoop, start_loop
 from vkscraper.cli import exitcodes
 from vkscraper.connections import redis_url
 from vkscraper.distributed import workqueue
@@ -106,11 +108,24 @@ class Worker(CrawlerProcess):
         beat.start(max(0.5, self.heartbeat_ttl / 3))
         reactor.callWhenRunning(lambda: deferred_from_coro(self._loop()))
         logger.info("Worker %(id)s waiting for tasks in Redis", {"id": self.id})
+        alerts = self._alerts()
         self.start(stop_after_crawl=False)
+        if alerts is not None:
+            alerts.stop(timeout=0)
         # Dead first, then a task it was opening goes back: whoever takes it takes it over.
         self.redis.delete(workqueue.heartbeat_key(self.id))
         self._give_back(self.id)
         logger.info("Worker %(id)s stopped", {"id": self.id})
+
+    def _alerts(self) -> DispatchLoop | None:
+        """The alert dispatcher of this worker's database (VK_ALERT_*): the alerts of the
+        tasks it finalizes, and of any other process's, go out even without the service."""
+        try:
+            config = alert_config(self.settings)
+        except ValueError as exc:
+            logger.error("Alerts off: %(error)s", {"error": exc})
+            return None
+        return start_loop(config, self.settings.get("DATABASE_URL") or None)
 
     def _shutdown_asked(self, signum: int) -> None:
         self.stopping = True  # no new task; the crawls close and put back what they hold

@@ -291,6 +291,9 @@ class VkTaskExtension:
                 status = await run_in_thread(self.store.finish_task, self.task_id)
                 if self.coordinator is not None:
                     await self._call_quietly(self.coordinator.finalized)
+                self.crawler.signals.send_catch_log(
+                    vk_signals.task_finished, task_id=self.task_id, status=status
+                )
                 logger.info("Task %(task)s %(status)s", {"task": self.task_id, "status": status})
                 if self.incomplete:
                     self.exit_code = exitcodes.NOT_DONE

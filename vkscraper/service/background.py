@@ -1,10 +1,17 @@
-"""Loops the scrapyd process runs beside its routes, started once per scrapyd root.
+"""Loops the scrapyd process runs beside its routes, started once per scrapyd root: the
+schedules and the alerts.
 
 The schedules loop (:class:`vkscraper.schedules.runner.ScheduleRunner` with the task service
 as launcher) ticks every ``VK_SCHEDULE_TICK`` seconds (environment of the scrapyd process);
 ``VKSCRAPER_SCHEDULES=0`` turns it off. Each tick runs in a pool thread (database and Redis
 calls never block the reactor), ticks never overlap, and a failed tick is logged and the next
 one tried: a database outage must not end the loop.
+
+The alert dispatcher (:class:`vkscraper.alerts.dispatch.DispatchLoop`) sends the outbox of the
+service's database — the alerts of its crawls, of the workers it feeds and of the schedules —
+when webhooks are configured: the scrapyd process's environment or the project's settings
+module, never a request (:data:`~vkscraper.service.core.OPERATOR_ONLY`). It is a daemon thread:
+a delivery it held when the process ends is retried once its claim lapses.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from typing import Any
 
 from twisted.internet import reactor, task, threads
 
+from vkscraper.alerts.config import alert_config
+from vkscraper.alerts.dispatch import start_loop
 from vkscraper.schedules.runner import ScheduleRunner, ServiceLauncher, env_seconds
 from vkscraper.store import open_store
 
@@ -28,6 +37,7 @@ def start(root: Any) -> None:
     if getattr(root, "_vkscraper_background", False):
         return
     root._vkscraper_background = True
+    root.alerts = _start_alerts()
     if os.environ.get(SCHEDULES_ENV, "").strip().lower() in ("0", "false", "no", "off"):
         logger.info("schedules: not run by this process (%s=0)", SCHEDULES_ENV)
         return
@@ -69,3 +79,24 @@ def _start_schedules(root: Any) -> task.LoopingCall:
     reactor.addSystemEventTrigger("before", "shutdown", runner.close)  # type: ignore[arg-type]
     logger.info("schedules: checked every %g s", tick)
     return loop
+
+
+def _start_alerts() -> Any:
+    """The alert loop, when webhooks are configured (else None)."""
+    from scrapy.utils.project import ENVVAR, get_project_settings
+
+    before = os.environ.get(ENVVAR)
+    settings = None  # the environment alone, when the project's settings cannot be read
+    try:
+        settings = get_project_settings()
+    except Exception as exc:  # an unimportable settings module must not stop scrapyd
+        logger.warning("Alerts read from the environment only: %(error)s", {"error": exc})
+    finally:  # it names the project's module in the environment: scrapyd's jobs set their own
+        if before is None:
+            os.environ.pop(ENVVAR, None)
+    try:
+        config = alert_config(settings)
+    except ValueError as exc:
+        logger.error("Alerts off: %(error)s", {"error": exc})
+        return None
+    return start_loop(config)

@@ -56,7 +56,11 @@ MAX_GROUPS = 50_000  # references in one request
 MAX_BODY = 1 << 20  # bytes of a request body (form or JSON)
 # Never accepted as setting=: scrapyd writes settings to its queue and its log; these are
 # secrets or say where the crawl writes, and belong to the scrapyd process's environment.
-ENVIRONMENT_ONLY = ("VK_ACCESS_TOKEN", "DATABASE_URL", "REDIS_URL")
+ENVIRONMENT_ONLY = (
+    "VK_ACCESS_TOKEN", "DATABASE_URL", "REDIS_URL",
+    # Webhook URLs are secrets (a Slack URL is its own credential).
+    "VK_ALERT_WEBHOOKS", "VK_ALERT_SLACK_WEBHOOKS",
+)  # fmt: skip
 # What an HTTP client may tune. Anything else could run code (pipelines, middlewares), write
 # files (LOG_FILE, FEEDS) or send the token elsewhere (VK_API_URL: only VK's API or the origins
 # the operator allows, vkscraper.tokens.trust), so it is refused. The rate may only be made slower:
@@ -66,6 +70,10 @@ ENVIRONMENT_ONLY = ("VK_ACCESS_TOKEN", "DATABASE_URL", "REDIS_URL")
 # client turning the shared limit off would let two processes on one token add up past VK's
 # limit.
 OPERATOR_ONLY = {"VK_API_URL", "VK_UNSAVED_DIR", "VK_SHARED_RATE_LIMIT"}
+# Where alerts go, when and how often they are retried (vkscraper.alerts.config).
+OPERATOR_ONLY |= {n for n in defaults.all_defaults() if n.startswith("VK_ALERT_")} | {
+    "VK_PUBLIC_URL"
+}
 CLIENT_SETTINGS = frozenset(
     {n for n in defaults.all_defaults() if not n.startswith(("VK_WORKER_", "VK_SCHEDULE_"))}
     - OPERATOR_ONLY

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from vkscraper.connections import database_url
 from vkscraper.exceptions import StoreError
 from vkscraper.items import VkComment, VkGroup, VkPost
-from vkscraper.store import content, groups, migrations, schedules, tasks
+from vkscraper.store import alerts, content, groups, migrations, schedules, tasks
 from vkscraper.store.backends import Backend, backend_for, first_line
 from vkscraper.store.content import UpsertResult
 from vkscraper.store.schedules import Claimed, JobStates, Schedule, ScheduleRun
@@ -353,6 +353,48 @@ class Store:
     def finish_task(self, task_id: int) -> str:
         """``completed`` when metrics.errors is empty, else ``failed``; returns the status."""
         return self._run("finish_task", lambda cur: tasks.finish_task(self._db, cur, task_id))
+
+    # ---------------------------------------------------------------- alerts
+    def prepare_alerts(
+        self, webhooks: Sequence[str], kinds: Sequence[str], since: datetime, skipped_after: int
+    ) -> int:
+        """Write the events of schedules skipped ``skipped_after`` times in a row (when
+        ``skipped`` is among ``kinds``), then a delivery per webhook tag for each event of
+        ``kinds`` since ``since`` that has none; returns how many deliveries were added."""
+
+        def prepare(cur: Any) -> int:
+            if "skipped" in kinds:
+                alerts.record_skip_events(self._db, cur, skipped_after)
+            return alerts.plan_deliveries(self._db, cur, webhooks, kinds, since)
+
+        return self._run("prepare_alerts", prepare)
+
+    def claim_alert_delivery(
+        self, webhooks: Sequence[str], now: datetime, lease_until: datetime
+    ) -> alerts.Delivery | None:
+        """The oldest due delivery to one of ``webhooks``, held until ``lease_until``."""
+        return self._run(
+            "claim_alert_delivery",
+            lambda cur: alerts.claim_delivery(self._db, cur, webhooks, now, lease_until),
+        )
+
+    def settle_alert_delivery(
+        self, delivery_id: int, error: str | None, next_attempt_at: datetime | None
+    ) -> None:
+        """Delivered (``error`` None), or failed: try again at ``next_attempt_at`` (None:
+        given up)."""
+        self._run(
+            "settle_alert_delivery",
+            lambda cur: alerts.settle_delivery(self._db, cur, delivery_id, error, next_attempt_at),
+        )
+
+    def list_alert_events(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest alert events, each with its deliveries."""
+        return self._run(
+            "list_alert_events",
+            lambda cur: alerts.list_events(self._db, cur, limit),
+            write=False,
+        )
 
     # ---------------------------------------------------------------- groups
     def add_groups(self, refs: Sequence[GroupRef]) -> None:

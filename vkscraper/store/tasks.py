@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Any
 
 from vkscraper.exceptions import StoreError
+from vkscraper.store.alerts import record_task_end
 from vkscraper.store.backends import Backend, clean_text
 from vkscraper.store.content import seen_in_run
 from vkscraper.vk.grouprefs import GroupRef
@@ -603,12 +604,17 @@ _FINISH = {
 
 
 def finish_task(db: Backend, cur: Any, task_id: int) -> str:
+    """End the run (``completed`` or ``failed``) and, in the same transaction, write its
+    alert event to the outbox (:mod:`vkscraper.store.alerts`)."""
     cur.execute(_FINISH[db.name], (task_id,))
     _require_row(cur, task_id)
     if db.name == "postgresql":
-        return str(cur.fetchone()[0])
-    cur.execute("SELECT status FROM tasks WHERE id = ?", (task_id,))
-    return str(cur.fetchone()[0])
+        status = str(cur.fetchone()[0])
+    else:
+        cur.execute("SELECT status FROM tasks WHERE id = ?", (task_id,))
+        status = str(cur.fetchone()[0])
+    record_task_end(db, cur, task_id)
+    return status
 
 
 def dumps_metrics(metrics: dict[str, Any]) -> str:
