@@ -18,6 +18,7 @@ import pytest
 from fakevk import FakeVk
 from tests.helpers.crawl import TOKEN, small_dataset
 from tests.helpers.scrapyd import Scrapyd
+from tests.helpers.webhooks import Receiver
 from vkscraper.cli.main import main
 from vkscraper.schedules import parse_spec
 from vkscraper.store import open_store
@@ -45,8 +46,10 @@ def add(url, *args):
     assert main(["-q", "--database-url", url, "schedule", "add", *args]) == 0
 
 
-def runner(url, tmp_path, name, *args):
-    env = dict(os.environ, VK_ACCESS_TOKEN=TOKEN, DATABASE_URL=url, PYTHONUNBUFFERED="1")
+def runner(url, tmp_path, name, *args, env=None):
+    env = dict(
+        os.environ, VK_ACCESS_TOKEN=TOKEN, DATABASE_URL=url, PYTHONUNBUFFERED="1", **(env or {})
+    )
     with open(tmp_path / f"{name}.log", "wb") as log:  # the child keeps its own descriptor
         proc = subprocess.Popen(
             [sys.executable, "-m", "vkscraper", "-v", "schedule", "run", *args],
@@ -148,6 +151,36 @@ def test_a_slow_task_is_skipped_not_doubled(pg_url, slow_vk, tmp_path):
     for earlier, later in pairwise(done):
         assert later.started_at >= earlier.finished_at
     assert main(["-q", "--database-url", pg_url, "schedule", "show", "1"]) == 0
+
+
+def test_the_runner_sends_the_alerts(pg_url, tmp_path):
+    """A long-running runner dispatches the outbox itself: here no crawl ever ends (the last
+    task stays in progress), so only the runner can send the skipped-twice alert."""
+    with open_store(pg_url) as store:
+        store.migrate()
+        sid = store.add_schedule(
+            parse_spec(groups="1", every=1), first_run_at=datetime.now(UTC) - timedelta(seconds=1)
+        )
+        busy = store.create_task([1])
+        store.start_task(busy)
+        store._run(
+            "last", lambda cur: cur.execute(
+                "UPDATE schedules SET last_task_id = %s WHERE id = %s", (busy, sid)
+            ),
+        )  # fmt: skip
+    alerts = {
+        "VK_ALERT_WEBHOOKS": "", "VK_ALERT_SKIPPED_AFTER": "2", "VK_ALERT_INTERVAL": "0.3",
+    }  # fmt: skip
+    with Receiver() as receiver:
+        alerts["VK_ALERT_WEBHOOKS"] = f"{receiver.url}/hook"
+        proc = runner(pg_url, tmp_path, "a", "--tick", "0.3", env=alerts)
+        try:
+            [alert] = receiver.wait_for("/hook", timeout=30)[:1]
+        finally:
+            stop(proc)
+    assert alert["event"] == "schedule_skipped", alert
+    assert alert["schedule"]["schedule_id"] == sid and alert["schedule"]["skipped_in_a_row"] >= 2
+    assert TOKEN not in proc.log_path.read_text()  # type: ignore[attr-defined]
 
 
 def test_missed_runs_run_once(pg_url, vk, capsys):

@@ -303,8 +303,21 @@ def add_alert_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     recent.add_argument("--limit", type=int, default=20)
 
 
-def _alerts(args: argparse.Namespace, store: Store) -> int:
+def project_alert_config() -> Any:
+    """VK_ALERT_* from the project's settings module and the environment (a malformed value
+    is a usage error)."""
     from vkscraper.alerts.config import alert_config
+
+    os.environ.setdefault("SCRAPY_SETTINGS_MODULE", "vkscraper.settings")
+    from scrapy.utils.project import get_project_settings
+
+    try:
+        return alert_config(get_project_settings())
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _alerts(args: argparse.Namespace, store: Store) -> int:
     from vkscraper.alerts.dispatch import Dispatcher
 
     if args.action == "list":
@@ -326,13 +339,7 @@ def _alerts(args: argparse.Namespace, store: Store) -> int:
                     state = "pending"
                 print(f"        {d['webhook']:<21}  attempts {d['attempts']}  {state}")
         return exitcodes.OK
-    os.environ.setdefault("SCRAPY_SETTINGS_MODULE", "vkscraper.settings")
-    from scrapy.utils.project import get_project_settings
-
-    try:
-        config = alert_config(get_project_settings())
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    config = project_alert_config()
     if not config.enabled:
         raise UsageError(
             "no alert webhook configured: set VK_ALERT_WEBHOOKS or VK_ALERT_SLACK_WEBHOOKS "

@@ -160,7 +160,16 @@ def _run(args: argparse.Namespace, store: Store) -> int:
         raise ScheduleUsageError(str(exc)) from None
     if args.once:
         return _once(runner, launcher)
-    return _loop(runner, launcher, tick)
+    from vkscraper.alerts.dispatch import start_loop
+    from vkscraper.cli.main import project_alert_config
+
+    # A long-running runner also sends (and retries) the alerts of its tasks and schedules.
+    alerts = start_loop(project_alert_config(), database_url(args.database_url))
+    try:
+        return _loop(runner, launcher, tick)
+    finally:
+        if alerts is not None:
+            alerts.stop(timeout=0)
 
 
 def _once(runner: ScheduleRunner, launcher: Any) -> int:
