@@ -24,6 +24,7 @@ SCHEMA_TABLES = {
     "task_posts",
     "schedules",
     "schedule_runs",
+    "metric_counters",
     "schema_migrations",
 }
 

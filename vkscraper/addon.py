@@ -63,6 +63,8 @@ COMPONENTS = {
         "vkscraper.extensions.task.VkTaskExtension": 500,
         # worker mode only (VK_DISTRIBUTED, set by `python -m vkscraper worker`)
         "vkscraper.distributed.extension.VkDistributed": 510,
+        # Prometheus counters, from the stats (vkscraper.extensions.metrics)
+        "vkscraper.extensions.metrics.VkMetricsExtension": 520,
         # Feeds of rows, not of pages (vkscraper.extensions.feedexport).
         "scrapy.extensions.feedexport.FeedExporter": None,
         "vkscraper.extensions.feedexport.VkFeedExporter": 0,

@@ -371,6 +371,7 @@ class VkDownloadHandler(HTTP11DownloadHandler):
         )
         if waited and self.stats is not None:
             self.stats.inc_value("vk/rate_limit/waits")
+            self.stats.inc_value(f"vk/rate_limit/wait_seconds/{tag}", waited)
         sending = _Sending(lambda: self.limit.restamp(tag, member))
         reset = _SENDING.set(sending)
         try:
