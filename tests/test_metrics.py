@@ -100,11 +100,17 @@ def test_the_service_serves_the_stored_counters_rebounded_and_the_tasks():
     tag = token_tag(TOKEN)
     snap = Snapshot(
         counters=[
-            ("vkscraper_vk_requests_total",
-             metrics.canonical({"method": "wall.get", "outcome": "ok", "token": tag}), 7.0),
+            (
+                "vkscraper_vk_requests_total",
+                metrics.canonical({"method": "wall.get", "outcome": "ok", "token": tag}),
+                7.0,
+            ),
             # written by hand into the table: still bounded, still no token
-            ("vkscraper_vk_requests_total",
-             json.dumps({"method": "wall.get", "outcome": "ok", "token": TOKEN}), 2.0),
+            (
+                "vkscraper_vk_requests_total",
+                json.dumps({"method": "wall.get", "outcome": "ok", "token": TOKEN}),
+                2.0,
+            ),
             ("vkscraper_not_ours_total", "{}", 5.0),
             ("vkscraper_vk_errors_total", "not json", 1.0),
             ("vkscraper_runs_ended_total", metrics.canonical({"outcome": "failed"}), 3.0),
