@@ -119,7 +119,7 @@ def counter_families(rows: list[tuple[str, str, float]]) -> Iterator[Metric]:
     """The stored counters, re-bounded (rows of unknown names are left out)."""
     totals: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in metrics.COUNTERS}
     for name, labels in ((n, ls) for n, series in _ALWAYS.items() for ls in series):
-        totals[name][tuple(sorted(labels.values()))] = 0.0
+        totals[name][tuple(labels[k] for k in sorted(labels))] = 0.0
     for name, raw, value in rows:
         if name not in metrics.COUNTERS:
             continue
