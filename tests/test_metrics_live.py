@@ -5,6 +5,8 @@ dead database still answered; never the token in a scrape."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -18,7 +20,7 @@ from fakevk import FakeVk, generate_dataset
 from testkit.pg import temporary_database
 from tests.helpers.crawl import task_of
 from tests.helpers.scrapyd import Scrapyd, free_port
-from tests.helpers.workers import FAST, A, B, cli, dataset, refs, wait_done
+from tests.helpers.workers import FAST, REDIS_URL, A, B, cli, dataset, refs, wait_done
 from vkscraper import metrics
 from vkscraper.store import open_store
 from vkscraper.tokens.access import token_tag
@@ -194,3 +196,15 @@ def test_a_workers_port_shows_its_requests_per_token_during_a_run(workers, pg_ur
     in_db = sum(v for name, _, v in stored if name == REQUESTS)
     assert in_db == total(live, REQUESTS) == task.metrics["requests"]
     assert A not in repr(stored) and B not in repr(stored)
+
+
+def test_a_worker_refuses_a_metrics_port_it_cannot_open(pg_url, server):
+    env = {**os.environ, "VK_ACCESS_TOKEN": A, "REDIS_URL": REDIS_URL, "DATABASE_URL": pg_url}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = cli(env, "worker", "--metrics-port", str(port), check=False)
+    assert out.returncode == 2, out.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in out.stderr
+    assert A not in out.stderr + out.stdout

@@ -397,12 +397,12 @@ def _worker(args: argparse.Namespace, store: Store) -> int:
         # Before any task is taken: a crawl refused later would end every task it opens.
         raise UsageError(problem)
     store.close()  # each crawl opens its own
-    if args.pidfile is None:
-        return worker.run(settings)
     try:
+        if args.pidfile is None:
+            return worker.run(settings)
         with workerpids.held(args.pidfile):
             return worker.run(settings)
-    except workerpids.PidfileError as exc:
+    except (workerpids.PidfileError, worker.MetricsPortError) as exc:
         raise UsageError(str(exc)) from None
 
 

@@ -44,6 +44,10 @@ logger = logging.getLogger(__name__)
 FEED_WAIT = 2  # seconds one blocking wait on the feed lasts
 
 
+class MetricsPortError(ValueError):
+    """The worker's metrics port cannot be opened (in use, an address not of this machine)."""
+
+
 def worker_settings(
     settings: Settings, task_id: int, worker: str, role: str, run: str = ""
 ) -> Settings:
@@ -126,7 +130,10 @@ class Worker(CrawlerProcess):
         from vkscraper.metrics import REGISTRY
 
         host = self.settings.get("VK_WORKER_METRICS_HOST")
-        server, _ = start_http_server(port, addr=host, registry=REGISTRY)
+        try:
+            server, _ = start_http_server(port, addr=host, registry=REGISTRY)
+        except (OSError, OverflowError) as exc:  # in use, not an address of this machine…
+            raise MetricsPortError(f"cannot serve metrics on {host}:{port}: {exc}") from None
         where = f"[{host}]" if ":" in host else host
         logger.info("Worker metrics on http://%(where)s:%(port)s/metrics",
                     {"where": where, "port": port})  # fmt: skip
