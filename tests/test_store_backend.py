@@ -26,6 +26,7 @@ SCHEMA_TABLES = {
     "schedule_runs",
     "alert_events",
     "alert_deliveries",
+    "metric_counters",
     "schema_migrations",
 }
 

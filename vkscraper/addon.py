@@ -64,7 +64,9 @@ COMPONENTS = {
         # worker mode only (VK_DISTRIBUTED, set by `python -m vkscraper worker`)
         "vkscraper.distributed.extension.VkDistributed": 510,
         # The task's alert sent as it ends (VK_ALERT_*; vkscraper.alerts).
-        "vkscraper.extensions.alerts.VkAlertsExtension": 520,
+        "vkscraper.extensions.alerts.VkAlertsExtension": 530,
+        # Prometheus counters, from the stats (vkscraper.extensions.metrics)
+        "vkscraper.extensions.metrics.VkMetricsExtension": 520,
         # Feeds of rows, not of pages (vkscraper.extensions.feedexport).
         "scrapy.extensions.feedexport.FeedExporter": None,
         "vkscraper.extensions.feedexport.VkFeedExporter": 0,

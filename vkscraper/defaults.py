@@ -42,6 +42,9 @@ VK_TOKEN_MAX_WAIT = 600.0
 VK_WORKER_GROUPS = 100
 VK_WORKER_TASKS = 4
 VK_WORKER_HEARTBEAT = 15.0
+# A worker's live Prometheus counters over HTTP (`worker --metrics-port`); 0: not served.
+VK_WORKER_METRICS_PORT = 0
+VK_WORKER_METRICS_HOST = "127.0.0.1"
 
 VK_BACKOFF_BASE = 1.0  # seconds; 0 disables waiting (tests)
 VK_BACKOFF_MAX = 30.0

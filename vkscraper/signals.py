@@ -1,7 +1,13 @@
 """vkscraper's own signals (sent with ``crawler.signals``, like Scrapy's).
 
-``task_opened`` (``store``, ``task_id``): the task extension opened the store and the task
-this crawl works for. The store pipeline writes there.
+``task_opened`` (``store``, ``task_id``, ``run_began``): the task extension opened the store and
+the task this crawl works for (``run_began``: this crawl began a run of it; a worker joining a
+task another one opened did not). The store pipeline writes there.
+
+``task_closing`` (``store``, ``task_id``, ``outcome``): the task extension is about to close the
+store; handlers write what they still hold (sent with ``send_catch_log_async``, awaited).
+``outcome`` is how the run ended when this crawl ended it (``completed``, ``failed``,
+``interrupted``: left resumable), else None (a worker's part of a task).
 
 ``task_error`` (``message``, ``group``, ``post``: both may be None): a component found
 something the task must show (a malformed comment, rows saved to a file instead of the
@@ -20,6 +26,7 @@ or ``failed``: its alert event is in the outbox). Sent with ``send_catch_log``.
 """
 
 task_opened = object()
+task_closing = object()
 task_error = object()
 flush_requested = object()
 group_finished = object()

@@ -228,6 +228,12 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    if text.isdigit() and 1 <= int(text) <= 65535:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"not a port number (1-65535): {text!r}")
+
+
 def add_crawl_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     """Crawl-related commands: ``worker`` (the crawl itself is ``scrapy crawl vk``)."""
     work = commands.add_parser(
@@ -254,6 +260,19 @@ def add_crawl_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         metavar="PATH",
         help="write the worker's pid here while it runs (refused while a running worker "
         "holds PATH): `worker stop --pidfile PATH` stops this worker and no other",
+    )
+    work.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="N",
+        help="serve this worker's live Prometheus metrics on http://HOST:N/metrics "
+        "(VK_WORKER_METRICS_PORT; default: not served)",
+    )
+    work.add_argument(
+        "--metrics-host",
+        metavar="HOST",
+        help="the address the metrics port listens on (VK_WORKER_METRICS_HOST, default "
+        "127.0.0.1: this machine only)",
     )
     worker_cmds = work.add_subparsers(dest="action", metavar="ACTION")
     stop = worker_cmds.add_parser(
@@ -516,16 +535,22 @@ def _worker(args: argparse.Namespace, store: Store) -> int:
     _redis(settings.get("REDIS_URL"))  # the one the worker uses
     if args.database_url:
         settings.set("DATABASE_URL", args.database_url, priority="cmdline")
+    for name, value in (
+        ("VK_WORKER_METRICS_PORT", args.metrics_port),
+        ("VK_WORKER_METRICS_HOST", args.metrics_host),
+    ):
+        if value is not None:
+            settings.set(name, value, priority="cmdline")
     if problem := worker.check(settings):
         # Before any task is taken: a crawl refused later would end every task it opens.
         raise UsageError(problem)
     store.close()  # each crawl opens its own
-    if args.pidfile is None:
-        return worker.run(settings)
     try:
+        if args.pidfile is None:
+            return worker.run(settings)
         with workerpids.held(args.pidfile):
             return worker.run(settings)
-    except workerpids.PidfileError as exc:
+    except (workerpids.PidfileError, worker.MetricsPortError) as exc:
         raise UsageError(str(exc)) from None
 
 

@@ -46,6 +46,10 @@ logger = logging.getLogger(__name__)
 FEED_WAIT = 2  # seconds one blocking wait on the feed lasts
 
 
+class MetricsPortError(ValueError):
+    """The worker's metrics port cannot be opened (in use, an address not of this machine)."""
+
+
 def worker_settings(
     settings: Settings, task_id: int, worker: str, role: str, run: str = ""
 ) -> Settings:
@@ -104,6 +108,7 @@ class Worker(CrawlerProcess):
         from twisted.internet.task import LoopingCall
 
         self.redis.ping()  # fails here, before anything starts, when Redis is unreachable
+        metrics_server = self._serve_metrics()
         beat = LoopingCall(self._beat)
         beat.start(max(0.5, self.heartbeat_ttl / 3))
         reactor.callWhenRunning(lambda: deferred_from_coro(self._loop()))
@@ -115,6 +120,8 @@ class Worker(CrawlerProcess):
         # Dead first, then a task it was opening goes back: whoever takes it takes it over.
         self.redis.delete(workqueue.heartbeat_key(self.id))
         self._give_back(self.id)
+        if metrics_server is not None:
+            metrics_server.shutdown()
         logger.info("Worker %(id)s stopped", {"id": self.id})
 
     def _alerts(self) -> DispatchLoop | None:
@@ -126,6 +133,26 @@ class Worker(CrawlerProcess):
             logger.error("Alerts off: %(error)s", {"error": exc})
             return None
         return start_loop(config, self.settings.get("DATABASE_URL") or None)
+
+    def _serve_metrics(self) -> Any:
+        """This process's live counters (:data:`vkscraper.metrics.REGISTRY`) on
+        ``VK_WORKER_METRICS_HOST``:``VK_WORKER_METRICS_PORT``, in a thread; None when off."""
+        port = self.settings.getint("VK_WORKER_METRICS_PORT")
+        if not port:
+            return None
+        from prometheus_client import start_http_server
+
+        from vkscraper.metrics import REGISTRY
+
+        host = self.settings.get("VK_WORKER_METRICS_HOST")
+        try:
+            server, _ = start_http_server(port, addr=host, registry=REGISTRY)
+        except (OSError, OverflowError) as exc:  # in use, not an address of this machine…
+            raise MetricsPortError(f"cannot serve metrics on {host}:{port}: {exc}") from None
+        where = f"[{host}]" if ":" in host else host
+        logger.info("Worker metrics on http://%(where)s:%(port)s/metrics",
+                    {"where": where, "port": port})  # fmt: skip
+        return server
 
     def _shutdown_asked(self, signum: int) -> None:
         self.stopping = True  # no new task; the crawls close and put back what they hold

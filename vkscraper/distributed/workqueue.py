@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -96,6 +97,23 @@ def task_states(server: redis.Redis) -> dict[int, str]:
     states = {int(t): "pending" for t in queued}
     states.update({int(t): "running" for t in server.smembers(ACTIVE)})
     return states
+
+
+@dataclass(frozen=True)
+class Fleet:
+    tasks_queued: int  # in the feed, or taken by a worker that is opening them
+    groups_queued: int  # entries of open tasks waiting for a worker
+    workers: int  # with a live heartbeat
+
+
+def fleet(server: redis.Redis) -> Fleet:
+    """What the workers have before them, read from Redis (for metrics)."""
+    tasks = server.llen(FEED)
+    for key in server.scan_iter(opening_key("*")):
+        tasks += server.llen(key)
+    groups = sum(server.llen(f"{task_prefix(int(t))}:queue") for t in server.smembers(ACTIVE))
+    workers = sum(1 for _ in server.scan_iter(heartbeat_key("*")))
+    return Fleet(int(tasks), int(groups), workers)
 
 
 def redis_location(url: str) -> str:

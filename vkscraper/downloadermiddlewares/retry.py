@@ -23,7 +23,8 @@ What it adds for VK API calls (meta ``vk_method``):
   limit is shared: :mod:`vkscraper.downloadhandlers.ratelimit`.)
 
 Settings of its own: ``VK_BACKOFF_BASE``, ``VK_BACKOFF_MAX``. Stats: ``vk/api_error/<code>``,
-``vk/malformed``.
+``vk/malformed``, ``vk/responses/<tag>/<method>/<outcome>`` (each attempt: ``ok``,
+``vk_error``, ``malformed``, ``http_error``, ``network_error``).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class VkRetryMiddleware(RetryMiddleware):
             return super().process_response(request, response) if self.enabled else response
         for key in ("vk_response", "vk_error", "vk_execute_errors"):
             request.meta.pop(key, None)
+        if response.status != 200:
+            self._answered(request, "http_error")
         if response.status in self.retry_http_codes:
             retry_after = parse_retry_after(response.headers.get(b"Retry-After"))
             return await self._backoff_retry(request, f"HTTP {response.status}", retry_after) or (
@@ -82,7 +85,9 @@ class VkRetryMiddleware(RetryMiddleware):
             request.meta["vk_response"] = envelope["response"]
             if "execute_errors" in envelope:
                 request.meta["vk_execute_errors"] = envelope["execute_errors"]
+            self._answered(request, "ok")
         except VkError as exc:
+            self._answered(request, "vk_error" if isinstance(exc, VkApiError) else "malformed")
             self._count(exc)
             tag = request.meta.get("vk_token_tag")
             if isinstance(exc, VkApiError) and token_error(self.crawler, tag, exc):
@@ -101,6 +106,7 @@ class VkRetryMiddleware(RetryMiddleware):
     ) -> Request | Response | None:
         if request.meta.get("vk_method") is None:
             return super().process_exception(request, exception) if self.enabled else None
+        self._answered(request, "network_error")
         if not isinstance(exception, self.exceptions_to_retry):
             return None
         # None lets the exception reach the errback once the retries are spent.
@@ -140,6 +146,12 @@ class VkRetryMiddleware(RetryMiddleware):
             slot.delay = min(slower, max(self.cap, slot.delay)) if self.cap else slower
             assert self.crawler.stats is not None
             self.crawler.stats.inc_value("vk/token_slowed")
+
+    def _answered(self, request: Request, outcome: str) -> None:
+        """One attempt of a VK request is over (the Prometheus counters read this stat)."""
+        tag = request.meta.get("vk_token_tag") or "none"
+        assert self.crawler.stats is not None
+        self.crawler.stats.inc_value(f"vk/responses/{tag}/{request.meta['vk_method']}/{outcome}")
 
     def _count(self, exc: VkError) -> None:
         assert self.crawler.stats is not None

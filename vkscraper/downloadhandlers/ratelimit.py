@@ -371,6 +371,8 @@ class VkDownloadHandler(HTTP11DownloadHandler):
         )
         if waited and self.stats is not None:
             self.stats.inc_value("vk/rate_limit/waits")
+            key = f"vk/rate_limit/wait_seconds/{tag}"
+            self.stats.set_value(key, self.stats.get_value(key, 0.0) + waited)
         sending = _Sending(lambda: self.limit.restamp(tag, member))
         reset = _SENDING.set(sending)
         try:

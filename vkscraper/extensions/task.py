@@ -187,8 +187,9 @@ class VkTaskExtension:
             logger.info("Task %(task)s: joined (worker mode)", {"task": self.task_id})
         else:
             self._log_opened()
+        began = self.coordinator is None or self.coordinator.opener
         await self.crawler.signals.send_catch_log_async(
-            vk_signals.task_opened, store=self.store, task_id=self.task_id
+            vk_signals.task_opened, store=self.store, task_id=self.task_id, run_began=began
         )
         self._periodic.start()
         self._progress.start()
@@ -261,6 +262,7 @@ class VkTaskExtension:
             if self.store is not None:
                 await run_in_thread(self.store.close)
             return
+        outcome: str | None = None  # how the run ended, when this crawl ended it
         try:
             await self._finish_settled()  # groups whose rows a last flush may have stored
             if self.coordinator is not None:
@@ -282,6 +284,7 @@ class VkTaskExtension:
             await self._send_requests()
             await run_in_thread(self.store.refresh_counts, self.task_id)
             if self._resumable(reason):
+                outcome = "interrupted"
                 logger.warning(
                     "Task %(task)s left in_progress (%(reason)s); resume it with "
                     "`scrapy crawl vk -a task_id=%(task)s`",
@@ -289,6 +292,7 @@ class VkTaskExtension:
                 )
             else:
                 status = await run_in_thread(self.store.finish_task, self.task_id)
+                outcome = status
                 if self.coordinator is not None:
                     await self._call_quietly(self.coordinator.finalized)
                 self.crawler.signals.send_catch_log(
@@ -310,6 +314,9 @@ class VkTaskExtension:
                  "errors": [m for m, _ in self._unsent_errors]},
             )  # fmt: skip
         finally:
+            await self.crawler.signals.send_catch_log_async(
+                vk_signals.task_closing, store=self.store, task_id=self.task_id, outcome=outcome
+            )
             await run_in_thread(self.store.close)
 
     def _resumable(self, reason: str) -> bool:

@@ -41,6 +41,7 @@ from vkscraper.distributed import workqueue
 from vkscraper.exceptions import StoreError, VkscraperError
 from vkscraper.store import Store, open_store
 from vkscraper.store.export import json_record
+from vkscraper.store.metrics import Snapshot
 from vkscraper.store.tasks import Task
 from vkscraper.tokens.access import load_tokens
 from vkscraper.tokens.trust import API_URLS_ENV, MAX_RPS_ENV, api_url_allowed
@@ -448,6 +449,19 @@ class TaskService:
             )
         logger.info("task service: task %s cancelled for the workers (%s)", task.id, state)
         return {"task_id": task.id, "jobid": job, "prevstate": state}
+
+    # ------------------------------------------------------------------ /metrics
+    def metrics_snapshot(self) -> Snapshot:
+        """The database's side of ``/metrics`` (503 :class:`RequestError` when unavailable)."""
+        return self._call(lambda s: s.metrics_snapshot())
+
+    def fleet(self) -> workqueue.Fleet:
+        """Distributed mode: the workers' queue and how many are alive (503 when Redis is
+        unreachable)."""
+        try:
+            return workqueue.fleet(self._workers())
+        except Exception as exc:  # redis.RedisError, OSError
+            raise RequestError(503, f"the workers' Redis is unreachable: {exc}") from None
 
 
 def check_task_settings(settings: Sequence[str] | Mapping[str, Any]) -> dict[str, str]:

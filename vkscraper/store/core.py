@@ -22,14 +22,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from vkscraper.connections import database_url
 from vkscraper.exceptions import StoreError
 from vkscraper.items import VkComment, VkGroup, VkPost
-from vkscraper.store import alerts, content, groups, migrations, schedules, tasks
+from vkscraper.store import alerts, content, groups, metrics, migrations, schedules, tasks
 from vkscraper.store.backends import Backend, backend_for, first_line
 from vkscraper.store.content import UpsertResult
 from vkscraper.store.schedules import Claimed, JobStates, Schedule, ScheduleRun
@@ -495,4 +495,15 @@ class Store:
         return self._run(
             "set_run_outcome",
             lambda cur: schedules.set_run_outcome(self._db, cur, run_id, outcome, message),
+        )
+
+    # ---------------------------------------------------------------- Prometheus metrics
+    def add_metric_counters(self, deltas: Mapping[tuple[str, str], float]) -> None:
+        """Add each ``(name, canonical labels) → delta`` to its total, in one transaction."""
+        self._run("add_metric_counters", lambda cur: metrics.add_counters(self._db, cur, deltas))
+
+    def metrics_snapshot(self) -> metrics.Snapshot:
+        """The counters' totals, the tasks by status and each schedule's timings."""
+        return self._run(
+            "metrics_snapshot", lambda cur: metrics.snapshot(self._db, cur), write=False
         )
