@@ -203,6 +203,29 @@ def test_two_dispatcher_processes_on_postgresql_deliver_each_alert_once(pg_url, 
     assert sum(counts) == 2 * len(ids) and all(counts), outputs  # both took a share
 
 
+@deferred_f_from_coro_f
+async def test_a_run_stopped_for_want_of_a_token_sends_its_alert(store_url):
+    """VK refuses the token: the task is left resumable (in_progress), never ended, so only the
+    stopped alert tells anyone."""
+    with Receiver() as receiver, FakeVk(small_dataset(), tokens=["another-token"]) as vk:
+        crawler = await run_crawl(
+            vk.url, store_url, groups="pinnedrecent,threeposts",
+            settings={"VK_ALERT_WEBHOOKS": f"{receiver.url}/generic"},
+        )  # fmt: skip
+        alerts = next(
+            e for e in crawler.extensions.middlewares if isinstance(e, VkAlertsExtension)
+        )
+        assert alerts.thread is not None
+        alerts.thread.join(10)
+        task = last_task(store_url)
+        assert task.status == "in_progress"
+        [stopped] = receiver.wait_for("/generic")
+    assert stopped["event"] == "task_stopped", stopped
+    assert stopped["task"]["task_id"] == task.id and stopped["task"]["status"] == "in_progress"
+    assert "no usable access token" in stopped["task"]["reason"]
+    assert f"task {task.id} stopped before finishing" in stopped["text"]
+
+
 def add_schedule(url: str, outcomes: list[str]) -> int:
     """A schedule with these runs (oldest first) and its skipped-in-a-row counter."""
     with open_store(url) as store:
@@ -259,6 +282,32 @@ def test_a_schedule_skipped_n_times_in_a_row_alerts_once_per_streak(store_url):
     assert first["schedule"]["skipped_in_a_row"] == 3
     assert first["schedule"]["first_skipped_due_at"].startswith("2026-01-01T00:01")
     assert second["schedule"]["first_skipped_due_at"].startswith("2026-01-01T00:11")
+
+
+def test_a_new_streak_after_a_resume_alerts_again(store_url):
+    """Resuming resets the counter without a run in between: the streak after it is new."""
+    sid = add_schedule(store_url, ["started", "skipped", "skipped", "skipped"])
+    with Receiver() as receiver:
+        dispatcher = Dispatcher(config(receiver, VK_ALERT_SKIPPED_AFTER="3"), store_url)
+        try:
+            assert dispatcher.run_pass().delivered == 1
+            with open_store(store_url) as store:
+                store.pause_schedule(sid)
+                store.resume_schedule(sid)
+                assert dispatcher.run_pass().delivered == 0
+
+                def skip_again(cur, n):
+                    add_runs(store._db, cur, sid, ["skipped"], 10 + n)
+                    cur.execute("UPDATE schedules SET skipped_in_a_row = skipped_in_a_row + 1")
+
+                for n in range(3):
+                    store._run("skip", lambda cur, n=n: skip_again(cur, n))
+                    assert dispatcher.run_pass().delivered == (1 if n == 2 else 0)
+        finally:
+            dispatcher.close()
+        first, second = receiver.bodies("/generic")
+    assert first["schedule"]["first_skipped_due_at"].startswith("2026-01-01T00:01")
+    assert second["schedule"]["first_skipped_due_at"].startswith("2026-01-01T00:10")
 
 
 def test_a_schedule_skipped_fewer_times_sends_nothing(store_url):

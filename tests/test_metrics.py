@@ -177,3 +177,14 @@ def test_workers_metrics_are_operator_only_settings():
     assert "VK_WORKER_METRICS_HOST" not in CLIENT_SETTINGS
     with pytest.raises(RequestError):
         check_task_settings(["VK_WORKER_METRICS_PORT=9100"])
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "0.0", "61", "1e9"])
+def test_a_client_cannot_turn_off_or_stretch_the_task_refresh(value):
+    """The refresh is the heartbeat a schedule runner reads (VK_SCHEDULE_STALE_AFTER): a task
+    sent with it off would be taken for a dead one and doubled."""
+    from vkscraper.service.core import check_task_settings
+
+    with pytest.raises(RequestError, match="VK_METRICS_INTERVAL must be above 0"):
+        check_task_settings([f"VK_METRICS_INTERVAL={value}"])
+    assert check_task_settings(["VK_METRICS_INTERVAL=0.2"]) == {"VK_METRICS_INTERVAL": "0.2"}

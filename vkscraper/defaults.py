@@ -63,11 +63,12 @@ VK_SCHEDULE_STALE_AFTER = 600.0
 VK_SCHEDULE_CLAIM_GRACE = 60.0
 # Webhook alerts (vkscraper.alerts), the operator's only: each also read from the environment
 # variable of the same name. Webhook URLs are comma-separated; VK_ALERT_ON names the events
-# (failed, completed, skipped); a delivery is retried after each delay in turn (the last one
-# repeats) up to VK_ALERT_MAX_ATTEMPTS; VK_PUBLIC_URL is where links to the task page point.
+# (failed, completed, stopped, skipped); a delivery is retried after each delay in turn (the
+# last one repeats) up to VK_ALERT_MAX_ATTEMPTS; VK_PUBLIC_URL is where links to the task page
+# point.
 VK_ALERT_WEBHOOKS = None
 VK_ALERT_SLACK_WEBHOOKS = None
-VK_ALERT_ON = "failed,skipped"
+VK_ALERT_ON = "failed,stopped,skipped"
 VK_ALERT_SKIPPED_AFTER = 3  # a schedule skipped this many times in a row
 VK_ALERT_MAX_ATTEMPTS = 8
 VK_ALERT_RETRY_DELAYS = "5,30,120,600"  # seconds

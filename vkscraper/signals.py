@@ -22,7 +22,9 @@ True, or False when the write failed; a Failure or False keeps the group open fo
 failed; in worker mode the group's entry is acked then.
 
 ``task_finished`` (``task_id``, ``status``): the task extension ended the task (``completed``
-or ``failed``: its alert event is in the outbox). Sent with ``send_catch_log``.
+or ``failed``: its alert event is in the outbox), or left it resumable after a stop only the
+operator can fix (``stopped``: no usable access token; a ``stopped`` event is in the outbox).
+Sent with ``send_catch_log``.
 """
 
 task_opened = object()

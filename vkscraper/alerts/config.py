@@ -15,7 +15,7 @@ from typing import Any
 
 from vkscraper import defaults
 
-KINDS = ("failed", "completed", "skipped")
+KINDS = ("failed", "completed", "stopped", "skipped")
 SHAPES = ("generic", "slack")
 # The names read here (each with an environment fallback), for the service's refusal lists.
 NAMES = (

@@ -10,7 +10,12 @@ from typing import Any
 from vkscraper.alerts.config import AlertConfig
 from vkscraper.store.alerts import Delivery, scrub_value
 
-EVENTS = {"failed": "task_failed", "completed": "task_completed", "skipped": "schedule_skipped"}
+EVENTS = {
+    "failed": "task_failed",
+    "completed": "task_completed",
+    "stopped": "task_stopped",
+    "skipped": "schedule_skipped",
+}
 SLACK_TEXT_LIMIT = 2900  # Slack refuses a section text over 3000 characters
 
 
@@ -22,6 +27,12 @@ def summary(kind: str, data: dict[str, Any]) -> str:
             f"vkscraper: schedule {data['schedule_id']}{name} skipped "
             f"{data['skipped_in_a_row']} times in a row: its task {data.get('task_id')} is "
             "still queued or running"
+        )
+    if kind == "stopped":
+        return (
+            f"vkscraper: task {data['task_id']} stopped before finishing (run "
+            f"{data.get('run', 1)}): {data.get('reason')}; it is resumable once that is fixed "
+            f"({data.get('groups_done', 0)}/{data.get('groups_total', 0)} groups done)"
         )
     return (
         f"vkscraper: task {data['task_id']} {kind} (run {data.get('run', 1)}): "

@@ -73,6 +73,8 @@ logger = logging.getLogger(__name__)
 # ends the task for every worker, see _resumable); any other reason (closespider_*,
 # cancelled …) finishes it with an error naming the reason.
 RESUMABLE_REASONS = {"shutdown", "vk_no_token"}
+# Resumable closes that need the operator: an alert says why (VK_ALERT_ON "stopped").
+STOPPED = {"vk_no_token": "no usable access token left (revoked, expired or refused by VK)"}
 
 
 def _finished(reason: str) -> bool:
@@ -285,6 +287,14 @@ class VkTaskExtension:
             await run_in_thread(self.store.refresh_counts, self.task_id)
             if self._resumable(reason):
                 outcome = "interrupted"
+                if reason in STOPPED:
+                    # Resumable, but nothing resumes it until the operator acts: alert.
+                    await run_in_thread(
+                        self.store.record_task_stopped, self.task_id, STOPPED[reason]
+                    )
+                    self.crawler.signals.send_catch_log(
+                        vk_signals.task_finished, task_id=self.task_id, status="stopped"
+                    )
                 logger.warning(
                     "Task %(task)s left in_progress (%(reason)s); resume it with "
                     "`scrapy crawl vk -a task_id=%(task)s`",

@@ -87,6 +87,7 @@ _SETTING_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 ACTIVE_STATES = ("pending", "running", "stopping")
 JOB_STATES = (*ACTIVE_STATES, "finished", "unknown", "none")  # see job_state()
+MAX_CLIENT_REFRESH = 60.0  # seconds: the longest VK_METRICS_INTERVAL a client may send
 REOPEN_AFTER = 5.0  # seconds a failed database open is answered from memory (503)
 DISTRIBUTED_ENV = "VK_DISTRIBUTED"  # "1": collect feeds the workers' Redis queue
 T = TypeVar("T")
@@ -500,6 +501,8 @@ def check_task_settings(settings: Sequence[str] | Mapping[str, Any]) -> dict[str
                 )
         elif name == "VK_RATE_MARGIN":
             _check_margin(text)
+        elif name == "VK_METRICS_INTERVAL":
+            _check_refresh(text)
         elif name not in CLIENT_SETTINGS:
             raise bad_request(
                 f"setting {name} cannot be sent with a task (allowed: VK_API_URL, "
@@ -533,6 +536,21 @@ def _check_margin(text: str) -> None:
             f"VK_RATE_MARGIN below {defaults.VK_RATE_MARGIN:g} would speed the crawl up: only "
             f"the operator sets the rate limit ({MAX_RPS_ENV} in the environment of the scrapyd "
             "process)"
+        )
+
+
+def _check_refresh(text: str) -> None:
+    """The task row's refresh is also the heartbeat by which a schedule runner tells a running
+    task of another process from a dead one (VK_SCHEDULE_STALE_AFTER): a client may not turn it
+    off or stretch it past a minute."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return  # the crawl's own check names a malformed number
+    if not 0 < seconds <= MAX_CLIENT_REFRESH:
+        raise bad_request(
+            f"VK_METRICS_INTERVAL must be above 0 and at most {MAX_CLIENT_REFRESH:g} seconds "
+            "when sent with a task"
         )
 
 

@@ -2,7 +2,9 @@
 ``alert_deliveries`` (one row per event and webhook: attempts, the next one, the outcome).
 
 A task's event is written by :func:`record_task_end` inside the transaction that ends the task,
-keyed ``task:N:run:R`` so that one end of one run is one event whichever process ends it. A
+keyed ``task:N:run:R`` so that one end of one run is one event whichever process ends it; a
+run that stops for want of a usable token (left resumable) writes ``task:N:run:R:stopped``
+(:func:`record_task_stopped`). A
 schedule's event is written by a dispatcher (:func:`record_skip_events`) when the schedule has
 been skipped N times in a row, keyed by the first skipped due time of the streak.
 
@@ -113,14 +115,32 @@ def record_task_end(db: Backend, cur: Any, task_id: int) -> None:
     _insert_event(db, cur, key, task.status, snapshot, task_id=task_id)
 
 
+def record_task_stopped(db: Backend, cur: Any, task_id: int, reason: str) -> None:
+    """The event of a run that stopped before finishing for a reason only the operator can
+    fix (no usable access token): the task stays resumable, so no end is ever recorded."""
+    from vkscraper.store.tasks import get_task
+
+    task = get_task(db, cur, task_id)
+    if task is None or task.status != "in_progress":
+        return
+    snapshot = task_snapshot(task)
+    snapshot["reason"] = reason
+    cur.execute(db.sql("SELECT schedule_id FROM tasks WHERE id = %s"), (task_id,))
+    snapshot["schedule_id"] = cur.fetchone()[0]
+    _insert_event(db, cur, f"task:{task_id}:run:{snapshot['run']}:stopped", "stopped", snapshot,
+                  task_id=task_id)  # fmt: skip
+
+
 # Per schedule skipped at least :n times in a row (its counter, kept by the schedule runner):
-# the first due time of the current streak, the streak's length and the last task.
+# the first due time of the current streak, the streak's length and the last task. The streak
+# is the newest `skipped_in_a_row` skipped runs: the counter is what a start or a resume resets
+# (a failed run in between does not), so a new streak after a resume gets a key of its own.
 _SKIP_STREAKS = """
     SELECT s.id, s.name, s.last_task_id, s.skipped_in_a_row,
-        (SELECT min(r.due_at) FROM schedule_runs r
-         WHERE r.schedule_id = s.id AND r.outcome = 'skipped'
-           AND r.id > COALESCE((SELECT max(o.id) FROM schedule_runs o
-                                WHERE o.schedule_id = s.id AND o.outcome <> 'skipped'), 0)),
+        (SELECT min(k.due_at) FROM (
+            SELECT r.due_at, row_number() OVER (ORDER BY r.id DESC) AS n
+            FROM schedule_runs r WHERE r.schedule_id = s.id AND r.outcome = 'skipped') k
+         WHERE k.n <= s.skipped_in_a_row),
         (SELECT max(r.due_at) FROM schedule_runs r WHERE r.schedule_id = s.id)
     FROM schedules s
     WHERE s.skipped_in_a_row >= %s"""

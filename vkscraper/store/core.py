@@ -355,6 +355,13 @@ class Store:
         return self._run("finish_task", lambda cur: tasks.finish_task(self._db, cur, task_id))
 
     # ---------------------------------------------------------------- alerts
+    def record_task_stopped(self, task_id: int, reason: str) -> None:
+        """The alert event of a run left resumable for a reason the operator must fix."""
+        self._run(
+            "record_task_stopped",
+            lambda cur: alerts.record_task_stopped(self._db, cur, task_id, reason),
+        )
+
     def prepare_alerts(
         self, webhooks: Sequence[str], kinds: Sequence[str], since: datetime, skipped_after: int
     ) -> int:

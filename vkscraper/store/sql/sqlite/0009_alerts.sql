@@ -2,7 +2,7 @@
 CREATE TABLE alert_events (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     key         TEXT NOT NULL UNIQUE,
-    kind        TEXT NOT NULL CHECK (kind IN ('failed', 'completed', 'skipped')),
+    kind        TEXT NOT NULL CHECK (kind IN ('failed', 'completed', 'stopped', 'skipped')),
     task_id     INTEGER REFERENCES tasks (id) ON DELETE SET NULL,
     schedule_id INTEGER REFERENCES schedules (id) ON DELETE SET NULL,
     payload     TEXT NOT NULL CHECK (json_valid(payload) AND json_type(payload) = 'object'),
