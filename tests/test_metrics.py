@@ -150,6 +150,9 @@ def test_schedules_give_their_lag_interval_and_last_comments_time():
             ScheduleState(1, 600, None, "UTC", due, due + timedelta(seconds=4), now),
             ScheduleState(2, None, "0 * * * *", "Europe/Moscow", None, None, None),
             ScheduleState(3, None, "not a cron", "UTC", None, None, None),
+            # Never stored a comment: counted from its creation. Paused: no interval.
+            ScheduleState(4, 60, None, "UTC", None, None, None, created_at=due),
+            ScheduleState(5, 60, None, "UTC", None, None, None, paused=True, created_at=due),
         ]
     )
     found = samples(scrape(ServiceCollector(lambda: snap, clock=now.timestamp)))
@@ -160,6 +163,11 @@ def test_schedules_give_their_lag_interval_and_last_comments_time():
     last = ("vkscraper_schedule_last_comments_timestamp_seconds", (("schedule", "1"),))
     assert found[last] == now.timestamp()
     assert ("vkscraper_schedule_lag_seconds", (("schedule", "2"),)) not in found
+    # The rule "no comments in 2 intervals" fires for one that never stored any, not for one
+    # that is paused.
+    assert found[(last[0], (("schedule", "4"),))] == due.timestamp()
+    assert found[("vkscraper_schedule_interval_seconds", (("schedule", "4"),))] == 60
+    assert ("vkscraper_schedule_interval_seconds", (("schedule", "5"),)) not in found
 
 
 def test_a_crons_interval_is_its_current_gap_in_its_time_zone():

@@ -149,7 +149,8 @@ def schedule_families(schedules: list[ScheduleState], now: float) -> Iterator[Me
     )
     last = GaugeMetricFamily(
         "vkscraper_schedule_last_comments_timestamp_seconds",
-        "When the newest task of the schedule that stored at least one comment ended",
+        "When the newest task of the schedule that stored at least one comment ended (until "
+        "one has: when the schedule was made)",
         labels=["schedule"],
     )
     at = datetime.fromtimestamp(now, UTC)
@@ -158,10 +159,12 @@ def schedule_families(schedules: list[ScheduleState], now: float) -> Iterator[Me
         if s.last_due_at is not None and s.last_ran_at is not None:
             lag.add_metric(label, max(0.0, (s.last_ran_at - s.last_due_at).total_seconds()))
         gap = float(s.every_s) if s.every_s else cron_gap(s.cron or "", s.timezone, at)
-        if gap is not None:
+        if gap is not None and not s.paused:  # a paused schedule is expected to store nothing
             interval.add_metric(label, gap)
-        if s.last_comments_at is not None:
-            last.add_metric(label, s.last_comments_at.timestamp())
+        # From its creation until a task stores a comment: one that never does is noticed too.
+        since = s.last_comments_at or s.created_at
+        if since is not None:
+            last.add_metric(label, since.timestamp())
     yield from (lag, interval, last)
 
 

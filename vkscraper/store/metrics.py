@@ -30,6 +30,7 @@ _SCHEDULES = {
                  ORDER BY r.due_at DESC LIMIT 1),
                (SELECT max(t.finished_at) FROM tasks t WHERE t.schedule_id = s.id
                    AND COALESCE((t.metrics->>'comments')::bigint, 0) > 0)
+               , s.paused, s.created_at
         FROM schedules s ORDER BY s.id
     """,
     "sqlite": """
@@ -40,6 +41,7 @@ _SCHEDULES = {
                  ORDER BY r.due_at DESC LIMIT 1),
                (SELECT max(t.finished_at) FROM tasks t WHERE t.schedule_id = s.id
                    AND COALESCE(json_extract(t.metrics, '$.comments'), 0) > 0)
+               , s.paused, s.created_at
         FROM schedules s ORDER BY s.id
     """,
 }
@@ -54,6 +56,8 @@ class ScheduleState:
     last_due_at: datetime | None
     last_ran_at: datetime | None
     last_comments_at: datetime | None  # end of its newest task that stored a comment
+    paused: bool = False
+    created_at: datetime | None = None
 
 
 @dataclass
@@ -86,6 +90,8 @@ def snapshot(db: Backend, cur: Any) -> Snapshot:
             last_due_at=db.from_ts(row[4]),
             last_ran_at=db.from_ts(row[5]),
             last_comments_at=db.from_ts(row[6]),
+            paused=bool(row[7]),
+            created_at=db.from_ts(row[8]),
         )
         for row in cur.fetchall()
     ]
