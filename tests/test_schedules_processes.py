@@ -1,7 +1,7 @@
 """Schedules run by real processes against one PostgreSQL database: `vkscraper schedule run`
-runners (local launches: `scrapy crawl vk` children) and a scrapyd service, crawling the
-emulator. Each due run starts once, a slow task is skipped rather than doubled, missed runs
-run once."""
+runners (local launches: `scrapy crawl vk` children; workers launches: the Redis feed of real
+worker processes) and a scrapyd service, crawling the emulator. Each due run starts once, a
+slow task is skipped rather than doubled, missed runs run once."""
 
 from __future__ import annotations
 
@@ -225,3 +225,35 @@ def test_the_service_runs_schedules(pg_url, vk, tmp_path):
         started = [r for r in runs if r.outcome == "started"]
         assert len(started) >= 2 and all(r.message.startswith("job ") for r in started)
         assert TOKEN not in service.output()
+
+
+def test_two_runners_feed_the_workers_each_due_run_once(pg_url, vk, tmp_path, workers):
+    """`schedule run --launch workers` ×2 on one PostgreSQL and Redis: the workers crawl each
+    due run's task once; a run whose task is still in the feed or crawled is skipped."""
+    from tests.helpers.workers import REDIS_URL
+
+    add(pg_url, "--groups", GROUPS, "--every", "2")  # workers apply their own settings
+    w = workers([TOKEN], vk.url)
+    w.start(1, "-s", f"VK_API_URL={vk.url}", *FAST)
+    w.wait_started()
+    env = {"REDIS_URL": REDIS_URL}
+    a = runner(pg_url, tmp_path, "a", "--launch", "workers", "--tick", "0.3", env=env)
+    b = runner(pg_url, tmp_path, "b", "--launch", "workers", "--tick", "0.7", env=env)
+    try:
+        with open_store(pg_url) as store:
+            w.wait_until(lambda: sum(t.status == "completed" for t in tasks_of(store, 1)) >= 3, 60)
+            assert main(["-q", "--database-url", pg_url, "schedule", "pause", "1"]) == 0
+            tasks = wait_idle(store, 1)
+            runs = store.schedule_runs(1, limit=1000)
+    finally:
+        stop(a, b)
+    started = [r for r in runs if r.outcome == "started"]
+    assert not [r for r in runs if r.outcome in ("claimed", "failed")], runs
+    assert sorted(r.task_id for r in started) == [t.id for t in tasks]
+    for r in started:
+        assert r.message == f"job workers:{r.task_id}"
+    for t in tasks:  # each crawled once, completely, by the workers
+        assert t.status == "completed" and t.metrics["run"] == 1, t.metrics
+        assert t.job_id == f"workers:{t.id}" and t.metrics["posts"] > 0
+    logs = a.log_path.read_text() + b.log_path.read_text()  # type: ignore[attr-defined]
+    assert "Traceback" not in logs and TOKEN not in logs + w.logs()
