@@ -257,3 +257,45 @@ def test_two_runners_feed_the_workers_each_due_run_once(pg_url, vk, tmp_path, wo
         assert t.job_id == f"workers:{t.id}" and t.metrics["posts"] > 0
     logs = a.log_path.read_text() + b.log_path.read_text()  # type: ignore[attr-defined]
     assert "Traceback" not in logs and TOKEN not in logs + w.logs()
+
+
+def test_two_services_start_each_due_run_once(pg_url, vk, tmp_path):
+    """Two scrapyd services on one PostgreSQL database, each with its schedules loop: a due
+    run is one task, queued by one of them, crawled once."""
+    with open_store(pg_url) as store:
+        store.migrate()
+        spec = parse_spec(groups=GROUPS, every=2, settings={"VK_API_URL": vk.url,
+                                                            "VK_BACKOFF_BASE": "0"})  # fmt: skip
+        sid = store.add_schedule(spec, first_run_at=datetime.now(UTC))
+    # Different ticks, so that neither service is always the first to see a due time.
+    with (
+        Scrapyd(
+            tmp_path / "a", database_url=pg_url, token=TOKEN, env={"VK_SCHEDULE_TICK": "0.3"}
+        ) as a,
+        Scrapyd(
+            tmp_path / "b", database_url=pg_url, token=TOKEN, env={"VK_SCHEDULE_TICK": "0.7"}
+        ) as b,
+        open_store(pg_url) as store,
+    ):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+        store.pause_schedule(sid)
+        tasks = wait_idle(store, sid)
+        runs = store.schedule_runs(sid, limit=1000)
+        output = a.output() + b.output()
+    started = [r for r in runs if r.outcome == "started"]
+    assert len(started) >= 3, (runs, output[-3000:])
+    assert not [r for r in runs if r.outcome in ("claimed", "failed")], runs
+    # One run per due time, due times at least the interval apart: nothing doubled.
+    dues = sorted(r.due_at for r in runs)
+    assert all(later - earlier >= timedelta(seconds=2) for earlier, later in pairwise(dues))
+    assert sorted(r.task_id for r in started) == [t.id for t in tasks]
+    for t in tasks:
+        assert t.status == "completed" and t.metrics["run"] == 1, t.metrics
+    # Each job was queued by one service (its id is in that service's log only), and both
+    # services queued some.
+    queued_by = {t.job_id: (t.job_id in a.output(), t.job_id in b.output()) for t in tasks}
+    assert all(sum(where) == 1 for where in queued_by.values()), queued_by
+    assert {where.index(True) for where in queued_by.values()} == {0, 1}, queued_by
+    assert TOKEN not in output
