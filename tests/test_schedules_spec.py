@@ -8,6 +8,8 @@ import pytest
 
 from vkscraper.schedules import ScheduleError, next_due, parse_every, parse_spec
 
+HOUR = timedelta(hours=1)
+
 
 @pytest.mark.parametrize(
     ("raw", "seconds"),
@@ -85,3 +87,19 @@ def test_cron_across_dst():
 def test_naive_after_refused():
     with pytest.raises(ValueError):
         next_due(60, None, "UTC", datetime(2030, 1, 1))
+
+
+def test_an_interval_keeps_its_cadence_however_late_a_run_is_claimed():
+    from vkscraper.schedules.spec import following_due
+
+    due = datetime(2026, 1, 1, 10, 17, tzinfo=UTC)
+    # Claimed 12 s late: the next is still on the minute the schedule keeps.
+    assert following_due(3600, None, "UTC", due, due + timedelta(seconds=12)) == due + HOUR
+    # Three days down: one run, then the first due time after now on that cadence.
+    late = due + timedelta(days=3, minutes=5)
+    assert following_due(3600, None, "UTC", due, late) == due + 73 * HOUR
+    assert following_due(3600, None, "UTC", due, due + HOUR) == due + 2 * HOUR  # never now
+    # A cron keeps to its own times.
+    assert following_due(None, "0 * * * *", "UTC", due, due + timedelta(seconds=12)) == (
+        datetime(2026, 1, 1, 11, 0, tzinfo=UTC)
+    )

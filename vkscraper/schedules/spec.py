@@ -5,10 +5,11 @@ caller passes them through :func:`vkscraper.service.core.check_task_settings` fi
 a client's settings get.
 
 Times are aware UTC datetimes in and out. An interval counts from the time it is given
-(``after``); a cron expression is read in the schedule's time zone by croniter. On the night a
-clock goes back, a wall time happens twice: a cron with a fixed hour (``30 2 * * *``) runs at the
-first of them only, as cron itself does; one whose hour field is a wildcard (``*/15 * * * *``)
-runs in both hours, which are different hours of real time.
+(``after``) — from a schedule's first due time on, its due times keep that cadence
+(:func:`following_due`); a cron expression is read in the schedule's time zone by croniter. On
+the night a clock goes back, a wall time happens twice: a cron with a fixed hour (``30 2 * * *``)
+runs at the first of them only, as cron itself does; one whose hour field is a wildcard
+(``*/15 * * * *``) runs in both hours, which are different hours of real time.
 """
 
 from __future__ import annotations
@@ -128,6 +129,18 @@ def parse_spec(
         # A cron that never matches (31 February) would leave the schedule without a next run.
         next_due(None, spec.cron, spec.timezone, datetime.now(UTC))
     return spec
+
+
+def following_due(
+    every_s: int | None, cron: str | None, timezone: str, due_at: datetime, now: datetime
+) -> datetime:
+    """The due time after the run of ``due_at`` claimed at ``now``: the first one after now,
+    so that missed ones are not made up. An interval keeps its cadence (``due_at`` plus whole
+    intervals: an hourly schedule stays on its minute however late each claim is)."""
+    if every_s is not None:
+        late = max((now - due_at).total_seconds(), 0.0)
+        return (due_at + timedelta(seconds=every_s * (int(late // every_s) + 1))).astimezone(UTC)
+    return next_due(every_s, cron, timezone, max(now, due_at))
 
 
 def next_due(every_s: int | None, cron: str | None, timezone: str, after: datetime) -> datetime:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from vkscraper.schedules.spec import ScheduleSpec, next_due
+from vkscraper.schedules.spec import ScheduleSpec, following_due, next_due
 from vkscraper.store.backends import Backend
 
 OUTCOMES = ("claimed", "started", "skipped", "failed")
@@ -247,7 +247,7 @@ def _last_task_running(
 
 def claim_due(db: Backend, cur: Any, jobs: JobStates, limit: int = 100) -> list[Claimed]:
     """Take the due, unpaused schedules (locked: SKIP LOCKED on PostgreSQL, the write lock on
-    SQLite), move each to its next due time counted from now — a schedule that missed several
+    SQLite), move each to its first due time after now — a schedule that missed several
     due times runs once — and record one run per due time: ``skipped`` while its previous task
     is queued or running, ``failed`` without groups to collect, else ``claimed`` with a new task
     (returned, to be launched after the commit)."""
@@ -267,7 +267,7 @@ def claim_due(db: Backend, cur: Any, jobs: JobStates, limit: int = 100) -> list[
     claimed: list[Claimed] = []
     for s in due:
         due_at = s.next_run_at
-        following = next_due(s.every_s, s.cron, s.timezone, max(now, due_at))
+        following = following_due(s.every_s, s.cron, s.timezone, due_at, now)
         last, skipped = s.last_task_id, s.skipped_in_a_row
         if last is not None and _last_task_running(db, cur, last, jobs, now):
             _insert_run(
