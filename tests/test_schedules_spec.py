@@ -103,3 +103,13 @@ def test_an_interval_keeps_its_cadence_however_late_a_run_is_claimed():
     assert following_due(None, "0 * * * *", "UTC", due, due + timedelta(seconds=12)) == (
         datetime(2026, 1, 1, 11, 0, tzinfo=UTC)
     )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(90, "every 90 s"), (900, "every 15 min"), (7200, "every 2 h"), (86400, "every 1 d")],
+)
+def test_an_interval_is_described_in_its_largest_whole_unit(seconds, text):
+    from vkscraper.schedules.spec import describe_every
+
+    assert describe_every(seconds) == text

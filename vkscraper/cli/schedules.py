@@ -21,6 +21,7 @@ from vkscraper.schedules.runner import (
     WorkersLauncher,
     env_seconds,
 )
+from vkscraper.schedules.spec import describe_every
 from vkscraper.store import Schedule, Store
 
 logger = logging.getLogger("vkscraper.schedules")
@@ -94,9 +95,9 @@ def _add(args: argparse.Namespace, store: Store) -> int:
 
 
 def when(schedule: Schedule) -> str:
-    """``every 900 s`` or ``cron 0 3 * * * (Europe/Moscow)``."""
+    """``every 15 min`` or ``cron 0 3 * * * (Europe/Moscow)``."""
     if schedule.every_s is not None:
-        return f"every {schedule.every_s} s"
+        return describe_every(schedule.every_s)
     return f"cron {schedule.cron} ({schedule.timezone})"
 
 

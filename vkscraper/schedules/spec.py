@@ -131,6 +131,14 @@ def parse_spec(
     return spec
 
 
+def describe_every(every_s: int) -> str:
+    """``every 2 h``: the largest unit that divides the interval."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if every_s % size == 0:
+            return f"every {every_s // size} {unit}"
+    return f"every {every_s} s"
+
+
 def following_due(
     every_s: int | None, cron: str | None, timezone: str, due_at: datetime, now: datetime
 ) -> datetime:

@@ -29,6 +29,7 @@ from twisted.web import resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from vkscraper.schedules.spec import describe_every
 from vkscraper.service.core import ACTIVE_STATES, RequestError, TaskService
 from vkscraper.service.schedules import ScheduleService
 from vkscraper.store import export, open_store
@@ -445,10 +446,7 @@ def how_often(schedule: dict[str, Any]) -> str:
     every = schedule["everySeconds"]
     if every is None:
         return f"<code>{esc(schedule['cron'])}</code> ({esc(schedule['timezone'])})"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if every % size == 0:
-            return f"every {every // size} {unit}"
-    return f"every {every} s"
+    return describe_every(int(every))
 
 
 def what(schedule: dict[str, Any], limit: int = 4) -> str:
