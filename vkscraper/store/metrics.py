@@ -21,29 +21,21 @@ _ADD = """
 
 # Per schedule: its interval, its last run's due and start times, and when its newest task
 # that stored comments ended.
-_SCHEDULES = {
-    "postgresql": """
-        SELECT s.id, s.every_s, s.cron, s.timezone,
-               (SELECT r.due_at FROM schedule_runs r WHERE r.schedule_id = s.id
-                 ORDER BY r.due_at DESC LIMIT 1),
-               (SELECT r.ran_at FROM schedule_runs r WHERE r.schedule_id = s.id
-                 ORDER BY r.due_at DESC LIMIT 1),
-               (SELECT max(t.finished_at) FROM tasks t WHERE t.schedule_id = s.id
-                   AND COALESCE((t.metrics->>'comments')::bigint, 0) > 0)
-               , s.paused, s.created_at
-        FROM schedules s ORDER BY s.id
-    """,
-    "sqlite": """
-        SELECT s.id, s.every_s, s.cron, s.timezone,
-               (SELECT r.due_at FROM schedule_runs r WHERE r.schedule_id = s.id
-                 ORDER BY r.due_at DESC LIMIT 1),
-               (SELECT r.ran_at FROM schedule_runs r WHERE r.schedule_id = s.id
-                 ORDER BY r.due_at DESC LIMIT 1),
-               (SELECT max(t.finished_at) FROM tasks t WHERE t.schedule_id = s.id
-                   AND COALESCE(json_extract(t.metrics, '$.comments'), 0) > 0)
-               , s.paused, s.created_at
-        FROM schedules s ORDER BY s.id
-    """,
+_SCHEDULES = """
+    SELECT s.id, s.every_s, s.cron, s.timezone,
+           (SELECT r.due_at FROM schedule_runs r WHERE r.schedule_id = s.id
+             ORDER BY r.due_at DESC LIMIT 1),
+           (SELECT r.ran_at FROM schedule_runs r WHERE r.schedule_id = s.id
+             ORDER BY r.due_at DESC LIMIT 1),
+           (SELECT max(t.finished_at) FROM tasks t WHERE t.schedule_id = s.id
+               AND COALESCE({comments}, 0) > 0),
+           s.paused, s.created_at
+    FROM schedules s ORDER BY s.id
+"""
+# A task's stored comments (tasks.metrics), in each backend's JSON.
+_COMMENTS = {
+    "postgresql": "(t.metrics->>'comments')::bigint",
+    "sqlite": "json_extract(t.metrics, '$.comments')",
 }
 
 
@@ -80,7 +72,7 @@ def snapshot(db: Backend, cur: Any) -> Snapshot:
     out.counters = [(str(n), str(labels), float(v)) for n, labels, v in cur.fetchall()]
     cur.execute("SELECT status, count(*) FROM tasks GROUP BY status")
     out.tasks = {str(status): int(n) for status, n in cur.fetchall()}
-    cur.execute(_SCHEDULES[db.name])
+    cur.execute(_SCHEDULES.format(comments=_COMMENTS[db.name]))
     out.schedules = [
         ScheduleState(
             id=int(row[0]),
